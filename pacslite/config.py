@@ -1,0 +1,111 @@
+"""Configuration: embedded defaults, then ``instance/config.py``, then ``PACSLITE_*`` variables.
+
+Every setting has a default here, so pacslite starts with no configuration at all. An
+environment variable ``PACSLITE_<NAME>`` overrides the setting ``NAME`` and is converted to the
+type of its default (JSON for lists and dicts, ``1/true/yes/on`` for booleans).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Modalities the department registers. ``code`` is what the desk sees, ``dicom`` the DICOM
+#: Modality (0008,0060) used in the worklist, ``turnaround_hours`` the report target,
+#: ``location`` where the patient goes (printed on the receipt; empty: a generic text).
+DEFAULT_MODALITIES: list[dict[str, Any]] = [
+    {"code": "CR", "dicom": "CR", "turnaround_hours": 1, "location": ""},
+    {"code": "DR", "dicom": "DX", "turnaround_hours": 1, "location": ""},
+    {"code": "CT", "dicom": "CT", "turnaround_hours": 8, "location": ""},
+    {"code": "MR", "dicom": "MR", "turnaround_hours": 8, "location": ""},
+    {"code": "DSA", "dicom": "XA", "turnaround_hours": 24, "location": ""},
+    {"code": "MG", "dicom": "MG", "turnaround_hours": 24, "location": ""},
+    {"code": "US", "dicom": "US", "turnaround_hours": 24, "location": ""},
+    {"code": "RF", "dicom": "RF", "turnaround_hours": 24, "location": ""},
+]
+
+DEFAULTS: dict[str, Any] = {
+    # Where run-time data lives. STORAGE_DIR empty: <INSTANCE_DIR>/storage.
+    "INSTANCE_DIR": str(ROOT / "instance"),
+    "STORAGE_DIR": "",
+    # Network.
+    "HTTP_HOST": "0.0.0.0",
+    "HTTP_PORT": 8080,
+    "HTTP_THREADS": 8,
+    "DICOM_PORT": 11112,
+    "AE_TITLE": "PACSLITE",
+    # The department.
+    "HOSPITAL_NAME": "pacslite",
+    "TIMEZONE": "Asia/Shanghai",
+    "DEFAULT_LANGUAGE": "zh_CN",
+    "MODALITIES": DEFAULT_MODALITIES,
+    # Numbers pacslite generates. UID_ROOT empty: UUID-derived 2.25 UIDs.
+    "ACCESSION_PREFIX": "A",
+    "UID_ROOT": "",
+    # Registration desk.
+    "RECEIPT_FORMAT": "80mm",
+    "REQUEST_FORM_MAX_BYTES": 10 * 1024 * 1024,
+    # Login throttling.
+    "LOGIN_MAX_FAILURES": 5,
+    "LOGIN_MAX_FAILURES_PER_ADDRESS": 20,
+    "LOGIN_LOCK_MINUTES": 15,
+    # Sessions. Set SESSION_COOKIE_SECURE when pacslite is served behind HTTPS.
+    "SESSION_COOKIE_SECURE": False,
+    "SESSION_HOURS": 12,
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in _TRUE
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, (list, dict)):
+        return json.loads(raw)
+    return raw
+
+
+def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the effective settings: defaults < instance/config.py < environment < overrides."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    settings = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULTS.items()}
+
+    instance_dir = overrides.get("INSTANCE_DIR") or environ.get("PACSLITE_INSTANCE_DIR") or settings["INSTANCE_DIR"]
+    settings["INSTANCE_DIR"] = str(Path(instance_dir).resolve())
+
+    settings.update(_read_instance_config(Path(settings["INSTANCE_DIR"]) / "config.py"))
+    for key, default in DEFAULTS.items():
+        raw = environ.get(f"PACSLITE_{key}")
+        if raw is not None and key != "INSTANCE_DIR":
+            try:
+                settings[key] = _coerce(raw, default)
+            except ValueError as exc:
+                raise SystemExit(f"PACSLITE_{key}={raw!r} is not a valid value: {exc}") from exc
+    settings.update(overrides)
+    settings["INSTANCE_DIR"] = str(Path(settings["INSTANCE_DIR"]).resolve())
+    if not settings["STORAGE_DIR"]:
+        settings["STORAGE_DIR"] = str(Path(settings["INSTANCE_DIR"]) / "storage")
+    return settings
+
+
+def _read_instance_config(path: Path) -> dict[str, Any]:
+    """Upper-case names assigned in instance/config.py, like Flask's ``from_pyfile``."""
+    if not path.is_file():
+        return {}
+    namespace: dict[str, Any] = {"__file__": str(path)}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
+    return {k: v for k, v in namespace.items() if k.isupper()}
+
+
+def modality(settings: Mapping[str, Any], code: str) -> dict[str, Any] | None:
+    """The configured modality with this department code, or None."""
+    for entry in settings["MODALITIES"]:
+        if entry["code"] == code:
+            return entry
+    return None

@@ -1,0 +1,381 @@
+"""The RIS: patients, exams, accession numbers and the state machine of an exam.
+
+Accession numbers are generated, never typed: ``<prefix><YYMMDD><sequence><check digit>``,
+e.g. ``A26112400017``. The check digit is Damm's, which catches every single wrong digit and
+every swap of two neighbouring digits, the two mistakes people make reading a number aloud.
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any, Mapping
+
+from pydicom.uid import generate_uid
+from pypinyin import Style, lazy_pinyin
+from stdnum import damm
+
+from . import audit, clock, config
+from .db import transaction
+from .validation import N_, Conflict, NotFound, ValidationError, choice, matches, text
+
+SEXES = ("M", "F", "O")
+SOURCES = ("outpatient", "inpatient", "emergency", "physical_exam")
+PRIORITIES = ("stat", "urgent", "routine")
+
+# The one place that knows the life of an exam. Later stages (reported …) extend this table.
+REGISTERED, IMAGES_RECEIVED, COMPLETED, CANCELLED = "registered", "images_received", "completed", "cancelled"
+EXAM_STATES = (REGISTERED, IMAGES_RECEIVED, COMPLETED, CANCELLED)
+TRANSITIONS: dict[str, frozenset[str]] = {
+    REGISTERED: frozenset({IMAGES_RECEIVED, CANCELLED}),
+    IMAGES_RECEIVED: frozenset({COMPLETED}),
+    COMPLETED: frozenset(),
+    CANCELLED: frozenset(),
+}
+
+PATIENT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+# DICOM AE title: up to 16 printable ASCII characters, no backslash.
+AE_TITLE_PATTERN = r"[ -\[\]-~]{1,16}"
+DEMOGRAPHICS = ("name", "sex", "birth_date")
+
+
+class ConfirmationNeeded(ValidationError):
+    """The patient ID exists with other demographics; the user must confirm the change."""
+
+    def __init__(self, existing: sqlite3.Row, differences: dict[str, tuple[Any, Any]]) -> None:
+        super().__init__("name", N_("Patient ID %(patient_id)s is registered as %(name)s. Confirm to update the patient."),
+                         patient_id=existing["patient_id"], name=existing["name"])
+        self.existing = existing
+        self.differences = differences
+
+
+# ---------------------------------------------------------------- names
+
+def pinyin_of(name: str) -> tuple[str, str]:
+    """``('zhang san', 'zs')`` for 张三; Latin names pass through lower-cased."""
+    syllables = [s.strip().lower() for s in lazy_pinyin(name, errors="default") if s.strip()]
+    words = " ".join(" ".join(syllables).split())
+    initials = "".join(s[0] for s in lazy_pinyin(name, style=Style.FIRST_LETTER, errors="default")
+                       if s.strip() and s[0].isalnum()).lower()
+    return words, initials
+
+
+# ---------------------------------------------------------------- patients
+
+def clean_patient(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated patient fields, or ValidationError naming the first bad field."""
+    patient_id = matches(text(data, "patient_id", required=True), "patient_id", PATIENT_ID_PATTERN,
+                         N_("Letters, digits, dots, dashes and underscores only."))
+    name = text(data, "name", required=True, max_length=64)
+    if any(ch in name for ch in "^=\\"):
+        raise ValidationError("name", N_("The characters ^ = \\ are not allowed in a name."))
+    sex = choice(data, "sex", SEXES)
+    birth_date = _birth_date(data)
+    phone = matches(text(data, "phone", max_length=32), "phone", r"[0-9+() -]{3,32}",
+                    N_("Digits, spaces and + ( ) - only."))
+    return {"patient_id": patient_id, "name": name, "sex": sex, "birth_date": birth_date, "phone": phone}
+
+
+def _birth_date(data: Mapping[str, Any]) -> str | None:
+    value = text(data, "birth_date", max_length=10)
+    if not value:
+        return None
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("birth_date", N_("Use the form YYYY-MM-DD.")) from None
+    if parsed > date.today() or parsed.year < 1880:
+        raise ValidationError("birth_date", N_("Not a possible birth date."))
+    return parsed.isoformat()
+
+
+def get_patient(conn: sqlite3.Connection, patient_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM patients WHERE patient_id = ?", (patient_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"patient {patient_id}")
+    return row
+
+
+def find_patient(conn: sqlite3.Connection, patient_id: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM patients WHERE patient_id = ?", (patient_id,)).fetchone()
+
+
+def create_patient(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]) -> sqlite3.Row:
+    fields = clean_patient(data)
+    with transaction(conn):
+        if find_patient(conn, fields["patient_id"]) is not None:
+            raise ValidationError("patient_id", N_("A patient with this ID exists already."))
+        _insert_patient(conn, actor, fields)
+    return get_patient(conn, fields["patient_id"])
+
+
+def _insert_patient(conn: sqlite3.Connection, actor: audit.Actor, fields: dict[str, Any]) -> int:
+    words, initials = pinyin_of(fields["name"])
+    now = clock.to_db(clock.now())
+    cur = conn.execute(
+        "INSERT INTO patients (patient_id, name, name_pinyin, name_initials, sex, birth_date, phone, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (fields["patient_id"], fields["name"], words, initials, fields["sex"], fields["birth_date"],
+         fields["phone"], now, now))
+    audit.record(conn, actor, "patient.create", f"patient:{fields['patient_id']}",
+                 patient_id=fields["patient_id"], detail=fields)
+    return int(cur.lastrowid)
+
+
+def update_patient(conn: sqlite3.Connection, actor: audit.Actor, patient_id: str, data: Mapping[str, Any]) -> sqlite3.Row:
+    """Edit a patient's demographics; the patient ID itself does not change here."""
+    fields = clean_patient({**data, "patient_id": patient_id})
+    with transaction(conn):
+        _apply_changes(conn, actor, get_patient(conn, patient_id), fields)
+    return get_patient(conn, patient_id)
+
+
+def _differences(existing: sqlite3.Row, fields: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+    return {k: (existing[k], fields[k]) for k in keys if (existing[k] or None) != (fields[k] or None)}
+
+
+def _apply_changes(conn: sqlite3.Connection, actor: audit.Actor, existing: sqlite3.Row, fields: Mapping[str, Any]) -> None:
+    changed = _differences(existing, fields, ("name", "sex", "birth_date", "phone"))
+    if not changed:
+        return
+    words, initials = pinyin_of(fields["name"])
+    conn.execute("UPDATE patients SET name = ?, name_pinyin = ?, name_initials = ?, sex = ?, birth_date = ?,"
+                 " phone = ?, updated_at = ? WHERE id = ?",
+                 (fields["name"], words, initials, fields["sex"], fields["birth_date"], fields["phone"],
+                  clock.to_db(clock.now()), existing["id"]))
+    audit.record(conn, actor, "patient.update", f"patient:{existing['patient_id']}",
+                 patient_id=existing["patient_id"],
+                 detail={"before": {k: v[0] for k, v in changed.items()}, "after": {k: v[1] for k, v in changed.items()}})
+
+
+def search_patients(conn: sqlite3.Connection, query: str, limit: int = 50) -> list[sqlite3.Row]:
+    """Patients by ID (exact or prefix), name, full pinyin or pinyin initials."""
+    query = query.strip()[:64]
+    if not query:
+        return []
+    compact = re.sub(r"\s+", "", query.lower())
+    like = "%" + _escape_like(query) + "%"
+    return conn.execute(
+        "SELECT * FROM patients WHERE patient_id = ? OR patient_id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\'"
+        " OR REPLACE(name_pinyin, ' ', '') LIKE ? ESCAPE '\\' OR name_initials LIKE ? ESCAPE '\\'"
+        " ORDER BY (patient_id = ?) DESC, name LIMIT ?",
+        (query, _escape_like(query) + "%", like, _escape_like(compact) + "%", _escape_like(compact) + "%",
+         query, limit)).fetchall()
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# ---------------------------------------------------------------- accession numbers and UIDs
+
+def accession_number(prefix: str, day: date, sequence: int) -> str:
+    body = f"{day:%y%m%d}{sequence:04d}"
+    return f"{prefix}{body}{damm.calc_check_digit(body)}"
+
+
+def is_valid_accession(value: str, prefix: str) -> bool:
+    """Whether ``value`` has pacslite's form and a correct check digit."""
+    if not value.startswith(prefix):
+        return False
+    digits = value[len(prefix):]
+    return digits.isdigit() and len(digits) >= 11 and damm.is_valid(digits)
+
+
+def _next_accession(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> str:
+    prefix = settings["ACCESSION_PREFIX"]
+    if not re.fullmatch(r"[A-Z]{0,4}", prefix):
+        raise RuntimeError("ACCESSION_PREFIX must be 0 to 4 capital letters")
+    day = clock.local_today(settings["TIMEZONE"])
+    sequence = conn.execute(
+        "INSERT INTO accession_counters (day, last) VALUES (?, 1)"
+        " ON CONFLICT (day) DO UPDATE SET last = last + 1 RETURNING last", (day.isoformat(),)).fetchone()[0]
+    return accession_number(prefix, day, sequence)
+
+
+def new_study_uid(settings: Mapping[str, Any]) -> str:
+    """A StudyInstanceUID under UID_ROOT, or a UUID-derived 2.25 UID when no root is set."""
+    root = settings["UID_ROOT"]
+    return generate_uid(prefix=f"{root.rstrip('.')}." if root else None)
+
+
+# ---------------------------------------------------------------- exams
+
+@dataclass(frozen=True)
+class Registration:
+    accession_number: str
+    study_instance_uid: str
+    patient_id: str
+    status: str
+    patient_created: bool
+
+
+def parse_scheduled(value: Any, tz_name: str) -> datetime:
+    """ISO 8601 date-time; without an offset it is local time in the department's zone."""
+    if value in (None, ""):
+        return clock.now()
+    if not isinstance(value, str):
+        raise ValidationError("scheduled_at", N_("Use the form YYYY-MM-DD HH:MM."))
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValidationError("scheduled_at", N_("Use the form YYYY-MM-DD HH:MM.")) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=clock.zone(tz_name))
+    return moment
+
+
+def combine_local(day: str, at: str) -> str:
+    """The web form's separate date and time as one ISO text (validated later)."""
+    day, at = (day or "").strip(), (at or "").strip()
+    if not day and not at:
+        return ""
+    return f"{day or clock.now().date().isoformat()}T{at or time(0).isoformat('minutes')}"
+
+
+def clean_exam(data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated exam fields; the modality is looked up in the configured list."""
+    codes = [m["code"] for m in settings["MODALITIES"]]
+    modality_code = choice(data, "modality", codes)
+    fields = {
+        "modality": modality_code,
+        "dicom_modality": config.modality(settings, modality_code)["dicom"],
+        "source": choice(data, "source", SOURCES),
+        "procedure": text(data, "procedure", required=True, max_length=64),
+        "body_part": text(data, "body_part", max_length=64),
+        "requesting_department": text(data, "requesting_department", max_length=64),
+        "requesting_physician": text(data, "requesting_physician", max_length=64),
+        "clinical_note": text(data, "clinical_note", max_length=1024, multiline=True),
+        "priority": choice(data, "priority", PRIORITIES, required=False, default="routine"),
+        "station_ae": matches(text(data, "station_ae", max_length=16), "station_ae", AE_TITLE_PATTERN,
+                              N_("Up to 16 printable ASCII characters, no backslash.")),
+    }
+    fields["scheduled_at"] = clock.to_db(parse_scheduled(data.get("scheduled_at"), settings["TIMEZONE"]))
+    return fields
+
+
+def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any],
+                  patient_data: Mapping[str, Any], exam_data: Mapping[str, Any], *,
+                  confirm_demographics: bool = False) -> Registration:
+    """Register an exam, creating the patient or updating its demographics.
+
+    A patient ID that exists with another name, sex or birth date raises
+    :class:`ConfirmationNeeded` unless ``confirm_demographics``; the update is then audited.
+    """
+    patient_fields = clean_patient(patient_data)
+    exam_fields = clean_exam(exam_data, settings)
+    with transaction(conn):
+        existing = find_patient(conn, patient_fields["patient_id"])
+        if existing is None:
+            patient_ref = _insert_patient(conn, actor, patient_fields)
+        else:
+            differences = _differences(existing, patient_fields, DEMOGRAPHICS)
+            if differences and not confirm_demographics:
+                raise ConfirmationNeeded(existing, differences)
+            _apply_changes(conn, actor, existing, patient_fields)
+            patient_ref = existing["id"]
+        accession = _next_accession(conn, settings)
+        study_uid = new_study_uid(settings)
+        now = clock.to_db(clock.now())
+        conn.execute(
+            "INSERT INTO exams (accession_number, patient_ref, modality, dicom_modality, source, procedure, body_part,"
+            " requesting_department, requesting_physician, clinical_note, priority, scheduled_at, station_ae,"
+            " study_instance_uid, status, registered_at, registered_by, updated_at)"
+            " VALUES (:accession, :patient_ref, :modality, :dicom_modality, :source, :procedure, :body_part,"
+            " :requesting_department, :requesting_physician, :clinical_note, :priority, :scheduled_at, :station_ae,"
+            " :study_uid, :status, :now, :actor, :now)",
+            {**exam_fields, "accession": accession, "patient_ref": patient_ref, "study_uid": study_uid,
+             "status": REGISTERED, "now": now, "actor": actor.name})
+        audit.record(conn, actor, "exam.register", f"exam:{accession}", patient_id=patient_fields["patient_id"],
+                     detail={**exam_fields, "study_instance_uid": study_uid})
+    return Registration(accession, study_uid, patient_fields["patient_id"], REGISTERED, existing is None)
+
+
+_EXAM_SELECT = ("SELECT e.*, p.patient_id, p.name AS patient_name, p.name_pinyin, p.sex, p.birth_date, p.phone"
+                " FROM exams e JOIN patients p ON p.id = e.patient_ref")
+
+
+def get_exam(conn: sqlite3.Connection, accession: str) -> sqlite3.Row:
+    row = conn.execute(f"{_EXAM_SELECT} WHERE e.accession_number = ?", (accession,)).fetchone()
+    if row is None:
+        raise NotFound(f"exam {accession}")
+    return row
+
+
+def exams_of_patient(conn: sqlite3.Connection, patient_id: str) -> list[sqlite3.Row]:
+    return conn.execute(f"{_EXAM_SELECT} WHERE p.patient_id = ? ORDER BY e.scheduled_at DESC", (patient_id,)).fetchall()
+
+
+def list_exams(conn: sqlite3.Connection, settings: Mapping[str, Any], *, day: date | None = None,
+               modality: str = "", source: str = "", status: str = "", query: str = "",
+               limit: int = 500) -> list[sqlite3.Row]:
+    """Exams scheduled on one local day (default today), filtered; most urgent first."""
+    start, end = clock.local_day_bounds(day or clock.local_today(settings["TIMEZONE"]), settings["TIMEZONE"])
+    clauses, params = ["e.scheduled_at >= ?", "e.scheduled_at < ?"], [start, end]
+    for column, value in (("e.modality", modality), ("e.source", source), ("e.status", status)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    query = query.strip()[:64]
+    if query:
+        like = "%" + _escape_like(query) + "%"
+        compact = _escape_like(re.sub(r"\s+", "", query.lower())) + "%"
+        clauses.append("(e.accession_number LIKE ? ESCAPE '\\' OR p.patient_id LIKE ? ESCAPE '\\'"
+                       " OR p.name LIKE ? ESCAPE '\\' OR REPLACE(p.name_pinyin, ' ', '') LIKE ? ESCAPE '\\'"
+                       " OR p.name_initials LIKE ? ESCAPE '\\' OR e.procedure LIKE ? ESCAPE '\\')")
+        params += [like, like, like, compact, compact, like]
+    order = "CASE e.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END, e.scheduled_at"
+    return conn.execute(f"{_EXAM_SELECT} WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT ?",
+                        (*params, limit)).fetchall()
+
+
+def _move(conn: sqlite3.Connection, exam: sqlite3.Row, new_status: str) -> None:
+    """Change an exam's state, refusing a transition the state machine does not allow."""
+    if new_status not in TRANSITIONS[exam["status"]]:
+        raise Conflict(N_("An exam in state %(status)s cannot become %(new)s."), status=exam["status"], new=new_status)
+    conn.execute("UPDATE exams SET status = ?, updated_at = ? WHERE id = ?",
+                 (new_status, clock.to_db(clock.now()), exam["id"]))
+
+
+def can_cancel(exam: Mapping[str, Any]) -> bool:
+    return CANCELLED in TRANSITIONS[exam["status"]] and exam["instance_count"] == 0
+
+
+def cancel_exam(conn: sqlite3.Connection, actor: audit.Actor, accession: str, data: Mapping[str, Any]) -> None:
+    """Cancel an exam that has no images, with a reason."""
+    reason = text(data, "reason", required=True, max_length=200)
+    with transaction(conn):
+        exam = get_exam(conn, accession)
+        if exam["instance_count"] > 0:
+            raise Conflict(N_("This exam has images and cannot be cancelled."))
+        _move(conn, exam, CANCELLED)
+        conn.execute("UPDATE exams SET cancel_reason = ?, cancelled_at = ?, cancelled_by = ? WHERE id = ?",
+                     (reason, clock.to_db(clock.now()), actor.name, exam["id"]))
+        audit.record(conn, actor, "exam.cancel", f"exam:{accession}", patient_id=exam["patient_id"],
+                     detail={"reason": reason})
+
+
+def api_view(exam: sqlite3.Row) -> dict[str, Any]:
+    """The exam as the JSON API gives it to the hospital information system."""
+    return {
+        "accession_number": exam["accession_number"],
+        "study_instance_uid": exam["study_instance_uid"],
+        "patient_id": exam["patient_id"],
+        "patient": {"patient_id": exam["patient_id"], "name": exam["patient_name"], "sex": exam["sex"],
+                    "birth_date": exam["birth_date"], "phone": exam["phone"]},
+        "status": exam["status"],
+        "modality": exam["modality"],
+        "dicom_modality": exam["dicom_modality"],
+        "source": exam["source"],
+        "procedure": exam["procedure"],
+        "body_part": exam["body_part"],
+        "requesting_department": exam["requesting_department"],
+        "requesting_physician": exam["requesting_physician"],
+        "priority": exam["priority"],
+        "scheduled_at": exam["scheduled_at"],
+        "station_ae": exam["station_ae"],
+        "registered_at": exam["registered_at"],
+        "cancel_reason": exam["cancel_reason"],
+        "images": {"series": exam["series_count"], "instances": exam["instance_count"]},
+    }

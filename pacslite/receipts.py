@@ -1,0 +1,57 @@
+"""What the exam receipt (检查回执) says: age, where to go, when the report is ready, the barcode."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Mapping
+
+import barcode
+from barcode.writer import SVGWriter
+
+from . import clock, config
+
+
+@dataclass(frozen=True)
+class Age:
+    """An age in the unit a clinician uses: years, months under 2 years, days under 2 months."""
+
+    value: int
+    unit: str  # "years", "months" or "days"
+
+
+def age_on(birth: date, day: date) -> Age:
+    days = (day - birth).days
+    months = (day.year - birth.year) * 12 + day.month - birth.month - (day.day < birth.day)
+    if months < 2:
+        return Age(max(days, 0), "days")
+    if months < 24:
+        return Age(months, "months")
+    return Age(months // 12, "years")
+
+
+def age_of(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> Age | None:
+    if not exam["birth_date"]:
+        return None
+    return age_on(date.fromisoformat(exam["birth_date"]), clock.local_today(settings["TIMEZONE"]))
+
+
+def report_ready_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
+    """Scheduled time plus the modality's turnaround target."""
+    entry = config.modality(settings, exam["modality"]) or {}
+    hours = entry.get("turnaround_hours", 24)
+    return clock.from_db(exam["scheduled_at"]) + timedelta(hours=hours)
+
+
+def location_of(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """The configured location of the exam's modality; empty when none is configured."""
+    entry = config.modality(settings, exam["modality"]) or {}
+    return entry.get("location", "")
+
+
+def code128_svg(value: str) -> str:
+    """A Code 128 barcode of ``value`` as an SVG document, bars only (the number is printed as text)."""
+    out = io.BytesIO()
+    barcode.get("code128", value, writer=SVGWriter()).write(
+        out, options={"module_width": 0.3, "module_height": 12.0, "quiet_zone": 4.0, "write_text": False})
+    return out.getvalue().decode("utf-8")

@@ -1,0 +1,270 @@
+"""People: accounts, roles, logins with throttling, API tokens.
+
+A user may hold several roles; ``admin`` may do everything the other roles may.
+Passwords are hashed by werkzeug; API tokens are stored as SHA-256 hashes only.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Iterable, Mapping
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import audit, clock
+from .db import transaction
+from .validation import N_, Conflict, NotFound, ValidationError, matches, text
+
+ROLES = ("registrar", "technologist", "radiologist", "clinician", "admin")
+LANGUAGES = ("zh_CN", "en")
+MIN_PASSWORD_LENGTH = 8
+USERNAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{1,31}"
+# Checked when the user name is unknown, so that a failed login takes as long either way.
+_DUMMY_HASH = generate_password_hash("pacslite-timing-equaliser")
+
+
+@dataclass(frozen=True)
+class User:
+    """An account as the rest of pacslite sees it (also Flask-Login's user object)."""
+
+    id: int
+    username: str
+    display_name: str
+    roles: frozenset[str]
+    active: bool
+    language: str | None
+    session_token: str
+    locked_until: datetime | None = None
+    is_authenticated: bool = field(default=True, init=False)
+    is_anonymous: bool = field(default=False, init=False)
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    def get_id(self) -> str:
+        # The session refers to a token that changes on password reset and disable.
+        return self.session_token
+
+    def has_any(self, roles: Iterable[str]) -> bool:
+        """Whether the user may act in one of ``roles``; admin may act in all."""
+        return "admin" in self.roles or bool(self.roles.intersection(roles))
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.username
+
+
+class LoginOutcome(Enum):
+    OK = "ok"
+    INVALID = "invalid"
+    ACCOUNT_LOCKED = "account_locked"
+    ADDRESS_LOCKED = "address_locked"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    outcome: LoginOutcome
+    user: User | None = None
+    locked_until: datetime | None = None
+
+
+def _user_from_row(conn: sqlite3.Connection, row: sqlite3.Row | None) -> User | None:
+    if row is None:
+        return None
+    roles = frozenset(r[0] for r in conn.execute("SELECT role FROM user_roles WHERE user_id = ?", (row["id"],)))
+    return User(id=row["id"], username=row["username"], display_name=row["display_name"], roles=roles,
+                active=bool(row["active"]), language=row["language"], session_token=row["session_token"],
+                locked_until=clock.from_db(row["locked_until"]))
+
+
+def get(conn: sqlite3.Connection, user_id: int) -> User:
+    user = _user_from_row(conn, conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
+    if user is None:
+        raise NotFound(f"user {user_id}")
+    return user
+
+
+def by_username(conn: sqlite3.Connection, username: str) -> User | None:
+    return _user_from_row(conn, conn.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone())
+
+
+def by_session_token(conn: sqlite3.Connection, token: str) -> User | None:
+    """The active user a session refers to; None once the token was rotated or the user disabled."""
+    row = conn.execute("SELECT * FROM users WHERE session_token = ? AND active = 1", (token,)).fetchone()
+    return _user_from_row(conn, row)
+
+
+def all_users(conn: sqlite3.Connection) -> list[User]:
+    rows = conn.execute("SELECT * FROM users ORDER BY username").fetchall()
+    return [u for u in (_user_from_row(conn, r) for r in rows) if u is not None]
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+
+def _clean_roles(roles: Iterable[str]) -> list[str]:
+    cleaned = sorted(set(roles))
+    if not cleaned:
+        raise ValidationError("roles", N_("Choose at least one role."))
+    if any(role not in ROLES for role in cleaned):
+        raise ValidationError("roles", N_("Not one of the allowed values."))
+    return cleaned
+
+
+def _check_password(password: Any) -> str:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError("password", N_("At least %(min)d characters."), min=MIN_PASSWORD_LENGTH)
+    if len(password) > 256:
+        raise ValidationError("password", N_("At most %(max)d characters."), max=256)
+    return password
+
+
+def create(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]) -> User:
+    """Create an account from ``username``, ``display_name``, ``password`` and ``roles``."""
+    username = matches(text(data, "username", required=True, max_length=32), "username", USERNAME_PATTERN,
+                       N_("2 to 32 letters, digits, dots, dashes or underscores."))
+    display_name = text(data, "display_name", max_length=64)
+    password = _check_password(data.get("password"))
+    roles = _clean_roles(data.get("roles") or [])
+    now = clock.to_db(clock.now())
+    with transaction(conn):
+        if by_username(conn, username) is not None:
+            raise ValidationError("username", N_("This user name is taken."))
+        cur = conn.execute(
+            "INSERT INTO users (username, display_name, password_hash, session_token, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (username, display_name, generate_password_hash(password), secrets.token_urlsafe(24), now, now))
+        user_id = int(cur.lastrowid)
+        conn.executemany("INSERT INTO user_roles (user_id, role) VALUES (?, ?)", [(user_id, r) for r in roles])
+        audit.record(conn, actor, "user.create", f"user:{username}", detail={"roles": roles})
+    return get(conn, user_id)
+
+
+def update(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, data: Mapping[str, Any]) -> User:
+    """Change display name, roles and active flag; disabling ends the user's sessions."""
+    display_name = text(data, "display_name", max_length=64)
+    roles = _clean_roles(data.get("roles") or [])
+    active = bool(data.get("active"))
+    with transaction(conn):
+        before = get(conn, user_id)
+        if before.username == actor.name and (not active or "admin" not in roles) and "admin" in before.roles:
+            raise Conflict(N_("You cannot remove your own administrator access."))
+        token = before.session_token if active else secrets.token_urlsafe(24)
+        conn.execute("UPDATE users SET display_name = ?, active = ?, session_token = ?, updated_at = ? WHERE id = ?",
+                     (display_name, int(active), token, clock.to_db(clock.now()), user_id))
+        conn.execute("DELETE FROM user_roles WHERE user_id = ?", (user_id,))
+        conn.executemany("INSERT INTO user_roles (user_id, role) VALUES (?, ?)", [(user_id, r) for r in roles])
+        audit.record(conn, actor, "user.update", f"user:{before.username}", detail={
+            "before": {"display_name": before.display_name, "roles": sorted(before.roles), "active": before.active},
+            "after": {"display_name": display_name, "roles": roles, "active": active}})
+    return get(conn, user_id)
+
+
+def reset_password(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, password: Any) -> None:
+    """Set a new password, unlock the account and end its sessions."""
+    password = _check_password(password)
+    with transaction(conn):
+        user = get(conn, user_id)
+        conn.execute("UPDATE users SET password_hash = ?, session_token = ?, failed_logins = 0, locked_until = NULL,"
+                     " updated_at = ? WHERE id = ?",
+                     (generate_password_hash(password), secrets.token_urlsafe(24), clock.to_db(clock.now()), user_id))
+        audit.record(conn, actor, "user.reset_password", f"user:{user.username}")
+
+
+def set_language(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, language: str) -> None:
+    if language not in LANGUAGES:
+        raise ValidationError("language", N_("Not one of the allowed values."))
+    with transaction(conn):
+        conn.execute("UPDATE users SET language = ? WHERE id = ?", (language, user_id))
+        audit.record(conn, actor, "user.language", f"user:{get(conn, user_id).username}", detail={"language": language})
+
+
+def authenticate(conn: sqlite3.Connection, username: str, password: str, address: str,
+                 settings: Mapping[str, Any]) -> LoginResult:
+    """Check a login, count failures, lock an account or an address after too many; audited."""
+    now = clock.now()
+    window_start = clock.to_db(now - timedelta(minutes=settings["LOGIN_LOCK_MINUTES"]))
+    actor = audit.Actor(username[:64] or "-", address)
+    with transaction(conn):
+        recent = conn.execute("SELECT COUNT(*) FROM login_failures WHERE address = ? AND at >= ?",
+                              (address, window_start)).fetchone()[0]
+        if recent >= settings["LOGIN_MAX_FAILURES_PER_ADDRESS"]:
+            audit.record(conn, actor, "login", f"user:{username[:64]}", outcome="denied", detail={"reason": "address_locked"})
+            return LoginResult(LoginOutcome.ADDRESS_LOCKED)
+        user = by_username(conn, username)
+        if user is not None and user.locked_until is not None and user.locked_until > now:
+            audit.record(conn, actor, "login", f"user:{user.username}", outcome="denied", detail={"reason": "account_locked"})
+            return LoginResult(LoginOutcome.ACCOUNT_LOCKED, locked_until=user.locked_until)
+        row = conn.execute("SELECT password_hash FROM users WHERE id = ?", (user.id,)).fetchone() if user else None
+        if not check_password_hash(row[0] if row else _DUMMY_HASH, password) or user is None:
+            return _record_failure(conn, actor, user, username, address, now, settings)
+        if not user.active:
+            audit.record(conn, actor, "login", f"user:{user.username}", outcome="denied", detail={"reason": "disabled"})
+            return LoginResult(LoginOutcome.DISABLED)
+        conn.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (user.id,))
+        audit.record(conn, actor, "login", f"user:{user.username}")
+    return LoginResult(LoginOutcome.OK, user=get(conn, user.id))
+
+
+def _record_failure(conn: sqlite3.Connection, actor: audit.Actor, user: User | None, username: str, address: str,
+                    now: datetime, settings: Mapping[str, Any]) -> LoginResult:
+    conn.execute("DELETE FROM login_failures WHERE at < ?", (clock.to_db(now - timedelta(days=1)),))
+    conn.execute("INSERT INTO login_failures (address, username, at) VALUES (?, ?, ?)",
+                 (address, username[:64], clock.to_db(now)))
+    locked_until = None
+    if user is not None:
+        failures = conn.execute("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ? RETURNING failed_logins",
+                                (user.id,)).fetchone()[0]
+        if failures >= settings["LOGIN_MAX_FAILURES"]:
+            locked_until = now + timedelta(minutes=settings["LOGIN_LOCK_MINUTES"])
+            conn.execute("UPDATE users SET locked_until = ?, failed_logins = 0 WHERE id = ?",
+                         (clock.to_db(locked_until), user.id))
+    audit.record(conn, actor, "login", f"user:{username[:64]}", outcome="failure",
+                 detail={"reason": "locked_now" if locked_until else "invalid_credentials"})
+    if locked_until is not None:
+        return LoginResult(LoginOutcome.ACCOUNT_LOCKED, locked_until=locked_until)
+    return LoginResult(LoginOutcome.INVALID)
+
+
+def ensure_admin(conn: sqlite3.Connection) -> str | None:
+    """On an empty database, create ``admin`` with a random password and return the password."""
+    if count(conn) > 0:
+        return None
+    password = secrets.token_urlsafe(12)
+    create(conn, audit.SYSTEM, {"username": "admin", "display_name": "Administrator",
+                                "password": password, "roles": ["admin"]})
+    return password
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(conn: sqlite3.Connection, actor: audit.Actor, username: str) -> str:
+    """A new API bearer token for ``username``; only its hash is kept."""
+    user = by_username(conn, username)
+    if user is None:
+        raise NotFound(f"user {username}")
+    if not user.active:
+        raise Conflict(N_("This account is disabled."))
+    token = "psl_" + secrets.token_urlsafe(32)
+    with transaction(conn):
+        conn.execute("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?, ?, ?)",
+                     (user.id, _token_hash(token), clock.to_db(clock.now())))
+        audit.record(conn, actor, "token.create", f"user:{user.username}")
+    return token
+
+
+def user_for_token(conn: sqlite3.Connection, token: str) -> User | None:
+    """The active user a bearer token belongs to, or None."""
+    row = conn.execute(
+        "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id"
+        " WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.active = 1", (_token_hash(token),)).fetchone()
+    return _user_from_row(conn, row)

@@ -1,0 +1,71 @@
+"""Validation shared by the pages, the API and the command line.
+
+Domain functions raise :class:`ValidationError` naming the field; the message is an English
+msgid marked with :func:`N_` so that the web layer can translate it for the user's language.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any, Mapping
+
+
+def N_(message: str) -> str:
+    """Mark a message for translation without translating it here (the domain has no locale)."""
+    return message
+
+
+class ValidationError(ValueError):
+    def __init__(self, field: str, message: str, **params: Any) -> None:
+        super().__init__(f"{field}: {message % params if params else message}")
+        self.field = field
+        self.message = message
+        self.params = params
+
+
+class NotFound(LookupError):
+    """The thing asked for does not exist."""
+
+
+class Conflict(Exception):
+    """The request is valid but the current state does not allow it."""
+
+    def __init__(self, message: str, **params: Any) -> None:
+        super().__init__(message % params if params else message)
+        self.message = message
+        self.params = params
+
+
+def text(data: Mapping[str, Any], field: str, *, required: bool = False, max_length: int = 64,
+         multiline: bool = False) -> str:
+    """A stripped string from ``data``; refuses control characters and over-long values."""
+    raw = data.get(field)
+    if raw is None:
+        raw = ""
+    if not isinstance(raw, str):
+        raise ValidationError(field, N_("Must be text."))
+    value = raw.strip()
+    if multiline:
+        value = value.replace("\r\n", "\n")
+    if required and not value:
+        raise ValidationError(field, N_("This field is required."))
+    if len(value) > max_length:
+        raise ValidationError(field, N_("At most %(max)d characters."), max=max_length)
+    allowed = "\n\t" if multiline else ""
+    if any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in value):
+        raise ValidationError(field, N_("Control characters are not allowed."))
+    return value
+
+
+def choice(data: Mapping[str, Any], field: str, options: tuple[str, ...] | list[str], *,
+           required: bool = True, default: str = "") -> str:
+    value = text(data, field, required=required) or default
+    if value and value not in options:
+        raise ValidationError(field, N_("Not one of the allowed values."))
+    return value
+
+
+def matches(value: str, field: str, pattern: str, message: str) -> str:
+    if value and not re.fullmatch(pattern, value):
+        raise ValidationError(field, message)
+    return value

@@ -1,0 +1,71 @@
+"""Flask blueprints and what they share. Never imports pynetdicom."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request
+from flask_babel import get_locale, gettext
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from .. import users
+from ..db import close_db, get_db
+from . import access, i18n
+from .labels import label, options
+
+csrf = CSRFProtect()
+login_manager = LoginManager()
+
+
+@login_manager.user_loader
+def _load_session_user(token: str) -> users.User | None:
+    if access.is_api_request():  # the API takes bearer tokens only, never the session cookie
+        return None
+    return users.by_session_token(get_db(), token)
+
+
+login_manager.request_loader(access.load_token_user)
+
+
+def is_htmx() -> bool:
+    """Whether the request came from htmx and wants a partial (not a history restore)."""
+    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
+
+
+def init_app(app: Flask) -> None:
+    from . import admin, api, auth, registration
+
+    i18n.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = "basic"
+    app.teardown_appcontext(close_db)
+    access.init_app(app)  # before CSRF: a denied request is refused (and audited) as denied
+    csrf.init_app(app)
+    for blueprint in (auth.bp, registration.bp, admin.bp, api.bp):
+        app.register_blueprint(blueprint)
+    csrf.exempt(api.bp)  # bearer tokens only, no cookies: nothing for a forged request to ride on
+    app.jinja_env.globals.update(label=label, options=options, is_htmx=is_htmx,
+                                 current_locale=lambda: str(get_locale()),
+                                 modalities=lambda: app.config["MODALITIES"])
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(CSRFError, _csrf_error)
+
+
+def _http_error(exc: HTTPException) -> Any:
+    if access.is_api_request():
+        return jsonify(error=exc.description or exc.name, field=None), exc.code
+    messages = {
+        403: gettext("You do not have permission to open this page."),
+        404: gettext("This page does not exist."),
+        405: gettext("This action is not available here."),
+        413: gettext("The upload is too large."),
+    }
+    message = messages.get(exc.code or 500, gettext("The request could not be handled."))
+    return render_template("error.html", code=exc.code, message=message), exc.code
+
+
+def _csrf_error(_exc: CSRFError) -> Any:
+    message = gettext("The form has expired or did not come from pacslite. Reload the page and try again.")
+    return render_template("error.html", code=400, message=message), 400

@@ -1,0 +1,135 @@
+"""Who may use which route. Enforced in one place, before every request, and closed by default.
+
+A view declares its access with :func:`allow` (roles), :func:`public` or :func:`api` (roles,
+bearer token only). A view that declares nothing is refused to everybody, so a forgotten check
+fails safe. Admin may do everything any role may.
+"""
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, current_app, g, jsonify, redirect, request, url_for
+from flask_login import current_user
+
+from .. import audit, users
+from ..db import get_db, transaction
+
+STAFF = users.ROLES
+PUBLIC = "public"
+
+
+def allow(*roles: str) -> Callable:
+    """The page may be used by a logged-in user holding one of ``roles`` (or admin)."""
+    return _declare(frozenset(roles), via_token=False)
+
+
+def api(*roles: str) -> Callable:
+    """The JSON endpoint may be used with a bearer token of a user holding one of ``roles``."""
+    return _declare(frozenset(roles), via_token=True)
+
+
+def public(view: Callable) -> Callable:
+    view.access = PUBLIC
+    return view
+
+
+def _declare(roles: frozenset[str], via_token: bool) -> Callable:
+    unknown = roles - set(users.ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}")
+
+    def decorate(view: Callable) -> Callable:
+        view.access = roles
+        view.via_token = via_token
+        return view
+    return decorate
+
+
+def actor() -> audit.Actor:
+    """The audit actor of the current request."""
+    name = current_user.username if current_user.is_authenticated else "anonymous"
+    return audit.Actor(name, request.remote_addr or "")
+
+
+def is_api_request() -> bool:
+    return request.path.startswith("/api/")
+
+
+def enforce() -> Any:
+    """before_request: refuse the request unless the view's declaration lets this user in."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is None or request.endpoint == "static":
+        return None
+    access = getattr(view, "access", None)
+    if access == PUBLIC:
+        return None
+    via_token = getattr(view, "via_token", False)
+    if not current_user.is_authenticated or (via_token and g.get("auth_via") != "token"):
+        return _unauthenticated(api_call=via_token)
+    if access is None or not current_user.has_any(access):
+        _audit_denied()
+        if via_token:
+            return jsonify(error="forbidden", field=None), 403
+        abort(403)
+    return None
+
+
+def _unauthenticated(api_call: bool) -> Any:
+    if api_call:
+        return jsonify(error="authentication required: send 'Authorization: Bearer <token>'", field=None), 401
+    target = url_for("auth.login", next=request.full_path.rstrip("?") if request.method == "GET" else None)
+    if request.headers.get("HX-Request"):
+        return "", 401, {"HX-Redirect": target}
+    return redirect(target)
+
+
+def _audit_denied() -> None:
+    conn = get_db()
+    with transaction(conn):
+        audit.record(conn, actor(), "access.denied", f"{request.method} {request.path}"[:200], outcome="denied",
+                     detail={"endpoint": request.endpoint, "roles": sorted(current_user.roles)})
+
+
+def load_token_user(_request: Any = None) -> users.User | None:
+    """Flask-Login request loader: a bearer token, accepted on the JSON API only."""
+    if not is_api_request():
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    user = users.user_for_token(get_db(), token.strip())
+    if user is not None:
+        g.auth_via = "token"
+    return user
+
+
+def safe_next(target: str | None) -> str | None:
+    """``target`` if it is a path on this site, else None: no open redirect through ``next``."""
+    if not target or "\\" in target or any(ch in target for ch in "\r\n\t"):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+def security_headers(response: Any) -> Any:
+    """after_request: CSP without inline script, no sniffing, no framing by other sites."""
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none';"
+        " frame-ancestors 'self'; base-uri 'self'; form-action 'self'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if response.mimetype in ("text/html", "application/json"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(enforce)
+    app.after_request(security_headers)

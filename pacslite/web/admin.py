@@ -1,0 +1,107 @@
+"""Administration: user accounts and the audit log."""
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext
+
+from .. import audit, clock, users
+from ..db import get_db
+from ..validation import Conflict, NotFound, ValidationError
+from . import access, is_htmx
+from .forms import errors_of, message
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+ADMIN = ("admin",)
+
+
+def _user_or_404(user_id: int) -> users.User:
+    try:
+        return users.get(get_db(), user_id)
+    except NotFound:
+        abort(404)
+
+
+def _form_data() -> dict[str, Any]:
+    form = request.form
+    return {"username": form.get("username", ""), "display_name": form.get("display_name", ""),
+            "password": form.get("password", ""), "roles": form.getlist("roles"), "active": form.get("active") == "on"}
+
+
+@bp.route("/users")
+@access.allow(*ADMIN)
+def user_list() -> Any:
+    return render_template("admin/users.html", users=users.all_users(get_db()), now=clock.now())
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@access.allow(*ADMIN)
+def user_new() -> Any:
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {"roles": [], "active": True}
+    if request.method == "POST":
+        values = _form_data()
+        try:
+            user = users.create(get_db(), access.actor(), values)
+        except ValidationError as exc:
+            errors = errors_of(exc)
+        else:
+            flash(gettext("User %(name)s created.", name=user.username), "success")
+            return redirect(url_for("admin.user_list"))
+    return render_template("admin/user_new.html", values=values, errors=errors, roles=users.ROLES), \
+        (400 if errors else 200)
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@access.allow(*ADMIN)
+def user_edit(user_id: int) -> Any:
+    user = _user_or_404(user_id)
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {"display_name": user.display_name, "roles": sorted(user.roles), "active": user.active}
+    if request.method == "POST":
+        values = _form_data()
+        try:
+            users.update(get_db(), access.actor(), user_id, values)
+        except ValidationError as exc:
+            errors = errors_of(exc)
+        except Conflict as exc:
+            errors = {"roles": message(exc)}
+        else:
+            flash(gettext("User %(name)s saved.", name=user.username), "success")
+            return redirect(url_for("admin.user_list"))
+    return render_template("admin/user_edit.html", user=user, values=values, errors=errors, roles=users.ROLES,
+                           now=clock.now()), (400 if errors else 200)
+
+
+@bp.route("/users/<int:user_id>/password", methods=["POST"])
+@access.allow(*ADMIN)
+def user_password(user_id: int) -> Any:
+    user = _user_or_404(user_id)
+    try:
+        users.reset_password(get_db(), access.actor(), user_id, request.form.get("password", ""))
+    except ValidationError as exc:
+        values = {"display_name": user.display_name, "roles": sorted(user.roles), "active": user.active}
+        return render_template("admin/user_edit.html", user=user, values=values, errors=errors_of(exc),
+                               roles=users.ROLES, now=clock.now()), 400
+    flash(gettext("Password of %(name)s reset; the account is unlocked and its sessions are ended.",
+                  name=user.username), "success")
+    return redirect(url_for("admin.user_list"))
+
+
+@bp.route("/audit")
+@access.allow(*ADMIN)
+def audit_log() -> Any:
+    filters = {k: request.args.get(k, "").strip()[:64] for k in ("actor", "action", "patient_id", "outcome", "day")}
+    since = until = ""
+    if filters["day"]:
+        try:
+            since, until = clock.local_day_bounds(date.fromisoformat(filters["day"]), current_app.config["TIMEZONE"])
+        except ValueError:
+            filters["day"] = ""
+    before = request.args.get("before", type=int)
+    rows = audit.search(get_db(), actor=filters["actor"], action=filters["action"], patient_id=filters["patient_id"],
+                        outcome=filters["outcome"], since=since, until=until, before_id=before, limit=100)
+    template = "admin/_audit_rows.html" if is_htmx() else "admin/audit.html"
+    return render_template(template, rows=rows, filters=filters)

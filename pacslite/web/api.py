@@ -1,0 +1,57 @@
+"""JSON API for the hospital information system. Bearer tokens only; same rules as the pages."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from .. import patients
+from ..db import get_db
+from ..validation import NotFound, ValidationError
+from . import access
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _error(status: int, error: str, field: str | None = None) -> Any:
+    return jsonify(error=error, field=field), status
+
+
+PATIENT_FIELDS = ("patient_id", "name", "sex", "birth_date", "phone")
+
+
+def _invalid(exc: ValidationError) -> Any:
+    """400 naming the field as the request named it: ``patient.name``, ``modality``."""
+    field = f"patient.{exc.field}" if exc.field in PATIENT_FIELDS else exc.field
+    return _error(400, exc.message % exc.params if exc.params else exc.message, field)
+
+
+@bp.route("/exams", methods=["POST"])
+@access.api("registrar")
+def exam_create() -> Any:
+    """Register an exam; the patient is created, or its changed demographics updated (audited)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _error(400, "the body must be a JSON object", None)
+    patient = body.get("patient")
+    if not isinstance(patient, dict):
+        return _error(400, "patient must be an object", "patient")
+    try:
+        registration = patients.register_exam(get_db(), access.actor(), current_app.config, patient, body,
+                                              confirm_demographics=True)
+    except ValidationError as exc:
+        return _invalid(exc)
+    exam = patients.get_exam(get_db(), registration.accession_number)
+    return jsonify({**patients.api_view(exam), "patient_created": registration.patient_created}), 201
+
+
+@bp.route("/exams/<accession>")
+@access.api(*access.STAFF)
+def exam_get(accession: str) -> Any:
+    try:
+        exam = patients.get_exam(get_db(), accession)
+    except NotFound:
+        return _error(404, "no exam with this accession number", "accession_number")
+    return jsonify(patients.api_view(exam))
+
+

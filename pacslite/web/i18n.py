@@ -1,0 +1,64 @@
+"""Languages (zh_CN, en) and time zones, through Flask-Babel.
+
+The catalogue source is ``pacslite/translations/<lang>/LC_MESSAGES/messages.po``; it is compiled
+into the instance folder at start-up, so there is no build step to forget.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from flask import Flask, current_app, request, session
+from flask_babel import Babel, format_datetime
+from flask_login import current_user
+
+from .. import clock
+from ..users import LANGUAGES
+
+SOURCE = Path(__file__).resolve().parent.parent / "translations"
+
+
+def compile_catalogues(target: Path) -> None:
+    """Compile every .po under SOURCE into ``target`` (atomically, so readers never see half)."""
+    for po_path in SOURCE.glob("*/LC_MESSAGES/messages.po"):
+        out = target / po_path.relative_to(SOURCE).with_suffix(".mo")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with po_path.open("rb") as handle:
+            catalog = read_po(handle)
+        tmp = out.with_suffix(f".mo.{os.getpid()}")
+        with tmp.open("wb") as handle:
+            write_mo(handle, catalog)
+        os.replace(tmp, out)
+
+
+def select_locale() -> str:
+    if current_user and current_user.is_authenticated and current_user.language in LANGUAGES:
+        return current_user.language
+    if session.get("language") in LANGUAGES:
+        return session["language"]
+    best = request.accept_languages.best_match(["zh_CN", "zh", "en"])
+    if best == "zh":
+        return "zh_CN"
+    return best or current_app.config["DEFAULT_LANGUAGE"]
+
+
+def select_timezone() -> str:
+    return current_app.config["TIMEZONE"]
+
+
+def localtime(value: str | None, fmt: str = "yyyy-MM-dd HH:mm") -> str:
+    """A stored UTC time shown in the department's time zone."""
+    moment = clock.from_db(value) if isinstance(value, str) else value
+    return format_datetime(moment, fmt) if moment else ""
+
+
+def init_app(app: Flask) -> None:
+    translations = Path(app.instance_path) / "translations"
+    compile_catalogues(translations)
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(translations)
+    app.config["BABEL_DEFAULT_TIMEZONE"] = app.config["TIMEZONE"]
+    app.config["BABEL_DEFAULT_LOCALE"] = app.config["DEFAULT_LANGUAGE"]
+    Babel(app, locale_selector=select_locale, timezone_selector=select_timezone)
+    app.jinja_env.filters["localtime"] = localtime

@@ -1,0 +1,28 @@
+"""Words shown for stored codes (sex, source, priority, state, role), in the user's language."""
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+
+LABELS = {
+    "sex": {"M": _l("Male"), "F": _l("Female"), "O": _l("Other")},
+    "source": {"outpatient": _l("Outpatient"), "inpatient": _l("Inpatient"), "emergency": _l("Emergency"),
+               "physical_exam": _l("Physical exam")},
+    "priority": {"stat": _l("STAT"), "urgent": _l("Urgent"), "routine": _l("Routine")},
+    "status": {"registered": _l("Registered"), "images_received": _l("Images received"),
+               "completed": _l("Completed"), "cancelled": _l("Cancelled")},
+    "role": {"registrar": _l("Registrar"), "technologist": _l("Technologist"), "radiologist": _l("Radiologist"),
+             "clinician": _l("Clinician"), "admin": _l("Administrator")},
+    "outcome": {"success": _l("Success"), "failure": _l("Failure"), "denied": _l("Denied")},
+    "age_unit": {"years": _l("%(n)d y"), "months": _l("%(n)d mo"), "days": _l("%(n)d d")},
+}
+
+
+def label(kind: str, code: str | None) -> str:
+    """The translated word for ``code``; the code itself when there is none."""
+    if code is None:
+        return ""
+    return str(LABELS.get(kind, {}).get(code, code))
+
+
+def options(kind: str) -> list[tuple[str, str]]:
+    return [(code, str(text)) for code, text in LABELS[kind].items()]

@@ -1,0 +1,232 @@
+"""The registration desk: patients, exams, request forms, receipts."""
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
+                   send_file, url_for)
+from flask_babel import gettext
+
+from .. import audit, clock, documents, patients, receipts, storage
+from ..db import get_db, transaction
+from ..validation import Conflict, NotFound, ValidationError
+from . import access, is_htmx
+from .forms import errors_of, message
+
+bp = Blueprint("registration", __name__)
+
+REGISTRAR = ("registrar",)
+
+
+def _exam_or_404(accession: str) -> Any:
+    try:
+        return patients.get_exam(get_db(), accession)
+    except NotFound:
+        abort(404)
+
+
+def _patient_or_404(patient_id: str) -> Any:
+    try:
+        return patients.get_patient(get_db(), patient_id)
+    except NotFound:
+        abort(404)
+
+
+@bp.route("/")
+@access.allow(*access.STAFF)
+def home() -> Any:
+    return redirect(url_for("registration.exam_list"))
+
+
+# ---------------------------------------------------------------- patients
+
+@bp.route("/patients")
+@access.allow(*access.STAFF)
+def patient_search() -> Any:
+    query = request.args.get("q", "")
+    results = patients.search_patients(get_db(), query)
+    template = "patients/_results.html" if is_htmx() else "patients/search.html"
+    return render_template(template, query=query, results=results)
+
+
+@bp.route("/patients/new", methods=["GET", "POST"])
+@access.allow(*REGISTRAR)
+def patient_new() -> Any:
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        try:
+            patient = patients.create_patient(get_db(), access.actor(), request.form)
+        except ValidationError as exc:
+            errors = errors_of(exc)
+        else:
+            flash(gettext("Patient %(id)s saved.", id=patient["patient_id"]), "success")
+            return redirect(url_for("registration.patient_view", patient_id=patient["patient_id"]))
+    return render_template("patients/form.html", values=request.form, errors=errors, editing=None), \
+        (400 if errors else 200)
+
+
+@bp.route("/patients/<patient_id>")
+@access.allow(*access.STAFF)
+def patient_view(patient_id: str) -> Any:
+    patient = _patient_or_404(patient_id)
+    return render_template("patients/view.html", patient=patient,
+                           exams=patients.exams_of_patient(get_db(), patient_id))
+
+
+@bp.route("/patients/<patient_id>/edit", methods=["GET", "POST"])
+@access.allow(*REGISTRAR)
+def patient_edit(patient_id: str) -> Any:
+    patient = _patient_or_404(patient_id)
+    errors: dict[str, str] = {}
+    values: Any = dict(patient)
+    if request.method == "POST":
+        values = request.form
+        try:
+            patients.update_patient(get_db(), access.actor(), patient_id, request.form)
+        except ValidationError as exc:
+            errors = errors_of(exc)
+        else:
+            flash(gettext("Patient %(id)s saved.", id=patient_id), "success")
+            return redirect(url_for("registration.patient_view", patient_id=patient_id))
+    return render_template("patients/form.html", values=values, errors=errors, editing=patient), \
+        (400 if errors else 200)
+
+
+# ---------------------------------------------------------------- exams
+
+@bp.route("/exams")
+@access.allow(*access.STAFF)
+def exam_list() -> Any:
+    settings = current_app.config
+    filters = {k: request.args.get(k, "") for k in ("day", "modality", "source", "status", "q")}
+    try:
+        day = date.fromisoformat(filters["day"]) if filters["day"] else clock.local_today(settings["TIMEZONE"])
+    except ValueError:
+        day = clock.local_today(settings["TIMEZONE"])
+    filters["day"] = day.isoformat()
+    exams = patients.list_exams(get_db(), settings, day=day, modality=filters["modality"],
+                                source=filters["source"], status=filters["status"], query=filters["q"])
+    template = "exams/_table.html" if is_htmx() else "exams/list.html"
+    return render_template(template, exams=exams, filters=filters, states=patients.EXAM_STATES)
+
+
+@bp.route("/exams/new", methods=["GET", "POST"])
+@access.allow(*REGISTRAR)
+def exam_new() -> Any:
+    errors: dict[str, str] = {}
+    confirm: patients.ConfirmationNeeded | None = None
+    if request.method == "POST":
+        form = request.form
+        exam_data = {**form, "scheduled_at": patients.combine_local(form.get("scheduled_date", ""),
+                                                                   form.get("scheduled_time", ""))}
+        try:
+            registration = patients.register_exam(get_db(), access.actor(), current_app.config, form, exam_data,
+                                                  confirm_demographics=form.get("confirm_demographics") == "yes")
+        except patients.ConfirmationNeeded as exc:
+            confirm, errors = exc, errors_of(exc)
+        except ValidationError as exc:
+            errors = errors_of(exc)
+        else:
+            flash(gettext("Exam %(accession)s registered.", accession=registration.accession_number), "success")
+            return redirect(url_for("registration.exam_view", accession=registration.accession_number))
+        values: Any = form
+    else:
+        values = _new_exam_defaults(request.args.get("patient_id", ""))
+    return render_template("exams/form.html", values=values, errors=errors, confirm=confirm,
+                           sources=patients.SOURCES, priorities=patients.PRIORITIES), (400 if errors else 200)
+
+
+def _new_exam_defaults(patient_id: str) -> dict[str, Any]:
+    """An empty registration form, with the patient filled in when we came from a patient page."""
+    now = clock.now().astimezone(clock.zone(current_app.config["TIMEZONE"]))
+    values: dict[str, Any] = {"scheduled_date": now.date().isoformat(), "scheduled_time": now.strftime("%H:%M"),
+                              "priority": "routine", "source": "outpatient"}
+    patient = patients.find_patient(get_db(), patient_id) if patient_id else None
+    if patient is not None:
+        values.update({k: patient[k] or "" for k in ("patient_id", "name", "sex", "birth_date", "phone")})
+    return values
+
+
+@bp.route("/exams/<accession>")
+@access.allow(*access.STAFF)
+def exam_view(accession: str, errors: dict[str, str] | None = None, status: int = 200) -> Any:
+    exam = _exam_or_404(accession)
+    return render_template("exams/view.html", exam=exam, forms=documents.of_exam(get_db(), exam["id"]),
+                           can_cancel=patients.can_cancel(exam), errors=errors or {},
+                           age=receipts.age_of(exam, current_app.config)), status
+
+
+@bp.route("/exams/<accession>/cancel", methods=["POST"])
+@access.allow(*REGISTRAR)
+def exam_cancel(accession: str) -> Any:
+    _exam_or_404(accession)
+    try:
+        patients.cancel_exam(get_db(), access.actor(), accession, request.form)
+    except ValidationError as exc:
+        return exam_view(accession, errors={"reason": message(exc)}, status=400)
+    except Conflict as exc:
+        return exam_view(accession, errors={"reason": message(exc)}, status=409)
+    flash(gettext("Exam %(accession)s cancelled.", accession=accession), "success")
+    return redirect(url_for("registration.exam_view", accession=accession))
+
+
+@bp.route("/exams/<accession>/request-forms", methods=["POST"])
+@access.allow(*REGISTRAR)
+def request_form_upload(accession: str) -> Any:
+    _exam_or_404(accession)
+    upload = request.files.get("file")
+    data = upload.read() if upload else b""
+    try:
+        documents.attach(get_db(), access.actor(), current_app.config, accession, data,
+                         upload.filename or "" if upload else "")
+    except ValidationError as exc:
+        return exam_view(accession, errors={"file": message(exc)}, status=400)
+    except storage.StorageError:
+        return exam_view(accession, errors={"file": gettext("The file could not be stored. Tell the PACS administrator.")},
+                         status=507)
+    flash(gettext("Request form attached."), "success")
+    return redirect(url_for("registration.exam_view", accession=accession))
+
+
+@bp.route("/exams/<accession>/request-forms/<int:form_id>")
+@access.allow(*access.STAFF)
+def request_form_view(accession: str, form_id: int) -> Any:
+    exam = _exam_or_404(accession)
+    try:
+        form = documents.get(get_db(), exam["id"], form_id)
+    except NotFound:
+        abort(404)
+    response = send_file(storage.resolve(current_app.config["STORAGE_DIR"], form["storage_path"]),
+                         mimetype=form["media_type"], as_attachment=False, max_age=0)
+    response.headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
+    return response
+
+
+@bp.route("/exams/<accession>/receipt")
+@access.allow(*REGISTRAR)
+def exam_receipt(accession: str) -> Any:
+    """The printable receipt. Opening it counts as a print and is audited."""
+    exam = _exam_or_404(accession)
+    fmt = request.args.get("format") or current_app.config["RECEIPT_FORMAT"]
+    if fmt not in ("80mm", "a5"):
+        fmt = "80mm"
+    conn = get_db()
+    with transaction(conn):
+        audit.record(conn, access.actor(), "exam.receipt_print", f"exam:{accession}", patient_id=exam["patient_id"],
+                     detail={"format": fmt})
+    settings = current_app.config
+    return render_template("exams/receipt.html", exam=exam, fmt=fmt, age=receipts.age_of(exam, settings),
+                           ready_at=clock.to_db(receipts.report_ready_at(exam, settings)),
+                           location=receipts.location_of(exam, settings))
+
+
+@bp.route("/exams/<accession>/barcode.svg")
+@access.allow(*REGISTRAR)
+def exam_barcode(accession: str) -> Any:
+    exam = _exam_or_404(accession)
+    response = Response(receipts.code128_svg(exam["accession_number"]), mimetype="image/svg+xml")
+    # The SVG colours its bars with style attributes; it carries no script.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
