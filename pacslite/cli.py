@@ -6,6 +6,7 @@ import sys
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 
 from . import audit, db, users
 from .validation import Conflict, NotFound, ValidationError
@@ -27,9 +28,9 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-user_cli = click.Group("user", help="Manage user accounts.")
-token_cli = click.Group("token", help="Manage API tokens.")
-audit_cli = click.Group("audit", help="Check the audit log.")
+user_cli = AppGroup("user", help="Manage user accounts.")
+token_cli = AppGroup("token", help="Manage API tokens.")
+audit_cli = AppGroup("audit", help="Check the audit log.")
 
 
 @user_cli.command("add")

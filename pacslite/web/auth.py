@@ -33,7 +33,7 @@ def login() -> Any:
             session.permanent = True
             return redirect(next_url or url_for("registration.home"))
         error = _login_error(result)
-    return render_template("login.html", error=error, next=next_url or ""), (401 if error else 200)
+    return render_template("login.html", error=error, next=next_url or "")
 
 
 def _login_error(result: users.LoginResult) -> str:

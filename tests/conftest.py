@@ -1,0 +1,99 @@
+"""Fixtures: every test gets its own instance folder, database and store."""
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from pacslite import audit, create_app, db, users
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct-horse-1"
+ROLES = users.ROLES
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Flask:
+    return create_app({"INSTANCE_DIR": str(tmp_path / "instance"), "TIMEZONE": "Asia/Shanghai",
+                       "DEFAULT_LANGUAGE": "en"})
+
+
+@pytest.fixture
+def conn(app: Flask) -> Iterator[Any]:
+    connection = db.connect(app.config["DATABASE"])
+    yield connection
+    connection.close()
+
+
+def make_user(conn: Any, username: str, *roles: str) -> users.User:
+    return users.create(conn, audit.SYSTEM, {"username": username, "password": PASSWORD, "roles": list(roles)})
+
+
+def csrf_token(client: FlaskClient, path: str = "/login") -> str:
+    """The CSRF token of the client's session, read from a page like a browser would."""
+    page = client.get(path, follow_redirects=True).get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": csrf_token(client)})
+
+
+@pytest.fixture
+def client_as(app: Flask, conn: Any):
+    """client_as("registrar") → a test client logged in as a new user holding that role."""
+    def make(*roles: str, username: str | None = None) -> FlaskClient:
+        name = username or "u_" + "_".join(roles)
+        if users.by_username(conn, name) is None:
+            make_user(conn, name, *roles)
+        client = app.test_client()
+        response = login(client, name)
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return client
+    return make
+
+
+def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None, **kw: Any) -> Any:
+    """A form POST carrying the session's CSRF token, as the page's form would."""
+    return client.post(path, data={**(data or {}), "csrf_token": csrf_token(client, "/exams")}, **kw)
+
+
+EXAM_FORM = {"patient_id": "P0001", "name": "张三", "sex": "M", "birth_date": "1980-02-03", "phone": "13800000000",
+             "modality": "CT", "source": "outpatient", "procedure": "Chest CT", "body_part": "CHEST",
+             "requesting_department": "Respiratory", "requesting_physician": "Dr Li", "priority": "routine",
+             "scheduled_date": "", "scheduled_time": "", "station_ae": "CT01", "clinical_note": "cough"}
+
+
+def register(client: FlaskClient, **changes: Any) -> str:
+    """Register an exam through the page; returns its accession number."""
+    response = post(client, "/exams/new", {**EXAM_FORM, **changes})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return response.location.rsplit("/", 1)[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def count(conn: Any, table: str) -> int:
+    return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (40, 30)) -> bytes:
+    """A small real image, as a scanner would produce."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 200, 200)).save(out, format=fmt)
+    return out.getvalue()

@@ -1,0 +1,89 @@
+"""Every route, as every role and anonymously, against the matrix the README documents."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pacslite import audit, documents, users
+from tests.conftest import ROLES, ROOT, client_as, csrf_token, image_bytes, make_user, register  # noqa: F401
+
+
+
+def documented_matrix() -> dict[tuple[str, str], dict[str, bool]]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- access-matrix:start -->")[1].split("<!-- access-matrix:end -->")[0]
+    lines = [line for line in block.strip().splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["route", "anonymous", *ROLES]
+    matrix = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        method, path = re.match(r"`(\w+) ([^`]+)`", cells[0]).groups()
+        matrix[(method, path)] = {who: mark == "✓" for who, mark in zip(header[1:], cells[1:])}
+    return matrix
+
+
+def test_every_route_is_documented(app) -> None:
+    registered = {(method, rule.rule) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+                  for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert registered == set(documented_matrix())
+
+
+def test_every_view_declares_its_access(app) -> None:
+    for endpoint, view in app.view_functions.items():
+        if endpoint != "static":
+            assert getattr(view, "access", None), f"{endpoint} declares no access"
+
+
+@pytest.fixture
+def world(app, conn, client_as):  # noqa: F811
+    desk = client_as("registrar", username="seed_desk")
+    accession = register(desk)
+    exam_id = conn.execute("SELECT id FROM exams WHERE accession_number = ?", (accession,)).fetchone()[0]
+    form_id = documents.attach(conn, audit.SYSTEM, app.config, accession, image_bytes(), "form.png")
+    target_user = make_user(conn, "target_user", "clinician")
+    values = {"patient_id": "P0001", "accession": accession, "int:form_id": str(form_id),
+              "int:user_id": str(target_user.id)}
+    clients = {"anonymous": app.test_client()}
+    tokens = {}
+    for role in ROLES:
+        clients[role] = client_as(role, username=f"matrix_{role}")
+        tokens[role] = users.create_token(conn, audit.SYSTEM, f"matrix_{role}")
+    return values, clients, tokens
+
+
+def denied_rows(conn) -> int:
+    return conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'access.denied'").fetchone()[0]
+
+
+def test_matrix(app, conn, world) -> None:
+    values, clients, tokens = world
+    mismatches = []
+    # Logging out ends the clients' sessions, so it goes last.
+    rows = sorted(documented_matrix().items(), key=lambda item: item[0] == ("POST", "/logout"))
+    for (method, path), expected in rows:
+        url = re.sub(r"<([^>]+)>", lambda m: values[m.group(1)], path)
+        is_api = path.startswith("/api/")
+        for who, client in clients.items():
+            headers = {}
+            if is_api and who != "anonymous":
+                headers["Authorization"] = f"Bearer {tokens[who]}"
+            data = None
+            if method == "POST" and not is_api:
+                data = {"csrf_token": csrf_token(client, "/login")}
+            before = denied_rows(conn)
+            if is_api and method == "POST":
+                response = client.post(url, json={}, headers=headers)
+            else:
+                response = client.open(url, method=method, data=data, headers=headers)
+            audited_denial = denied_rows(conn) > before
+            if who == "anonymous":
+                sent_to_login = response.status_code == 302 and response.location.startswith("/login")
+                allowed = not sent_to_login and response.status_code != 401
+            else:
+                assert (response.status_code == 403) == audited_denial, (method, url, who, response.status_code)
+                allowed = response.status_code not in (401, 403)
+            if allowed != expected[who]:
+                mismatches.append((method, path, who, response.status_code))
+    assert mismatches == []

@@ -1,0 +1,84 @@
+"""Database: pragmas, migrations that keep rows; the audit chain and its verification."""
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pacslite import audit, db, users
+from tests.conftest import make_user
+
+
+def test_connection_settings(conn) -> None:
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == db.BUSY_TIMEOUT_MS
+    assert db.schema_version(conn) == len(db.migrations())
+
+
+def test_upgrading_an_old_database_keeps_its_rows(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "old.db")
+    assert db.migrate(conn, target=1) == [1]
+    make_user(conn, "early", "registrar")
+    chain_before = conn.execute("SELECT id, hash FROM audit_log").fetchall()
+
+    applied = db.migrate(conn)
+
+    assert applied == list(range(2, len(db.migrations()) + 1))
+    assert users.by_username(conn, "early").roles == {"registrar"}
+    assert conn.execute("SELECT id, hash FROM audit_log").fetchall() == chain_before
+    assert audit.verify(conn) is None
+    assert db.migrate(conn) == []  # idempotent
+
+
+def test_migrations_are_never_destructive() -> None:
+    for _, path in db.migrations():
+        sql = re.sub(r"--[^\n]*", "", path.read_text()).upper()
+        for forbidden in ("DROP TABLE", "DROP COLUMN", "DELETE FROM", "ALTER TABLE .* RENAME"):
+            assert not re.search(forbidden, sql), f"{path.name}: {forbidden}"
+
+
+def test_a_failed_transaction_leaves_nothing(conn) -> None:
+    before = conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+    with pytest.raises(RuntimeError):
+        with db.transaction(conn):
+            audit.record(conn, audit.SYSTEM, "test.action")
+            raise RuntimeError("boom")
+    assert conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] == before
+
+
+def test_audit_must_share_the_transaction_of_the_change(conn) -> None:
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        audit.record(conn, audit.SYSTEM, "test.action")
+
+
+def test_audit_rows_cannot_be_changed_or_deleted(conn) -> None:
+    make_user(conn, "someone", "clinician")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE audit_log SET actor = 'x'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM audit_log")
+
+
+def test_verify_names_the_first_tampered_row(conn) -> None:
+    for name in ("a1", "a2", "a3"):
+        make_user(conn, name, "clinician")
+    rows = conn.execute("SELECT id FROM audit_log ORDER BY id").fetchall()
+    assert audit.verify(conn) is None
+    # Someone with file access drops the guard and edits the second row of ours.
+    target = rows[-2]["id"]
+    conn.execute("DROP TRIGGER audit_log_no_update")
+    conn.execute("UPDATE audit_log SET detail = '{\"roles\": [\"admin\"]}' WHERE id = ?", (target,))
+    assert audit.verify(conn) == target
+
+
+def test_cli_audit_verify(app, conn) -> None:
+    make_user(conn, "cliuser", "clinician")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["audit", "verify"])
+    assert result.exit_code == 0 and "intact" in result.output
+    last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
+    conn.execute("DROP TRIGGER audit_log_no_update")
+    conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = ?", (last,))
+    result = runner.invoke(args=["audit", "verify"])
+    assert result.exit_code == 1 and f"row {last}" in result.output
