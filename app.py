@@ -29,7 +29,6 @@ def main() -> int:
     services: list = []  # things with .stop(), started below: the DICOM server and the sweep (next issues)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    log.info("web pages on http://%s:%s/", app.config["HTTP_HOST"], server.effective_port)
     print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)
     try:
         server.run()  # returns (after shutting its workers down) when a signal raises SystemExit

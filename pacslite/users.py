@@ -178,6 +178,14 @@ def reset_password(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, p
         audit.record(conn, actor, "user.reset_password", f"user:{user.username}")
 
 
+def log_out(conn: sqlite3.Connection, actor: audit.Actor, user_id: int) -> None:
+    """End the user's sessions: the session cookie is signed, not stored, so a copy of it
+    stays valid until the token it names is replaced."""
+    with transaction(conn):
+        conn.execute("UPDATE users SET session_token = ? WHERE id = ?", (secrets.token_urlsafe(24), user_id))
+        audit.record(conn, actor, "logout", f"user:{get(conn, user_id).username}")
+
+
 def set_language(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, language: str) -> None:
     if language not in LANGUAGES:
         raise ValidationError("language", N_("Not one of the allowed values."))

@@ -7,8 +7,8 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from flask_babel import gettext, format_datetime
 from flask_login import current_user, login_user, logout_user
 
-from .. import audit, users
-from ..db import get_db, transaction
+from .. import users
+from ..db import get_db
 from ..validation import ValidationError
 from . import access
 
@@ -52,9 +52,7 @@ def _login_error(result: users.LoginResult) -> str:
 @bp.route("/logout", methods=["POST"])
 @access.allow(*access.STAFF)
 def logout() -> Any:
-    conn = get_db()
-    with transaction(conn):
-        audit.record(conn, access.actor(), "logout", f"user:{current_user.username}")
+    users.log_out(get_db(), access.actor(), current_user.id)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))

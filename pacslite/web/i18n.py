@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import Flask, current_app, request, session
@@ -23,7 +24,9 @@ SOURCE = Path(__file__).resolve().parent.parent / "translations"
 def compile_catalogues(target: Path) -> None:
     """Compile every .po under SOURCE into ``target`` (atomically, so readers never see half)."""
     for po_path in SOURCE.glob("*/LC_MESSAGES/messages.po"):
-        out = target / po_path.relative_to(SOURCE).with_suffix(".mo")
+        # Babel looks for zh_CN under its full name, zh_Hans_CN.
+        language = str(Locale.parse(po_path.parent.parent.name))
+        out = target / language / "LC_MESSAGES" / "messages.mo"
         out.parent.mkdir(parents=True, exist_ok=True)
         with po_path.open("rb") as handle:
             catalog = read_po(handle)

@@ -1,0 +1,126 @@
+"""The JSON API with bearer tokens, and the command line as a user runs it (`flask --app app …`)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pacslite import audit, patients, users
+from tests.conftest import ROOT, count, login, make_user
+
+BODY = {"patient": {"patient_id": "HIS001", "name": "赵六", "sex": "F", "birth_date": "1975-03-04",
+                    "phone": "13900000000"},
+        "modality": "MR", "source": "inpatient", "procedure": "Brain MRI", "body_part": "HEAD",
+        "requesting_department": "Neurology", "requesting_physician": "Dr Wang", "priority": "urgent",
+        "scheduled_at": "2026-11-25T14:00:00+08:00", "station_ae": "MR1"}
+
+
+def flask_cli(instance: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance)}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def token(conn) -> str:
+    make_user(conn, "his", "registrar")
+    return users.create_token(conn, audit.SYSTEM, "his")
+
+
+def test_register_through_the_api(app, conn, token) -> None:
+    client = app.test_client()
+    response = client.post("/api/v1/exams", json=BODY, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 201, response.json
+    data = response.json
+    assert data["patient_id"] == "HIS001" and data["status"] == "registered" and data["patient_created"] is True
+    assert patients.is_valid_accession(data["accession_number"], "A")
+    assert data["study_instance_uid"].startswith("2.25.")
+    assert data["scheduled_at"] == "2026-11-25T06:00:00+00:00"
+    got = client.get(f"/api/v1/exams/{data['accession_number']}", headers={"Authorization": f"Bearer {token}"})
+    assert got.status_code == 200
+    assert got.json["status"] == "registered" and got.json["images"] == {"series": 0, "instances": 0}
+    row = audit.search(conn, action="exam.register")[0]
+    assert row["actor"] == "his" and row["patient_id"] == "HIS001"
+
+
+def test_the_api_updates_changed_demographics_with_an_audit_record(app, conn, token) -> None:
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.post("/api/v1/exams", json=BODY, headers=headers).status_code == 201
+    changed = {**BODY, "patient": {**BODY["patient"], "name": "赵陆", "phone": "1"}}
+    response = client.post("/api/v1/exams", json=changed, headers=headers)
+    assert response.status_code == 400 and response.json["field"] == "patient.phone"
+    changed["patient"]["phone"] = "010 555"
+    response = client.post("/api/v1/exams", json=changed, headers=headers)
+    assert response.status_code == 201 and response.json["patient_created"] is False
+    assert patients.get_patient(conn, "HIS001")["name"] == "赵陆"
+    update = audit.search(conn, action="patient.update")[0]
+    assert "赵六" in update["detail"] and "赵陆" in update["detail"]
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"modality": "PET"}, "modality"), ({"source": "walk_in"}, "source"), ({"procedure": ""}, "procedure"),
+    ({"scheduled_at": "soon"}, "scheduled_at"), ({"patient": {**BODY["patient"], "sex": "male"}}, "patient.sex"),
+    ({"patient": {**BODY["patient"], "birth_date": "1975/03/04"}}, "patient.birth_date"),
+    ({"patient": {**BODY["patient"], "patient_id": "../x"}}, "patient.patient_id"),
+    ({"patient": {**BODY["patient"], "name": 42}}, "patient.name"),
+    ({"patient": "HIS001"}, "patient"),
+])
+def test_invalid_requests_answer_400_naming_the_field(app, conn, token, change, field) -> None:
+    before = (count(conn, "exams"), count(conn, "patients"), count(conn, "audit_log"))
+    response = app.test_client().post("/api/v1/exams", json={**BODY, **change},
+                                      headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 400
+    assert response.json["field"] == field and response.json["error"]
+    assert (count(conn, "exams"), count(conn, "patients"), count(conn, "audit_log")) == before
+
+
+def test_the_api_needs_a_valid_token_and_the_role(app, conn, token) -> None:
+    client = app.test_client()
+    assert client.post("/api/v1/exams", json=BODY).status_code == 401
+    assert client.post("/api/v1/exams", json=BODY, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.post("/api/v1/exams", data="not json", headers={"Authorization": f"Bearer {token}"}).status_code == 400
+    make_user(conn, "ward", "clinician")
+    ward_token = users.create_token(conn, audit.SYSTEM, "ward")
+    response = client.post("/api/v1/exams", json=BODY, headers={"Authorization": f"Bearer {ward_token}"})
+    assert response.status_code == 403
+    assert audit.search(conn, action="access.denied")[0]["actor"] == "ward"
+    assert count(conn, "exams") == 0
+    assert client.get("/api/v1/exams/A000", headers={"Authorization": f"Bearer {ward_token}"}).status_code == 404
+
+
+def test_a_browser_session_cannot_use_the_api(app, conn) -> None:
+    """Without this, a forged cross-site request could ride on the desk's session cookie."""
+    make_user(conn, "desk", "registrar")
+    client = app.test_client()
+    assert login(client, "desk").status_code == 302
+    assert client.post("/api/v1/exams", json=BODY).status_code == 401
+    assert count(conn, "exams") == 0
+
+
+def test_cli_user_add_and_token_create(tmp_path) -> None:
+    instance = tmp_path / "instance"
+    added = flask_cli(instance, "user", "add", "lin", "--role", "registrar", "--role", "technologist",
+                      "--name", "林医生", stdin="s3cret-password\n")
+    assert added.returncode == 0, added.stderr
+    assert "created user lin with roles registrar, technologist" in added.stdout
+    assert "first start" in added.stdout  # the empty instance got its admin too
+    short = flask_cli(instance, "user", "add", "bad", "--role", "registrar", stdin="short\n")
+    assert short.returncode != 0 and "password" in short.stderr
+    unknown_role = flask_cli(instance, "user", "add", "x", "--role", "janitor", stdin="s3cret-password\n")
+    assert unknown_role.returncode != 0
+
+    created = flask_cli(instance, "token", "create", "lin")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("psl_") and " " not in token
+    assert "first start" not in created.stdout
+    assert flask_cli(instance, "token", "create", "nobody").returncode != 0
+
+    from pacslite import create_app
+    app = create_app({"INSTANCE_DIR": str(instance)})
+    response = app.test_client().post("/api/v1/exams", json=BODY, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 201
+    verified = flask_cli(instance, "audit", "verify")
+    assert verified.returncode == 0 and "intact" in verified.stdout

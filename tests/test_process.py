@@ -1,0 +1,71 @@
+"""The single process: first start, restart, clean stop on SIGTERM and SIGINT."""
+import signal
+import stat
+import urllib.request
+from http.cookiejar import CookieJar
+from urllib.parse import urlencode
+
+import pytest
+
+from tests import server as pacslite
+
+
+def opener():
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+
+
+def log_in(browser, url: str, username: str, password: str) -> str:
+    import re
+    page = browser.open(f"{url}/login").read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    final = browser.open(f"{url}/login", data=urlencode({"username": username, "password": password,
+                                                        "csrf_token": token}).encode())
+    return final.geturl()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_first_start_prints_the_admin_password_once_and_stops_cleanly(tmp_path, sig) -> None:
+    instance = tmp_path / "instance"
+    first = pacslite.start(instance)
+    try:
+        password = first.admin_password
+        assert password and len(password) >= 12
+        assert log_in(opener(), first.url, "admin", password).endswith("/exams")
+        assert log_in(opener(), first.url, "admin", "admin").endswith("/login")  # no fixed default
+    finally:
+        assert first.stop(sig) == 0
+    assert any("stopped" in line for line in first.output)
+    assert (instance / "pacslite.db").is_file()
+    key = instance / "secret_key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    key_text = key.read_text()
+
+    second = pacslite.start(instance)
+    try:
+        assert second.admin_password is None
+        assert not any("first start" in line for line in second.output)
+        assert log_in(opener(), second.url, "admin", password).endswith("/exams")
+    finally:
+        assert second.stop() == 0
+    assert key.read_text() == key_text
+
+
+def test_a_session_survives_a_restart(tmp_path) -> None:
+    instance = tmp_path / "instance"
+    first = pacslite.start(instance)
+    browser = opener()
+    try:
+        log_in(browser, first.url, "admin", first.admin_password)
+    finally:
+        first.stop()
+    second = pacslite.start(instance)
+    try:
+        port_url = second.url
+        # the port differs, so carry the cookie over by hand
+        jar = [h for h in browser.handlers if isinstance(h, urllib.request.HTTPCookieProcessor)][0].cookiejar
+        cookie = next(c for c in jar if c.name == "pacslite_session")
+        request = urllib.request.Request(f"{port_url}/admin/users", headers={"Cookie": f"pacslite_session={cookie.value}"})
+        response = urllib.request.urlopen(request)
+        assert response.geturl().endswith("/admin/users") and b"admin" in response.read()
+    finally:
+        second.stop()

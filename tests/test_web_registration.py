@@ -1,0 +1,174 @@
+"""The registration desk through its pages: forms, bad input, escaping, request forms, receipts."""
+import re
+
+import pytest
+
+from pacslite import audit, patients
+from tests.conftest import EXAM_FORM, count, image_bytes, post, register
+
+HOSTILE = '<script>alert(1)</script>"\'&'
+
+
+def test_register_shows_the_exam_and_audits(client_as, conn) -> None:
+    desk = client_as("registrar")
+    accession = register(desk)
+    page = desk.get(f"/exams/{accession}").get_data(as_text=True)
+    assert accession in page and "张三" in page and "Chest CT" in page
+    row = audit.search(conn, action="exam.register")[0]
+    assert row["actor"] == "u_registrar" and row["patient_id"] == "P0001" and row["target"] == f"exam:{accession}"
+
+
+@pytest.mark.parametrize("field", ["patient_id", "name", "procedure", "modality"])
+def test_a_missing_field_is_shown_at_the_field_and_nothing_is_saved(client_as, conn, field) -> None:
+    desk = client_as("registrar")
+    before = (count(conn, "patients"), count(conn, "exams"))
+    response = post(desk, "/exams/new", {**EXAM_FORM, field: ""})
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert re.search(rf'<p class="error" id="e-{field}" role="alert">This field is required\.</p>', page) or \
+        re.search(rf'<p class="error" id="e-{field}" role="alert">Not one of the allowed values\.</p>', page)
+    assert (count(conn, "patients"), count(conn, "exams")) == before
+    # what was typed is kept in the form
+    if field != "patient_id":
+        assert 'value="P0001"' in page
+
+
+def test_existing_patient_id_with_another_name_asks_for_confirmation(client_as, conn) -> None:
+    desk = client_as("registrar")
+    register(desk)
+    response = post(desk, "/exams/new", {**EXAM_FORM, "name": "张山"})
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "confirm_demographics" in page and "张三" in page and "张山" in page
+    assert count(conn, "exams") == 1
+    confirmed = post(desk, "/exams/new", {**EXAM_FORM, "name": "张山", "confirm_demographics": "yes"})
+    assert confirmed.status_code == 302
+    assert patients.get_patient(conn, "P0001")["name"] == "张山"
+
+
+def test_markup_is_stored_as_text_and_escaped_everywhere(client_as, conn) -> None:
+    desk = client_as("registrar")
+    accession = register(desk, patient_id="X1", name=HOSTILE.replace("^", ""), procedure=HOSTILE,
+                         clinical_note=HOSTILE, requesting_physician=HOSTILE)
+    assert patients.get_patient(conn, "X1")["name"] == HOSTILE
+    admin = client_as("admin")
+    for client, url in [(desk, f"/exams/{accession}"), (desk, f"/exams/{accession}/receipt"), (desk, "/exams"),
+                        (desk, "/patients?q=X1"), (desk, "/patients/X1"), (admin, "/admin/audit")]:
+        page = client.get(url).get_data(as_text=True)
+        assert "<script>alert(1)" not in page, url
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page, url
+
+
+def test_patient_create_edit_and_duplicate(client_as, conn) -> None:
+    desk = client_as("registrar")
+    data = {"patient_id": "N1", "name": "王小明", "sex": "M", "birth_date": "2001-01-01", "phone": ""}
+    assert post(desk, "/patients/new", data).status_code == 302
+    duplicate = post(desk, "/patients/new", {**data, "name": "someone else"})
+    assert duplicate.status_code == 400 and "A patient with this ID exists already." in duplicate.get_data(as_text=True)
+    assert post(desk, "/patients/N1/edit", {**data, "phone": "123456"}).status_code == 302
+    assert patients.get_patient(conn, "N1")["phone"] == "123456"
+    assert post(desk, "/patients/N1/edit", {**data, "sex": "Q"}).status_code == 400
+    assert patients.get_patient(conn, "N1")["sex"] == "M"
+
+
+def test_htmx_requests_get_partials(client_as) -> None:
+    desk = client_as("registrar")
+    register(desk)
+    full = desk.get("/exams").get_data(as_text=True)
+    partial = desk.get("/exams?q=zhangsan", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "<html" in full and "<html" not in partial
+    assert partial.lstrip().startswith('<div id="exam-table">') and "张三" in partial
+    empty = desk.get("/exams?q=nobody", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "张三" not in empty
+    patients_partial = desk.get("/patients?q=zs", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert patients_partial.lstrip().startswith('<div id="patient-results">') and "P0001" in patients_partial
+
+
+def test_cancel_with_reason(client_as, conn) -> None:
+    desk = client_as("registrar")
+    accession = register(desk)
+    assert post(desk, f"/exams/{accession}/cancel", {"reason": ""}).status_code == 400
+    assert patients.get_exam(conn, accession)["status"] == "registered"
+    assert post(desk, f"/exams/{accession}/cancel", {"reason": "never came"}).status_code == 302
+    exam = patients.get_exam(conn, accession)
+    assert exam["status"] == "cancelled" and exam["cancel_reason"] == "never came"
+    again = post(desk, f"/exams/{accession}/cancel", {"reason": "twice"})
+    assert again.status_code == 409
+
+
+@pytest.mark.parametrize("name, data, media_type", [
+    ("scan.jpg", image_bytes("JPEG"), "image/jpeg"),
+    ("scan.pdf", image_bytes("PNG"), "image/png"),  # the content decides, not the name
+    ("form.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", "application/pdf"),
+])
+def test_request_form_accepted_by_content(client_as, conn, app, name, data, media_type) -> None:
+    import io
+    desk = client_as("registrar")
+    accession = register(desk)
+    response = post(desk, f"/exams/{accession}/request-forms", {"file": (io.BytesIO(data), name)},
+                    content_type="multipart/form-data")
+    assert response.status_code == 302
+    row = conn.execute("SELECT * FROM request_forms").fetchone()
+    assert row["media_type"] == media_type and row["size"] == len(data)
+    assert name not in row["storage_path"] and row["storage_path"].startswith("forms/")
+    served = desk.get(f"/exams/{accession}/request-forms/{row['id']}")
+    assert served.status_code == 200 and served.data == data and served.mimetype == media_type
+    assert served.headers["X-Content-Type-Options"] == "nosniff"
+    assert audit.search(conn, action="exam.request_form")[0]["patient_id"] == "P0001"
+
+
+@pytest.mark.parametrize("name, data", [
+    ("evil.jpg", b"<html><script>alert(1)</script></html>"),
+    ("truncated.png", image_bytes("PNG", (300, 300))[:200]),
+    ("empty.png", b""),
+    ("fake.pdf", b"%PDF-1.4 but never ends"),
+])
+def test_request_form_rejected_changes_nothing(client_as, conn, app, name, data) -> None:
+    import io
+    from pathlib import Path
+    desk = client_as("registrar")
+    accession = register(desk)
+    response = post(desk, f"/exams/{accession}/request-forms", {"file": (io.BytesIO(data), name)},
+                    content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert 'id="e-file"' in response.get_data(as_text=True)
+    assert count(conn, "request_forms") == 0
+    forms_dir = Path(app.config["STORAGE_DIR"]) / "forms"
+    assert not forms_dir.exists() or not any(p.is_file() for p in forms_dir.rglob("*"))
+
+
+def test_request_form_over_the_limit(client_as, conn, app) -> None:
+    import io
+    app.config["REQUEST_FORM_MAX_BYTES"] = 1000
+    desk = client_as("registrar")
+    accession = register(desk)
+    response = post(desk, f"/exams/{accession}/request-forms", {"file": (io.BytesIO(image_bytes("PNG", (200, 200)) + b"x" * 2000), "big.png")},
+                    content_type="multipart/form-data")
+    assert response.status_code == 400 and count(conn, "request_forms") == 0
+
+
+def test_receipt_contents_and_print_audit(client_as, conn) -> None:
+    desk = client_as("registrar")
+    accession = register(desk, birth_date="1980-02-03", modality="DR", scheduled_date="2026-11-24",
+                         scheduled_time="08:00")
+    page = desk.get(f"/exams/{accession}/receipt").get_data(as_text=True)
+    assert accession in page and "张三" in page and "P0001" in page and "Outpatient" in page
+    assert "2026-11-24 09:00" in page  # DR: report ready one hour after the scheduled time
+    assert "Radiology department, DR room" in page
+    assert f"/exams/{accession}/barcode.svg" in page and "receipt-80mm.css" in page
+    assert "receipt-a5.css" in desk.get(f"/exams/{accession}/receipt?format=a5").get_data(as_text=True)
+    prints = audit.search(conn, action="exam.receipt_print")
+    assert len(prints) == 2 and prints[0]["patient_id"] == "P0001"
+    svg = desk.get(f"/exams/{accession}/barcode.svg")
+    assert svg.mimetype == "image/svg+xml" and svg.data.count(b"<rect") > 20
+
+
+def test_ages() -> None:
+    from datetime import date
+
+    from pacslite.receipts import Age, age_on
+    today = date(2026, 11, 24)
+    assert age_on(date(1980, 11, 25), today) == Age(45, "years")
+    assert age_on(date(1980, 11, 24), today) == Age(46, "years")
+    assert age_on(date(2025, 6, 1), today) == Age(17, "months")
+    assert age_on(date(2026, 10, 1), today) == Age(54, "days")
