@@ -53,5 +53,5 @@ def code128_svg(value: str) -> str:
     """A Code 128 barcode of ``value`` as an SVG document, bars only (the number is printed as text)."""
     out = io.BytesIO()
     barcode.get("code128", value, writer=SVGWriter()).write(
-        out, options={"module_width": 0.3, "module_height": 12.0, "quiet_zone": 4.0, "write_text": False})
+        out, options={"module_width": 0.4, "module_height": 12.0, "quiet_zone": 4.0, "write_text": False})
     return out.getvalue().decode("utf-8")
