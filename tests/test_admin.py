@@ -1,0 +1,59 @@
+"""Admin pages: add, change roles, disable, reset passwords; the audit log page."""
+from pacslite import audit, users
+from tests.conftest import PASSWORD, login, post, register
+
+
+def test_admin_manages_a_user_through_the_pages(app, conn, client_as) -> None:
+    admin = client_as("admin", username="boss")
+    created = post(admin, "/admin/users/new", {"username": "tech1", "display_name": "技师甲",
+                                               "password": "tech-password-1", "roles": ["technologist"]})
+    assert created.status_code == 302
+    tech = users.by_username(conn, "tech1")
+    assert tech.roles == {"technologist"}
+
+    assert post(admin, "/admin/users/new", {"username": "tech1", "password": "x" * 10,
+                                            "roles": ["clinician"]}).status_code == 400  # taken
+    assert post(admin, "/admin/users/new", {"username": "t2", "password": "x" * 10, "roles": []}).status_code == 400
+    assert users.by_username(conn, "t2") is None
+
+    changed = post(admin, f"/admin/users/{tech.id}", {"display_name": "技师甲", "roles": ["technologist", "registrar"],
+                                                      "active": "on"})
+    assert changed.status_code == 302
+    assert users.by_username(conn, "tech1").roles == {"technologist", "registrar"}
+
+    client = app.test_client()
+    assert login(client, "tech1", "tech-password-1").status_code == 302
+    assert post(admin, f"/admin/users/{tech.id}", {"display_name": "", "roles": ["technologist"]}).status_code == 302
+    assert users.by_username(conn, "tech1").active is False
+    assert client.get("/exams").status_code == 302  # disabling ended the session
+
+    assert post(admin, f"/admin/users/{tech.id}/password", {"password": "short"}).status_code == 400
+    assert post(admin, f"/admin/users/{tech.id}/password", {"password": "brand-new-pass"}).status_code == 302
+    actions = [r["action"] for r in audit.search(conn, actor="boss")]
+    assert actions.count("user.update") == 2 and "user.reset_password" in actions and "user.create" in actions
+
+
+def test_admin_cannot_lock_themself_out(conn, client_as) -> None:
+    admin = client_as("admin", username="boss")
+    me = users.by_username(conn, "boss")
+    response = post(admin, f"/admin/users/{me.id}", {"display_name": "", "roles": ["admin"]})  # not active
+    assert response.status_code == 400 and users.by_username(conn, "boss").active
+    response = post(admin, f"/admin/users/{me.id}", {"display_name": "", "roles": ["registrar"], "active": "on"})
+    assert response.status_code == 400 and "admin" in users.by_username(conn, "boss").roles
+
+
+def test_audit_page_lists_and_filters(conn, client_as) -> None:
+    desk = client_as("registrar", username="desk")
+    accession = register(desk)
+    admin = client_as("admin", username="boss")
+    page = admin.get("/admin/audit?action=exam.").get_data(as_text=True)
+    assert f"exam:{accession}" in page and "login" not in page.split("<tbody>")[1]
+    page = admin.get("/admin/audit?actor=boss", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert page.lstrip().startswith('<div id="audit-rows">') and "exam.register" not in page
+    page = admin.get("/admin/audit?patient_id=P0001").get_data(as_text=True)
+    assert "exam.register" in page and "patient.create" in page
+    page = admin.get("/admin/audit?outcome=denied").get_data(as_text=True)
+    assert "No audit records." in page
+    desk.get("/admin/audit")
+    assert "access.denied" in admin.get("/admin/audit?outcome=denied").get_data(as_text=True)
+    assert PASSWORD not in admin.get("/admin/audit").get_data(as_text=True)  # passwords never logged
