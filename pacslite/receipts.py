@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping
@@ -9,7 +10,8 @@ from typing import Any, Mapping
 import barcode
 from barcode.writer import SVGWriter
 
-from . import clock, config
+from . import audit, clock, config
+from .db import transaction
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,10 @@ def code128_svg(value: str) -> str:
     barcode.get("code128", value, writer=SVGWriter()).write(
         out, options={"module_width": 0.4, "module_height": 12.0, "quiet_zone": 4.0, "write_text": False})
     return out.getvalue().decode("utf-8")
+
+
+def record_print(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], paper: str) -> None:
+    """Opening a receipt counts as printing it: audited, so reprints are visible."""
+    with transaction(conn):
+        audit.record(conn, actor, "exam.receipt_print", f"exam:{exam['accession_number']}",
+                     patient_id=exam["patient_id"], detail={"format": paper})

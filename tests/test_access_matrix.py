@@ -6,7 +6,7 @@ import re
 import pytest
 
 from pacslite import audit, documents, users
-from tests.conftest import ROLES, ROOT, client_as, csrf_token, image_bytes, make_user, register  # noqa: F401
+from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
 
 
 
@@ -37,10 +37,9 @@ def test_every_view_declares_its_access(app) -> None:
 
 
 @pytest.fixture
-def world(app, conn, client_as):  # noqa: F811
+def world(app, conn, client_as):
     desk = client_as("registrar", username="seed_desk")
     accession = register(desk)
-    exam_id = conn.execute("SELECT id FROM exams WHERE accession_number = ?", (accession,)).fetchone()[0]
     form_id = documents.attach(conn, audit.SYSTEM, app.config, accession, image_bytes(), "form.png")
     target_user = make_user(conn, "target_user", "clinician")
     values = {"patient_id": "P0001", "accession": accession, "int:form_id": str(form_id),

@@ -1,5 +1,4 @@
 """Every visible string has a Chinese translation; the choice is remembered; local times."""
-import io
 import re
 
 from babel.messages.extract import extract_from_dir

@@ -6,7 +6,6 @@ fails safe. Admin may do everything any role may.
 """
 from __future__ import annotations
 
-from functools import wraps
 from typing import Any, Callable
 from urllib.parse import urlsplit
 

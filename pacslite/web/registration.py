@@ -8,8 +8,8 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
                    send_file, url_for)
 from flask_babel import gettext
 
-from .. import audit, clock, documents, patients, receipts, storage
-from ..db import get_db, transaction
+from .. import clock, documents, patients, receipts, storage
+from ..db import get_db
 from ..validation import Conflict, NotFound, ValidationError
 from . import access, is_htmx
 from .forms import errors_of, message
@@ -211,10 +211,7 @@ def exam_receipt(accession: str) -> Any:
     fmt = request.args.get("format") or current_app.config["RECEIPT_FORMAT"]
     if fmt not in ("80mm", "a5"):
         fmt = "80mm"
-    conn = get_db()
-    with transaction(conn):
-        audit.record(conn, access.actor(), "exam.receipt_print", f"exam:{accession}", patient_id=exam["patient_id"],
-                     detail={"format": fmt})
+    receipts.record_print(get_db(), access.actor(), exam, fmt)
     settings = current_app.config
     return render_template("exams/receipt.html", exam=exam, fmt=fmt, age=receipts.age_of(exam, settings),
                            ready_at=clock.to_db(receipts.report_ready_at(exam, settings)),
