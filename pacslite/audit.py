@@ -72,6 +72,10 @@ def verify(conn: sqlite3.Connection) -> int | None:
     return None
 
 
+def row_count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+
+
 def search(conn: sqlite3.Connection, *, actor: str = "", action: str = "", patient_id: str = "",
            outcome: str = "", since: str = "", until: str = "", limit: int = 200,
            before_id: int | None = None) -> list[sqlite3.Row]:

@@ -74,7 +74,7 @@ def audit_verify() -> None:
     conn = _connect()
     try:
         bad = audit.verify(conn)
-        total = conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+        total = audit.row_count(conn)
     finally:
         conn.close()
     if bad is not None:
