@@ -226,12 +226,15 @@ def parse_scheduled(value: Any, tz_name: str) -> datetime:
     return moment
 
 
-def combine_local(day: str, at: str) -> str:
-    """The web form's separate date and time as one ISO text (validated later)."""
+def combine_local(day: str, at: str, tz_name: str) -> str:
+    """The web form's separate date and time as one ISO text (validated later).
+
+    A blank date is today in the department's zone (not UTC's today, which differs at night).
+    """
     day, at = (day or "").strip(), (at or "").strip()
     if not day and not at:
         return ""
-    return f"{day or clock.now().date().isoformat()}T{at or time(0).isoformat('minutes')}"
+    return f"{day or clock.local_today(tz_name).isoformat()}T{at or time(0).isoformat('minutes')}"
 
 
 def clean_exam(data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:

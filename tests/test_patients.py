@@ -144,3 +144,14 @@ def test_exam_list_filters(app, conn) -> None:
     assert [e["modality"] for e in patients.list_exams(conn, app.config, day=day, modality="DR")] == ["DR"]
     assert patients.list_exams(conn, app.config, day=day, source="inpatient") == []
     assert len(patients.list_exams(conn, app.config, day=day, query="lisi")) == 2
+
+
+def test_a_blank_scheduled_date_is_the_departments_today(monkeypatch) -> None:
+    from datetime import datetime, timezone
+
+    from pacslite import clock
+    # 23:30 UTC on the 24th is 07:30 on the 25th in Shanghai: the desk means the 25th.
+    monkeypatch.setattr(clock, "now", lambda: datetime(2026, 11, 24, 23, 30, tzinfo=timezone.utc))
+    assert patients.combine_local("", "09:00", "Asia/Shanghai") == "2026-11-25T09:00"
+    assert patients.combine_local("2026-12-01", "", "Asia/Shanghai") == "2026-12-01T00:00"
+    assert patients.combine_local("", "", "Asia/Shanghai") == ""

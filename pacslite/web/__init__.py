@@ -48,7 +48,8 @@ def init_app(app: Flask) -> None:
     csrf.exempt(api.bp)  # bearer tokens only, no cookies: nothing for a forged request to ride on
     app.jinja_env.globals.update(label=label, options=options, is_htmx=is_htmx,
                                  current_locale=lambda: "zh_CN" if get_locale().language == "zh" else "en",
-                                 modalities=lambda: app.config["MODALITIES"])
+                                 modalities=lambda: app.config["MODALITIES"],
+                                 modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]])
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
 

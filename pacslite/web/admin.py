@@ -4,24 +4,28 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from .. import audit, clock, users
 from ..db import get_db
-from ..validation import Conflict, NotFound, ValidationError
+from ..validation import Conflict, ValidationError
 from . import access, is_htmx
-from .forms import errors_of, message
+from .forms import errors_of, found_or_404, message
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 ADMIN = ("admin",)
 
 
 def _user_or_404(user_id: int) -> users.User:
-    try:
-        return users.get(get_db(), user_id)
-    except NotFound:
-        abort(404)
+    return found_or_404(users.get, get_db(), user_id)
+
+
+def _edit_page(user: users.User, values: dict[str, Any] | None = None, errors: dict[str, str] | None = None) -> Any:
+    """The user's edit page, with the stored values unless a submitted form is shown again."""
+    values = values or {"display_name": user.display_name, "roles": sorted(user.roles), "active": user.active}
+    return render_template("admin/user_edit.html", user=user, values=values, errors=errors or {}, roles=users.ROLES,
+                           now=clock.now()), (400 if errors else 200)
 
 
 def _form_data() -> dict[str, Any]:
@@ -58,21 +62,17 @@ def user_new() -> Any:
 @access.allow(*ADMIN)
 def user_edit(user_id: int) -> Any:
     user = _user_or_404(user_id)
-    errors: dict[str, str] = {}
-    values: dict[str, Any] = {"display_name": user.display_name, "roles": sorted(user.roles), "active": user.active}
-    if request.method == "POST":
-        values = _form_data()
-        try:
-            users.update(get_db(), access.actor(), user_id, values)
-        except ValidationError as exc:
-            errors = errors_of(exc)
-        except Conflict as exc:
-            errors = {"roles": message(exc)}
-        else:
-            flash(gettext("User %(name)s saved.", name=user.username), "success")
-            return redirect(url_for("admin.user_list"))
-    return render_template("admin/user_edit.html", user=user, values=values, errors=errors, roles=users.ROLES,
-                           now=clock.now()), (400 if errors else 200)
+    if request.method == "GET":
+        return _edit_page(user)
+    values = _form_data()
+    try:
+        users.update(get_db(), access.actor(), user_id, values)
+    except ValidationError as exc:
+        return _edit_page(user, values, errors_of(exc))
+    except Conflict as exc:
+        return _edit_page(user, values, {"roles": message(exc)})
+    flash(gettext("User %(name)s saved.", name=user.username), "success")
+    return redirect(url_for("admin.user_list"))
 
 
 @bp.route("/users/<int:user_id>/password", methods=["POST"])
@@ -82,9 +82,7 @@ def user_password(user_id: int) -> Any:
     try:
         users.reset_password(get_db(), access.actor(), user_id, request.form.get("password", ""))
     except ValidationError as exc:
-        values = {"display_name": user.display_name, "roles": sorted(user.roles), "active": user.active}
-        return render_template("admin/user_edit.html", user=user, values=values, errors=errors_of(exc),
-                               roles=users.ROLES, now=clock.now()), 400
+        return _edit_page(user, errors=errors_of(exc))
     flash(gettext("Password of %(name)s reset; the account is unlocked and its sessions are ended.",
                   name=user.username), "success")
     return redirect(url_for("admin.user_list"))

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 from flask_babel import gettext, format_datetime
 from flask_login import current_user, login_user, logout_user
 
 from .. import users
 from ..db import get_db
-from ..validation import ValidationError
 from . import access
 
 bp = Blueprint("auth", __name__)
@@ -63,11 +62,9 @@ def logout() -> Any:
 def language() -> Any:
     """Remember the chosen language: in the session, and in the account when logged in."""
     choice = request.form.get("language", "")
-    if choice in users.LANGUAGES:
-        session["language"] = choice
-        if current_user.is_authenticated:
-            try:
-                users.set_language(get_db(), access.actor(), current_user.id, choice)
-            except ValidationError:
-                pass
+    if choice not in users.LANGUAGES:
+        abort(400)
+    session["language"] = choice
+    if current_user.is_authenticated:
+        users.set_language(get_db(), access.actor(), current_user.id, choice)
     return redirect(access.safe_next(request.form.get("next")) or url_for("registration.home"))

@@ -1,9 +1,22 @@
 """Small helpers the blueprints share for forms and domain errors."""
 from __future__ import annotations
 
+from typing import Any, Callable, TypeVar
+
+from flask import abort
 from flask_babel import gettext
 
-from ..validation import Conflict, ValidationError
+from ..validation import Conflict, NotFound, ValidationError
+
+T = TypeVar("T")
+
+
+def found_or_404(lookup: Callable[..., T], *args: Any) -> T:
+    """``lookup(*args)``, or a 404 page when the domain says it does not exist."""
+    try:
+        return lookup(*args)
+    except NotFound:
+        abort(404)
 
 
 def message(exc: ValidationError | Conflict) -> str:

@@ -4,15 +4,15 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
+from flask import (Blueprint, Response, current_app, flash, redirect, render_template, request,
                    send_file, url_for)
 from flask_babel import gettext
 
 from .. import clock, documents, patients, receipts, storage
 from ..db import get_db
-from ..validation import Conflict, NotFound, ValidationError
+from ..validation import Conflict, ValidationError
 from . import access, is_htmx
-from .forms import errors_of, message
+from .forms import errors_of, found_or_404, message
 
 bp = Blueprint("registration", __name__)
 
@@ -20,17 +20,11 @@ REGISTRAR = ("registrar",)
 
 
 def _exam_or_404(accession: str) -> Any:
-    try:
-        return patients.get_exam(get_db(), accession)
-    except NotFound:
-        abort(404)
+    return found_or_404(patients.get_exam, get_db(), accession)
 
 
 def _patient_or_404(patient_id: str) -> Any:
-    try:
-        return patients.get_patient(get_db(), patient_id)
-    except NotFound:
-        abort(404)
+    return found_or_404(patients.get_patient, get_db(), patient_id)
 
 
 @bp.route("/")
@@ -118,8 +112,9 @@ def exam_new() -> Any:
     confirm: patients.ConfirmationNeeded | None = None
     if request.method == "POST":
         form = request.form
-        exam_data = {**form, "scheduled_at": patients.combine_local(form.get("scheduled_date", ""),
-                                                                   form.get("scheduled_time", ""))}
+        scheduled_at = patients.combine_local(form.get("scheduled_date", ""), form.get("scheduled_time", ""),
+                                              current_app.config["TIMEZONE"])
+        exam_data = {**form, "scheduled_at": scheduled_at}
         try:
             registration = patients.register_exam(get_db(), access.actor(), current_app.config, form, exam_data,
                                                   confirm_demographics=form.get("confirm_demographics") == "yes")
@@ -193,10 +188,7 @@ def request_form_upload(accession: str) -> Any:
 @access.allow(*access.STAFF)
 def request_form_view(accession: str, form_id: int) -> Any:
     exam = _exam_or_404(accession)
-    try:
-        form = documents.get(get_db(), exam["id"], form_id)
-    except NotFound:
-        abort(404)
+    form = found_or_404(documents.get, get_db(), exam["id"], form_id)
     response = send_file(storage.resolve(current_app.config["STORAGE_DIR"], form["storage_path"]),
                          mimetype=form["media_type"], as_attachment=False, max_age=0)
     response.headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
