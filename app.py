@@ -1,4 +1,4 @@
-"""pacslite: the single process. Web pages (waitress) now; the DICOM server and the sweep join it.
+"""pacslite: the single process. Web pages (waitress) and the DICOM server; the sweep joins them.
 
 Run ``python app.py``. SIGINT or SIGTERM stops everything cleanly. ``flask --app app …`` finds
 ``create_app`` here for the command line.
@@ -12,7 +12,8 @@ from types import FrameType
 
 from waitress import create_server
 
-from pacslite import create_app
+from pacslite import create_app, db, filing
+from pacslite.dicom.server import DicomServer
 
 log = logging.getLogger("pacslite")
 
@@ -21,16 +22,33 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds waitress's loop in the main thread
 
 
+def _recover(config) -> None:
+    """Before accepting images: clear what a killed process left half-done."""
+    conn = db.connect(config["DATABASE"])
+    try:
+        tmp, unindexed = filing.recover(conn, config["STORAGE_DIR"])
+    finally:
+        conn.close()
+    if tmp or unindexed:
+        log.warning("start-up: removed %d temporary and %d never-committed files", tmp, unindexed)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # it logs every association at INFO
     app = create_app()
     server = create_server(app, host=app.config["HTTP_HOST"], port=app.config["HTTP_PORT"],
                            threads=app.config["HTTP_THREADS"], ident="pacslite")
-    services: list = []  # things with .stop(), started below: the DICOM server and the sweep (next issues)
+    services: list = []  # things with .stop(): the DICOM server, the sweep (next issue)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)
     try:
+        _recover(app.config)
+        dicom = DicomServer(app.config)
+        dicom.start()
+        services.append(dicom)
+        print(f"pacslite: DICOM {app.config['AE_TITLE']} on {app.config['DICOM_HOST']}:{dicom.port}", flush=True)
+        print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)
         server.run()  # returns (after shutting its workers down) when a signal raises SystemExit
     finally:
         for service in reversed(services):

@@ -1,4 +1,4 @@
-"""Command line: ``flask --app app user add``, ``token create``, ``audit verify``."""
+"""Command line: ``flask --app app user add``, ``token create``, ``audit verify``, ``ae add|list|remove``."""
 from __future__ import annotations
 
 import getpass
@@ -8,7 +8,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import audit, db, users
+from . import aes, audit, db, users
 from .validation import Conflict, NotFound, ValidationError
 
 CLI_ACTOR = audit.Actor("cli")
@@ -31,6 +31,7 @@ def _read_password() -> str:
 user_cli = AppGroup("user", help="Manage user accounts.")
 token_cli = AppGroup("token", help="Manage API tokens.")
 audit_cli = AppGroup("audit", help="Check the audit log.")
+ae_cli = AppGroup("ae", help="Configure the modalities (DICOM AEs) that may talk to pacslite.")
 
 
 @user_cli.command("add")
@@ -83,6 +84,53 @@ def audit_verify() -> None:
     click.echo(f"audit log intact: {total} rows")
 
 
+@ae_cli.command("add")
+@click.argument("ae_title")
+@click.option("--host", default="", help="Host name or IP address of the modality.")
+@click.option("--port", default=104, type=int, show_default=True, help="Its DICOM port.")
+@click.option("--name", default="", help="A name people recognise, e.g. 'CT room 1'.")
+@click.option("--location", default="", help="Where it stands.")
+@click.option("--charset", default=aes.CHARSETS[0], type=click.Choice(aes.CHARSETS), show_default=True,
+              help="Character set of its worklist answers.")
+def ae_add(ae_title: str, host: str, port: int, name: str, location: str, charset: str) -> None:
+    """Allow the modality AE_TITLE to send images and query the worklist."""
+    conn = _connect()
+    try:
+        ae = aes.add_ae(conn, CLI_ACTOR, {"ae_title": ae_title, "host": host, "port": port, "name": name,
+                                          "location": location, "charset": charset})
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        conn.close()
+    click.echo(f"added modality {ae['ae_title']} ({ae['host'] or 'any host'}:{ae['port']}, {ae['charset']})")
+
+
+@ae_cli.command("list")
+def ae_list() -> None:
+    """List the configured modalities."""
+    conn = _connect()
+    try:
+        rows = aes.list_aes(conn)
+    finally:
+        conn.close()
+    for ae in rows:
+        click.echo(f"{ae['ae_title']:<16}  {ae['host'] or '-'}:{ae['port']}  {ae['charset']}  {ae['name']}")
+
+
+@ae_cli.command("remove")
+@click.argument("ae_title")
+def ae_remove(ae_title: str) -> None:
+    """Refuse the modality AE_TITLE from now on (its images stay)."""
+    conn = _connect()
+    try:
+        aes.remove_ae(conn, CLI_ACTOR, ae_title)
+    except NotFound:
+        raise click.ClickException(f"no modality {ae_title}") from None
+    finally:
+        conn.close()
+    click.echo(f"removed modality {ae_title}")
+
+
 def init_app(app: Flask) -> None:
-    for group in (user_cli, token_cli, audit_cli):
+    for group in (user_cli, token_cli, audit_cli, ae_cli):
         app.cli.add_command(group)

@@ -35,8 +35,17 @@ DEFAULTS: dict[str, Any] = {
     "HTTP_HOST": "0.0.0.0",
     "HTTP_PORT": 8080,
     "HTTP_THREADS": 8,
+    "DICOM_HOST": "0.0.0.0",
     "DICOM_PORT": 11112,
     "AE_TITLE": "PACSLITE",
+    # DICOM: accept associations from any calling AE title (off: only configured modalities).
+    "DICOM_ACCEPT_ANY_CALLER": False,
+    "DICOM_MAX_ASSOCIATIONS": 16,
+    # Largest PDU pacslite receives; 0 = no limit. 128 KiB is the largest DCMTK sends.
+    "DICOM_MAX_PDU": 131072,
+    "DICOM_ACSE_TIMEOUT": 30,
+    "DICOM_DIMSE_TIMEOUT": 60,
+    "DICOM_NETWORK_TIMEOUT": 120,
     # The department.
     "HOSPITAL_NAME": "pacslite",
     "TIMEZONE": "Asia/Shanghai",

@@ -13,10 +13,10 @@ from datetime import date, datetime, time
 from typing import Any, Mapping
 
 from pydicom.uid import generate_uid
-from pypinyin import Style, lazy_pinyin
 from stdnum import damm
 
 from . import audit, clock, config
+from .names import pinyin_of
 from .db import transaction
 from .validation import N_, Conflict, NotFound, ValidationError, choice, matches, text
 
@@ -48,17 +48,6 @@ class ConfirmationNeeded(ValidationError):
                          patient_id=existing["patient_id"], name=existing["name"])
         self.existing = existing
         self.differences = differences
-
-
-# ---------------------------------------------------------------- names
-
-def pinyin_of(name: str) -> tuple[str, str]:
-    """``('zhang san', 'zs')`` for 张三; Latin names pass through lower-cased."""
-    syllables = [s.strip().lower() for s in lazy_pinyin(name, errors="default") if s.strip()]
-    words = " ".join(" ".join(syllables).split())
-    initials = "".join(s[0] for s in lazy_pinyin(name, style=Style.FIRST_LETTER, errors="default")
-                       if s.strip() and s[0].isalnum()).lower()
-    return words, initials
 
 
 # ---------------------------------------------------------------- patients
@@ -339,6 +328,12 @@ def _move(conn: sqlite3.Connection, exam: sqlite3.Row, new_status: str) -> None:
         raise Conflict(N_("An exam in state %(status)s cannot become %(new)s."), status=exam["status"], new=new_status)
     conn.execute("UPDATE exams SET status = ?, updated_at = ? WHERE id = ?",
                  (new_status, clock.to_db(clock.now()), exam["id"]))
+
+
+def images_arrived(conn: sqlite3.Connection, exam: sqlite3.Row) -> None:
+    """An image was filed to the exam: a registered exam becomes "images received"."""
+    if exam["status"] == REGISTERED:
+        _move(conn, exam, IMAGES_RECEIVED)
 
 
 def can_cancel(exam: Mapping[str, Any]) -> bool:

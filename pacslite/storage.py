@@ -48,25 +48,91 @@ def new_relative_path(category: str, suffix: str, moment: datetime | None = None
     return f"{category}/{day}/{uuid.uuid4().hex}{suffix}"
 
 
-def write_atomic(root: str | Path, category: str, data: bytes, suffix: str = "") -> Stored:
-    """Write ``data`` to a new generated path under ``root``; durable when this returns."""
+def tmp_dir(root: str | Path) -> Path:
+    """The temporary area: files being written, never referenced by the index."""
+    path = Path(root) / TMP
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def clean_tmp(root: str | Path) -> int:
+    """Remove what a stopped or killed process left in the temporary area; returns how many.
+
+    Only the process that serves DICOM calls this, at start, before it accepts anything.
+    """
+    removed = 0
+    for entry in tmp_dir(root).iterdir():
+        if entry.is_file() or entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def fsync_file(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str | Path) -> tuple[int, str]:
+    """(size, SHA-256 hex) of a file."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def place(root: str | Path, tmp: str | Path, category: str, suffix: str = "") -> str:
+    """Rename a complete, fsynced file from the temporary area to a new generated path.
+
+    Returns the relative path; durable (directory fsynced) when this returns. Raises
+    :class:`StorageError` and leaves the file where it was if it cannot.
+    """
     root = Path(root)
     relative = new_relative_path(category, suffix)
     final = root / relative
-    tmp_dir = root / TMP
-    tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
     try:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(tmp, final)
+    except OSError as exc:
+        raise StorageError(str(exc)) from exc
+    try:
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        os.rename(final, tmp)
+        raise StorageError(str(exc)) from exc
+    return relative
+
+
+def write_tmp(root: str | Path, data: bytes, suffix: str = ".part") -> Path:
+    """Write ``data`` to a new fsynced file in the temporary area."""
+    tmp = tmp_dir(root) / f"{uuid.uuid4().hex}{suffix}"
+    try:
         with open(tmp, "xb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.rename(tmp, final)
-        _fsync_dir(final.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise StorageError(str(exc)) from exc
+    return tmp
+
+
+def write_atomic(root: str | Path, category: str, data: bytes, suffix: str = "") -> Stored:
+    """Write ``data`` to a new generated path under ``root``; durable when this returns."""
+    try:
+        tmp = write_tmp(root, data)
+    except OSError as exc:
+        raise StorageError(str(exc)) from exc
+    try:
+        relative = place(root, tmp, category, suffix)
+    except StorageError:
+        tmp.unlink(missing_ok=True)
+        raise
     return Stored(relative, len(data), sha256_hex(data))
 
 

@@ -19,6 +19,7 @@ from tests.conftest import ROOT, free_port
 class Server:
     process: subprocess.Popen
     url: str
+    dicom_port: int = 0
     output: list[str] = field(default_factory=list)
     lines: "queue.Queue[str | None]" = field(default_factory=queue.Queue)
 
@@ -62,7 +63,8 @@ def start(instance: Path, timeout: float = 30, **env: str) -> Server:
     """Run app.py with this instance folder; returns once it says it is listening."""
     port = free_port()
     environ = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), "PACSLITE_HTTP_HOST": "127.0.0.1",
-               "PACSLITE_HTTP_PORT": str(port), "PACSLITE_DEFAULT_LANGUAGE": "en", "PYTHONUNBUFFERED": "1", **env}
+               "PACSLITE_HTTP_PORT": str(port), "PACSLITE_DEFAULT_LANGUAGE": "en",
+               "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PYTHONUNBUFFERED": "1", **env}
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     server = Server(process, f"http://127.0.0.1:{port}")
@@ -77,6 +79,9 @@ def start(instance: Path, timeout: float = 30, **env: str) -> Server:
         if line is None:
             break
         server.output.append(line)
+        dicom = re.search(r"pacslite: DICOM \S+ on [0-9.]+:(\d+)", line)
+        if dicom:
+            server.dicom_port = int(dicom.group(1))
         if re.search(r"pacslite: listening on http://", line):
             return server
     process.kill()

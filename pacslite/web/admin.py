@@ -1,4 +1,4 @@
-"""Administration: user accounts and the audit log."""
+"""Administration: user accounts, the modalities (DICOM AEs) and the audit log."""
 from __future__ import annotations
 
 from datetime import date
@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import audit, clock, users
+from .. import aes, audit, clock, users
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx
@@ -103,3 +103,72 @@ def audit_log() -> Any:
                         outcome=filters["outcome"], since=since, until=until, before_id=before, limit=100)
     template = "admin/_audit_rows.html" if is_htmx() else "admin/audit.html"
     return render_template(template, rows=rows, filters=filters)
+
+
+# ---------------------------------------------------------------- modalities (DICOM AEs)
+
+AE_FORM_FIELDS = ("ae_title", "host", "port", "name", "location", "charset")
+
+
+def _ae_or_404(ae_id: int) -> Any:
+    return found_or_404(aes.get_ae_by_id, get_db(), ae_id)
+
+
+def _ae_form() -> dict[str, Any]:
+    return {k: request.form.get(k, "") for k in AE_FORM_FIELDS}
+
+
+def _ae_page(template: str, values: dict[str, Any], errors: dict[str, str], **extra: Any) -> Any:
+    return render_template(template, values=values, errors=errors, **extra), \
+        (400 if errors else 200)
+
+
+@bp.route("/modalities")
+@access.allow(*ADMIN)
+def ae_list() -> Any:
+    conn = get_db()
+    return render_template("admin/modalities.html", aes=aes.list_aes(conn), rejections=aes.list_rejections(conn))
+
+
+@bp.route("/modalities/new", methods=["GET", "POST"])
+@access.allow(*ADMIN)
+def ae_new() -> Any:
+    """The add form; also the one-click "add" of a refused caller (its values come with the POST)."""
+    values: dict[str, Any] = {"port": 104, "charset": aes.CHARSETS[0],
+                              **{k: request.args.get(k, "")[:253] for k in ("ae_title", "host") if k in request.args}}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        values = _ae_form()
+        try:
+            ae = aes.add_ae(get_db(), access.actor(), values)
+        except ValidationError as exc:
+            errors = errors_of(exc)
+        else:
+            flash(gettext("Modality %(ae)s added: it may now send images and query the worklist.", ae=ae["ae_title"]),
+                  "success")
+            return redirect(url_for("admin.ae_list"))
+    return _ae_page("admin/modality_form.html", values, errors, ae=None)
+
+
+@bp.route("/modalities/<int:ae_id>", methods=["GET", "POST"])
+@access.allow(*ADMIN)
+def ae_edit(ae_id: int) -> Any:
+    ae = _ae_or_404(ae_id)
+    if request.method == "GET":
+        return _ae_page("admin/modality_form.html", dict(ae), {}, ae=ae)
+    values = {**_ae_form(), "ae_title": ae["ae_title"]}
+    try:
+        aes.update_ae(get_db(), access.actor(), ae["ae_title"], values)
+    except ValidationError as exc:
+        return _ae_page("admin/modality_form.html", values, errors_of(exc), ae=ae)
+    flash(gettext("Modality %(ae)s saved.", ae=ae["ae_title"]), "success")
+    return redirect(url_for("admin.ae_list"))
+
+
+@bp.route("/modalities/<int:ae_id>/remove", methods=["POST"])
+@access.allow(*ADMIN)
+def ae_remove(ae_id: int) -> Any:
+    ae = _ae_or_404(ae_id)
+    aes.remove_ae(get_db(), access.actor(), ae["ae_title"])
+    flash(gettext("Modality %(ae)s removed: its associations are refused from now on.", ae=ae["ae_title"]), "success")
+    return redirect(url_for("admin.ae_list"))

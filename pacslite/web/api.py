@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import patients
+from .. import index, patients
 from ..db import get_db
 from ..validation import NotFound, ValidationError
 from . import access
@@ -55,3 +55,19 @@ def exam_get(accession: str) -> Any:
     return jsonify(patients.api_view(exam))
 
 
+
+
+@bp.route("/quarantine")
+@access.api("technologist", "admin")
+def quarantine_list() -> Any:
+    """Quarantined studies and kept-aside duplicates, each with a reason code."""
+    items = [{
+        "kind": item["kind"], "reason": item["reason"], "detail": item["detail"],
+        "study_instance_uid": item["study_instance_uid"], "sop_instance_uid": item["sop_instance_uid"] or None,
+        "accession_number": item["accession_number"], "patient_id": item["patient_id"],
+        "patient": {"name": item["patient_name"], "sex": item["patient_sex"], "birth_date": item["patient_birth_date"]},
+        "calling_ae": item["calling_ae"], "address": item["address"], "series": item["series_count"],
+        "instances": item["instance_count"], "first_received_at": item["first_received_at"],
+        "last_received_at": item["last_received_at"],
+    } for item in index.quarantine(get_db())]
+    return jsonify({"items": items, "count": len(items)})

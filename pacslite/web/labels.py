@@ -13,6 +13,15 @@ LABELS = {
     "role": {"registrar": _l("Registrar"), "technologist": _l("Technologist"), "radiologist": _l("Radiologist"),
              "clinician": _l("Clinician"), "admin": _l("Administrator")},
     "outcome": {"success": _l("Success"), "failure": _l("Failure"), "denied": _l("Denied")},
+    "charset": {"ISO_IR 192": _l("Unicode UTF-8 (ISO_IR 192)"), "GB18030": _l("Chinese GB18030"),
+                "ISO_IR 100": _l("Latin-1 (ISO_IR 100), names in pinyin")},
+    "rejection": {"unknown_calling_ae": _l("Unknown calling AE title"),
+                  "wrong_called_ae": _l("Called a wrong AE title")},
+    "quarantine": {"no_accession": _l("No accession number"), "unknown_accession": _l("Unknown accession number"),
+                   "patient_id_mismatch": _l("Patient ID does not match the exam"),
+                   "demographics_mismatch": _l("Demographics do not match the patient (possible wrong patient)"),
+                   "exam_cancelled": _l("The exam was cancelled"),
+                   "duplicate_conflict": _l("Sent again with different content")},
     "age_unit": {"years": _l("%(n)d y"), "months": _l("%(n)d mo"), "days": _l("%(n)d d")},
 }
 

@@ -8,7 +8,7 @@ from flask import (Blueprint, Response, current_app, flash, redirect, render_tem
                    send_file, url_for)
 from flask_babel import gettext
 
-from .. import clock, documents, patients, receipts, storage
+from .. import clock, documents, index, patients, receipts, storage
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx
@@ -148,6 +148,7 @@ def _new_exam_defaults(patient_id: str) -> dict[str, Any]:
 def exam_view(accession: str, errors: dict[str, str] | None = None, status: int = 200) -> Any:
     exam = _exam_or_404(accession)
     return render_template("exams/view.html", exam=exam, forms=documents.of_exam(get_db(), exam["id"]),
+                           series=index.series_of_exam(get_db(), exam["id"]),
                            can_cancel=patients.can_cancel(exam), errors=errors or {},
                            age=receipts.age_of(exam, current_app.config)), status
 

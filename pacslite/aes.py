@@ -1,0 +1,128 @@
+"""The modalities (DICOM application entities) that may talk to pacslite, and who was refused.
+
+An association is accepted only from a configured calling AE title (unless the setting
+``DICOM_ACCEPT_ANY_CALLER`` is on) and only when it calls pacslite by its own AE title.
+Each refusal is counted per (calling AE, called AE, address, reason) so that the admin page
+can list it with one click to add the modality.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Mapping
+
+from . import audit, clock
+from .db import transaction
+from .patients import AE_TITLE_PATTERN
+from .validation import N_, NotFound, ValidationError, choice, matches, text
+
+#: Worklist character sets a modality may be configured for: DICOM term → what pydicom encodes.
+CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
+REJECTION_REASONS = ("unknown_calling_ae", "wrong_called_ae")
+FIELDS = ("ae_title", "host", "port", "name", "location", "charset")
+
+
+def clean_ae(data: Mapping[str, Any]) -> dict[str, Any]:
+    ae_title = matches(text(data, "ae_title", required=True, max_length=16), "ae_title", AE_TITLE_PATTERN,
+                       N_("Up to 16 letters, digits, spaces and punctuation; no backslash."))
+    host = matches(text(data, "host", max_length=253), "host", r"[A-Za-z0-9.:_-]+",
+                   N_("A host name or an IP address."))
+    raw_port = data.get("port", 104)
+    try:
+        port = int(str(raw_port).strip() or 104)
+    except ValueError:
+        raise ValidationError("port", N_("A number from 1 to 65535.")) from None
+    if not 1 <= port <= 65535:
+        raise ValidationError("port", N_("A number from 1 to 65535."))
+    return {"ae_title": ae_title, "host": host, "port": port,
+            "name": text(data, "name", max_length=64), "location": text(data, "location", max_length=64),
+            "charset": choice(data, "charset", CHARSETS, required=False, default=CHARSETS[0])}
+
+
+def list_aes(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute("SELECT * FROM application_entities ORDER BY ae_title").fetchall()
+
+
+def find_ae(conn: sqlite3.Connection, ae_title: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM application_entities WHERE ae_title = ?", (ae_title,)).fetchone()
+
+
+def get_ae(conn: sqlite3.Connection, ae_title: str) -> sqlite3.Row:
+    row = find_ae(conn, ae_title)
+    if row is None:
+        raise NotFound(f"AE {ae_title}")
+    return row
+
+
+def get_ae_by_id(conn: sqlite3.Connection, ae_id: int) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM application_entities WHERE id = ?", (ae_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"AE {ae_id}")
+    return row
+
+
+def known_titles(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT ae_title FROM application_entities")]
+
+
+def add_ae(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]) -> sqlite3.Row:
+    fields = clean_ae(data)
+    now = clock.to_db(clock.now())
+    with transaction(conn):
+        if find_ae(conn, fields["ae_title"]) is not None:
+            raise ValidationError("ae_title", N_("This AE title is configured already."))
+        conn.execute("INSERT INTO application_entities (ae_title, host, port, name, location, charset, created_at,"
+                     " updated_at) VALUES (:ae_title, :host, :port, :name, :location, :charset, :now, :now)",
+                     {**fields, "now": now})
+        audit.record(conn, actor, "ae.add", f"ae:{fields['ae_title']}", detail=fields)
+    return get_ae(conn, fields["ae_title"])
+
+
+def update_ae(conn: sqlite3.Connection, actor: audit.Actor, ae_title: str, data: Mapping[str, Any]) -> sqlite3.Row:
+    """Change a modality's settings; its AE title stays (remove and add to rename)."""
+    fields = clean_ae({**data, "ae_title": ae_title})
+    with transaction(conn):
+        before = get_ae(conn, ae_title)
+        changed = {k: (before[k], fields[k]) for k in FIELDS if before[k] != fields[k]}
+        if changed:
+            conn.execute("UPDATE application_entities SET host = :host, port = :port, name = :name,"
+                         " location = :location, charset = :charset, updated_at = :now WHERE id = :id",
+                         {**fields, "now": clock.to_db(clock.now()), "id": before["id"]})
+            audit.record(conn, actor, "ae.update", f"ae:{ae_title}",
+                         detail={"before": {k: v[0] for k, v in changed.items()},
+                                 "after": {k: v[1] for k, v in changed.items()}})
+    return get_ae(conn, ae_title)
+
+
+def remove_ae(conn: sqlite3.Connection, actor: audit.Actor, ae_title: str) -> None:
+    """Stop accepting a modality. Images it sent stay; the audit row keeps its settings."""
+    with transaction(conn):
+        before = get_ae(conn, ae_title)
+        conn.execute("DELETE FROM application_entities WHERE id = ?", (before["id"],))
+        audit.record(conn, actor, "ae.remove", f"ae:{ae_title}", detail={k: before[k] for k in FIELDS})
+
+
+def record_rejection(conn: sqlite3.Connection, calling_ae: str, called_ae: str, address: str, reason: str) -> None:
+    """Count a refused association and audit it as denied."""
+    now = clock.to_db(clock.now())
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO association_rejections (calling_ae, called_ae, address, reason, first_at, last_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (calling_ae, called_ae, address, reason)"
+            " DO UPDATE SET attempts = attempts + 1, last_at = excluded.last_at",
+            (calling_ae, called_ae, address, reason, now, now))
+        audit.record(conn, audit.Actor(f"ae:{calling_ae}", address), "dicom.associate", f"ae:{called_ae}",
+                     outcome="denied", detail={"reason": reason})
+
+
+def list_rejections(conn: sqlite3.Connection, limit: int = 100) -> list[sqlite3.Row]:
+    """Refused associations, newest first, each with whether its calling AE is configured now."""
+    return conn.execute(
+        "SELECT r.*, ae.id IS NOT NULL AS configured FROM association_rejections r"
+        " LEFT JOIN application_entities ae ON ae.ae_title = r.calling_ae ORDER BY r.last_at DESC LIMIT ?",
+        (limit,)).fetchall()
+
+
+def charset_of(conn: sqlite3.Connection, ae_title: str) -> str:
+    """The worklist character set for a calling AE (UTF-8 when it is not configured)."""
+    row = find_ae(conn, ae_title)
+    return row["charset"] if row else CHARSETS[0]

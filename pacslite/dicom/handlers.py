@@ -1,0 +1,123 @@
+"""One handler per DIMSE event. Each turns the event into a call of a domain function.
+
+Handlers run in pynetdicom's association threads; each association uses its own database
+connection (:class:`Connections`), closed when the connection ends.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from pynetdicom import events
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+
+from .. import aes, db, filing, names, worklist
+from ..index import Source
+
+log = logging.getLogger(__name__)
+
+# C-FIND statuses (PS3.4 C.4.1.1.4)
+FIND_PENDING = 0xFF00
+FIND_CANCELLED = 0xFE00
+FIND_IDENTIFIER_MISMATCH = 0xA900
+FIND_UNABLE_TO_PROCESS = 0xC000
+
+
+class Connections:
+    """A database connection per association, opened on first use."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self._lock = threading.Lock()
+        self._by_assoc: dict[int, sqlite3.Connection] = {}
+
+    def of(self, assoc: Any) -> sqlite3.Connection:
+        key = id(assoc)
+        with self._lock:
+            conn = self._by_assoc.get(key)
+            if conn is None:
+                conn = self._by_assoc[key] = db.connect(self.database)
+            return conn
+
+    def close(self, assoc: Any) -> None:
+        with self._lock:
+            conn = self._by_assoc.pop(id(assoc), None)
+        if conn is not None:
+            conn.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns, self._by_assoc = list(self._by_assoc.values()), {}
+        for conn in conns:
+            conn.close()
+
+
+def source_of(event: events.Event) -> Source:
+    requestor = event.assoc.requestor
+    return Source(names.printable(str(requestor.ae_title)), str(requestor.address))
+
+
+def on_echo(event: events.Event) -> int:
+    return 0x0000
+
+
+def on_store(event: events.Event, connections: Connections, settings: Mapping[str, Any]) -> int:
+    """C-STORE: the dataset is already a file in the store's temporary area (chunked receive)."""
+    request = event.request
+    source = source_of(event)
+    try:
+        outcome = filing.ingest(connections.of(event.assoc), settings["STORAGE_DIR"], Path(event.dataset_path),
+                                source, sop_class_uid=str(request.AffectedSOPClassUID),
+                                sop_instance_uid=str(request.AffectedSOPInstanceUID))
+    except filing.IngestError as exc:
+        log.warning("C-STORE from %s@%s refused with 0x%04X: %s", source.calling_ae, source.address,
+                    exc.status, exc)
+        return exc.status
+    log.debug("C-STORE %s from %s: %s %s", outcome.sop_instance_uid, source.calling_ae, outcome.result,
+              outcome.accession_number or outcome.reason)
+    return filing.SUCCESS
+
+
+def on_find(event: events.Event, connections: Connections, settings: Mapping[str, Any]) -> Iterator[Any]:
+    """C-FIND on the Modality Worklist information model."""
+    if str(event.request.AffectedSOPClassUID) != ModalityWorklistInformationFind:
+        yield FIND_UNABLE_TO_PROCESS, None
+        return
+    conn = connections.of(event.assoc)
+    calling = source_of(event).calling_ae
+    try:
+        identifier = event.identifier
+        answers = list(worklist.query(conn, settings, identifier, aes.charset_of(conn, calling)))
+    except worklist.QueryError as exc:
+        log.warning("worklist query from %s refused: %s", calling, exc)
+        yield FIND_IDENTIFIER_MISMATCH, None
+        return
+    except (ValueError, TypeError, AttributeError, LookupError) as exc:
+        log.warning("worklist query from %s could not be read: %s", calling, exc)
+        yield FIND_UNABLE_TO_PROCESS, None
+        return
+    for answer in answers:
+        if event.is_cancelled:
+            yield FIND_CANCELLED, None
+            return
+        yield FIND_PENDING, answer
+
+
+def on_rejected(event: events.Event, database: str, reason: str) -> None:
+    """Note a refused association for the admin page and the audit log."""
+    requestor = event.assoc.requestor
+    calling = names.printable(str(requestor.ae_title))
+    called = names.printable(str(getattr(requestor.primitive, "called_ae_title", "") or ""))
+    conn = db.connect(database)
+    try:
+        aes.record_rejection(conn, calling, called, str(requestor.address), reason)
+    finally:
+        conn.close()
+    log.warning("refused an association from %s@%s calling %s: %s", calling, requestor.address, called, reason)
+
+
+def on_closed(event: events.Event, connections: Connections) -> None:
+    connections.close(event.assoc)

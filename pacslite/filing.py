@@ -1,0 +1,286 @@
+"""ingest(): the one way an image enters pacslite, and the filing (归位) of what arrives.
+
+Every image, whether it came by C-STORE, upload or legacy import, is a complete DICOM file
+in the store's temporary area when :func:`ingest` is called. ``ingest`` reads the header,
+decides where the study belongs, renames the file into a generated path, and commits the
+index rows and the audit row in one transaction. Only when it returns has the image been
+accepted; any failure raises :class:`IngestError` with the DICOM status to answer, and leaves
+no file outside the temporary area and no row.
+
+Filing: an instance goes to an exam when its StudyInstanceUID is the exam's pre-assigned one,
+or when its AccessionNumber and PatientID are the exam's. The patient's name, sex and birth
+date in the header must agree with the registration (each compared when present), or the
+study is quarantined as a possible wrong patient. Later instances follow their study.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from . import audit, clock, index, names, storage
+from .db import transaction
+from .index import Header, Placement, Source, StoredFile
+from .patients import CANCELLED, images_arrived
+
+log = logging.getLogger(__name__)
+
+# DICOM C-STORE statuses (PS3.4 B.2.3).
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATA_SET_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+CATEGORY = "dicom"
+SUFFIX = ".dcm"
+UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+FILED, QUARANTINED, DUPLICATE, CONFLICT = "filed", "quarantined", "duplicate", "conflict"
+
+
+class IngestError(Exception):
+    """The image was not accepted; ``status`` is the DICOM status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an accepted image."""
+
+    result: str  # filed, quarantined, duplicate (same bytes again), conflict (kept aside)
+    sop_instance_uid: str
+    accession_number: str = ""  # the exam it was filed to
+    reason: str = ""  # the quarantine reason
+
+
+# ---------------------------------------------------------------- reading
+
+_TAGS = ["SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+         "AccessionNumber", "PatientID", "PatientName", "PatientSex", "PatientBirthDate", "StudyDate",
+         "StudyDescription", "Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber"]
+
+
+def _text(ds: Any, keyword: str) -> str:
+    try:
+        value = ds.get(keyword, "")
+    except Exception:  # a value its character set cannot decode: keep what we can show
+        return "\ufffd"
+    return names.printable(str(value if value is not None else ""))
+
+
+def _name_groups(ds: Any) -> tuple[str, ...]:
+    try:
+        name = ds.get("PatientName")
+    except Exception:
+        return ("\ufffd",)
+    if not name:
+        return ()
+    return tuple(names.printable(g or "") for g in (name.alphabetic, name.ideographic, name.phonetic))
+
+
+def read_header(path: Path) -> Header:
+    """The tags filing needs, read without the pixel data; raises IngestError if unreadable."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
+        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+        header = Header(
+            sop_class_uid=_text(ds, "SOPClassUID"), sop_instance_uid=_text(ds, "SOPInstanceUID"),
+            study_instance_uid=_text(ds, "StudyInstanceUID"), series_instance_uid=_text(ds, "SeriesInstanceUID"),
+            transfer_syntax_uid=names.printable(transfer_syntax),
+            accession_number=_text(ds, "AccessionNumber"), patient_id=_text(ds, "PatientID"),
+            patient_name=_text(ds, "PatientName"), name_groups=_name_groups(ds),
+            patient_sex=_text(ds, "PatientSex").upper(), patient_birth_date=_text(ds, "PatientBirthDate"),
+            study_date=_text(ds, "StudyDate"), study_description=_text(ds, "StudyDescription"),
+            modality=_text(ds, "Modality"), series_number=_text(ds, "SeriesNumber"),
+            series_description=_text(ds, "SeriesDescription"), instance_number=_text(ds, "InstanceNumber"))
+    except (InvalidDicomError, AttributeError, ValueError, KeyError, TypeError, EOFError, OSError) as exc:
+        raise IngestError(CANNOT_UNDERSTAND, f"not a readable DICOM dataset: {exc}") from exc
+    return header
+
+
+def is_uid(value: str) -> bool:
+    return 0 < len(value) <= 64 and UID.fullmatch(value) is not None
+
+
+def check_identity(header: Header, sop_class_uid: str | None, sop_instance_uid: str | None) -> None:
+    """The dataset must carry valid UIDs, and the ones the command announced."""
+    for keyword in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
+        if not is_uid(getattr(header, keyword)):
+            raise IngestError(DATA_SET_MISMATCH, f"{keyword} missing or not a valid UID")
+    if sop_class_uid is not None and header.sop_class_uid != sop_class_uid:
+        raise IngestError(DATA_SET_MISMATCH, "SOP Class UID differs from the one in the request")
+    if sop_instance_uid is not None and header.sop_instance_uid != sop_instance_uid:
+        raise IngestError(DATA_SET_MISMATCH, "SOP Instance UID differs from the one in the request")
+
+
+# ---------------------------------------------------------------- filing
+
+def _exam_by(conn: sqlite3.Connection, column: str, value: str) -> sqlite3.Row | None:
+    assert column in ("study_instance_uid", "accession_number")
+    return conn.execute(
+        "SELECT e.id, e.accession_number, e.status, e.series_count, e.instance_count, p.patient_id,"
+        f" p.name, p.sex, p.birth_date FROM exams e JOIN patients p ON p.id = e.patient_ref WHERE e.{column} = ?",
+        (value,)).fetchone()
+
+
+def demographic_differences(header: Header, exam: sqlite3.Row) -> dict[str, dict[str, str]]:
+    """Name, sex and birth date that disagree with the registered patient (absent: not compared)."""
+    differences: dict[str, dict[str, str]] = {}
+    if names.same_person_name(header.name_groups, exam["name"]) is False:
+        differences["name"] = {"header": header.patient_name, "registered": exam["name"]}
+    if header.patient_sex and header.patient_sex != exam["sex"]:
+        differences["sex"] = {"header": header.patient_sex, "registered": exam["sex"]}
+    registered_birth = (exam["birth_date"] or "").replace("-", "")
+    if header.patient_birth_date and registered_birth and header.patient_birth_date != registered_birth:
+        differences["birth_date"] = {"header": header.patient_birth_date, "registered": exam["birth_date"]}
+    return differences
+
+
+def place_study(conn: sqlite3.Connection, header: Header) -> Placement:
+    """Where a study not seen before belongs: its exam, or quarantine with the reason."""
+    by_uid = _exam_by(conn, "study_instance_uid", header.study_instance_uid)
+    exam = by_uid
+    if exam is None:
+        if not header.accession_number:
+            return Placement(reason="no_accession")
+        exam = _exam_by(conn, "accession_number", header.accession_number)
+        if exam is None:
+            return Placement(reason="unknown_accession", detail={"accession_number": header.accession_number})
+    if exam["status"] == CANCELLED:
+        return Placement(reason="exam_cancelled", detail={"accession_number": exam["accession_number"]})
+    if header.patient_id != exam["patient_id"] and (by_uid is None or header.patient_id):
+        return Placement(reason="patient_id_mismatch", detail={
+            "accession_number": exam["accession_number"], "header": header.patient_id,
+            "registered": exam["patient_id"]})
+    differences = demographic_differences(header, exam)
+    if differences:
+        return Placement(reason="demographics_mismatch",
+                         detail={"accession_number": exam["accession_number"], **differences})
+    return Placement(exam_ref=exam["id"])
+
+
+def _file_to_exam(conn: sqlite3.Connection, exam_ref: int, new_series: bool, at: str) -> sqlite3.Row:
+    exam = conn.execute("SELECT e.*, p.patient_id FROM exams e JOIN patients p ON p.id = e.patient_ref"
+                        " WHERE e.id = ?", (exam_ref,)).fetchone()
+    images_arrived(conn, exam)
+    conn.execute("UPDATE exams SET instance_count = instance_count + 1, series_count = series_count + ?,"
+                 " images_first_at = COALESCE(images_first_at, ?), images_last_at = ? WHERE id = ?",
+                 (int(new_series), at, at, exam_ref))
+    return exam
+
+
+def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source: Source, at: str) -> Outcome:
+    """Write the index rows and the audit row for an accepted file (inside the transaction)."""
+    actor = audit.Actor(f"ae:{source.calling_ae}" if source.calling_ae else "upload", source.address)
+    first = index.find_instance(conn, header.sop_instance_uid)
+    if first is not None:
+        conflict_id = index.add_conflict(conn, first, header, stored, source, at)
+        audit.record(conn, actor, "image.duplicate_conflict", f"instance:{header.sop_instance_uid}",
+                     patient_id=header.patient_id, outcome="failure",
+                     detail={"conflict": conflict_id, "sha256": stored.sha256, "first_sha256": first["sha256"]})
+        return Outcome(CONFLICT, header.sop_instance_uid, reason="duplicate_conflict")
+    study = index.find_study(conn, header.study_instance_uid)
+    if study is None:
+        study = index.add_study(conn, header, source, at, place_study(conn, header))
+    new_series = index.add_instance(conn, study, header, stored, source, at)
+    detail = {"study": header.study_instance_uid, "series": header.series_instance_uid,
+              "sha256": stored.sha256, "path": stored.path}
+    if study["exam_ref"] is not None:
+        exam = _file_to_exam(conn, study["exam_ref"], new_series, at)
+        audit.record(conn, actor, "image.file", f"exam:{exam['accession_number']}",
+                     patient_id=exam["patient_id"], detail={**detail, "instance": header.sop_instance_uid})
+        return Outcome(FILED, header.sop_instance_uid, accession_number=exam["accession_number"])
+    audit.record(conn, actor, "image.quarantine", f"instance:{header.sop_instance_uid}",
+                 patient_id=header.patient_id, detail={**detail, "reason": study["quarantine_reason"]})
+    return Outcome(QUARANTINED, header.sop_instance_uid, reason=study["quarantine_reason"])
+
+
+# ---------------------------------------------------------------- the way in
+
+def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: Source, *,
+           sop_class_uid: str | None = None, sop_instance_uid: str | None = None) -> Outcome:
+    """Accept the complete DICOM file ``tmp_file`` (in the store's temporary area) or raise.
+
+    ``sop_class_uid`` and ``sop_instance_uid`` are what the C-STORE request announced. On
+    return the file is durable at a generated path and indexed; on IngestError the file is
+    still in the temporary area (the caller removes it) and nothing else changed.
+    """
+    header = read_header(tmp_file)
+    check_identity(header, sop_class_uid, sop_instance_uid)
+    try:
+        storage.fsync_file(tmp_file)
+        size, sha256 = storage.sha256_file(tmp_file)
+    except OSError as exc:
+        raise IngestError(OUT_OF_RESOURCES, f"cannot secure the file: {exc}") from exc
+    first = index.find_instance(conn, header.sop_instance_uid)
+    if first is not None and first["sha256"] == sha256:
+        return Outcome(DUPLICATE, header.sop_instance_uid)
+    try:
+        relative = storage.place(store, tmp_file, CATEGORY, SUFFIX)
+    except storage.StorageError as exc:
+        raise IngestError(OUT_OF_RESOURCES, f"cannot store the file: {exc}") from exc
+    stored = StoredFile(relative, size, sha256)
+    try:
+        with transaction(conn):
+            return _record(conn, header, stored, source, clock.to_db(clock.now()))
+    except Exception as exc:
+        _unplace(store, relative, tmp_file)
+        log.exception("ingest of %s failed after the file was placed", header.sop_instance_uid)
+        raise IngestError(OUT_OF_RESOURCES, f"cannot index the file: {exc}") from exc
+
+
+def ingest_bytes(conn: sqlite3.Connection, store: str | Path, data: bytes, source: Source) -> Outcome:
+    """Ingest a DICOM file given as bytes (upload, import): written to the temporary area first."""
+    try:
+        tmp_file = storage.write_tmp(store, data, SUFFIX)
+    except storage.StorageError as exc:
+        raise IngestError(OUT_OF_RESOURCES, f"cannot write the file: {exc}") from exc
+    try:
+        return ingest(conn, store, tmp_file, source)
+    finally:
+        tmp_file.unlink(missing_ok=True)
+
+
+def _unplace(store: str | Path, relative: str, tmp_file: Path) -> None:
+    """Put a placed file back into the temporary area after its transaction failed."""
+    try:
+        storage.resolve(store, relative).rename(tmp_file)
+    except OSError:
+        storage.remove(store, relative)
+
+
+# ---------------------------------------------------------------- start-up
+
+def recover(conn: sqlite3.Connection, store: str | Path) -> tuple[int, int]:
+    """Undo what a killed process left: (temporary files removed, unindexed files removed).
+
+    A file is placed before its transaction commits; if the process died in between, the
+    file has no row and was never acknowledged. Such files can only be in the day folders
+    from the last committed image on, so only those are scanned.
+    """
+    removed_tmp = storage.clean_tmp(store)
+    last = clock.from_db(index.last_received_at(conn))
+    since = (last - timedelta(days=1)).replace(hour=0, minute=0, second=0) if last else None
+    known = index.paths_received_since(conn, clock.to_db(since)) if since else set()
+    root = Path(store)
+    removed = 0
+    for day_dir in sorted((root / CATEGORY).glob("*/*/*")):
+        if since is not None and day_dir.relative_to(root / CATEGORY).as_posix() < since.strftime("%Y/%m/%d"):
+            continue  # days before the last commit: every file there was committed
+        for entry in day_dir.iterdir():
+            relative = entry.relative_to(root).as_posix()
+            if entry.is_file() and relative not in known:
+                log.warning("removing %s: placed but never committed (the process stopped in between)", relative)
+                entry.unlink()
+                removed += 1
+    return removed_tmp, removed

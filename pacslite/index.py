@@ -1,0 +1,166 @@
+"""The image index: studies, series and instances, what is stored and where.
+
+Rows are written by :mod:`pacslite.filing` only, inside its transaction. A study row says
+where the study went: to an exam (``exam_ref``) or to quarantine (``quarantine_reason``).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+QUARANTINE_REASONS = ("no_accession", "unknown_accession", "patient_id_mismatch", "demographics_mismatch",
+                      "exam_cancelled", "duplicate_conflict")
+
+
+@dataclass(frozen=True)
+class Header:
+    """What filing needs from a dataset, decoded; strings already safe to keep and show."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    accession_number: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+    name_groups: tuple[str, ...] = ()
+    patient_sex: str = ""
+    patient_birth_date: str = ""
+    study_date: str = ""
+    study_description: str = ""
+    modality: str = ""
+    series_number: str = ""
+    series_description: str = ""
+    instance_number: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an image came from: the calling AE and its address (or a user, for uploads)."""
+
+    calling_ae: str = ""
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a new study goes: an exam's row id, or a quarantine reason with its detail."""
+
+    exam_ref: int | None = None
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def find_instance(conn: sqlite3.Connection, sop_instance_uid: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
+
+
+def find_study(conn: sqlite3.Connection, study_instance_uid: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM studies WHERE study_instance_uid = ?", (study_instance_uid,)).fetchone()
+
+
+def _header_columns(header: Header) -> dict[str, str]:
+    return {"accession_number": header.accession_number, "patient_id": header.patient_id,
+            "patient_name": header.patient_name, "patient_sex": header.patient_sex,
+            "patient_birth_date": header.patient_birth_date}
+
+
+def add_study(conn: sqlite3.Connection, header: Header, source: Source, at: str, placement: Placement) -> sqlite3.Row:
+    conn.execute(
+        "INSERT INTO studies (study_instance_uid, exam_ref, quarantine_reason, quarantine_detail, accession_number,"
+        " patient_id, patient_name, patient_sex, patient_birth_date, study_date, study_description, calling_ae,"
+        " address, first_received_at, last_received_at) VALUES (:uid, :exam_ref, :reason, :detail, :accession_number,"
+        " :patient_id, :patient_name, :patient_sex, :patient_birth_date, :study_date, :study_description,"
+        " :calling_ae, :address, :at, :at)",
+        {**_header_columns(header), "uid": header.study_instance_uid, "exam_ref": placement.exam_ref,
+         "reason": placement.reason, "detail": json.dumps(placement.detail, ensure_ascii=False),
+         "study_date": header.study_date, "study_description": header.study_description,
+         "calling_ae": source.calling_ae, "address": source.address, "at": at})
+    study = find_study(conn, header.study_instance_uid)
+    assert study is not None
+    return study
+
+
+def add_instance(conn: sqlite3.Connection, study: sqlite3.Row, header: Header, stored: StoredFile,
+                 source: Source, at: str) -> bool:
+    """Insert the instance (and its series if new) and update the counts; True if the series is new."""
+    series = conn.execute("SELECT id, study_ref FROM series WHERE series_instance_uid = ?",
+                          (header.series_instance_uid,)).fetchone()
+    new_series = series is None
+    if new_series:
+        series_ref = conn.execute(
+            "INSERT INTO series (study_ref, series_instance_uid, modality, series_number, series_description,"
+            " first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (study["id"], header.series_instance_uid, header.modality, header.series_number,
+             header.series_description, at, at)).lastrowid
+    else:
+        series_ref = series["id"]
+    conn.execute(
+        "INSERT INTO instances (series_ref, sop_instance_uid, sop_class_uid, transfer_syntax_uid, instance_number,"
+        " storage_path, size, sha256, calling_ae, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (series_ref, header.sop_instance_uid, header.sop_class_uid, header.transfer_syntax_uid,
+         header.instance_number, stored.path, stored.size, stored.sha256, source.calling_ae, at))
+    conn.execute("UPDATE series SET instance_count = instance_count + 1, last_received_at = ? WHERE id = ?",
+                 (at, series_ref))
+    conn.execute("UPDATE studies SET instance_count = instance_count + 1, series_count = series_count + ?,"
+                 " last_received_at = ? WHERE id = ?", (int(new_series), at, study["id"]))
+    return new_series
+
+
+def add_conflict(conn: sqlite3.Connection, first: sqlite3.Row, header: Header, stored: StoredFile,
+                 source: Source, at: str) -> int:
+    """Keep a second, different copy of an instance aside; the first copy is not touched."""
+    return int(conn.execute(
+        "INSERT INTO instance_conflicts (instance_ref, sop_instance_uid, study_instance_uid, transfer_syntax_uid,"
+        " accession_number, patient_id, patient_name, patient_sex, patient_birth_date, storage_path, size, sha256,"
+        " calling_ae, address, received_at) VALUES (:ref, :sop, :study, :ts, :accession_number, :patient_id,"
+        " :patient_name, :patient_sex, :patient_birth_date, :path, :size, :sha, :ae, :address, :at)",
+        {**_header_columns(header), "ref": first["id"], "sop": header.sop_instance_uid,
+         "study": header.study_instance_uid, "ts": header.transfer_syntax_uid, "path": stored.path,
+         "size": stored.size, "sha": stored.sha256, "ae": source.calling_ae, "address": source.address,
+         "at": at}).lastrowid)
+
+
+def series_of_exam(conn: sqlite3.Connection, exam_ref: int) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT se.*, st.study_instance_uid, st.calling_ae FROM series se JOIN studies st ON st.id = se.study_ref"
+        " WHERE st.exam_ref = ? ORDER BY se.first_received_at, CAST(se.series_number AS INTEGER)",
+        (exam_ref,)).fetchall()
+
+
+def quarantine(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
+    """Quarantined studies and kept-aside duplicates, newest first, in one shape."""
+    rows = conn.execute(
+        "SELECT 'study' AS kind, id, quarantine_reason AS reason, quarantine_detail AS detail, study_instance_uid,"
+        " '' AS sop_instance_uid, accession_number, patient_id, patient_name, patient_sex, patient_birth_date,"
+        " study_date, study_description, calling_ae, address, series_count, instance_count,"
+        " first_received_at, last_received_at FROM studies WHERE quarantine_reason IS NOT NULL"
+        " UNION ALL"
+        " SELECT 'conflict', id, 'duplicate_conflict', '{}', study_instance_uid, sop_instance_uid, accession_number,"
+        " patient_id, patient_name, patient_sex, patient_birth_date, '', '', calling_ae, address, 1, 1,"
+        " received_at, received_at FROM instance_conflicts"
+        " ORDER BY last_received_at DESC LIMIT ?", (limit,)).fetchall()
+    return [{**dict(row), "detail": json.loads(row["detail"])} for row in rows]
+
+
+def paths_received_since(conn: sqlite3.Connection, since: str) -> set[str]:
+    """Every stored path (instances and kept-aside copies) received at or after ``since``."""
+    rows = conn.execute("SELECT storage_path FROM instances WHERE received_at >= ? UNION ALL"
+                        " SELECT storage_path FROM instance_conflicts WHERE received_at >= ?", (since, since))
+    return {row[0] for row in rows}
+
+
+def last_received_at(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT MAX(at) FROM (SELECT MAX(received_at) AS at FROM instances UNION ALL"
+                       " SELECT MAX(received_at) FROM instance_conflicts)").fetchone()
+    return row[0]

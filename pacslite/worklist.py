@@ -1,0 +1,193 @@
+"""The modality worklist: registered exams answered to C-FIND, so modalities never type numbers.
+
+Matching follows PS3.4 C.2.2.2 as IHE Scheduled Workflow uses it: single value, wildcard
+(``*`` and ``?``), date range and universal (empty) matching on the keys below; every key the
+query asks for is returned, empty when pacslite has no value for it. An exam without a station
+AE title is scheduled on no particular station, so it matches any ScheduledStationAETitle.
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import date, datetime
+from typing import Any, Iterator, Mapping
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from . import clock, names
+from .patients import CANCELLED, COMPLETED
+
+SPS = "ScheduledProcedureStepSequence"
+
+
+class QueryError(ValueError):
+    """The identifier cannot be answered (a malformed date range, …)."""
+
+
+# ---------------------------------------------------------------- matching
+
+def _value(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def _wildcard(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), flags | re.DOTALL)
+
+
+def matches_text(query: str, value: str, *, ignore_case: bool = False) -> bool:
+    """Single value or wildcard matching; an empty query matches everything."""
+    if not query or query == "*":
+        return True
+    flags = re.IGNORECASE if ignore_case else 0
+    if "*" in query or "?" in query:
+        return _wildcard(query, flags).fullmatch(value) is not None
+    return query.lower() == value.lower() if ignore_case else query == value
+
+
+def matches_name(query: str, registered: str) -> bool:
+    """A PN query against a registered name: any given component group may match its form.
+
+    Letters match the pinyin form (``ZHANG^SAN``, with or without the ``^``), case-insensitive;
+    ideographs match the ideographic form (``张^三`` or ``张三``).
+    """
+    groups = [g for g in query.split("=") if g and g != "*"]
+    if not groups:
+        return True
+    alphabetic = names.dicom_person_name(registered, with_ideographs=False)
+    if names.is_chinese(registered):
+        surname, given = names.split_chinese(registered)
+        ideographic = [f"{surname}^{given}", f"{surname}{given}"]
+    else:
+        ideographic = []
+    letters = [alphabetic, alphabetic.replace("^", ""), registered]
+    for group in groups:
+        candidates = ideographic if names.is_chinese(group) else letters
+        if any(matches_text(group, c, ignore_case=True) for c in candidates):
+            return True
+    return False
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        raise QueryError(f"not a DICOM date: {text!r}") from None
+
+
+def date_range(query: str) -> tuple[date | None, date | None]:
+    """``20261124`` → (d, d); ``20261124-20261130``, ``-20261130``, ``20261124-`` → open or closed range."""
+    query = query.strip()
+    if not query:
+        return None, None
+    if "-" not in query:
+        day = _parse_date(query)
+        return day, day
+    start, _, end = query.partition("-")
+    return (_parse_date(start) if start else None), (_parse_date(end) if end else None)
+
+
+# ---------------------------------------------------------------- the query
+
+def _sps_query(identifier: Dataset) -> Dataset:
+    sequence = identifier.get(SPS)
+    return sequence[0] if sequence else Dataset()
+
+
+def find(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Dataset) -> list[sqlite3.Row]:
+    """The open exams that match a worklist identifier, in schedule order."""
+    tz = settings["TIMEZONE"]
+    sps = _sps_query(identifier)
+    clauses, params = ["e.status NOT IN (?, ?)"], [COMPLETED, CANCELLED]
+    start, end = date_range(_value(sps, "ScheduledProcedureStepStartDate"))
+    if start is not None:
+        clauses.append("e.scheduled_at >= ?")
+        params.append(clock.local_day_bounds(start, tz)[0])
+    if end is not None:
+        clauses.append("e.scheduled_at < ?")
+        params.append(clock.local_day_bounds(end, tz)[1])
+    rows = conn.execute(
+        "SELECT e.*, p.patient_id, p.name AS patient_name, p.sex, p.birth_date FROM exams e"
+        f" JOIN patients p ON p.id = e.patient_ref WHERE {' AND '.join(clauses)} ORDER BY e.scheduled_at, e.id",
+        params).fetchall()
+    modality = _value(sps, "Modality")
+    station = _value(sps, "ScheduledStationAETitle")
+    patient_id = _value(identifier, "PatientID")
+    accession = _value(identifier, "AccessionNumber")
+    name = _value(identifier, "PatientName")
+    return [row for row in rows
+            if matches_text(modality, row["dicom_modality"])
+            and (not row["station_ae"] or matches_text(station, row["station_ae"]))
+            and matches_text(patient_id, row["patient_id"])
+            and matches_text(accession, row["accession_number"])
+            and matches_name(name, row["patient_name"])]
+
+
+def _text_for(charset: str, value: str) -> str:
+    """Text in a form the character set can carry: Latin-1 gets pinyin for ideographs."""
+    if charset == "ISO_IR 100" and names.is_chinese(value):
+        return names.pinyin_of(value)[0].upper()
+    return value
+
+
+def answer(exam: sqlite3.Row, settings: Mapping[str, Any], charset: str, station: str) -> Dataset:
+    """Every worklist attribute pacslite knows for one exam."""
+    local = clock.from_db(exam["scheduled_at"]).astimezone(clock.zone(settings["TIMEZONE"]))
+    ideographs = charset != "ISO_IR 100"
+    ds = Dataset()
+    ds.SpecificCharacterSet = charset
+    ds.PatientName = names.dicom_person_name(exam["patient_name"], with_ideographs=ideographs)
+    ds.PatientID = exam["patient_id"]
+    ds.PatientBirthDate = (exam["birth_date"] or "").replace("-", "")
+    ds.PatientSex = exam["sex"]
+    ds.AccessionNumber = exam["accession_number"]
+    ds.RequestedProcedureID = exam["accession_number"]
+    ds.RequestedProcedureDescription = _text_for(charset, exam["procedure"])
+    ds.StudyInstanceUID = exam["study_instance_uid"]
+    physician = exam["requesting_physician"]
+    ds.ReferringPhysicianName = names.dicom_person_name(physician, with_ideographs=ideographs) if physician else ""
+    ds.RequestingPhysician = ds.ReferringPhysicianName
+    ds.RequestedProcedurePriority = {"stat": "STAT", "urgent": "HIGH"}.get(exam["priority"], "ROUTINE")
+    item = Dataset()
+    item.Modality = exam["dicom_modality"]
+    item.ScheduledStationAETitle = exam["station_ae"] or station
+    item.ScheduledProcedureStepStartDate = local.strftime("%Y%m%d")
+    item.ScheduledProcedureStepStartTime = local.strftime("%H%M%S")
+    item.ScheduledProcedureStepID = exam["accession_number"]
+    item.ScheduledProcedureStepDescription = _text_for(charset, exam["procedure"])
+    item.ScheduledProcedureStepStatus = "SCHEDULED" if exam["instance_count"] == 0 else "STARTED"
+    ds.ScheduledProcedureStepSequence = Sequence([item])
+    return ds
+
+
+def _restrict(full: Dataset, requested: Dataset, top: bool = True) -> Dataset:
+    """Only the keys the query asked for, each filled or empty; an empty sequence item asks for all."""
+    out = Dataset()
+    for element in requested:
+        keyword = element.keyword
+        if not keyword or keyword == "SpecificCharacterSet":
+            continue
+        if element.VR == "SQ":
+            ours = full.get(keyword)
+            if ours and element.value and len(element.value[0]):
+                setattr(out, keyword, Sequence([_restrict(ours[0], element.value[0], top=False)]))
+            else:
+                setattr(out, keyword, ours if ours is not None else Sequence())
+        elif keyword in full:
+            setattr(out, keyword, full[keyword].value)
+        else:
+            out.add_new(element.tag, element.VR, None)
+    if top:
+        out.SpecificCharacterSet = full.SpecificCharacterSet
+    return out
+
+
+def query(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Dataset,
+          charset: str) -> Iterator[Dataset]:
+    """The answers to a worklist C-FIND, each in the calling modality's character set."""
+    station = _value(_sps_query(identifier), "ScheduledStationAETitle")
+    station = "" if "*" in station or "?" in station else station
+    for exam in find(conn, settings, identifier):
+        yield _restrict(answer(exam, settings, charset, station), identifier)
