@@ -92,7 +92,9 @@ def read_header(path: Path) -> Header:
     """The tags filing needs, read without the pixel data; raises IngestError if unreadable."""
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
-        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+        transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
+        if not is_uid(transfer_syntax):
+            raise ValueError("no transfer syntax in the file meta information")
         header = Header(
             sop_class_uid=_text(ds, "SOPClassUID"), sop_instance_uid=_text(ds, "SOPInstanceUID"),
             study_instance_uid=_text(ds, "StudyInstanceUID"), series_instance_uid=_text(ds, "SeriesInstanceUID"),

@@ -9,7 +9,7 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from pynetdicom import events
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
@@ -64,12 +64,17 @@ def on_echo(event: events.Event) -> int:
     return 0x0000
 
 
-def on_store(event: events.Event, connections: Connections, settings: Mapping[str, Any]) -> int:
+def on_store(event: events.Event, connections: Connections, settings: Mapping[str, Any],
+             write_failed: Callable[[str], OSError | None]) -> int:
     """C-STORE: the dataset is already a file in the store's temporary area (chunked receive)."""
     request = event.request
     source = source_of(event)
+    path = str(event.dataset_path)
     try:
-        outcome = filing.ingest(connections.of(event.assoc), settings["STORAGE_DIR"], Path(event.dataset_path),
+        error = write_failed(path)
+        if error is not None:
+            raise filing.IngestError(filing.OUT_OF_RESOURCES, str(error))
+        outcome = filing.ingest(connections.of(event.assoc), settings["STORAGE_DIR"], Path(path),
                                 source, sop_class_uid=str(request.AffectedSOPClassUID),
                                 sop_instance_uid=str(request.AffectedSOPInstanceUID))
     except filing.IngestError as exc:
@@ -106,11 +111,11 @@ def on_find(event: events.Event, connections: Connections, settings: Mapping[str
         yield FIND_PENDING, answer
 
 
-def on_rejected(event: events.Event, database: str, reason: str) -> None:
+def record_refusal(event: events.Event, database: str, reason: str) -> None:
     """Note a refused association for the admin page and the audit log."""
     requestor = event.assoc.requestor
-    calling = names.printable(str(requestor.ae_title))
-    called = names.printable(str(getattr(requestor.primitive, "called_ae_title", "") or ""))
+    calling = names.printable(str(requestor.primitive.calling_ae_title))
+    called = names.printable(str(requestor.primitive.called_ae_title))
     conn = db.connect(database)
     try:
         aes.record_rejection(conn, calling, called, str(requestor.address), reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+import threading
 from typing import Any, Callable, Mapping
 
 from pynetdicom import AE, _config, dimse_messages, evt
@@ -20,33 +21,65 @@ from . import handlers
 
 log = logging.getLogger(__name__)
 
-#: Transfer syntaxes accepted for storage, as sent: nothing is transcoded on the way in.
+#: Transfer syntaxes accepted for storage, in order of preference when a sender offers several
+#: for one SOP class: lossless compressed first (kept as the modality compressed it), then
+#: uncompressed, then lossy last, so that pacslite never makes a sender compress lossy an image
+#: it could send without loss. Nothing is transcoded on the way in.
 STORAGE_TRANSFER_SYNTAXES = [
-    uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian,
-    uid.ExplicitVRBigEndian, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless,
-    uid.JPEGLosslessSV1, uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000,
-    uid.RLELossless,
+    uid.JPEGLSLossless, uid.JPEGLosslessSV1, uid.JPEGLossless, uid.JPEG2000Lossless, uid.RLELossless,
+    uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian,
+    uid.ExplicitVRBigEndian, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLSNearLossless, uid.JPEG2000,
 ]
 #: Query and verification answer in the uncompressed syntaxes.
 PLAIN_TRANSFER_SYNTAXES = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.ExplicitVRBigEndian]
 
-#: An AE title no caller can have (a backslash is not allowed in one): "accept nobody".
-_NOBODY = "\\"
+class ReceiveFile:
+    """The file pynetdicom writes a received dataset into, in the store's temporary area.
 
+    A write that fails (the disk is full) must not escape into pynetdicom's reader, which
+    would abort the association instead of answering. The failure is kept, further writes
+    are dropped, and the store handler answers 0xA700 for this file (:func:`failed`).
+    """
 
-class _AcceptingAE(AE):
-    """An AE whose list of accepted calling AE titles is read from the database per association."""
+    _failed: set[str] = set()
+    _lock = threading.Lock()
 
-    def __init__(self, ae_title: str, allowed: Callable[[], list[str] | None]) -> None:
-        super().__init__(ae_title)
-        self._allowed = allowed
+    def __init__(self, directory: str, **_ignored: Any) -> None:
+        self._handle = tempfile.NamedTemporaryFile(dir=directory, delete=False, mode="wb", suffix=".dcm")
+        self.name = self._handle.name
+        self.file = self  # pynetdicom calls .file.flush()
+        self.error: OSError | None = None
 
-    @property  # type: ignore[override]
-    def require_calling_aet(self) -> list[str]:
-        titles = self._allowed()
-        if titles is None:
-            return []  # pynetdicom: an empty list accepts every caller
-        return titles or [_NOBODY]
+    def _guard(self, action: Callable[[], Any]) -> None:
+        if self.error is not None:
+            return
+        try:
+            action()
+        except OSError as exc:
+            self.error = exc
+            with self._lock:
+                self._failed.add(self.name)
+
+    def write(self, data: bytes) -> None:
+        self._guard(lambda: self._handle.write(data))
+
+    def flush(self) -> None:
+        self._guard(self._handle.flush)
+
+    def close(self) -> None:
+        try:
+            self._handle.close()
+        except OSError:
+            pass
+
+    @classmethod
+    def failed(cls, path: str) -> OSError | None:
+        """Whether writing ``path`` failed; forgets it (asked once, by the store handler)."""
+        with cls._lock:
+            if path in cls._failed:
+                cls._failed.discard(path)
+                return OSError(f"could not write the received dataset to {path}")
+        return None
 
 
 def receive_into(directory: str) -> None:
@@ -58,8 +91,7 @@ def receive_into(directory: str) -> None:
     instead of copying it.
     """
     _config.STORE_RECV_CHUNKED_DATASET = True
-    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
-        tempfile.NamedTemporaryFile, dir=directory)
+    dimse_messages.NamedTemporaryFile = functools.partial(ReceiveFile, directory)  # type: ignore[attr-defined]
 
 
 class DicomServer:
@@ -83,8 +115,9 @@ class DicomServer:
 
     def _make_ae(self) -> AE:
         s = self.settings
-        ae = _AcceptingAE(s["AE_TITLE"], self.allowed_callers)
-        ae.require_called_aet = True
+        ae = AE(s["AE_TITLE"])
+        ae.require_called_aet = False  # both AE titles are checked in _on_requested, which records refusals
+        ae.require_calling_aet = []
         ae.maximum_pdu_size = s["DICOM_MAX_PDU"]
         ae.maximum_associations = s["DICOM_MAX_ASSOCIATIONS"]
         ae.acse_timeout = s["DICOM_ACSE_TIMEOUT"]
@@ -96,18 +129,25 @@ class DicomServer:
             ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
         return ae
 
-    def _on_rejected(self, event: Any) -> None:
+    def _on_requested(self, event: Any) -> None:
+        """Refuse a wrong called AE title or an unknown caller, after recording the attempt.
+
+        Done here rather than by pynetdicom's own checks so that the attempt is committed
+        before the caller hears "rejected" (pynetdicom lets EVT_REQUESTED send the reject).
+        """
+        primitive = event.assoc.requestor.primitive
+        calling = str(primitive.calling_ae_title).strip()
+        called = str(primitive.called_ae_title).strip()
         allowed = self.allowed_callers()
-        calling = str(event.assoc.requestor.ae_title).strip()
-        called = str(getattr(event.assoc.requestor.primitive, "called_ae_title", "")).strip()
         if called != self.settings["AE_TITLE"]:
-            reason = "wrong_called_ae"
+            reason, diagnostic = "wrong_called_ae", 0x07
         elif allowed is not None and calling not in allowed:
-            reason = "unknown_calling_ae"
+            reason, diagnostic = "unknown_calling_ae", 0x03
         else:
-            log.warning("refused an association from %s: too many associations", calling)
             return
-        handlers.on_rejected(event, self.database, reason)
+        handlers.record_refusal(event, self.database, reason)
+        event.assoc.acse.send_reject(0x01, 0x01, diagnostic)  # rejected-permanent, by the service user
+        event.assoc.kill()
 
     def start(self) -> None:
         s = self.settings
@@ -115,9 +155,9 @@ class DicomServer:
         ae = self._make_ae()
         bound = [
             (evt.EVT_C_ECHO, handlers.on_echo),
-            (evt.EVT_C_STORE, handlers.on_store, [self.connections, s]),
+            (evt.EVT_C_STORE, handlers.on_store, [self.connections, s, ReceiveFile.failed]),
             (evt.EVT_C_FIND, handlers.on_find, [self.connections, s]),
-            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_CONN_CLOSE, handlers.on_closed, [self.connections]),
         ]
         self._server = ae.start_server((s["DICOM_HOST"], s["DICOM_PORT"]), block=False, evt_handlers=bound)
