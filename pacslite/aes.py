@@ -12,8 +12,7 @@ from typing import Any, Mapping
 
 from . import audit, clock
 from .db import transaction
-from .patients import AE_TITLE_PATTERN
-from .validation import N_, NotFound, ValidationError, choice, matches, text
+from .validation import AE_TITLE_PATTERN, N_, NotFound, ValidationError, choice, matches, text
 
 #: Worklist character sets a modality may be configured for: DICOM term → what pydicom encodes.
 CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")

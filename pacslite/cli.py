@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import getpass
+import sqlite3
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 from flask import Flask, current_app
@@ -14,8 +17,21 @@ from .validation import Conflict, NotFound, ValidationError
 CLI_ACTOR = audit.Actor("cli")
 
 
-def _connect():
-    return db.connect(current_app.config["DATABASE"])
+@contextmanager
+def _connection(missing: str = "") -> Iterator[sqlite3.Connection]:
+    """A database connection for one command; refusals by the domain become a clear error.
+
+    ``missing`` is the message when the thing named does not exist.
+    """
+    conn = db.connect(current_app.config["DATABASE"])
+    try:
+        yield conn
+    except NotFound:
+        raise click.ClickException(missing or "not found") from None
+    except (ValidationError, Conflict) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        conn.close()
 
 
 def _read_password() -> str:
@@ -41,14 +57,9 @@ ae_cli = AppGroup("ae", help="Configure the modalities (DICOM AEs) that may talk
 @click.option("--name", "display_name", default="", help="Full name shown on pages and reports.")
 def user_add(username: str, roles: tuple[str, ...], display_name: str) -> None:
     """Create a user; the password is read from standard input."""
-    conn = _connect()
-    try:
+    with _connection() as conn:
         user = users.create(conn, CLI_ACTOR, {"username": username, "display_name": display_name,
                                               "password": _read_password(), "roles": list(roles)})
-    except ValidationError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        conn.close()
     click.echo(f"created user {user.username} with roles {', '.join(sorted(user.roles))}")
 
 
@@ -56,15 +67,8 @@ def user_add(username: str, roles: tuple[str, ...], display_name: str) -> None:
 @click.argument("username")
 def token_create(username: str) -> None:
     """Create an API token for USERNAME; the token is printed alone on the last line."""
-    conn = _connect()
-    try:
+    with _connection(missing=f"no user {username}") as conn:
         token = users.create_token(conn, CLI_ACTOR, username)
-    except NotFound:
-        raise click.ClickException(f"no user {username}") from None
-    except Conflict as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        conn.close()
     click.echo(f"API token for {username} (shown only now; send it as 'Authorization: Bearer <token>'):")
     click.echo(token)
 
@@ -72,12 +76,9 @@ def token_create(username: str) -> None:
 @audit_cli.command("verify")
 def audit_verify() -> None:
     """Check the hash chain of the audit log; name the first row that no longer matches."""
-    conn = _connect()
-    try:
+    with _connection() as conn:
         bad = audit.verify(conn)
         total = audit.row_count(conn)
-    finally:
-        conn.close()
     if bad is not None:
         click.echo(f"audit log BROKEN: row {bad} does not match the chain", err=True)
         sys.exit(1)
@@ -94,25 +95,17 @@ def audit_verify() -> None:
               help="Character set of its worklist answers.")
 def ae_add(ae_title: str, host: str, port: int, name: str, location: str, charset: str) -> None:
     """Allow the modality AE_TITLE to send images and query the worklist."""
-    conn = _connect()
-    try:
+    with _connection() as conn:
         ae = aes.add_ae(conn, CLI_ACTOR, {"ae_title": ae_title, "host": host, "port": port, "name": name,
                                           "location": location, "charset": charset})
-    except ValidationError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        conn.close()
     click.echo(f"added modality {ae['ae_title']} ({ae['host'] or 'any host'}:{ae['port']}, {ae['charset']})")
 
 
 @ae_cli.command("list")
 def ae_list() -> None:
     """List the configured modalities."""
-    conn = _connect()
-    try:
+    with _connection() as conn:
         rows = aes.list_aes(conn)
-    finally:
-        conn.close()
     for ae in rows:
         click.echo(f"{ae['ae_title']:<16}  {ae['host'] or '-'}:{ae['port']}  {ae['charset']}  {ae['name']}")
 
@@ -121,13 +114,8 @@ def ae_list() -> None:
 @click.argument("ae_title")
 def ae_remove(ae_title: str) -> None:
     """Refuse the modality AE_TITLE from now on (its images stay)."""
-    conn = _connect()
-    try:
+    with _connection(missing=f"no modality {ae_title}") as conn:
         aes.remove_ae(conn, CLI_ACTOR, ae_title)
-    except NotFound:
-        raise click.ClickException(f"no modality {ae_title}") from None
-    finally:
-        conn.close()
     click.echo(f"removed modality {ae_title}")
 
 

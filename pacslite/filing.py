@@ -25,10 +25,9 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from . import audit, clock, index, names, storage
+from . import audit, clock, index, names, patients, storage
 from .db import transaction
 from .index import Header, Placement, Source, StoredFile
-from .patients import CANCELLED, images_arrived
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +126,11 @@ def check_identity(header: Header, sop_class_uid: str | None, sop_instance_uid: 
 
 # ---------------------------------------------------------------- filing
 
-def _exam_by(conn: sqlite3.Connection, column: str, value: str) -> sqlite3.Row | None:
-    assert column in ("study_instance_uid", "accession_number")
-    return conn.execute(
-        "SELECT e.id, e.accession_number, e.status, e.series_count, e.instance_count, p.patient_id,"
-        f" p.name, p.sex, p.birth_date FROM exams e JOIN patients p ON p.id = e.patient_ref WHERE e.{column} = ?",
-        (value,)).fetchone()
-
-
 def demographic_differences(header: Header, exam: sqlite3.Row) -> dict[str, dict[str, str]]:
     """Name, sex and birth date that disagree with the registered patient (absent: not compared)."""
     differences: dict[str, dict[str, str]] = {}
-    if names.same_person_name(header.name_groups, exam["name"]) is False:
-        differences["name"] = {"header": header.patient_name, "registered": exam["name"]}
+    if names.same_person_name(header.name_groups, exam["patient_name"]) is False:
+        differences["name"] = {"header": header.patient_name, "registered": exam["patient_name"]}
     if header.patient_sex and header.patient_sex != exam["sex"]:
         differences["sex"] = {"header": header.patient_sex, "registered": exam["sex"]}
     registered_birth = (exam["birth_date"] or "").replace("-", "")
@@ -150,15 +141,15 @@ def demographic_differences(header: Header, exam: sqlite3.Row) -> dict[str, dict
 
 def place_study(conn: sqlite3.Connection, header: Header) -> Placement:
     """Where a study not seen before belongs: its exam, or quarantine with the reason."""
-    by_uid = _exam_by(conn, "study_instance_uid", header.study_instance_uid)
+    by_uid = patients.find_exam(conn, study_uid=header.study_instance_uid)
     exam = by_uid
     if exam is None:
         if not header.accession_number:
             return Placement(reason="no_accession")
-        exam = _exam_by(conn, "accession_number", header.accession_number)
+        exam = patients.find_exam(conn, accession=header.accession_number)
         if exam is None:
             return Placement(reason="unknown_accession", detail={"accession_number": header.accession_number})
-    if exam["status"] == CANCELLED:
+    if exam["status"] == patients.CANCELLED:
         return Placement(reason="exam_cancelled", detail={"accession_number": exam["accession_number"]})
     if header.patient_id != exam["patient_id"] and (by_uid is None or header.patient_id):
         return Placement(reason="patient_id_mismatch", detail={
@@ -171,20 +162,12 @@ def place_study(conn: sqlite3.Connection, header: Header) -> Placement:
     return Placement(exam_ref=exam["id"])
 
 
-def _file_to_exam(conn: sqlite3.Connection, exam_ref: int, new_series: bool, at: str) -> sqlite3.Row:
-    exam = conn.execute("SELECT e.*, p.patient_id FROM exams e JOIN patients p ON p.id = e.patient_ref"
-                        " WHERE e.id = ?", (exam_ref,)).fetchone()
-    images_arrived(conn, exam)
-    conn.execute("UPDATE exams SET instance_count = instance_count + 1, series_count = series_count + ?,"
-                 " images_first_at = COALESCE(images_first_at, ?), images_last_at = ? WHERE id = ?",
-                 (int(new_series), at, at, exam_ref))
-    return exam
-
-
 def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source: Source, at: str) -> Outcome:
     """Write the index rows and the audit row for an accepted file (inside the transaction)."""
     actor = audit.Actor(f"ae:{source.calling_ae}" if source.calling_ae else "upload", source.address)
     first = index.find_instance(conn, header.sop_instance_uid)
+    if first is not None and first["sha256"] == stored.sha256:  # the same bytes again: nothing to keep
+        return Outcome(DUPLICATE, header.sop_instance_uid)
     if first is not None:
         conflict_id = index.add_conflict(conn, first, header, stored, source, at)
         audit.record(conn, actor, "image.duplicate_conflict", f"instance:{header.sop_instance_uid}",
@@ -198,7 +181,8 @@ def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source
     detail = {"study": header.study_instance_uid, "series": header.series_instance_uid,
               "sha256": stored.sha256, "path": stored.path}
     if study["exam_ref"] is not None:
-        exam = _file_to_exam(conn, study["exam_ref"], new_series, at)
+        exam = patients.find_exam(conn, exam_id=study["exam_ref"])
+        patients.images_arrived(conn, exam, new_series, at)
         audit.record(conn, actor, "image.file", f"exam:{exam['accession_number']}",
                      patient_id=exam["patient_id"], detail={**detail, "instance": header.sop_instance_uid})
         return Outcome(FILED, header.sop_instance_uid, accession_number=exam["accession_number"])
@@ -224,9 +208,6 @@ def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: 
         size, sha256 = storage.sha256_file(tmp_file)
     except OSError as exc:
         raise IngestError(OUT_OF_RESOURCES, f"cannot secure the file: {exc}") from exc
-    first = index.find_instance(conn, header.sop_instance_uid)
-    if first is not None and first["sha256"] == sha256:
-        return Outcome(DUPLICATE, header.sop_instance_uid)
     try:
         relative = storage.place(store, tmp_file, CATEGORY, SUFFIX)
     except storage.StorageError as exc:
@@ -234,11 +215,14 @@ def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: 
     stored = StoredFile(relative, size, sha256)
     try:
         with transaction(conn):
-            return _record(conn, header, stored, source, clock.to_db(clock.now()))
+            outcome = _record(conn, header, stored, source, clock.to_db(clock.now()))
     except Exception as exc:
         _unplace(store, relative, tmp_file)
         log.exception("ingest of %s failed after the file was placed", header.sop_instance_uid)
         raise IngestError(OUT_OF_RESOURCES, f"cannot index the file: {exc}") from exc
+    if outcome.result == DUPLICATE:
+        storage.remove(store, relative)  # decided under the write lock, so two copies at once cannot both stay
+    return outcome
 
 
 def ingest_bytes(conn: sqlite3.Connection, store: str | Path, data: bytes, source: Source) -> Outcome:

@@ -18,7 +18,7 @@ from stdnum import damm
 from . import audit, clock, config
 from .names import pinyin_of
 from .db import transaction
-from .validation import N_, Conflict, NotFound, ValidationError, choice, matches, text
+from .validation import AE_TITLE_PATTERN, N_, Conflict, NotFound, ValidationError, choice, matches, text
 
 SEXES = ("M", "F", "O")
 SOURCES = ("outpatient", "inpatient", "emergency", "physical_exam")
@@ -35,8 +35,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 PATIENT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-# DICOM AE title: up to 16 printable ASCII characters, no backslash.
-AE_TITLE_PATTERN = r"[ -\[\]-~]{1,16}"
 DEMOGRAPHICS = ("name", "sex", "birth_date")
 
 
@@ -295,6 +293,28 @@ def get_exam(conn: sqlite3.Connection, accession: str) -> sqlite3.Row:
     return row
 
 
+def find_exam(conn: sqlite3.Connection, *, accession: str = "", study_uid: str = "",
+              exam_id: int | None = None) -> sqlite3.Row | None:
+    """The exam with this accession number, pre-assigned StudyInstanceUID or row id, or None."""
+    for column, value in (("e.accession_number", accession), ("e.study_instance_uid", study_uid), ("e.id", exam_id)):
+        if value:
+            return conn.execute(f"{_EXAM_SELECT} WHERE {column} = ?", (value,)).fetchone()
+    return None
+
+
+def open_exams(conn: sqlite3.Connection, start: str | None, end: str | None) -> list[sqlite3.Row]:
+    """Exams neither completed nor cancelled, scheduled in [start, end) (UTC text; None: open)."""
+    clauses, params = ["e.status NOT IN (?, ?)"], [COMPLETED, CANCELLED]
+    if start is not None:
+        clauses.append("e.scheduled_at >= ?")
+        params.append(start)
+    if end is not None:
+        clauses.append("e.scheduled_at < ?")
+        params.append(end)
+    return conn.execute(f"{_EXAM_SELECT} WHERE {' AND '.join(clauses)} ORDER BY e.scheduled_at, e.id",
+                        params).fetchall()
+
+
 def exams_of_patient(conn: sqlite3.Connection, patient_id: str) -> list[sqlite3.Row]:
     return conn.execute(f"{_EXAM_SELECT} WHERE p.patient_id = ? ORDER BY e.scheduled_at DESC", (patient_id,)).fetchall()
 
@@ -330,10 +350,13 @@ def _move(conn: sqlite3.Connection, exam: sqlite3.Row, new_status: str) -> None:
                  (new_status, clock.to_db(clock.now()), exam["id"]))
 
 
-def images_arrived(conn: sqlite3.Connection, exam: sqlite3.Row) -> None:
-    """An image was filed to the exam: a registered exam becomes "images received"."""
+def images_arrived(conn: sqlite3.Connection, exam: sqlite3.Row, new_series: bool, at: str) -> None:
+    """An image was filed to the exam: count it; a registered exam becomes "images received"."""
     if exam["status"] == REGISTERED:
         _move(conn, exam, IMAGES_RECEIVED)
+    conn.execute("UPDATE exams SET instance_count = instance_count + 1, series_count = series_count + ?,"
+                 " images_first_at = COALESCE(images_first_at, ?), images_last_at = ? WHERE id = ?",
+                 (int(new_series), at, at, exam["id"]))
 
 
 def can_cancel(exam: Mapping[str, Any]) -> bool:

@@ -110,8 +110,9 @@ def place(root: str | Path, tmp: str | Path, category: str, suffix: str = "") ->
 
 def write_tmp(root: str | Path, data: bytes, suffix: str = ".part") -> Path:
     """Write ``data`` to a new fsynced file in the temporary area."""
-    tmp = tmp_dir(root) / f"{uuid.uuid4().hex}{suffix}"
+    tmp = Path(root) / TMP / f"{uuid.uuid4().hex}{suffix}"
     try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as handle:
             handle.write(data)
             handle.flush()
@@ -124,10 +125,7 @@ def write_tmp(root: str | Path, data: bytes, suffix: str = ".part") -> Path:
 
 def write_atomic(root: str | Path, category: str, data: bytes, suffix: str = "") -> Stored:
     """Write ``data`` to a new generated path under ``root``; durable when this returns."""
-    try:
-        tmp = write_tmp(root, data)
-    except OSError as exc:
-        raise StorageError(str(exc)) from exc
+    tmp = write_tmp(root, data)
     try:
         relative = place(root, tmp, category, suffix)
     except StorageError:

@@ -10,6 +10,10 @@ import unicodedata
 from typing import Any, Mapping
 
 
+# DICOM AE title: up to 16 printable ASCII characters, no backslash.
+AE_TITLE_PATTERN = r"[ -\[\]-~]{1,16}"
+
+
 def N_(message: str) -> str:
     """Mark a message for translation without translating it here (the domain has no locale)."""
     return message

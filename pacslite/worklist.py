@@ -15,8 +15,7 @@ from typing import Any, Iterator, Mapping
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from . import clock, names
-from .patients import CANCELLED, COMPLETED
+from . import clock, names, patients
 
 SPS = "ScheduledProcedureStepSequence"
 
@@ -100,18 +99,9 @@ def find(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Data
     """The open exams that match a worklist identifier, in schedule order."""
     tz = settings["TIMEZONE"]
     sps = _sps_query(identifier)
-    clauses, params = ["e.status NOT IN (?, ?)"], [COMPLETED, CANCELLED]
     start, end = date_range(_value(sps, "ScheduledProcedureStepStartDate"))
-    if start is not None:
-        clauses.append("e.scheduled_at >= ?")
-        params.append(clock.local_day_bounds(start, tz)[0])
-    if end is not None:
-        clauses.append("e.scheduled_at < ?")
-        params.append(clock.local_day_bounds(end, tz)[1])
-    rows = conn.execute(
-        "SELECT e.*, p.patient_id, p.name AS patient_name, p.sex, p.birth_date FROM exams e"
-        f" JOIN patients p ON p.id = e.patient_ref WHERE {' AND '.join(clauses)} ORDER BY e.scheduled_at, e.id",
-        params).fetchall()
+    rows = patients.open_exams(conn, clock.local_day_bounds(start, tz)[0] if start else None,
+                               clock.local_day_bounds(end, tz)[1] if end else None)
     modality = _value(sps, "Modality")
     station = _value(sps, "ScheduledStationAETitle")
     patient_id = _value(identifier, "PatientID")

@@ -1,8 +1,11 @@
 """Fixtures: every test gets its own instance folder, database and store."""
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -76,6 +79,13 @@ def register(client: FlaskClient, **changes: Any) -> str:
     response = post(client, "/exams/new", {**EXAM_FORM, **changes})
     assert response.status_code == 302, response.get_data(as_text=True)
     return response.location.rsplit("/", 1)[1]
+
+
+def flask_cli(instance: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """``flask --app app ARGS`` on this instance folder, as an administrator would type it."""
+    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance)}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=60)
 
 
 def free_port() -> int:

@@ -114,7 +114,7 @@ def findscu(port: int, keys: list[str], directory: Path, *, aet: str = "FINDSCU"
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob("rsp*.dcm"):
         old.unlink()
-    args = ["findscu", "-W", "-X", "--output-directory", str(directory), "-aet", aet, "-aec", aec]
+    args = ["findscu", "-v", "-W", "-X", "--output-directory", str(directory), "-aet", aet, "-aec", aec]
     for key in keys:
         args += ["-k", key]
     result = run([*args, "127.0.0.1", str(port)])

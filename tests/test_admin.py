@@ -1,5 +1,5 @@
 """Admin pages: add, change roles, disable, reset passwords; the audit log page."""
-from pacslite import audit, users
+from pacslite import aes, audit, users
 from tests.conftest import PASSWORD, login, post, register
 
 
@@ -57,3 +57,32 @@ def test_audit_page_lists_and_filters(conn, client_as) -> None:
     desk.get("/admin/audit")
     assert "access.denied" in admin.get("/admin/audit?outcome=denied").get_data(as_text=True)
     assert PASSWORD not in admin.get("/admin/audit").get_data(as_text=True)  # passwords never logged
+
+
+def test_admin_manages_modalities_and_bad_input_changes_nothing(conn, client_as) -> None:
+    admin = client_as("admin", username="boss")
+    added = post(admin, "/admin/modalities/new", {"ae_title": "CT01", "host": "10.1.2.3", "port": "104",
+                                                  "name": "CT 室 1", "location": "一楼", "charset": "GB18030"})
+    assert added.status_code == 302
+    ct = aes.get_ae(conn, "CT01")
+    assert (ct["host"], ct["port"], ct["charset"]) == ("10.1.2.3", 104, "GB18030")
+    page = admin.get("/admin/modalities").get_data(as_text=True)
+    assert "CT01" in page and "CT 室 1" in page
+
+    for bad in ({"ae_title": "CT01"},  # taken
+                {"ae_title": "BAD\\AE"}, {"ae_title": "X" * 17}, {"ae_title": ""},
+                {"ae_title": "MR01", "port": "70000"}, {"ae_title": "MR01", "port": "abc"},
+                {"ae_title": "MR01", "host": "10.0.0.1; rm -rf"}, {"ae_title": "MR01", "charset": "SJIS"}):
+        assert post(admin, "/admin/modalities/new", {"port": "104", **bad}).status_code == 400, bad
+    assert [r["ae_title"] for r in aes.list_aes(conn)] == ["CT01"]
+    assert post(admin, f"/admin/modalities/{ct['id']}", {"host": "10.1.2.3", "port": "0"}).status_code == 400
+    assert aes.get_ae(conn, "CT01")["port"] == 104
+
+    assert post(admin, f"/admin/modalities/{ct['id']}", {"host": "10.1.2.4", "port": "4006",
+                                                         "charset": "ISO_IR 192"}).status_code == 302
+    assert (aes.get_ae(conn, "CT01")["port"], aes.get_ae(conn, "CT01")["charset"]) == (4006, "ISO_IR 192")
+    assert post(admin, f"/admin/modalities/{ct['id']}/remove").status_code == 302
+    assert aes.find_ae(conn, "CT01") is None
+    assert admin.get(f"/admin/modalities/{ct['id']}").status_code == 404
+    actions = [r["action"] for r in audit.search(conn, actor="boss")]
+    assert (actions.count("ae.add"), actions.count("ae.update"), actions.count("ae.remove")) == (1, 1, 1)

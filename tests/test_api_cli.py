@@ -1,25 +1,15 @@
 """The JSON API with bearer tokens, and the command line as a user runs it (`flask --app app …`)."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from pacslite import audit, patients, users
-from tests.conftest import ROOT, count, login, make_user
+from tests.conftest import count, flask_cli, login, make_user
 
 BODY = {"patient": {"patient_id": "HIS001", "name": "赵六", "sex": "F", "birth_date": "1975-03-04",
                     "phone": "13900000000"},
         "modality": "MR", "source": "inpatient", "procedure": "Brain MRI", "body_part": "HEAD",
         "requesting_department": "Neurology", "requesting_physician": "Dr Wang", "priority": "urgent",
         "scheduled_at": "2026-11-25T14:00:00+08:00", "station_ae": "MR1"}
-
-
-def flask_cli(instance: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance)}
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -124,3 +114,18 @@ def test_cli_user_add_and_token_create(tmp_path) -> None:
     assert response.status_code == 201
     verified = flask_cli(instance, "audit", "verify")
     assert verified.returncode == 0 and "intact" in verified.stdout
+
+
+def test_cli_configures_modalities_and_refuses_bad_input(tmp_path) -> None:
+    instance = tmp_path / "instance"
+    added = flask_cli(instance, "ae", "add", "CT01", "--host", "10.1.2.3", "--port", "4006", "--charset", "GB18030")
+    assert added.returncode == 0 and "added modality CT01 (10.1.2.3:4006, GB18030)" in added.stdout, added.stderr
+    for bad in (["CT01"], ["BAD\\AE"], ["CT02", "--port", "0"], ["CT02", "--charset", "SJIS"]):
+        refused = flask_cli(instance, "ae", "add", *bad)
+        assert refused.returncode != 0 and "Error" in refused.stderr, bad
+    listed = flask_cli(instance, "ae", "list")
+    assert [line.split()[0] for line in listed.stdout.splitlines() if line.strip()] == ["CT01"]
+    missing = flask_cli(instance, "ae", "remove", "NOPE")
+    assert missing.returncode != 0 and "no modality NOPE" in missing.stderr
+    assert flask_cli(instance, "ae", "remove", "CT01").returncode == 0
+    assert flask_cli(instance, "ae", "list").stdout.strip() == ""

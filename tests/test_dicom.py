@@ -1,8 +1,8 @@
 """The DICOM services of the real process (app.py), driven by DCMTK's echoscu, findscu and storescu."""
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -12,21 +12,16 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from pacslite import audit, config, db, filing, patients, storage, users
+from pacslite import audit, config, create_app, db, filing, patients, storage, users
 from pacslite.filing import is_uid
 from pacslite.index import Header
 from tests import server as pacs_server
-from tests.conftest import EXAM_FORM, ROOT
+from tests.conftest import EXAM_FORM, csrf_token, flask_cli, login
 from tests.dicomkit import (CT_SMALL, TEST_FILES, dataset_bytes, echoscu, findscu, make_ct, propose_option,
                             store_results, storescu)
 
 CHARSET_FILES = TEST_FILES.parent / "charset_files"
 CALLERS = {"STORESCU": "ISO_IR 192", "FINDSCU": "ISO_IR 192", "GBSCU": "GB18030", "LATINSCU": "ISO_IR 100"}
-
-
-def flask_cli(instance: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", "PACSLITE_INSTANCE_DIR": str(instance)})
 
 
 class Pacs:
@@ -81,13 +76,11 @@ def test_echo_and_refused_associations(pacs, tmp_path) -> None:
                       " AND actor = 'ae:STRANGER'")[0][0] == 1
 
     # the admin page lists the attempt; one click adds the caller, which is then accepted
-    from pacslite import create_app
     app = create_app({"INSTANCE_DIR": str(pacs.instance), "DEFAULT_LANGUAGE": "en"})
     conn = pacs.conn()
     users.create(conn, audit.SYSTEM, {"username": "dicomadmin", "password": "Secret-pass-1", "roles": ["admin"]})
     conn.close()
     client = app.test_client()
-    from tests.conftest import csrf_token, login
     login(client, "dicomadmin", "Secret-pass-1")
     page = client.get("/admin/modalities").get_data(as_text=True)
     assert "STRANGER" in page and "Add as modality" in page
@@ -180,6 +173,15 @@ def test_worklist_matching(pacs, tmp_path, keys, expected) -> None:
     assert sorted(a.PatientID for a in answers if a.PatientID.startswith("MW")) == sorted(expected)
 
 
+@pytest.mark.parametrize("date", ["2032", "20321301", "20320101-2032", "yesterday"])
+def test_a_malformed_worklist_date_is_refused(pacs, tmp_path, date) -> None:
+    result, answers = findscu(pacs.port, _worklist_keys(
+        f"ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate={date}"), tmp_path / "bad")
+    assert answers == []
+    assert "Final Find Response (Error: DataSetDoesNotMatchSOPClass)" in result.stderr, result.stderr  # 0xA900
+    assert echoscu(pacs.port, aet="FINDSCU").returncode == 0
+
+
 @pytest.mark.parametrize("caller, charset, encoded", [
     ("GBSCU", "GB18030", "张三".encode("gb18030")),
     ("FINDSCU", "ISO_IR 192", "张三".encode("utf-8")),
@@ -213,8 +215,6 @@ def test_a_typo_in_the_accession_number_lands_in_quarantine(pacs, tmp_path) -> N
     users.create(conn, audit.SYSTEM, {"username": "tech_api", "password": "Secret-pass-1", "roles": ["technologist"]})
     token = users.create_token(conn, audit.SYSTEM, "tech_api")
     conn.close()
-    import json
-    import urllib.request
     request = urllib.request.Request(f"{pacs.server.url}/api/v1/quarantine",
                                      headers={"Authorization": f"Bearer {token}"})
     items = json.load(urllib.request.urlopen(request))["items"]

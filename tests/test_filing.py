@@ -114,7 +114,7 @@ def test_duplicates(app, conn, tmp_path) -> None:
     assert ingest(app, conn, data).result == filing.FILED
     first = conn.execute("SELECT * FROM instances").fetchone()
     assert ingest(app, conn, data).result == filing.DUPLICATE
-    assert (count(conn, "instances"), count(conn, "instance_conflicts")) == (1, 0)
+    assert (count(conn, "instances"), count(conn, "instance_conflicts"), len(files_outside_tmp(app))) == (1, 0, 1)
     other = ct_bytes(tmp_path, sop_uid=sop, accession=reg.accession_number, patient_id="P0001", name="OTHER")
     assert (ingest(app, conn, other).result, count(conn, "instances")) == (filing.CONFLICT, 1)
     conflict = conn.execute("SELECT * FROM instance_conflicts").fetchone()
@@ -180,3 +180,11 @@ def test_recover_removes_leftovers_and_keeps_what_was_committed(app, conn, tmp_p
     orphan = storage.resolve(root, storage.place(root, storage.write_tmp(root, b"never committed"), "dicom", ".dcm"))
     assert filing.recover(conn, root) == (1, 1)
     assert kept.exists() and not orphan.exists() and not leftover_tmp.exists()
+
+
+def test_the_quarantine_page_and_api_show_hostile_header_values_escaped(app, conn, tmp_path, client_as) -> None:
+    ingest(app, conn, ct_bytes(tmp_path, accession="<b>X1</b>", patient_id="P<i>", name="<script>alert(1)</script>"))
+    page = client_as("technologist", username="tech").get("/quarantine/").get_data(as_text=True)
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
+    assert "&lt;b&gt;X1&lt;/b&gt;" in page and "Unknown accession number" in page
+    assert client_as("registrar", username="desk").get("/quarantine/").status_code == 403

@@ -16,6 +16,8 @@ from .. import audit, users
 from ..db import get_db, transaction
 
 STAFF = users.ROLES
+#: Who sees (and, later, re-files) images that were not filed: the technologists and admins.
+IMAGE_CONTROL = ("technologist", "admin")
 PUBLIC = "public"
 
 

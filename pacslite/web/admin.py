@@ -134,8 +134,7 @@ def ae_list() -> Any:
 @access.allow(*ADMIN)
 def ae_new() -> Any:
     """The add form; also the one-click "add" of a refused caller (its values come with the POST)."""
-    values: dict[str, Any] = {"port": 104, "charset": aes.CHARSETS[0],
-                              **{k: request.args.get(k, "")[:253] for k in ("ae_title", "host") if k in request.args}}
+    values: dict[str, Any] = {"port": 104, "charset": aes.CHARSETS[0]}
     errors: dict[str, str] = {}
     if request.method == "POST":
         values = _ae_form()

@@ -58,7 +58,7 @@ def exam_get(accession: str) -> Any:
 
 
 @bp.route("/quarantine")
-@access.api("technologist", "admin")
+@access.api(*access.IMAGE_CONTROL)
 def quarantine_list() -> Any:
     """Quarantined studies and kept-aside duplicates, each with a reason code."""
     items = [{

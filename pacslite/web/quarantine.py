@@ -10,10 +10,9 @@ from ..db import get_db
 from . import access
 
 bp = Blueprint("quarantine", __name__, url_prefix="/quarantine")
-QUARANTINE_ROLES = ("technologist", "admin")
 
 
 @bp.route("/")
-@access.allow(*QUARANTINE_ROLES)
+@access.allow(*access.IMAGE_CONTROL)
 def quarantine_list() -> Any:
     return render_template("quarantine/list.html", items=index.quarantine(get_db()))
