@@ -73,6 +73,52 @@ def propose_option(path: Path) -> tuple[str, ...]:
     return (PROPOSE[ts],) if ts in PROPOSE else ()
 
 
+#: storescp's option that makes it prefer (accept first) this transfer syntax.
+PREFER = {
+    uid.ExplicitVRLittleEndian: "+xe", uid.ImplicitVRLittleEndian: "+xi", uid.ExplicitVRBigEndian: "+xb",
+    uid.DeflatedExplicitVRLittleEndian: "+xd", uid.JPEGBaseline8Bit: "+xy", uid.JPEGExtended12Bit: "+xx",
+    uid.JPEGLosslessSV1: "+xs", uid.JPEG2000Lossless: "+xv", uid.JPEG2000: "+xw", uid.JPEGLSLossless: "+xt",
+    uid.JPEGLSNearLossless: "+xu", uid.RLELossless: "+xr",
+}
+
+
+#: Runs inside its own network namespace, where nothing but this script can reach the port:
+#: storescp cannot be told to listen on loopback only.
+_WIRE_SCRIPT = """
+ip link set lo up
+storescp +B "$1" -aet PACSLITE -od "$2" -fe .dcm 11112 &
+scp=$!
+tries=0
+until echoscu -aec PACSLITE 127.0.0.1 11112 2>/dev/null; do
+    tries=$((tries + 1)); [ "$tries" -gt 400 ] && exit 3
+    sleep 0.05
+done
+file=$3
+shift 3
+storescu -R -aet STORESCU -aec PACSLITE "$@" 127.0.0.1 11112 "$file"
+status=$?
+kill "$scp"; wait "$scp"
+exit "$status"
+"""
+
+
+def wire_bytes(path: Path, transfer_syntax: str, directory: Path, extra: tuple[str, ...] = ()) -> bytes | None:
+    """The dataset bytes storescu puts on the wire for ``path`` when ``transfer_syntax`` is
+    accepted: sent the same way to DCMTK's storescp in bit-preserving mode (+B), which writes
+    exactly what it read. The reference for "stored as received". None if storescu cannot
+    send this file in that transfer syntax."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.iterdir():
+        old.unlink()
+    sent = run(["unshare", "--net", "--map-root-user", "sh", "-c", _WIRE_SCRIPT, "wire", PREFER[transfer_syntax], str(directory),
+                str(path), *extra])
+    if "unable to convert dataset" in sent.stderr:
+        return None
+    written = list(directory.iterdir())
+    assert sent.returncode == 0 and len(written) == 1, (path.name, sent.returncode, sent.stderr[-2000:])
+    return dataset_bytes(written[0])
+
+
 def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 

@@ -1,6 +1,7 @@
 """Start and stop the real pacslite process (`python app.py`) for tests, on 127.0.0.1."""
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -9,10 +10,13 @@ import threading
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tests.conftest import ROOT, free_port
+from pacslite import audit, config, db, patients, users
+from tests.conftest import EXAM_FORM, ROOT, free_port
 
 
 @dataclass
@@ -59,13 +63,15 @@ class Server:
         return code
 
 
-def start(instance: Path, timeout: float = 30, **env: str) -> Server:
-    """Run app.py with this instance folder; returns once it says it is listening."""
+def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **env: str) -> Server:
+    """Run app.py with this instance folder; returns once it says it is listening.
+
+    ``wrapper`` is a command that runs it (it must exec it, so that signals reach it)."""
     port = free_port()
     environ = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), "PACSLITE_HTTP_HOST": "127.0.0.1",
                "PACSLITE_HTTP_PORT": str(port), "PACSLITE_DEFAULT_LANGUAGE": "en",
                "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PYTHONUNBUFFERED": "1", **env}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
+    process = subprocess.Popen([*wrapper, sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     server = Server(process, f"http://127.0.0.1:{port}")
     server._reader = threading.Thread(target=server._pump, daemon=True)
@@ -87,3 +93,52 @@ def start(instance: Path, timeout: float = 30, **env: str) -> Server:
     process.kill()
     process.wait()
     raise AssertionError("pacslite did not start:\n" + "\n".join(server.output))
+
+
+class Pacs:
+    """A running pacslite (app.py) and what a test needs around it: its database and settings."""
+
+    def __init__(self, instance: Path, **options: Any) -> None:
+        self.instance = instance
+        self.settings = config.load({"INSTANCE_DIR": str(instance)})
+        self.server = start(instance, **options)
+        self.port = self.server.dicom_port
+
+    def conn(self):
+        return db.connect(self.instance / "pacslite.db")
+
+    def register(self, **changes) -> patients.Registration:
+        data = {**EXAM_FORM, **changes}
+        if data["scheduled_date"]:
+            data["scheduled_at"] = patients.combine_local(data["scheduled_date"], data["scheduled_time"],
+                                                          self.settings["TIMEZONE"])
+        conn = self.conn()
+        try:
+            return patients.register_exam(conn, audit.SYSTEM, self.settings, data, data, confirm_demographics=True)
+        finally:
+            conn.close()
+
+    def query(self, sql: str, *params) -> list:
+        conn = self.conn()
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def token(self, username: str, role: str) -> str:
+        """An API token of a new user with this role."""
+        conn = self.conn()
+        try:
+            users.create(conn, audit.SYSTEM, {"username": username, "password": "Secret-pass-1", "roles": [role]})
+            return users.create_token(conn, audit.SYSTEM, username)
+        finally:
+            conn.close()
+
+    def restart(self, **options: Any) -> None:
+        self.server = start(self.instance, **options)
+        self.port = self.server.dicom_port
+
+    def api(self, path: str, token: str) -> Any:
+        request = urllib.request.Request(self.server.url + path, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
