@@ -1,6 +1,8 @@
 """Database: pragmas, migrations that keep rows; the audit chain and its verification."""
 import re
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,58 @@ def test_cli_audit_verify(app, conn) -> None:
     conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = ?", (last,))
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1 and f"row {last}" in result.output
+
+
+def test_group_transaction_shares_one_commit_and_isolates_a_failure(tmp_path) -> None:
+    """Writers arriving while a commit is under way are committed together, by one thread,
+    each only visible (committed) when its call returns, and one failing writer changes nothing."""
+    path = tmp_path / "group.db"
+    setup = db.connect(path)
+    setup.execute("CREATE TABLE t (name TEXT PRIMARY KEY, thread INTEGER)")
+    started, release = threading.Event(), threading.Event()
+    results: dict[str, tuple] = {}
+
+    def insert(name: str, fail: bool = False):
+        def work(conn):
+            conn.execute("INSERT INTO t VALUES (?, ?)", (name, threading.get_ident()))
+            if name == "first":
+                started.set()
+                assert release.wait(30)
+            if fail:
+                raise ValueError("refused")
+            return name
+        return work
+
+    def call(name: str, fail: bool = False) -> None:
+        conn = db.connect(path)
+        try:
+            value = db.group_transaction(conn, insert(name, fail))
+            seen = db.connect(path)
+            results[name] = ("ok", value, seen.execute("SELECT 1 FROM t WHERE name = ?", (name,)).fetchone() is not None)
+            seen.close()
+        except ValueError as exc:
+            results[name] = ("error", str(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=call, args=("first",))]
+    threads[0].start()
+    assert started.wait(30)
+    followers = ["a", "b", "c", "bad", "d"]
+    threads += [threading.Thread(target=call, args=(name, name == "bad")) for name in followers]
+    for thread in threads[1:]:
+        thread.start()
+    group = db._groups[setup.execute("PRAGMA database_list").fetchone()[2]]
+    deadline = time.monotonic() + 30
+    while len(group._waiting) < len(followers):  # every follower queued behind the first commit
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert results == {"first": ("ok", "first", True), "a": ("ok", "a", True), "b": ("ok", "b", True),
+                       "c": ("ok", "c", True), "d": ("ok", "d", True), "bad": ("error", "refused")}
+    rows = dict(setup.execute("SELECT name, thread FROM t").fetchall())
+    assert sorted(rows) == ["a", "b", "c", "d", "first"]
+    assert len({rows[name] for name in "abcd"}) == 1, "the followers were written in one transaction"
+
