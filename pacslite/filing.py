@@ -74,8 +74,9 @@ _LAST_TAG = max(_TAG_NUMBERS)
 
 
 def _past_last_tag(tag: int, _vr: str | None, _length: int) -> bool:
-    """Stop reading at the first element after the last one filing needs: on a CT image this
-    skips half the header (measured: 0.37 instead of 0.56 ms a file), and the pixel data."""
+    """Stop reading at the first element after the last one filing needs, and so before the
+    pixel data: on a CT image it skips half the header (the header read takes 0.54 instead
+    of 0.71 ms)."""
     return tag > _LAST_TAG
 
 

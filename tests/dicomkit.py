@@ -110,8 +110,8 @@ def wire_bytes(path: Path, transfer_syntax: str, directory: Path, extra: tuple[s
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.iterdir():
         old.unlink()
-    sent = run(["unshare", "--net", "--map-root-user", "sh", "-c", _WIRE_SCRIPT, "wire", PREFER[transfer_syntax], str(directory),
-                str(path), *extra])
+    sent = run(["unshare", "--net", "--map-root-user", "sh", "-c", _WIRE_SCRIPT, "wire", PREFER[transfer_syntax],
+                str(directory), str(path), *extra])
     if "unable to convert dataset" in sent.stderr:
         return None
     written = list(directory.iterdir())
