@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "TIMEZONE": "Asia/Shanghai",
     "DEFAULT_LANGUAGE": "zh_CN",
     "MODALITIES": DEFAULT_MODALITIES,
+    # Report targets that differ by patient source, "MODALITY/source": hours, e.g.
+    # {"CT/emergency": 1, "CT/outpatient": 2}; others use the modality's turnaround_hours.
+    "TURNAROUND_BY_SOURCE": {},
     # Numbers pacslite generates. UID_ROOT empty: UUID-derived 2.25 UIDs.
     "ACCESSION_PREFIX": "A",
     "UID_ROOT": "",
@@ -110,6 +113,15 @@ def _read_instance_config(path: Path) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__file__": str(path)}
     exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
     return {k: v for k, v in namespace.items() if k.isupper()}
+
+
+def turnaround_hours(settings: Mapping[str, Any], modality_code: str, source: str) -> float:
+    """The report target for an exam: ``TURNAROUND_BY_SOURCE["CT/emergency"]`` if set, else
+    the modality's ``turnaround_hours``, else 24."""
+    by_source = settings["TURNAROUND_BY_SOURCE"].get(f"{modality_code}/{source}")
+    if by_source is not None:
+        return float(by_source)
+    return float((modality(settings, modality_code) or {}).get("turnaround_hours", 24))
 
 
 def modality(settings: Mapping[str, Any], code: str) -> dict[str, Any] | None:

@@ -153,6 +153,15 @@ def quarantine(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any
     return [{**dict(row), "detail": json.loads(row["detail"])} for row in rows]
 
 
+def quarantined_studies_of_patient(conn: sqlite3.Connection, patient_id: str, since: str,
+                                   until: str) -> list[sqlite3.Row]:
+    """Quarantined studies whose header names this patient ID, received in [since, until)."""
+    return conn.execute(
+        "SELECT * FROM studies WHERE quarantine_reason IS NOT NULL AND patient_id = ?"
+        " AND last_received_at >= ? AND first_received_at < ? ORDER BY last_received_at DESC",
+        (patient_id, since, until)).fetchall()
+
+
 def paths_received_since(conn: sqlite3.Connection, since: str) -> set[str]:
     """Every stored path (instances and kept-aside copies) received at or after ``since``."""
     rows = conn.execute("SELECT storage_path FROM instances WHERE received_at >= ? UNION ALL"

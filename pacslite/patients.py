@@ -286,6 +286,11 @@ _EXAM_SELECT = ("SELECT e.*, p.patient_id, p.name AS patient_name, p.name_pinyin
                 " FROM exams e JOIN patients p ON p.id = e.patient_ref")
 
 
+def exam_select() -> str:
+    """``SELECT`` of exams (``e``) with their patient (``p``), for queries elsewhere to extend."""
+    return _EXAM_SELECT
+
+
 def get_exam(conn: sqlite3.Connection, accession: str) -> sqlite3.Row:
     row = conn.execute(f"{_EXAM_SELECT} WHERE e.accession_number = ?", (accession,)).fetchone()
     if row is None:
@@ -319,13 +324,14 @@ def exams_of_patient(conn: sqlite3.Connection, patient_id: str) -> list[sqlite3.
     return conn.execute(f"{_EXAM_SELECT} WHERE p.patient_id = ? ORDER BY e.scheduled_at DESC", (patient_id,)).fetchall()
 
 
-def list_exams(conn: sqlite3.Connection, settings: Mapping[str, Any], *, day: date | None = None,
-               modality: str = "", source: str = "", status: str = "", query: str = "",
-               limit: int = 500) -> list[sqlite3.Row]:
-    """Exams scheduled on one local day (default today), filtered; most urgent first."""
-    start, end = clock.local_day_bounds(day or clock.local_today(settings["TIMEZONE"]), settings["TIMEZONE"])
-    clauses, params = ["e.scheduled_at >= ?", "e.scheduled_at < ?"], [start, end]
-    for column, value in (("e.modality", modality), ("e.source", source), ("e.status", status)):
+def exam_filter(*, modality: str = "", source: str = "", status: str = "", priority: str = "",
+                query: str = "") -> tuple[list[str], list[Any]]:
+    """SQL conditions (on ``e`` exams and ``p`` patients) and their parameters for the exam
+    lists' filters; ``query`` matches accession, patient ID, name, pinyin, initials, procedure."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("e.modality", modality), ("e.source", source), ("e.status", status),
+                          ("e.priority", priority)):
         if value:
             clauses.append(f"{column} = ?")
             params.append(value)
@@ -337,7 +343,21 @@ def list_exams(conn: sqlite3.Connection, settings: Mapping[str, Any], *, day: da
                        " OR p.name LIKE ? ESCAPE '\\' OR REPLACE(p.name_pinyin, ' ', '') LIKE ? ESCAPE '\\'"
                        " OR p.name_initials LIKE ? ESCAPE '\\' OR e.procedure LIKE ? ESCAPE '\\')")
         params += [like, like, like, compact, compact, like]
-    order = "CASE e.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END, e.scheduled_at"
+    return clauses, params
+
+
+PRIORITY_ORDER = "CASE e.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END"
+
+
+def list_exams(conn: sqlite3.Connection, settings: Mapping[str, Any], *, day: date | None = None,
+               modality: str = "", source: str = "", status: str = "", query: str = "",
+               limit: int = 500) -> list[sqlite3.Row]:
+    """Exams scheduled on one local day (default today), filtered; most urgent first."""
+    start, end = clock.local_day_bounds(day or clock.local_today(settings["TIMEZONE"]), settings["TIMEZONE"])
+    clauses, params = exam_filter(modality=modality, source=source, status=status, query=query)
+    clauses += ["e.scheduled_at >= ?", "e.scheduled_at < ?"]
+    params += [start, end]
+    order = f"{PRIORITY_ORDER}, e.scheduled_at"
     return conn.execute(f"{_EXAM_SELECT} WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT ?",
                         (*params, limit)).fetchall()
 
@@ -351,12 +371,18 @@ def _move(conn: sqlite3.Connection, exam: sqlite3.Row, new_status: str) -> None:
 
 
 def images_arrived(conn: sqlite3.Connection, exam: sqlite3.Row, new_series: bool, at: str) -> None:
-    """An image was filed to the exam: count it; a registered exam becomes "images received"."""
+    """An image was filed to the exam: count it; a registered exam becomes "images received";
+    an "images missing" flag clears itself."""
     if exam["status"] == REGISTERED:
         _move(conn, exam, IMAGES_RECEIVED)
     conn.execute("UPDATE exams SET instance_count = instance_count + 1, series_count = series_count + ?,"
-                 " images_first_at = COALESCE(images_first_at, ?), images_last_at = ? WHERE id = ?",
+                 " images_first_at = COALESCE(images_first_at, ?), images_last_at = ?,"
+                 " images_missing_at = NULL, images_missing_by = NULL WHERE id = ?",
                  (int(new_series), at, at, exam["id"]))
+    if exam["images_missing_at"]:
+        audit.record(conn, audit.SYSTEM, "exam.images_missing_clear", f"exam:{exam['accession_number']}",
+                     patient_id=exam["patient_id"], detail={"flagged_at": exam["images_missing_at"],
+                                                            "flagged_by": exam["images_missing_by"]})
 
 
 def can_cancel(exam: Mapping[str, Any]) -> bool:

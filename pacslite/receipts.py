@@ -39,9 +39,8 @@ def age_of(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> Age | None:
 
 
 def report_ready_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
-    """Scheduled time plus the modality's turnaround target."""
-    entry = config.modality(settings, exam["modality"]) or {}
-    hours = entry.get("turnaround_hours", 24)
+    """Scheduled time plus the exam's turnaround target."""
+    hours = config.turnaround_hours(settings, exam["modality"], exam["source"])
     return clock.from_db(exam["scheduled_at"]) + timedelta(hours=hours)
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pacslite import aes, audit, documents, users
+from pacslite import aes, audit, documents, reports, users
 from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
 
 
@@ -43,8 +43,10 @@ def world(app, conn, client_as):
     form_id = documents.attach(conn, audit.SYSTEM, app.config, accession, image_bytes(), "form.png")
     target_user = make_user(conn, "target_user", "clinician")
     ae = aes.add_ae(conn, audit.SYSTEM, {"ae_title": "MATRIX_CT", "host": "127.0.0.1", "port": 104})
+    phrase_id = reports.save_phrase(conn, audit.SYSTEM, app.config, {"modality": "CT", "title": "Normal chest",
+                                                                      "findings": "No abnormality."})
     values = {"patient_id": "P0001", "accession": accession, "int:form_id": str(form_id),
-              "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"])}
+              "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:phrase_id": str(phrase_id)}
     clients = {"anonymous": app.test_client()}
     tokens = {}
     for role in ROLES:

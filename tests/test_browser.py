@@ -13,8 +13,10 @@ import pytest
 import zxingcpp
 from PIL import Image
 
+from pacslite import audit, users
 from tests import server as pacslite
-from tests.conftest import ROOT
+from tests.conftest import ROOT, flask_cli
+from tests.dicomkit import make_ct, store_results, storescu
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -145,3 +147,79 @@ def test_chinese_pages_render_with_the_csp_in_force(browser, live) -> None:
     page.screenshot(path=str(ARTIFACTS / "exams-en.png"))
     assert problems == []
     context.close()
+
+
+def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path) -> None:
+    """The reporting issue's "done when": the lock on an exam without images, the technologist's
+    flag, images arriving through storescu, the editor opening by itself, sign, print."""
+    instance = tmp_path / "instance"
+    assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1").returncode == 0
+    pacs = pacslite.Pacs(instance)
+    try:
+        conn = pacs.conn()
+        for name, role in (("dr_wang", "radiologist"), ("tech_li", "technologist")):
+            users.create(conn, audit.SYSTEM, {"username": name, "password": "Secret-pass-1", "roles": [role],
+                                              "display_name": name})
+        conn.close()
+        reg = pacs.register(patient_id="BR0001", name="张三")
+        problems: list[str] = []
+        doctor = browser.new_context(locale="en-US").new_page()
+        tech = browser.new_context(locale="en-US").new_page()
+        for page in (doctor, tech):
+            watch_console(page, problems)
+
+        # No images yet: the reading list does not offer the exam, and opening it shows the lock.
+        log_in(doctor, pacs.server.url, "dr_wang", "Secret-pass-1")
+        doctor.click("nav >> text=Reading list")
+        assert reg.accession_number not in doctor.locator("#reading-table").inner_text()
+        doctor.goto(f"{pacs.server.url}/exams/{reg.accession_number}")
+        doctor.click("#open-report")
+        doctor.wait_for_selector("#report-lock")
+        assert doctor.locator("#report-form").count() == 0
+        doctor.click("text=Notify technologist")
+        doctor.wait_for_selector("text=The technologists have been told")
+
+        # The technologist sees the flag, with its count in the navigation bar.
+        log_in(tech, pacs.server.url, "tech_li", "Secret-pass-1")
+        assert tech.locator("#nav-missing .count").inner_text() == "1"
+        tech.click("#nav-missing")
+        assert reg.accession_number in tech.locator("#missing-images").inner_text()
+
+        # The images arrive; the open report page turns into the editor by itself.
+        images = []
+        for n in range(2):
+            path = tmp_path / f"img{n}.dcm"
+            make_ct(path, accession=reg.accession_number, patient_id="BR0001", name="ZHANG^SAN", sex="M",
+                    birth_date="19800203", instance_number=n + 1)
+            images.append(path)
+        sent = storescu(pacs.port, images)
+        assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"] * 2
+        doctor.wait_for_selector("#report-form", timeout=20_000)
+
+        # Drafts save themselves; then the report is signed and printed.
+        doctor.fill("#f-findings", "Both lungs are clear. 双肺清晰。")
+        doctor.wait_for_selector("#save-status.saved")
+        assert pacs.query("SELECT findings FROM report_versions")[0][0] == "Both lungs are clear. 双肺清晰。"
+        doctor.fill("#f-impression", "No abnormality. 未见异常。")
+        doctor.click("button:has-text('Sign final')")
+        doctor.wait_for_selector("text=Report signed as final.")
+        with doctor.context.expect_page() as opened:
+            doctor.click("#versions >> text=Print (A4)")
+        printed = opened.value
+        printed.wait_for_load_state()
+        assert "未见异常。" in printed.locator("#printed-impression").inner_text()
+        assert "Signed by dr_wang" in printed.locator("#printed-report").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        doctor.screenshot(path=str(ARTIFACTS / "report-signed.png"), full_page=True)
+        printed.emulate_media(media="print")
+        printed.screenshot(path=str(ARTIFACTS / "report-a4.png"), full_page=True)
+        printed.pdf(path=str(ARTIFACTS / "report-a4.pdf"), prefer_css_page_size=True)
+
+        # The flag cleared itself when the images were filed.
+        tech.reload()
+        assert tech.locator("#nav-missing .count").count() == 0
+        assert reg.accession_number not in tech.locator("main").inner_text()
+        assert pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'report.print'")[0][0] == 1
+        assert problems == []
+    finally:
+        pacs.server.stop()

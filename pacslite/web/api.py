@@ -5,9 +5,9 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import index, patients
+from .. import index, patients, reports
 from ..db import get_db
-from ..validation import NotFound, ValidationError
+from ..validation import ValidationError
 from . import access
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -18,6 +18,10 @@ def _error(status: int, error: str, field: str | None = None) -> Any:
 
 
 PATIENT_FIELDS = ("patient_id", "name", "sex", "birth_date", "phone")
+
+
+def _no_such_exam() -> Any:
+    return _error(404, "no exam with this accession number", "accession_number")
 
 
 def _invalid(exc: ValidationError) -> Any:
@@ -48,11 +52,23 @@ def exam_create() -> Any:
 @bp.route("/exams/<accession>")
 @access.api(*access.STAFF)
 def exam_get(accession: str) -> Any:
-    try:
-        exam = patients.get_exam(get_db(), accession)
-    except NotFound:
-        return _error(404, "no exam with this accession number", "accession_number")
+    exam = patients.find_exam(get_db(), accession=accession)
+    if exam is None:
+        return _no_such_exam()
     return jsonify(patients.api_view(exam))
+
+
+@bp.route("/exams/<accession>/report")
+@access.api(*access.STAFF)
+def exam_report(accession: str) -> Any:
+    """The final report (the newest final version; an amendment counts once it is signed)."""
+    exam = patients.find_exam(get_db(), accession=accession)
+    if exam is None:
+        return _no_such_exam()
+    version = reports.latest_final(get_db(), exam["id"])
+    if version is None:
+        return _error(404, "this exam has no final report yet", None)
+    return jsonify(reports.api_view(exam, version))
 
 
 

@@ -6,13 +6,14 @@ into the instance folder at start-up, so there is no build step to forget.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import Flask, current_app, request, session
-from flask_babel import Babel, format_datetime
+from flask_babel import Babel, format_datetime, gettext
 from flask_login import current_user
 
 from .. import clock
@@ -57,6 +58,14 @@ def localtime(value: str | None, fmt: str = "yyyy-MM-dd HH:mm") -> str:
     return format_datetime(moment, fmt) if moment else ""
 
 
+def duration(value: timedelta) -> str:
+    """A waiting time in hours and minutes (days past two days)."""
+    minutes = max(int(value.total_seconds() // 60), 0)
+    if minutes >= 48 * 60:
+        return gettext("%(d)d d %(h)d h", d=minutes // 1440, h=minutes % 1440 // 60)
+    return gettext("%(h)d h %(m)02d min", h=minutes // 60, m=minutes % 60)
+
+
 def init_app(app: Flask) -> None:
     translations = Path(app.instance_path) / "translations"
     compile_catalogues(translations)
@@ -65,3 +74,4 @@ def init_app(app: Flask) -> None:
     app.config["BABEL_DEFAULT_LOCALE"] = app.config["DEFAULT_LANGUAGE"]
     Babel(app, locale_selector=select_locale, timezone_selector=select_timezone)
     app.jinja_env.filters["localtime"] = localtime
+    app.jinja_env.filters["duration"] = duration

@@ -22,6 +22,8 @@ LABELS = {
                    "demographics_mismatch": _l("Demographics do not match the patient (possible wrong patient)"),
                    "exam_cancelled": _l("The exam was cancelled"),
                    "duplicate_conflict": _l("Sent again with different content")},
+    "report": {"": _l("Not started"), "draft": _l("Draft"), "preliminary": _l("Preliminary"),
+               "final": _l("Final")},
     "age_unit": {"years": _l("%(n)d y"), "months": _l("%(n)d mo"), "days": _l("%(n)d d")},
 }
 

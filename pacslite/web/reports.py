@@ -1,0 +1,246 @@
+"""Reporting: the radiologist's work list, the report editor and its lock, printing, the
+technologists' "images missing" list, and the admin's phrase templates."""
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Callable
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext
+from flask_login import current_user
+
+from .. import patients, reports
+from ..db import get_db
+from ..validation import Conflict, ValidationError
+from . import access, is_htmx
+from .forms import errors_of, found_or_404, message
+
+bp = Blueprint("reports", __name__)
+RADIOLOGIST = ("radiologist",)
+TECHNOLOGIST = ("technologist",)
+ADMIN = ("admin",)
+PRINT_FORMATS = ("a4", "a5")
+
+
+def _exam_or_404(accession: str) -> Any:
+    return found_or_404(patients.get_exam, get_db(), accession)
+
+
+def _is_radiologist() -> bool:
+    return current_user.has_any(list(RADIOLOGIST))
+
+
+# ---------------------------------------------------------------- work list
+
+@bp.route("/reading")
+@access.allow(*RADIOLOGIST)
+def reading() -> Any:
+    filters = {k: request.args.get(k, "") for k in ("modality", "source", "priority", "day", "q")}
+    try:
+        day = date.fromisoformat(filters["day"]) if filters["day"] else None
+    except ValueError:
+        day, filters["day"] = None, ""
+    items = reports.reading_list(get_db(), current_app.config, modality=filters["modality"],
+                                 source=filters["source"], priority=filters["priority"], day=day, query=filters["q"])
+    template = "reports/_reading_table.html" if is_htmx() else "reports/reading.html"
+    return render_template(template, items=items, filters=filters, sources=patients.SOURCES,
+                           priorities=patients.PRIORITIES)
+
+
+# ---------------------------------------------------------------- the report page
+
+def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
+                 stale: Any = None, status: int = 200) -> Any:
+    """The exam's report: the editor (radiologist, images present), the lock (no images), or
+    the signed versions to read. ``values`` keeps what a refused submission contained."""
+    conn = get_db()
+    current = reports.latest(conn, exam["id"])
+    editing = _is_radiologist() and reports.can_edit(exam, current)
+    shown = reports.versions(conn, exam["id"])
+    if not _is_radiologist():
+        shown = [v for v in shown if v["status"] == reports.FINAL]
+    if editing and values is None:
+        values = {"findings": current["findings"] if current else "",
+                  "impression": current["impression"] if current else "",
+                  "revision": current["revision"] if current else 0}
+    return render_template(
+        "reports/report.html", exam=exam, current=current, editing=editing, values=values or {},
+        errors=errors or {}, stale=stale, versions=shown, locked=reports.is_locked(exam),
+        holder=reports.holder(current, current_user.username),
+        warnings=reports.quarantine_warnings(conn, exam, current_app.config),
+        phrases=reports.phrases_for(conn, exam["modality"], exam["body_part"]) if editing else [],
+        final=reports.latest_final(conn, exam["id"])), status
+
+
+@bp.route("/exams/<accession>/report")
+@access.allow(*access.STAFF)
+def report_view(accession: str) -> Any:
+    return _report_page(_exam_or_404(accession))
+
+
+@bp.route("/exams/<accession>/report/lock")
+@access.allow(*RADIOLOGIST)
+def report_lock(accession: str) -> Any:
+    """Polled by the lock: once images are filed, the page reloads into the editor."""
+    exam = _exam_or_404(accession)
+    if not reports.is_locked(exam):
+        return "", 200, {"HX-Refresh": "true"}
+    return render_template("reports/_lock.html", exam=exam)
+
+
+@bp.route("/exams/<accession>/report/save", methods=["POST"])
+@access.allow(*RADIOLOGIST)
+def report_save(accession: str) -> Any:
+    """The autosave (htmx): answers the save status, and the new revision out of band."""
+    exam = _exam_or_404(accession)
+    try:
+        saved = reports.save(get_db(), access.actor(), exam, request.form)
+    except reports.StaleReport as exc:
+        return render_template("reports/_save_status.html", stale=exc.current), 409
+    except (ValidationError, Conflict) as exc:
+        return render_template("reports/_save_status.html", error=message(exc)), 409
+    return render_template("reports/_save_status.html", saved=saved)
+
+
+@bp.route("/exams/<accession>/report/sign", methods=["POST"])
+@access.allow(*RADIOLOGIST)
+def report_sign(accession: str) -> Any:
+    exam = _exam_or_404(accession)
+    values = {k: request.form.get(k, "") for k in ("findings", "impression", "revision")}
+    try:
+        signed = reports.sign(get_db(), access.actor(), exam, request.form)
+    except reports.StaleReport as exc:
+        return _report_page(exam, values=values, stale=exc.current, status=409)
+    except reports.ReportLocked as exc:
+        return _report_page(exam, values=values, errors={"sign": message(exc)}, status=409)
+    except ValidationError as exc:
+        return _report_page(exam, values=values, errors=errors_of(exc), status=400)
+    except Conflict as exc:
+        return _report_page(exam, values=values, errors={"sign": message(exc)}, status=409)
+    if signed["status"] == reports.FINAL:
+        flash(gettext("Report signed as final."), "success")
+    else:
+        flash(gettext("Report signed as preliminary."), "success")
+    return redirect(url_for("reports.report_view", accession=accession))
+
+
+def _act_on_report(accession: str, act: Callable[[Any], object], field: str, done: str) -> Any:
+    """Run a report action from a form; back to the report page with the outcome."""
+    exam = _exam_or_404(accession)
+    try:
+        act(exam)
+    except ValidationError as exc:
+        return _report_page(exam, errors=errors_of(exc), status=400)
+    except Conflict as exc:
+        return _report_page(exam, errors={field: message(exc)}, status=409)
+    flash(done, "success")
+    return redirect(url_for("reports.report_view", accession=accession))
+
+
+@bp.route("/exams/<accession>/report/amend", methods=["POST"])
+@access.allow(*RADIOLOGIST)
+def report_amend(accession: str) -> Any:
+    return _act_on_report(accession, lambda exam: reports.amend(get_db(), access.actor(), exam, request.form),
+                          "reason", gettext("Amendment started. Sign it to issue it."))
+
+
+@bp.route("/exams/<accession>/report/notify", methods=["POST"])
+@access.allow(*RADIOLOGIST)
+def report_notify(accession: str) -> Any:
+    """"Notify technologist": flag the exam as *images missing*."""
+    return _act_on_report(accession, lambda exam: reports.flag_missing_images(get_db(), access.actor(), exam),
+                          "notify", gettext("The technologists have been told that the images are missing."))
+
+
+@bp.route("/exams/<accession>/report/phrase", methods=["POST"])
+@access.allow(*RADIOLOGIST)
+def report_phrase(accession: str) -> Any:
+    """Append a phrase to the texts being edited (htmx); saves nothing, the autosave does."""
+    exam = _exam_or_404(accession)
+    raw = request.form.get("phrase", "")
+    phrase = reports.get_phrase(get_db(), int(raw)) if raw.isdigit() else None
+    if phrase is None or phrase["modality"] != exam["modality"]:
+        abort(404)
+    # the form's autosave listens for this and saves the new text
+    return render_template("reports/_texts.html", values=reports.with_phrase(request.form, phrase), errors={}), \
+        200, {"HX-Trigger-After-Swap": "report-changed"}
+
+
+@bp.route("/exams/<accession>/report/print")
+@access.allow(*access.STAFF)
+def report_print(accession: str) -> Any:
+    """The printable report of one signed version (clinicians and others: final versions
+    only). Opening it counts as a print and is audited."""
+    exam = _exam_or_404(accession)
+    conn = get_db()
+    raw = request.args.get("version", "")
+    version = reports.get_version(conn, exam["id"], int(raw)) if raw.isdigit() else reports.latest_final(conn,
+                                                                                                           exam["id"])
+    allowed = (reports.SIGN_LEVELS if _is_radiologist() else (reports.FINAL,))
+    if version is None or version["status"] not in allowed:
+        abort(404)
+    fmt = request.args.get("format", "a4")
+    fmt = fmt if fmt in PRINT_FORMATS else "a4"
+    reports.record_print(conn, access.actor(), exam, version, fmt)
+    return render_template("reports/print.html", exam=exam, version=version, fmt=fmt)
+
+
+# ---------------------------------------------------------------- technologists
+
+@bp.route("/missing-images")
+@access.allow(*TECHNOLOGIST)
+def missing_images() -> Any:
+    return render_template("reports/missing.html", exams=reports.missing_images(get_db()))
+
+
+@bp.app_context_processor
+def _missing_images_count() -> dict[str, Any]:
+    """The count in the navigation bar, for those who see the list."""
+    def count() -> int:
+        if current_user.is_authenticated and current_user.has_any(list(TECHNOLOGIST)):
+            return reports.count_missing_images(get_db())
+        return 0
+    return {"missing_images_count": count}
+
+
+# ---------------------------------------------------------------- phrases (admin)
+
+@bp.route("/admin/phrases")
+@access.allow(*ADMIN)
+def phrase_list() -> Any:
+    return render_template("admin/phrases.html", phrases=reports.list_phrases(get_db()))
+
+
+@bp.route("/admin/phrases/new", methods=["GET", "POST"])
+@bp.route("/admin/phrases/<int:phrase_id>", methods=["GET", "POST"])
+@access.allow(*ADMIN)
+def phrase_edit(phrase_id: int | None = None) -> Any:
+    phrase = None
+    if phrase_id is not None:
+        phrase = reports.get_phrase(get_db(), phrase_id)
+        if phrase is None:
+            abort(404)
+    values: Any = dict(phrase) if phrase is not None else {}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        values = request.form
+        try:
+            reports.save_phrase(get_db(), access.actor(), current_app.config, request.form, phrase_id)
+        except ValidationError as exc:
+            errors = errors_of(exc)
+        else:
+            flash(gettext("Phrase saved."), "success")
+            return redirect(url_for("reports.phrase_list"))
+    return render_template("admin/phrase_form.html", phrase=phrase, values=values, errors=errors), \
+        (400 if errors else 200)
+
+
+@bp.route("/admin/phrases/<int:phrase_id>/remove", methods=["POST"])
+@access.allow(*ADMIN)
+def phrase_remove(phrase_id: int) -> Any:
+    phrase = reports.get_phrase(get_db(), phrase_id)
+    if phrase is None:
+        abort(404)
+    reports.remove_phrase(get_db(), access.actor(), phrase)
+    flash(gettext("Phrase removed."), "success")
+    return redirect(url_for("reports.phrase_list"))

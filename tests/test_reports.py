@@ -1,0 +1,262 @@
+"""Reporting: the lock, drafts and autosave, sign-off, amendments, stale saves, the work list,
+the "images missing" flag, phrases, printing and the API."""
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import timedelta
+
+import pytest
+from pydicom.uid import generate_uid
+
+from pacslite import audit, clock, filing, patients, reports
+from pacslite.index import Source
+from tests.conftest import EXAM_FORM, count, csrf_token
+from tests.dicomkit import make_ct
+
+HTMX = {"HX-Request": "true"}
+
+
+def register(app, conn, **changes) -> str:
+    data = {**EXAM_FORM, **changes}
+    return patients.register_exam(conn, audit.SYSTEM, app.config, data, data,
+                                  confirm_demographics=True).accession_number
+
+
+def add_image(app, conn, tmp_path, accession: str, patient_id: str = "P0001") -> filing.Outcome:
+    path = tmp_path / f"{generate_uid()}.dcm"
+    make_ct(path, accession=accession, patient_id=patient_id)
+    return filing.ingest_bytes(conn, app.config["STORAGE_DIR"], path.read_bytes(), Source("CT01", "10.0.0.5"))
+
+
+def send(client, path: str, data: dict, **kw):
+    return client.post(path, data={**data, "csrf_token": csrf_token(client, "/exams")}, **kw)
+
+
+def audit_rows(conn, action: str, outcome: str = "success") -> int:
+    return conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = ? AND outcome = ?", (action, outcome)).fetchone()[0]
+
+
+def version_rows(conn, accession: str) -> list[sqlite3.Row]:
+    exam = patients.get_exam(conn, accession)
+    return reports.versions(conn, exam["id"])
+
+
+@pytest.fixture
+def rad(client_as):
+    return client_as("radiologist", username="dr_wang")
+
+
+@pytest.fixture
+def imaged(app, conn, tmp_path) -> str:
+    accession = register(app, conn)
+    assert add_image(app, conn, tmp_path, accession).result == filing.FILED
+    return accession
+
+
+# ---------------------------------------------------------------- the lock
+
+@pytest.mark.parametrize("level", ["preliminary", "final"])
+def test_a_forged_sign_on_an_exam_without_images_is_refused_and_audited(app, conn, rad, level) -> None:
+    accession = register(app, conn)
+    page = rad.get(f"/exams/{accession}/report").get_data(as_text=True)
+    assert "Report locked: no images" in page and 'id="report-form"' not in page
+    response = send(rad, f"/exams/{accession}/report/sign",
+                    {"level": level, "revision": "0", "findings": "Normal.", "impression": "Normal."})
+    assert response.status_code == 409
+    assert "cannot be signed until its images have arrived" in response.get_data(as_text=True)
+    assert version_rows(conn, accession) == []
+    assert audit_rows(conn, "report.sign", "denied") == 1
+    saved = send(rad, f"/exams/{accession}/report/save", {"revision": "0", "findings": "x", "impression": ""},
+                 headers=HTMX)
+    assert saved.status_code == 409 and version_rows(conn, accession) == []
+
+
+def test_the_lock_lifts_when_images_arrive(app, conn, tmp_path, rad) -> None:
+    accession = register(app, conn)
+    assert rad.get(f"/exams/{accession}/report/lock", headers=HTMX).headers.get("HX-Refresh") is None
+    add_image(app, conn, tmp_path, accession)
+    assert rad.get(f"/exams/{accession}/report/lock", headers=HTMX).headers["HX-Refresh"] == "true"
+    assert 'id="report-form"' in rad.get(f"/exams/{accession}/report").get_data(as_text=True)
+
+
+def test_notify_technologist_flags_the_exam_until_images_are_filed(app, conn, tmp_path, rad, client_as) -> None:
+    accession = register(app, conn)
+    tech = client_as("technologist")
+    assert send(rad, f"/exams/{accession}/report/notify", {}).status_code == 302
+    assert patients.get_exam(conn, accession)["images_missing_by"] == "dr_wang"
+    assert audit_rows(conn, "exam.images_missing") == 1
+    listing = tech.get("/missing-images").get_data(as_text=True)
+    assert accession in listing
+    assert re.search(r'id="nav-missing">[^<]*<span class="count">1</span>', listing)
+
+    add_image(app, conn, tmp_path, accession)
+    assert patients.get_exam(conn, accession)["images_missing_at"] is None
+    assert audit_rows(conn, "exam.images_missing_clear") == 1
+    listing = tech.get("/missing-images").get_data(as_text=True)
+    assert accession not in listing and 'class="count"' not in listing
+    # an exam with images cannot be flagged
+    assert send(rad, f"/exams/{accession}/report/notify", {}).status_code == 409
+
+
+# ---------------------------------------------------------------- writing and signing
+
+def test_autosave_then_preliminary_then_final_which_never_changes(app, conn, rad, imaged) -> None:
+    page = rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert 'id="report-form"' in page and 'name="revision" id="f-revision" value="0"' in page
+    saved = send(rad, f"/exams/{imaged}/report/save", {"revision": "0", "findings": "Lungs clear.",
+                                                     "impression": ""}, headers=HTMX)
+    assert saved.status_code == 200 and 'value="1" hx-swap-oob="true"' in saved.get_data(as_text=True)
+    [draft] = version_rows(conn, imaged)
+    assert (draft["status"], draft["findings"], draft["revision"], draft["held_by"]) == \
+        ("draft", "Lungs clear.", 1, "dr_wang")
+
+    assert send(rad, f"/exams/{imaged}/report/sign", {"level": "preliminary", "revision": "1",
+                                                    "findings": "Lungs clear.", "impression": ""}).status_code == 302
+    [prelim] = version_rows(conn, imaged)
+    assert (prelim["status"], prelim["preliminary_by"]) == ("preliminary", "dr_wang")
+
+    no_impression = send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "2",
+                                                              "findings": "Lungs clear.", "impression": " "})
+    assert no_impression.status_code == 400 and "needs an impression" in no_impression.get_data(as_text=True)
+    assert send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "2", "findings": "Lungs clear.",
+                                                    "impression": "Normal chest."}).status_code == 302
+    [final] = version_rows(conn, imaged)
+    assert (final["status"], final["signed_by"], final["impression"]) == ("final", "dr_wang", "Normal chest.")
+    assert audit_rows(conn, "report.sign") == 2 and audit_rows(conn, "report.save") == 1
+
+    with pytest.raises(sqlite3.IntegrityError, match="final report version cannot change"):
+        conn.execute("UPDATE report_versions SET impression = 'changed' WHERE id = ?", (final["id"],))
+    with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
+        conn.execute("DELETE FROM report_versions WHERE id = ?", (final["id"],))
+    late = send(rad, f"/exams/{imaged}/report/save", {"revision": "3", "findings": "x", "impression": "y"},
+                headers=HTMX)
+    assert late.status_code == 409 and version_rows(conn, imaged)[0]["impression"] == "Normal chest."
+
+
+def test_a_stale_save_is_refused_and_nothing_is_lost(app, conn, client_as, rad, imaged) -> None:
+    other = client_as("radiologist", username="dr_li")
+    rad.get(f"/exams/{imaged}/report")
+    assert send(other, f"/exams/{imaged}/report/save", {"revision": "0", "findings": "Li's findings",
+                                                      "impression": ""}, headers=HTMX).status_code == 200
+    # dr_wang opened revision 0 too: his save crosses dr_li's
+    stale = send(rad, f"/exams/{imaged}/report/save", {"revision": "0", "findings": "Wang's findings",
+                                                     "impression": ""}, headers=HTMX)
+    assert stale.status_code == 409 and "dr_li saved this report" in stale.get_data(as_text=True)
+    assert version_rows(conn, imaged)[0]["findings"] == "Li's findings"
+    signed = send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "0",
+                                                      "findings": "Wang's findings", "impression": "Wang's"})
+    page = signed.get_data(as_text=True)
+    assert signed.status_code == 409 and version_rows(conn, imaged)[0]["status"] == "draft"
+    assert ">Wang&#39;s findings</textarea>" in page and "Li&#39;s findings" in page  # both texts on the page
+    # dr_wang sees who holds the report
+    assert "dr_li is editing this report" in rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
+
+
+def test_an_amendment_is_a_new_version_and_the_old_one_stays(app, conn, rad, imaged, client_as) -> None:
+    send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "0", "findings": "F1",
+                                             "impression": "I1"})
+    token = _token(conn, client_as)
+    assert send(rad, f"/exams/{imaged}/report/amend", {"reason": ""}).status_code == 400
+    assert send(rad, f"/exams/{imaged}/report/amend", {"reason": "Nodule missed"}).status_code == 302
+    first, second = version_rows(conn, imaged)
+    assert (second["version"], second["status"], second["findings"], second["amendment_reason"]) == \
+        (2, "draft", "F1", "Nodule missed")
+    api = rad.application.test_client()
+    assert api.get(f"/api/v1/exams/{imaged}/report", headers=token).get_json()["version"] == 1
+    send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "1", "findings": "F1, nodule",
+                                             "impression": "I2"})
+    answer = api.get(f"/api/v1/exams/{imaged}/report", headers=token).get_json()
+    assert (answer["version"], answer["impression"], answer["signed_by"], answer["amendment_reason"]) == \
+        (2, "I2", "dr_wang", "Nodule missed")
+    page = rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert "Version 1" in page and "Version 2" in page and "I1" in page and "I2" in page
+    assert send(rad, f"/exams/{imaged}/report/amend", {"reason": "again"}).status_code == 302  # of version 2
+
+
+def _token(conn, client_as) -> dict[str, str]:
+    from pacslite import users
+    client_as("clinician", username="ward_api")
+    return {"Authorization": f"Bearer {users.create_token(conn, audit.SYSTEM, 'ward_api')}"}
+
+
+# ---------------------------------------------------------------- reading it
+
+def test_clinicians_read_and_print_final_reports_only(app, conn, rad, imaged, client_as) -> None:
+    ward = client_as("clinician")
+    token = _token(conn, client_as)
+    api = app.test_client()
+    assert api.get(f"/api/v1/exams/{imaged}/report", headers=token).status_code == 404
+    send(rad, f"/exams/{imaged}/report/sign", {"level": "preliminary", "revision": "0", "findings": "Draft text",
+                                             "impression": "Prelim"})
+    assert "Prelim" not in ward.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert ward.get(f"/exams/{imaged}/report/print?version=1").status_code == 404
+    assert rad.get(f"/exams/{imaged}/report/print?version=1").status_code == 200  # the radiologist may
+    send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "1", "findings": "<b>Final</b> text",
+                                             "impression": "Normal"})
+    page = ward.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert "&lt;b&gt;Final&lt;/b&gt; text" in page and 'id="report-form"' not in page
+    prints_before = audit_rows(conn, "report.print")
+    printed = ward.get(f"/exams/{imaged}/report/print?format=a5").get_data(as_text=True)
+    assert "report-a5.css" in printed and "Signed by dr_wang" in printed and "张三" in printed
+    assert audit_rows(conn, "report.print") == prints_before + 1
+    ward.get(f"/exams/{imaged}/report/print")  # a reprint is audited too
+    assert audit_rows(conn, "report.print") == prints_before + 2
+    assert send(ward, f"/exams/{imaged}/report/amend", {"reason": "x"}).status_code == 403
+    assert api.get(f"/api/v1/exams/{imaged}/report", headers=token).get_json()["findings"] == "<b>Final</b> text"
+
+
+def test_quarantined_images_of_the_same_patient_are_warned_about(app, conn, tmp_path, rad, imaged) -> None:
+    outcome = add_image(app, conn, tmp_path, "A000TYPO", patient_id="P0001")
+    assert outcome.result == filing.QUARANTINED
+    page = rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert "Quarantined images of this patient ID (P0001)" in page
+    other = register(app, conn, patient_id="P0002", name="李四")
+    add_image(app, conn, tmp_path, other, patient_id="P0002")
+    assert "Quarantined images" not in rad.get(f"/exams/{other}/report").get_data(as_text=True)
+
+
+def test_the_reading_list_puts_urgent_then_overdue_first(app, conn, tmp_path, rad) -> None:
+    routine = register(app, conn, patient_id="R1")
+    overdue = register(app, conn, patient_id="R2", modality="CR")
+    stat = register(app, conn, patient_id="R3", priority="stat")
+    reported = register(app, conn, patient_id="R4")
+    no_images = register(app, conn, patient_id="R5")
+    for accession, pid in ((routine, "R1"), (overdue, "R2"), (stat, "R3"), (reported, "R4")):
+        add_image(app, conn, tmp_path, accession, patient_id=pid)
+    two_hours_ago = clock.to_db(clock.now() - timedelta(hours=2))  # CR's target is 1 h
+    with conn:
+        conn.execute("UPDATE exams SET images_first_at = ? WHERE accession_number = ?", (two_hours_ago, overdue))
+    send(rad, f"/exams/{reported}/report/sign", {"level": "final", "revision": "0", "findings": "f",
+                                               "impression": "i"})
+    page = rad.get("/reading").get_data(as_text=True)
+    order = [a for a in re.findall(r'class="mono">(\w+)</a>', page)]
+    assert order == [stat, overdue, routine]
+    assert no_images not in page and reported not in page
+    assert re.search(rf'class="priority-routine overdue">\s*<td><a href="/exams/{overdue}/report"', page)
+    partial = rad.get("/reading?modality=CR", headers=HTMX).get_data(as_text=True)
+    assert partial.startswith('{#') is False and "<html" not in partial
+    assert re.findall(r'class="mono">(\w+)</a>', partial) == [overdue]
+
+
+# ---------------------------------------------------------------- phrases
+
+def test_admin_phrases_are_inserted_into_the_texts(app, conn, client_as, rad, imaged) -> None:
+    admin = client_as("admin")
+    bad = send(admin, "/admin/phrases/new", {"modality": "CT", "title": "Empty"})
+    assert bad.status_code == 400 and count(conn, "report_phrases") == 0
+    assert send(admin, "/admin/phrases/new", {"modality": "CT", "body_part": "CHEST", "title": "Normal chest",
+                                             "findings": "Both lungs are clear.",
+                                             "impression": "No abnormality."}).status_code == 302
+    assert audit_rows(conn, "phrase.add") == 1
+    phrase_id = conn.execute("SELECT id FROM report_phrases").fetchone()[0]
+    page = rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert "Normal chest" in page
+    inserted = send(rad, f"/exams/{imaged}/report/phrase", {"phrase": str(phrase_id), "findings": "Heart normal.",
+                                                          "impression": ""}, headers=HTMX)
+    text = inserted.get_data(as_text=True)
+    assert inserted.headers["HX-Trigger-After-Swap"] == "report-changed"
+    assert ">Heart normal.\nBoth lungs are clear.</textarea>" in text and ">No abnormality.</textarea>" in text
+    assert version_rows(conn, imaged) == []  # inserting saves nothing; the autosave does
+    assert send(rad, f"/exams/{imaged}/report/phrase", {"phrase": "999"}, headers=HTMX).status_code == 404
+    assert send(rad, "/admin/phrases/new", {"modality": "CT", "title": "x", "findings": "y"}).status_code == 403
