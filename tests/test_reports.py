@@ -260,3 +260,16 @@ def test_admin_phrases_are_inserted_into_the_texts(app, conn, client_as, rad, im
     assert version_rows(conn, imaged) == []  # inserting saves nothing; the autosave does
     assert send(rad, f"/exams/{imaged}/report/phrase", {"phrase": "999"}, headers=HTMX).status_code == 404
     assert send(rad, "/admin/phrases/new", {"modality": "CT", "title": "x", "findings": "y"}).status_code == 403
+
+
+def test_turnaround_targets_by_modality_and_source(app) -> None:
+    from pacslite import config
+    settings = {**app.config, "TURNAROUND_BY_SOURCE": {"CT/emergency": 1}}
+    assert config.turnaround_hours(settings, "CT", "emergency") == 1
+    assert config.turnaround_hours(settings, "CT", "outpatient") == 8
+    assert config.turnaround_hours(settings, "DR", "outpatient") == 1
+    assert config.turnaround_hours(settings, "US", "inpatient") == 24
+    assert config.turnaround_hours(settings, "XX", "inpatient") == 24  # not configured
+    exam = {"images_first_at": "2026-11-24T02:00:00+00:00", "scheduled_at": "2026-11-24T01:00:00+00:00",
+            "modality": "CT", "source": "emergency"}
+    assert clock.to_db(reports.due_at(exam, settings)) == clock.to_db(clock.from_db("2026-11-24T03:00:00+00:00"))
