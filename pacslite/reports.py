@@ -208,10 +208,7 @@ def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
         changes.update(preliminary_at=now, preliminary_by=actor.name)
     else:
         changes.update(signed_at=now, signed_by=actor.name, held_by=None, held_at=None)
-    with transaction(conn):
-        current = latest(conn, exam["id"])
-        if level == PRELIMINARY and current is not None and current["status"] == PRELIMINARY:
-            changes.pop("status")  # signed preliminary again: keep the first signature's time
+    with transaction(conn):  # signed preliminary again: the newest preliminary signature counts
         signed = _write(conn, actor, exam, data, changes)
         audit.record(conn, actor, "report.sign", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
                      detail={"version": signed["version"], "level": level})
