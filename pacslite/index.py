@@ -133,22 +133,24 @@ def add_conflict(conn: sqlite3.Connection, first: sqlite3.Row, header: Header, s
 
 def series_of_exam(conn: sqlite3.Connection, exam_ref: int) -> list[sqlite3.Row]:
     return conn.execute(
-        "SELECT se.*, st.study_instance_uid, st.calling_ae FROM series se JOIN studies st ON st.id = se.study_ref"
+        "SELECT se.*, st.study_instance_uid, st.calling_ae, st.id AS study_id FROM series se"
+        " JOIN studies st ON st.id = se.study_ref"
         " WHERE st.exam_ref = ? ORDER BY se.first_received_at, CAST(se.series_number AS INTEGER)",
         (exam_ref,)).fetchall()
 
 
 def quarantine(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
-    """Quarantined studies and kept-aside duplicates, newest first, in one shape."""
+    """Quarantined studies (not rejected) and kept-aside duplicates, newest first, in one shape."""
     rows = conn.execute(
         "SELECT 'study' AS kind, id, quarantine_reason AS reason, quarantine_detail AS detail, study_instance_uid,"
         " '' AS sop_instance_uid, accession_number, patient_id, patient_name, patient_sex, patient_birth_date,"
         " study_date, study_description, calling_ae, address, series_count, instance_count,"
-        " first_received_at, last_received_at FROM studies WHERE quarantine_reason IS NOT NULL"
+        " first_received_at, last_received_at, exam_ref FROM studies"
+        " WHERE quarantine_reason IS NOT NULL AND rejected_at IS NULL"
         " UNION ALL"
         " SELECT 'conflict', id, 'duplicate_conflict', '{}', study_instance_uid, sop_instance_uid, accession_number,"
         " patient_id, patient_name, patient_sex, patient_birth_date, '', '', calling_ae, address, 1, 1,"
-        " received_at, received_at FROM instance_conflicts"
+        " received_at, received_at, NULL FROM instance_conflicts"
         " ORDER BY last_received_at DESC LIMIT ?", (limit,)).fetchall()
     return [{**dict(row), "detail": json.loads(row["detail"])} for row in rows]
 
@@ -163,9 +165,12 @@ def quarantined_studies_of_patient(conn: sqlite3.Connection, patient_id: str, si
 
 
 def paths_received_since(conn: sqlite3.Connection, since: str) -> set[str]:
-    """Every stored path (instances and kept-aside copies) received at or after ``since``."""
+    """Every stored path (instances and kept-aside copies) received at or after ``since``, and
+    every file a re-filing wrote or kept (whenever the image arrived)."""
     rows = conn.execute("SELECT storage_path FROM instances WHERE received_at >= ? UNION ALL"
-                        " SELECT storage_path FROM instance_conflicts WHERE received_at >= ?", (since, since))
+                        " SELECT storage_path FROM instance_conflicts WHERE received_at >= ? UNION ALL"
+                        " SELECT old_path FROM refiled_files UNION ALL SELECT new_path FROM refiled_files",
+                        (since, since))
     return {row[0] for row in rows}
 
 

@@ -385,6 +385,17 @@ def images_arrived(conn: sqlite3.Connection, exam: sqlite3.Row, new_series: bool
                                                             "flagged_by": exam["images_missing_by"]})
 
 
+def set_image_counts(conn: sqlite3.Connection, exam: sqlite3.Row, series: int, instances: int,
+                     first_at: str | None, last_at: str | None) -> None:
+    """Images were moved to or from the exam (re-filing): its counts and arrival times as
+    counted again from the index; a registered exam that now has images becomes "images received"."""
+    if exam["status"] == REGISTERED and instances > 0:
+        _move(conn, exam, IMAGES_RECEIVED)
+    conn.execute("UPDATE exams SET series_count = ?, instance_count = ?, images_first_at = ?, images_last_at = ?,"
+                 " images_missing_at = CASE WHEN ? > 0 THEN NULL ELSE images_missing_at END WHERE id = ?",
+                 (series, instances, first_at, last_at, instances, exam["id"]))
+
+
 def can_cancel(exam: Mapping[str, Any]) -> bool:
     return CANCELLED in TRANSITIONS[exam["status"]] and exam["instance_count"] == 0
 

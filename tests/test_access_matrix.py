@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from pacslite import aes, audit, documents, reports, users
+from pacslite import aes, audit, documents, filing, refiling, reports, users
+from pacslite.index import Source
 from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
 
 
@@ -36,8 +37,22 @@ def test_every_view_declares_its_access(app) -> None:
             assert getattr(view, "access", None), f"{endpoint} declares no access"
 
 
+def _refiled_study(app, conn, accession: str, tmp_path) -> tuple[int, int]:
+    """A study that arrived without an accession number, then re-filed to the exam."""
+    from tests.dicomkit import make_ct
+    path = tmp_path / "matrix.dcm"
+    make_ct(path, patient_id="P0001")
+    outcome = filing.ingest_bytes(conn, app.config["STORAGE_DIR"], path.read_bytes(), Source("CT01"))
+    study_id = conn.execute("SELECT s.id FROM studies s JOIN series se ON se.study_ref = s.id JOIN instances i"
+                            " ON i.series_ref = se.id WHERE i.sop_instance_uid = ?",
+                            (outcome.sop_instance_uid,)).fetchone()[0]
+    refiling_id = refiling.refile_study(conn, audit.SYSTEM, app.config["STORAGE_DIR"], study_id,
+                                        {"accession_number": accession, "reason": "matrix"})
+    return study_id, refiling_id
+
+
 @pytest.fixture
-def world(app, conn, client_as):
+def world(app, conn, client_as, tmp_path):
     desk = client_as("registrar", username="seed_desk")
     accession = register(desk)
     form_id = documents.attach(conn, audit.SYSTEM, app.config, accession, image_bytes(), "form.png")
@@ -45,8 +60,10 @@ def world(app, conn, client_as):
     ae = aes.add_ae(conn, audit.SYSTEM, {"ae_title": "MATRIX_CT", "host": "127.0.0.1", "port": 104})
     phrase_id = reports.save_phrase(conn, audit.SYSTEM, app.config, {"modality": "CT", "title": "Normal chest",
                                                                       "findings": "No abnormality."})
+    study_id, refiling_id = _refiled_study(app, conn, accession, tmp_path)
     values = {"patient_id": "P0001", "accession": accession, "int:form_id": str(form_id),
-              "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:phrase_id": str(phrase_id)}
+              "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:phrase_id": str(phrase_id),
+              "int:study_id": str(study_id), "int:refiling_id": str(refiling_id)}
     clients = {"anonymous": app.test_client()}
     tokens = {}
     for role in ROLES:

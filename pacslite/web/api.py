@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import index, patients, reports
+from .. import patients, refiling, reports
 from ..db import get_db
 from ..validation import ValidationError
 from . import access
@@ -76,7 +76,8 @@ def exam_report(accession: str) -> Any:
 @bp.route("/quarantine")
 @access.api(*access.IMAGE_CONTROL)
 def quarantine_list() -> Any:
-    """Quarantined studies and kept-aside duplicates, each with a reason code."""
+    """Quarantined studies and kept-aside duplicates, each with a reason code; studies with
+    their ranked candidate exams."""
     items = [{
         "kind": item["kind"], "reason": item["reason"], "detail": item["detail"],
         "study_instance_uid": item["study_instance_uid"], "sop_instance_uid": item["sop_instance_uid"] or None,
@@ -85,5 +86,7 @@ def quarantine_list() -> Any:
         "calling_ae": item["calling_ae"], "address": item["address"], "series": item["series_count"],
         "instances": item["instance_count"], "first_received_at": item["first_received_at"],
         "last_received_at": item["last_received_at"],
-    } for item in index.quarantine(get_db())]
+        "candidates": [{"accession_number": c.exam["accession_number"], "score": c.score, "reasons": list(c.reasons)}
+                       for c in item["candidates"]],
+    } for item in refiling.quarantine_with_candidates(get_db())]
     return jsonify({"items": items, "count": len(items)})

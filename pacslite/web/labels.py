@@ -24,6 +24,14 @@ LABELS = {
                    "duplicate_conflict": _l("Sent again with different content")},
     "report": {"": _l("Not started"), "draft": _l("Draft"), "preliminary": _l("Preliminary"),
                "final": _l("Final")},
+    "candidate": {"accession_equal": _l("same accession number"),
+                  "accession_typo": _l("accession number one character off"),
+                  "accession_close": _l("accession number two characters off"),
+                  "patient_id_equal": _l("same patient ID"), "patient_id_typo": _l("patient ID one character off"),
+                  "name_similar": _l("same name (pinyin or ideographs)"), "birth_date_equal": _l("same birth date"),
+                  "sex_equal": _l("same sex"), "same_modality": _l("same modality"),
+                  "scheduled_within_day": _l("scheduled within a day"),
+                  "station_is_caller": _l("scheduled on the sending station")},
     "age_unit": {"years": _l("%(n)d y"), "months": _l("%(n)d mo"), "days": _l("%(n)d d")},
 }
 

@@ -1,18 +1,96 @@
-"""The quarantine: images stored safely but not filed, with the reason for each study."""
+"""The quarantine and re-filing: images stored safely but not filed, their ranked candidate
+exams, and the privileged corrections (re-file, undo, reject, restore)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext
 
-from .. import index
+from .. import patients, refiling
 from ..db import get_db
+from ..validation import Conflict, ValidationError
 from . import access
+from .forms import found_or_404, message
 
-bp = Blueprint("quarantine", __name__, url_prefix="/quarantine")
+bp = Blueprint("quarantine", __name__)
+#: Who may change where images are filed.
+REFILING = ("admin",)
 
 
-@bp.route("/")
+@bp.route("/quarantine/")
 @access.allow(*access.IMAGE_CONTROL)
 def quarantine_list() -> Any:
-    return render_template("quarantine/list.html", items=index.quarantine(get_db()))
+    return render_template("quarantine/list.html", items=refiling.quarantine_with_candidates(get_db()))
+
+
+@bp.route("/quarantine/rejected")
+@access.allow(*access.IMAGE_CONTROL)
+def rejected_list() -> Any:
+    return render_template("quarantine/rejected.html", studies=refiling.rejected_studies(get_db()))
+
+
+def _study_page(study_id: int, errors: dict[str, str] | None = None, status: int = 200) -> Any:
+    conn = get_db()
+    study = found_or_404(refiling.get_study, conn, study_id)
+    exam = patients.find_exam(conn, exam_id=study["exam_ref"]) if study["exam_ref"] else None
+    series = conn.execute("SELECT * FROM series WHERE study_ref = ? ORDER BY first_received_at", (study_id,)).fetchall()
+    return render_template("quarantine/study.html", study=study, exam=exam, series=series,
+                           candidates=refiling.candidates(conn, study), history=refiling.refilings_of_study(conn, study_id),
+                           errors=errors or {}, values=request.form), status
+
+
+@bp.route("/studies/<int:study_id>")
+@access.allow(*access.IMAGE_CONTROL)
+def study_view(study_id: int) -> Any:
+    return _study_page(study_id)
+
+
+def _correct(study_id: int, act: Callable[[], object], field: str, done: str) -> Any:
+    """Run a correction from the study page; back to it with the outcome. ``field`` is
+    where the page shows a refusal (each form has its own reason field)."""
+    try:
+        act()
+    except ValidationError as exc:
+        key = exc.field if exc.field != "reason" or field == "accession_number" else field
+        return _study_page(study_id, {key: message(exc)}, 400)
+    except Conflict as exc:
+        return _study_page(study_id, {field: message(exc)}, 409)
+    flash(done, "success")
+    return redirect(url_for("quarantine.study_view", study_id=study_id))
+
+
+@bp.route("/studies/<int:study_id>/refile", methods=["POST"])
+@access.allow(*REFILING)
+def study_refile(study_id: int) -> Any:
+    found_or_404(refiling.get_study, get_db(), study_id)
+    return _correct(study_id, lambda: refiling.refile_study(get_db(), access.actor(), current_app.config["STORAGE_DIR"],
+                                                            study_id, request.form),
+                    "accession_number", gettext("The study was re-filed. The original files are kept."))
+
+
+@bp.route("/studies/<int:study_id>/reject", methods=["POST"])
+@access.allow(*REFILING)
+def study_reject(study_id: int) -> Any:
+    found_or_404(refiling.get_study, get_db(), study_id)
+    return _correct(study_id, lambda: refiling.reject_study(get_db(), access.actor(), study_id, request.form),
+                    "reject_reason", gettext("The study was rejected. It can be restored from the rejected list."))
+
+
+@bp.route("/studies/<int:study_id>/restore", methods=["POST"])
+@access.allow(*REFILING)
+def study_restore(study_id: int) -> Any:
+    found_or_404(refiling.get_study, get_db(), study_id)
+    return _correct(study_id, lambda: refiling.restore_study(get_db(), access.actor(), study_id, request.form),
+                    "restore_reason", gettext("The study was restored to the quarantine."))
+
+
+@bp.route("/refilings/<int:refiling_id>/undo", methods=["POST"])
+@access.allow(*REFILING)
+def refiling_undo(refiling_id: int) -> Any:
+    row = get_db().execute("SELECT study_ref FROM refilings WHERE id = ?", (refiling_id,)).fetchone()
+    if row is None:
+        abort(404)
+    return _correct(row["study_ref"], lambda: refiling.undo_refiling(get_db(), access.actor(), refiling_id,
+                                                                     request.form),
+                    "undo_reason", gettext("The re-filing was undone; the study points at its original files again."))

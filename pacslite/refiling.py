@@ -1,0 +1,327 @@
+"""Correcting the filing (纠正归位): ranked candidate exams for a quarantined study, moving a
+study to another exam with its files' headers rewritten, undoing that, and rejecting garbage.
+
+A re-file writes a new file for every instance (PatientID, PatientName, PatientBirthDate,
+PatientSex and AccessionNumber from the exam; the old values in the Original Attributes
+Sequence), durably, before one transaction points the index at the new files and records
+the change. The original files stay on disk, referenced by ``refiled_files``, so a re-file
+can be undone; nothing is deleted in one step.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+from rapidfuzz.distance import DamerauLevenshtein
+
+from . import audit, clock, filing, index, names, patients, storage
+from .db import transaction
+from .validation import N_, Conflict, NotFound, text
+
+#: Header attributes a re-file sets from the exam, and the study columns that mirror them.
+REWRITTEN = {"PatientID": "patient_id", "PatientName": "patient_name", "PatientBirthDate": "patient_birth_date",
+             "PatientSex": "patient_sex", "AccessionNumber": "accession_number"}
+CANDIDATE_WINDOW = timedelta(days=3)
+MINIMUM_SCORE = 30
+
+
+# ---------------------------------------------------------------- candidates
+
+@dataclass(frozen=True)
+class Candidate:
+    exam: sqlite3.Row
+    score: int
+    reasons: tuple[str, ...]  # codes, see SCORES
+
+
+#: What makes an exam a likely home for a study, and how much each sign counts.
+SCORES = {"accession_equal": 50, "accession_typo": 40, "accession_close": 15, "patient_id_equal": 30,
+          "patient_id_typo": 20, "name_similar": 20, "birth_date_equal": 10, "sex_equal": 5,
+          "same_modality": 10, "scheduled_within_day": 10, "station_is_caller": 10}
+
+
+def _distance_reason(header: str, registered: str, equal: str, typo: str, close: str | None) -> str | None:
+    if not header or not registered:
+        return None
+    distance = DamerauLevenshtein.distance(header.upper(), registered.upper())
+    if distance == 0:
+        return equal
+    if distance == 1:
+        return typo
+    return close if close and distance == 2 else None
+
+
+def _reasons(study: Mapping[str, Any], modalities: set[str], exam: sqlite3.Row) -> list[str]:
+    reasons = [_distance_reason(study["accession_number"], exam["accession_number"], "accession_equal",
+                                "accession_typo", "accession_close"),
+               _distance_reason(study["patient_id"], exam["patient_id"], "patient_id_equal", "patient_id_typo", None)]
+    if names.same_person_name(tuple(study["patient_name"].split("=")), exam["patient_name"]):
+        reasons.append("name_similar")
+    birth = (exam["birth_date"] or "").replace("-", "")
+    if study["patient_birth_date"] and study["patient_birth_date"] == birth:
+        reasons.append("birth_date_equal")
+    if study["patient_sex"] and study["patient_sex"] == exam["sex"]:
+        reasons.append("sex_equal")
+    if exam["dicom_modality"] in modalities:
+        reasons.append("same_modality")
+    arrived = clock.from_db(study["first_received_at"])
+    if abs(clock.from_db(exam["scheduled_at"]) - arrived) <= timedelta(days=1):
+        reasons.append("scheduled_within_day")
+    if exam["station_ae"] and exam["station_ae"] == study["calling_ae"]:
+        reasons.append("station_is_caller")
+    return [r for r in reasons if r]
+
+
+def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], limit: int = 5) -> list[Candidate]:
+    """Exams the study may belong to, best first, each with the reasons for its rank: exams
+    scheduled within three days of the study's arrival, or carrying its accession number or
+    patient ID; not cancelled, not the exam it is filed to now."""
+    arrived = clock.from_db(study["first_received_at"])
+    rows = conn.execute(
+        f"{patients.exam_select()} WHERE e.status <> ? AND e.id IS NOT ? AND ((e.scheduled_at >= ?"
+        " AND e.scheduled_at < ?) OR e.accession_number = ? OR p.patient_id = ?)",
+        (patients.CANCELLED, study["exam_ref"], clock.to_db(arrived - CANDIDATE_WINDOW),
+         clock.to_db(arrived + CANDIDATE_WINDOW), study["accession_number"], study["patient_id"])).fetchall()
+    modalities = {r[0] for r in conn.execute("SELECT DISTINCT modality FROM series WHERE study_ref = ?",
+                                             (study["id"],))}
+    ranked = []
+    for exam in rows:
+        reasons = _reasons(study, modalities, exam)
+        score = sum(SCORES[r] for r in reasons)
+        if score >= MINIMUM_SCORE:
+            distance = abs(clock.from_db(exam["scheduled_at"]) - arrived)
+            ranked.append((-score, distance, exam["id"], Candidate(exam, score, tuple(reasons))))
+    ranked.sort(key=lambda item: item[:3])
+    return [item[3] for item in ranked[:limit]]
+
+
+def quarantine_with_candidates(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The quarantine (:func:`index.quarantine`), each study with its ranked candidates."""
+    items = index.quarantine(conn)
+    for item in items:
+        item["candidates"] = candidates(conn, item) if item["kind"] == "study" else []
+    return items
+
+
+# ---------------------------------------------------------------- looking up
+
+def get_study(conn: sqlite3.Connection, study_id: int) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"study {study_id}")
+    return row
+
+
+def instances_of_study(conn: sqlite3.Connection, study_id: int) -> list[sqlite3.Row]:
+    return conn.execute("SELECT i.* FROM instances i JOIN series s ON s.id = i.series_ref WHERE s.study_ref = ?"
+                        " ORDER BY i.id", (study_id,)).fetchall()
+
+
+def refilings_of_study(conn: sqlite3.Connection, study_id: int) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT r.*, f.accession_number AS from_accession, t.accession_number AS to_accession FROM refilings r"
+        " LEFT JOIN exams f ON f.id = r.from_exam_ref JOIN exams t ON t.id = r.to_exam_ref"
+        " WHERE r.study_ref = ? ORDER BY r.id DESC", (study_id,)).fetchall()
+
+
+def studies_of_exam(conn: sqlite3.Connection, exam_id: int) -> list[sqlite3.Row]:
+    return conn.execute("SELECT * FROM studies WHERE exam_ref = ? ORDER BY first_received_at", (exam_id,)).fetchall()
+
+
+# ---------------------------------------------------------------- rewriting a file
+
+def new_header_values(exam: Mapping[str, Any]) -> dict[str, str]:
+    """The five attributes as the exam says they are."""
+    return {"PatientID": exam["patient_id"], "PatientName": names.dicom_person_name(exam["patient_name"]),
+            "PatientBirthDate": (exam["birth_date"] or "").replace("-", ""), "PatientSex": exam["sex"] or "",
+            "AccessionNumber": exam["accession_number"]}
+
+
+def rewrite(path: Path, values: Mapping[str, str], *, source: str, at: str) -> bytes:
+    """The file with ``values`` set and the old ones in a new Original Attributes Sequence
+    item (reason CORRECT); everything else, pixel data and transfer syntax included, as it was."""
+    ds = dcmread(path)
+    old = Dataset()
+    for keyword in values:
+        if keyword in ds:
+            old[keyword] = copy.deepcopy(ds[keyword])  # setting the new value changes the element in place
+    needs_unicode = any(not v.isascii() for v in values.values())
+    if needs_unicode and ds.get("SpecificCharacterSet", "") not in ("ISO_IR 192", "GB18030"):
+        ds.decode()  # every string decoded with the old character set before the set changes
+        if "SpecificCharacterSet" in ds:
+            old.SpecificCharacterSet = ds.SpecificCharacterSet
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    item = Dataset()
+    item.ModifiedAttributesSequence = Sequence([old])
+    item.AttributeModificationDateTime = clock.from_db(at).strftime("%Y%m%d%H%M%S")
+    item.ModifyingSystem = "pacslite"
+    item.ReasonForTheAttributeModification = "CORRECT"
+    item.SourceOfPreviousValues = source[:64]
+    if "OriginalAttributesSequence" in ds:
+        ds.OriginalAttributesSequence.append(item)
+    else:
+        ds.OriginalAttributesSequence = Sequence([item])
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- re-file and undo
+
+def _recount(conn: sqlite3.Connection, exam_id: int) -> None:
+    """Count the exam's images again from the index (after studies moved)."""
+    row = conn.execute("SELECT COALESCE(SUM(series_count), 0), COALESCE(SUM(instance_count), 0),"
+                       " MIN(first_received_at), MAX(last_received_at) FROM studies WHERE exam_ref = ?",
+                       (exam_id,)).fetchone()
+    exam = patients.find_exam(conn, exam_id=exam_id)
+    patients.set_image_counts(conn, exam, row[0], row[1], row[2], row[3])
+
+
+def _header_of(study: Mapping[str, Any]) -> dict[str, str]:
+    return {column: study[column] for column in REWRITTEN.values()}
+
+
+def refile_study(conn: sqlite3.Connection, actor: audit.Actor, store: str | Path, study_id: int,
+                 data: Mapping[str, Any]) -> int:
+    """Move a quarantined or filed study to the exam ``data["accession_number"]``, with
+    ``data["reason"]``; returns the re-filing's id. Files first, then one transaction."""
+    reason = text(data, "reason", required=True, max_length=500)
+    accession = text(data, "accession_number", required=True)
+    study = get_study(conn, study_id)
+    exam = patients.find_exam(conn, accession=accession)
+    if exam is None:
+        raise Conflict(N_("No exam has the accession number %(accession)s."), accession=accession)
+    if exam["status"] == patients.CANCELLED:
+        raise Conflict(N_("Exam %(accession)s is cancelled."), accession=accession)
+    if study["exam_ref"] == exam["id"]:
+        raise Conflict(N_("The study is already filed to exam %(accession)s."), accession=accession)
+    if study["rejected_at"]:
+        raise Conflict(N_("The study was rejected; restore it first."))
+    instances = instances_of_study(conn, study_id)
+    at = clock.to_db(clock.now())
+    values = new_header_values(exam)
+    written: list[tuple[sqlite3.Row, storage.Stored]] = []
+    try:
+        for instance in instances:
+            try:
+                rewritten = rewrite(storage.resolve(store, instance["storage_path"]), values,
+                                    source=study["calling_ae"] or "unknown", at=at)
+                written.append((instance, storage.write_atomic(store, filing.CATEGORY, rewritten, filing.SUFFIX)))
+            except (OSError, InvalidDicomError, ValueError, storage.StorageError) as exc:
+                raise Conflict(N_("A file of this study could not be rewritten (%(error)s). Nothing was changed."),
+                               error=str(exc)) from exc
+        with transaction(conn):
+            if len(instances_of_study(conn, study_id)) != len(instances):
+                raise Conflict(N_("Images of this study arrived meanwhile. Try again."))
+            before, after = _header_of(study), {REWRITTEN[k]: v for k, v in values.items()}
+            refiling_id = conn.execute(
+                "INSERT INTO refilings (study_ref, from_exam_ref, from_quarantine_reason, from_quarantine_detail,"
+                " to_exam_ref, reason, before, after, at, by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (study_id, study["exam_ref"], study["quarantine_reason"], study["quarantine_detail"], exam["id"],
+                 reason, json.dumps(before, ensure_ascii=False), json.dumps(after, ensure_ascii=False), at,
+                 actor.name)).lastrowid
+            for instance, stored in written:
+                conn.execute("INSERT INTO refiled_files (refiling_ref, instance_ref, old_path, old_size, old_sha256,"
+                             " new_path, new_size, new_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (refiling_id, instance["id"], instance["storage_path"], instance["size"],
+                              instance["sha256"], stored.path, stored.size, stored.sha256))
+                conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
+                             (stored.path, stored.size, stored.sha256, instance["id"]))
+            conn.execute("UPDATE studies SET exam_ref = ?, quarantine_reason = NULL, quarantine_detail = '{}',"
+                         " accession_number = ?, patient_id = ?, patient_name = ?, patient_sex = ?,"
+                         " patient_birth_date = ? WHERE id = ?",
+                         (exam["id"], after["accession_number"], after["patient_id"], after["patient_name"],
+                          after["patient_sex"], after["patient_birth_date"], study_id))
+            for exam_id in {exam["id"], study["exam_ref"]} - {None}:
+                _recount(conn, exam_id)
+            audit.record(conn, actor, "image.refile", f"study:{study['study_instance_uid']}",
+                         patient_id=exam["patient_id"],
+                         detail={"refiling": refiling_id, "reason": reason, "to": exam["accession_number"],
+                                 "from_exam": study["exam_ref"], "from_quarantine": study["quarantine_reason"],
+                                 "before": before, "after": after, "instances": len(instances)})
+    except BaseException:
+        for _, stored in written:
+            storage.remove(store, stored.path)
+        raise
+    return int(refiling_id)
+
+
+def undo_refiling(conn: sqlite3.Connection, actor: audit.Actor, refiling_id: int, data: Mapping[str, Any]) -> None:
+    """Put the study back where it was, pointing at its original files again. The rewritten
+    files stay on disk, referenced by the re-filing."""
+    reason = text(data, "reason", required=True, max_length=500)
+    with transaction(conn):
+        refiling = conn.execute("SELECT * FROM refilings WHERE id = ?", (refiling_id,)).fetchone()
+        if refiling is None:
+            raise NotFound(f"refiling {refiling_id}")
+        if refiling["undone_at"]:
+            raise Conflict(N_("This re-filing was already undone."))
+        later = conn.execute("SELECT 1 FROM refilings WHERE study_ref = ? AND id > ? AND undone_at IS NULL",
+                             (refiling["study_ref"], refiling_id)).fetchone()
+        if later:
+            raise Conflict(N_("The study was re-filed again since. Undo the later re-filing first."))
+        for moved in conn.execute("SELECT * FROM refiled_files WHERE refiling_ref = ?", (refiling_id,)).fetchall():
+            conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
+                         (moved["old_path"], moved["old_size"], moved["old_sha256"], moved["instance_ref"]))
+        before = json.loads(refiling["before"])
+        conn.execute("UPDATE studies SET exam_ref = ?, quarantine_reason = ?, quarantine_detail = ?,"
+                     " accession_number = ?, patient_id = ?, patient_name = ?, patient_sex = ?,"
+                     " patient_birth_date = ? WHERE id = ?",
+                     (refiling["from_exam_ref"], refiling["from_quarantine_reason"],
+                      refiling["from_quarantine_detail"], before["accession_number"], before["patient_id"],
+                      before["patient_name"], before["patient_sex"], before["patient_birth_date"],
+                      refiling["study_ref"]))
+        for exam_id in {refiling["to_exam_ref"], refiling["from_exam_ref"]} - {None}:
+            _recount(conn, exam_id)
+        now = clock.to_db(clock.now())
+        conn.execute("UPDATE refilings SET undone_at = ?, undone_by = ?, undo_reason = ? WHERE id = ?",
+                     (now, actor.name, reason, refiling_id))
+        study = get_study(conn, refiling["study_ref"])
+        audit.record(conn, actor, "image.refile_undo", f"study:{study['study_instance_uid']}",
+                     patient_id=before["patient_id"], detail={"refiling": refiling_id, "reason": reason})
+
+
+# ---------------------------------------------------------------- rejecting garbage
+
+def reject_study(conn: sqlite3.Connection, actor: audit.Actor, study_id: int, data: Mapping[str, Any]) -> None:
+    """Hide a quarantined study that belongs to no patient (test images); restorable."""
+    reason = text(data, "reason", required=True, max_length=500)
+    with transaction(conn):
+        study = get_study(conn, study_id)
+        if study["exam_ref"] is not None:
+            raise Conflict(N_("Only a quarantined study can be rejected; re-file a filed one."))
+        if study["rejected_at"]:
+            raise Conflict(N_("The study is already rejected."))
+        conn.execute("UPDATE studies SET rejected_at = ?, rejected_by = ?, rejected_reason = ? WHERE id = ?",
+                     (clock.to_db(clock.now()), actor.name, reason, study_id))
+        audit.record(conn, actor, "image.reject", f"study:{study['study_instance_uid']}",
+                     patient_id=study["patient_id"], detail={"reason": reason, "instances": study["instance_count"]})
+
+
+def restore_study(conn: sqlite3.Connection, actor: audit.Actor, study_id: int, data: Mapping[str, Any]) -> None:
+    reason = text(data, "reason", required=True, max_length=500)
+    with transaction(conn):
+        study = get_study(conn, study_id)
+        if not study["rejected_at"]:
+            raise Conflict(N_("The study is not rejected."))
+        conn.execute("UPDATE studies SET rejected_at = NULL, rejected_by = NULL, rejected_reason = NULL WHERE id = ?",
+                     (study_id,))
+        audit.record(conn, actor, "image.restore", f"study:{study['study_instance_uid']}",
+                     patient_id=study["patient_id"],
+                     detail={"reason": reason, "rejected_reason": study["rejected_reason"]})
+
+
+def rejected_studies(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute("SELECT * FROM studies WHERE rejected_at IS NOT NULL ORDER BY rejected_at DESC").fetchall()

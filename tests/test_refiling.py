@@ -1,0 +1,172 @@
+"""Re-filing: ranked candidates, moving a study with its headers rewritten, undo, reject."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from pacslite import audit, filing, patients, refiling, storage, users
+from pacslite.index import Source
+from tests.conftest import EXAM_FORM, count, csrf_token
+from tests.dicomkit import make_ct
+
+SOURCE = Source("CT01", "10.0.0.5")
+
+
+def register(app, conn, **changes) -> patients.Registration:
+    data = {**EXAM_FORM, **changes}
+    return patients.register_exam(conn, audit.SYSTEM, app.config, data, data, confirm_demographics=True)
+
+
+def send(app, conn, tmp_path, n: int = 2, study_uid: str | None = None, **fields) -> str:
+    """``n`` images of one study ingested as a modality would send them; the study UID."""
+    study_uid = study_uid or generate_uid()
+    for number in range(n):
+        path = tmp_path / f"{generate_uid()}.dcm"
+        make_ct(path, study_uid=study_uid, instance_number=number + 1, **fields)
+        filing.ingest_bytes(conn, app.config["STORAGE_DIR"], path.read_bytes(), SOURCE)
+    return study_uid
+
+
+def typo_of(accession: str) -> str:
+    return accession[:-3] + str((int(accession[-3]) + 1) % 10) + accession[-2:]
+
+
+def study_of(conn, study_uid: str):
+    return conn.execute("SELECT * FROM studies WHERE study_instance_uid = ?", (study_uid,)).fetchone()
+
+
+def stored_files(app, conn, study_id: int) -> list[Path]:
+    return [storage.resolve(app.config["STORAGE_DIR"], i["storage_path"])
+            for i in refiling.instances_of_study(conn, study_id)]
+
+
+def post(client, path: str, data: dict):
+    return client.post(path, data={**data, "csrf_token": csrf_token(client, "/exams")})
+
+
+def test_the_right_exam_is_ranked_first_for_a_typo(app, conn, tmp_path) -> None:
+    right = register(app, conn, patient_id="P0001", station_ae="CT01")
+    register(app, conn, patient_id="P0002", name="李四", sex="F", birth_date="1990-01-01")
+    register(app, conn, patient_id="P0003", name="王五")
+    uid = send(app, conn, tmp_path, accession=typo_of(right.accession_number), patient_id="P0001",
+               name="ZHANG^SAN", sex="M", birth_date="19800203")
+    study = study_of(conn, uid)
+    assert study["quarantine_reason"] == "unknown_accession"
+    ranked = refiling.candidates(conn, study)
+    assert ranked[0].exam["accession_number"] == right.accession_number
+    assert {"accession_typo", "patient_id_equal", "name_similar", "same_modality", "station_is_caller"} <= \
+        set(ranked[0].reasons)
+    assert all(c.score < ranked[0].score for c in ranked[1:])
+
+
+def test_refile_rewrites_the_headers_keeps_the_originals_and_can_be_undone(app, conn, tmp_path, client_as) -> None:
+    exam = register(app, conn)
+    typo = typo_of(exam.accession_number)
+    uid = send(app, conn, tmp_path, accession=typo, patient_id="P0001", name="ZHANG^SAN", charset="ISO_IR 100")
+    study = study_of(conn, uid)
+    originals = {p: storage.sha256_file(p)[1] for p in stored_files(app, conn, study["id"])}
+    admin = client_as("admin")
+
+    refused = post(admin, f"/studies/{study['id']}/refile", {"accession_number": exam.accession_number, "reason": ""})
+    assert refused.status_code == 400 and study_of(conn, uid)["exam_ref"] is None
+    assert count(conn, "refilings") == 0
+
+    done = post(admin, f"/studies/{study['id']}/refile", {"accession_number": exam.accession_number,
+                                                         "reason": "Typo at the CT console"})
+    assert done.status_code == 302
+    moved = study_of(conn, uid)
+    assert (moved["exam_ref"], moved["quarantine_reason"], moved["accession_number"]) == \
+        (patients.get_exam(conn, exam.accession_number)["id"], None, exam.accession_number)
+    filed = patients.get_exam(conn, exam.accession_number)
+    assert (filed["status"], filed["series_count"], filed["instance_count"]) == ("images_received", 2, 2)
+
+    for path in stored_files(app, conn, study["id"]):
+        ds = dcmread(path)
+        assert (ds.AccessionNumber, ds.PatientID, str(ds.PatientName), ds.PatientSex, ds.PatientBirthDate) == \
+            (exam.accession_number, "P0001", "ZHANG^SAN=张^三", "M", "19800203")
+        assert ds.SpecificCharacterSet == "ISO_IR 192"
+        item = ds.OriginalAttributesSequence[-1]
+        old = item.ModifiedAttributesSequence[0]
+        assert (old.AccessionNumber, str(old.PatientName), old.SpecificCharacterSet) == (typo, "ZHANG^SAN",
+                                                                                         "ISO_IR 100")
+        assert (item.ReasonForTheAttributeModification, item.ModifyingSystem, item.SourceOfPreviousValues) == \
+            ("CORRECT", "pacslite", "CT01")
+        assert ds.pixel_array.shape == (128, 128)
+    for path, sha in originals.items():  # the original files are kept, untouched
+        assert storage.sha256_file(path)[1] == sha
+    row = conn.execute("SELECT detail FROM audit_log WHERE action = 'image.refile'").fetchone()
+    detail = json.loads(row["detail"])
+    assert (detail["before"]["accession_number"], detail["after"]["accession_number"], detail["reason"]) == \
+        (typo, exam.accession_number, "Typo at the CT console")
+    assert [i for i in refiling.quarantine_with_candidates(conn) if i["study_instance_uid"] == uid] == []
+    # start-up recovery keeps both the rewritten and the original files
+    assert filing.recover(conn, app.config["STORAGE_DIR"]) == (0, 0)
+
+    refiling_id = conn.execute("SELECT id FROM refilings").fetchone()[0]
+    assert post(admin, f"/refilings/{refiling_id}/undo", {"reason": "Wrong exam chosen"}).status_code == 302
+    back = study_of(conn, uid)
+    assert (back["exam_ref"], back["quarantine_reason"], back["accession_number"]) == (None, "unknown_accession",
+                                                                                      typo)
+    assert set(stored_files(app, conn, study["id"])) == set(originals)
+    assert patients.get_exam(conn, exam.accession_number)["instance_count"] == 0
+    assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'image.refile_undo'").fetchone()[0] == 1
+    again = post(admin, f"/refilings/{refiling_id}/undo", {"reason": "twice"})
+    assert again.status_code == 409
+
+
+def test_a_filed_study_moves_to_the_right_patient(app, conn, tmp_path) -> None:
+    wrong = register(app, conn, patient_id="P0001")
+    right = register(app, conn, patient_id="P0002", name="李四", sex="F", birth_date="1990-01-01")
+    uid = send(app, conn, tmp_path, accession=wrong.accession_number, patient_id="P0001")
+    study = study_of(conn, uid)
+    assert study["exam_ref"] is not None
+    admin = users.create(conn, audit.SYSTEM, {"username": "pacsadmin", "password": "Secret-pass-1",
+                                              "roles": ["admin"]})
+    refiling.refile_study(conn, audit.Actor(admin.username), app.config["STORAGE_DIR"], study["id"],
+                          {"accession_number": right.accession_number, "reason": "Taken under the wrong patient"})
+    assert patients.get_exam(conn, wrong.accession_number)["instance_count"] == 0
+    assert patients.get_exam(conn, right.accession_number)["instance_count"] == 2
+    assert {dcmread(p).PatientID for p in stored_files(app, conn, study["id"])} == {"P0002"}
+
+
+def test_a_role_that_may_not_refile_is_refused_and_audited(app, conn, tmp_path, client_as) -> None:
+    exam = register(app, conn)
+    uid = send(app, conn, tmp_path, accession=typo_of(exam.accession_number), patient_id="P0001")
+    study = study_of(conn, uid)
+    tech = client_as("technologist")
+    assert tech.get(f"/studies/{study['id']}").status_code == 200  # may look
+    before = conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'access.denied'").fetchone()[0]
+    response = post(tech, f"/studies/{study['id']}/refile", {"accession_number": exam.accession_number,
+                                                            "reason": "x"})
+    assert response.status_code == 403
+    assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'access.denied'").fetchone()[0] == before + 1
+    assert study_of(conn, uid)["exam_ref"] is None and count(conn, "refilings") == 0
+
+
+def test_garbage_is_rejected_with_a_reason_and_can_be_restored(app, conn, tmp_path, client_as) -> None:
+    uid = send(app, conn, tmp_path, n=1, patient_id="TEST", name="PHANTOM")
+    study = study_of(conn, uid)
+    admin = client_as("admin")
+    assert post(admin, f"/studies/{study['id']}/reject", {"reason": ""}).status_code == 400
+    assert post(admin, f"/studies/{study['id']}/reject", {"reason": "Phantom test images"}).status_code == 302
+    assert uid not in [i["study_instance_uid"] for i in refiling.quarantine_with_candidates(conn)]
+    assert stored_files(app, conn, study["id"])[0].exists()  # hidden, not deleted
+    assert "Phantom test images" in admin.get("/quarantine/rejected").get_data(as_text=True)
+    assert post(admin, f"/studies/{study['id']}/restore", {"reason": "Was a real patient"}).status_code == 302
+    assert uid in [i["study_instance_uid"] for i in refiling.quarantine_with_candidates(conn)]
+    actions = [r[0] for r in conn.execute("SELECT action FROM audit_log WHERE action LIKE 'image.re%'")]
+    assert actions == ["image.reject", "image.restore"]
+
+
+def test_the_api_lists_ranked_candidates(app, conn, tmp_path) -> None:
+    exam = register(app, conn)
+    send(app, conn, tmp_path, n=1, accession=typo_of(exam.accession_number), patient_id="P0001")
+    token = users.create_token(conn, audit.SYSTEM, users.create(conn, audit.SYSTEM, {
+        "username": "tech_api", "password": "Secret-pass-1", "roles": ["technologist"]}).username)
+    items = app.test_client().get("/api/v1/quarantine", headers={"Authorization": f"Bearer {token}"}).get_json()["items"]
+    [item] = [i for i in items if i["kind"] == "study"]
+    assert item["candidates"][0]["accession_number"] == exam.accession_number
+    assert "accession_typo" in item["candidates"][0]["reasons"]
