@@ -14,6 +14,7 @@ from waitress import create_server
 
 from pacslite import create_app, db, filing
 from pacslite.dicom.server import DicomServer
+from pacslite.sweep import Sweeper
 
 log = logging.getLogger("pacslite")
 
@@ -48,6 +49,9 @@ def main() -> int:
         dicom.start()
         services.append(dicom)
         print(f"pacslite: DICOM {app.config['AE_TITLE']} on {app.config['DICOM_HOST']}:{dicom.port}", flush=True)
+        sweeper = Sweeper(app.config)
+        sweeper.start()
+        services.append(sweeper)
         print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)
         server.run()  # returns (after shutting its workers down) when a signal raises SystemExit
     finally:

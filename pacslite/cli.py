@@ -1,4 +1,5 @@
-"""Command line: ``flask --app app user add``, ``token create``, ``audit verify``, ``ae add|list|remove``."""
+"""Command line: ``flask --app app user add``, ``token create``, ``audit verify``, ``ae add|list|remove``,
+``sweep run``."""
 from __future__ import annotations
 
 import getpass
@@ -11,7 +12,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import aes, audit, db, users
+from . import aes, audit, db, sweep, users
 from .validation import Conflict, NotFound, ValidationError
 
 CLI_ACTOR = audit.Actor("cli")
@@ -119,6 +120,18 @@ def ae_remove(ae_title: str) -> None:
     click.echo(f"removed modality {ae_title}")
 
 
+sweep_cli = AppGroup("sweep", help="The periodic checks (missing images, unfiled images, overdue reports).")
+
+
+@sweep_cli.command("run")
+def sweep_run() -> None:
+    """Run the sweep once, as the server does every few minutes."""
+    with _connection() as conn:
+        outcome = sweep.run(conn, current_app.config)
+    click.echo(f"sweep: {outcome.opened} alerts opened, {outcome.cleared} cleared, {outcome.open_total} open"
+               f" ({outcome.seconds:.3f} s)")
+
+
 def init_app(app: Flask) -> None:
-    for group in (user_cli, token_cli, audit_cli, ae_cli):
+    for group in (user_cli, token_cli, audit_cli, ae_cli, sweep_cli):
         app.cli.add_command(group)

@@ -54,6 +54,11 @@ DEFAULTS: dict[str, Any] = {
     # Report targets that differ by patient source, "MODALITY/source": hours, e.g.
     # {"CT/emergency": 1, "CT/outpatient": 2}; others use the modality's turnaround_hours.
     "TURNAROUND_BY_SOURCE": {},
+    # The sweep: how often, and after how long each finding becomes an alert.
+    "SWEEP_INTERVAL_MINUTES": 15,
+    "SWEEP_MISSING_IMAGES_HOURS": 24,
+    "SWEEP_UNFILED_HOURS": 1,
+    "SWEEP_STALE_DAYS": 7,
     # Numbers pacslite generates. UID_ROOT empty: UUID-derived 2.25 UIDs.
     "ACCESSION_PREFIX": "A",
     "UID_ROOT": "",

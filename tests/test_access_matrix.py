@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pacslite import aes, audit, documents, filing, refiling, reports, users
+from pacslite import aes, audit, clock, documents, filing, refiling, reports, sweep, users
 from pacslite.index import Source
 from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
 
@@ -51,6 +51,16 @@ def _refiled_study(app, conn, accession: str, tmp_path) -> tuple[int, int]:
     return study_id, refiling_id
 
 
+def _an_alert(app, conn) -> int:
+    """The sweep, run as if two days had passed: an exam without images raises an alert."""
+    from datetime import timedelta
+    from pacslite import patients
+    from tests.conftest import EXAM_FORM
+    patients.register_exam(conn, audit.SYSTEM, app.config, EXAM_FORM, EXAM_FORM, confirm_demographics=True)
+    sweep.run(conn, app.config, now=clock.now() + timedelta(days=2))
+    return conn.execute("SELECT id FROM alerts WHERE rule = 'missing_images'").fetchone()[0]
+
+
 @pytest.fixture
 def world(app, conn, client_as, tmp_path):
     desk = client_as("registrar", username="seed_desk")
@@ -63,7 +73,8 @@ def world(app, conn, client_as, tmp_path):
     study_id, refiling_id = _refiled_study(app, conn, accession, tmp_path)
     values = {"patient_id": "P0001", "accession": accession, "int:form_id": str(form_id),
               "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:phrase_id": str(phrase_id),
-              "int:study_id": str(study_id), "int:refiling_id": str(refiling_id)}
+              "int:study_id": str(study_id), "int:refiling_id": str(refiling_id),
+              "int:alert_id": str(_an_alert(app, conn))}
     clients = {"anonymous": app.test_client()}
     tokens = {}
     for role in ROLES:

@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import patients, refiling, reports
+from .. import patients, refiling, reports, sweep
 from ..db import get_db
 from ..validation import ValidationError
 from . import access
@@ -90,3 +90,15 @@ def quarantine_list() -> Any:
                        for c in item["candidates"]],
     } for item in refiling.quarantine_with_candidates(get_db())]
     return jsonify({"items": items, "count": len(items)})
+
+
+@bp.route("/alerts")
+@access.api(*access.STAFF)
+def alert_list() -> Any:
+    """The sweep's alerts, open ones unless ``?state=resolved|cleared|all``."""
+    state = request.args.get("state", sweep.OPEN)
+    if state not in (sweep.OPEN, sweep.RESOLVED, sweep.CLEARED, "all"):
+        return _error(400, "state must be open, resolved, cleared or all", "state")
+    alerts = sweep.list_alerts(get_db(), state="" if state == "all" else state)
+    return jsonify({"items": [sweep.api_view(a) for a in alerts], "count": len(alerts)})
+

@@ -13,7 +13,7 @@ from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import Flask, current_app, request, session
-from flask_babel import Babel, format_datetime, gettext
+from flask_babel import Babel, format_datetime, format_decimal, format_percent, gettext
 from flask_login import current_user
 
 from .. import clock
@@ -66,6 +66,15 @@ def duration(value: timedelta) -> str:
     return gettext("%(h)d h %(m)02d min", h=minutes // 60, m=minutes % 60)
 
 
+def percent(value: float | None) -> str:
+    """A rate as a percentage with two decimals (99.99 %), or a dash when there is none."""
+    return "—" if value is None else format_percent(value, "#,##0.00%")
+
+
+def hours(value: float | None) -> str:
+    return "—" if value is None else gettext("%(h)s h", h=format_decimal(value, "#,##0.0"))
+
+
 def init_app(app: Flask) -> None:
     translations = Path(app.instance_path) / "translations"
     compile_catalogues(translations)
@@ -75,3 +84,5 @@ def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, timezone_selector=select_timezone)
     app.jinja_env.filters["localtime"] = localtime
     app.jinja_env.filters["duration"] = duration
+    app.jinja_env.filters["percent"] = percent
+    app.jinja_env.filters["hours"] = hours

@@ -32,6 +32,11 @@ LABELS = {
                   "sex_equal": _l("same sex"), "same_modality": _l("same modality"),
                   "scheduled_within_day": _l("scheduled within a day"),
                   "station_is_caller": _l("scheduled on the sending station")},
+    "alert": {"missing_images": _l("Missing images"), "unfiled_images": _l("Unfiled images"),
+              "stale_registration": _l("Stale registration"), "overdue_report": _l("Overdue report"),
+              "conflict": _l("Images filed to a cancelled exam")},
+    "alert_state": {"open": _l("Open"), "resolved": _l("Resolved"), "cleared": _l("Cleared by itself"),
+                    "": _l("All")},
     "age_unit": {"years": _l("%(n)d y"), "months": _l("%(n)d mo"), "days": _l("%(n)d d")},
 }
 

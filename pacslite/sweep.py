@@ -1,0 +1,193 @@
+"""The sweep: the periodic check for what went wrong without anybody noticing.
+
+Rules (thresholds in the configuration):
+
+- ``missing_images``: registered at least ``SWEEP_MISSING_IMAGES_HOURS`` ago, still no images;
+- ``unfiled_images``: a study in quarantine for at least ``SWEEP_UNFILED_HOURS``;
+- ``stale_registration``: registered, never imaged, for ``SWEEP_STALE_DAYS`` (cancel it?);
+- ``overdue_report``: images, no final report, past the turnaround target;
+- ``conflict``: images filed to a cancelled exam.
+
+Each finding is an alert, one per rule and subject: opened when first found, *cleared* by the
+sweep when its condition no longer holds, or *resolved* by a person with a note (and then not
+raised again for that subject). Running the sweep twice changes nothing the second time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+from . import audit, clock, config, db, patients
+from .db import transaction
+from .validation import N_, Conflict, NotFound, text
+
+log = logging.getLogger(__name__)
+RULES = ("missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict")
+OPEN, RESOLVED, CLEARED = "open", "resolved", "cleared"
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    subject: str  # exam:<id> or study:<id>
+    exam_ref: int | None
+    study_ref: int | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    opened: int
+    cleared: int
+    open_total: int
+    seconds: float
+
+
+def _exam_findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime) -> list[Finding]:
+    found = []
+    missing_before = clock.to_db(now - timedelta(hours=settings["SWEEP_MISSING_IMAGES_HOURS"]))
+    stale_before = clock.to_db(now - timedelta(days=settings["SWEEP_STALE_DAYS"]))
+    for row in conn.execute("SELECT id, registered_at FROM exams WHERE status = ? AND instance_count = 0"
+                            " AND registered_at <= ?", (patients.REGISTERED, missing_before)):
+        found.append(Finding("missing_images", f"exam:{row['id']}", row["id"], None, {}))
+        if row["registered_at"] <= stale_before:
+            found.append(Finding("stale_registration", f"exam:{row['id']}", row["id"], None, {}))
+    for row in conn.execute(
+            "SELECT e.id, e.modality, e.source, e.images_first_at FROM exams e WHERE e.status = ?"
+            " AND e.instance_count > 0 AND NOT EXISTS (SELECT 1 FROM report_versions v WHERE v.exam_ref = e.id"
+            " AND v.status = 'final')", (patients.IMAGES_RECEIVED,)):
+        hours = config.turnaround_hours(settings, row["modality"], row["source"])
+        due = clock.from_db(row["images_first_at"]) + timedelta(hours=hours)
+        if due < now:
+            found.append(Finding("overdue_report", f"exam:{row['id']}", row["id"], None,
+                                 {"due_at": clock.to_db(due)}))
+    return found
+
+
+def _study_findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime) -> list[Finding]:
+    found = []
+    unfiled_before = clock.to_db(now - timedelta(hours=settings["SWEEP_UNFILED_HOURS"]))
+    for row in conn.execute("SELECT id, quarantine_reason FROM studies WHERE quarantine_reason IS NOT NULL"
+                            " AND rejected_at IS NULL AND first_received_at <= ?", (unfiled_before,)):
+        found.append(Finding("unfiled_images", f"study:{row['id']}", None, row["id"],
+                             {"reason": row["quarantine_reason"]}))
+    for row in conn.execute("SELECT s.id, s.exam_ref FROM studies s JOIN exams e ON e.id = s.exam_ref"
+                            " WHERE e.status = ?", (patients.CANCELLED,)):
+        found.append(Finding("conflict", f"study:{row['id']}", row["exam_ref"], row["id"],
+                             {"problem": "images_filed_to_cancelled_exam"}))
+    return found
+
+
+def findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime) -> list[Finding]:
+    return _exam_findings(conn, settings, now) + _study_findings(conn, settings, now)
+
+
+def run(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime | None = None) -> Outcome:
+    """One sweep: open alerts for new findings, clear open alerts whose condition has gone."""
+    started = time.perf_counter()
+    now = now or clock.now()
+    at = clock.to_db(now)
+    current = {(f.rule, f.subject): f for f in findings(conn, settings, now)}
+    with transaction(conn):
+        live = {(r["rule"], r["subject"]): r for r in
+                conn.execute("SELECT id, rule, subject, state FROM alerts WHERE state <> ?", (CLEARED,))}
+        new = [f for key, f in current.items() if key not in live]
+        gone = [r["id"] for key, r in live.items() if key not in current and r["state"] == OPEN]
+        conn.executemany("INSERT INTO alerts (rule, subject, exam_ref, study_ref, state, detail, opened_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(f.rule, f.subject, f.exam_ref, f.study_ref, OPEN, json.dumps(f.detail), at) for f in new])
+        conn.executemany("UPDATE alerts SET state = ?, closed_at = ?, closed_by = 'sweep' WHERE id = ?",
+                         [(CLEARED, at, alert_id) for alert_id in gone])
+        if new or gone:
+            audit.record(conn, audit.SYSTEM, "sweep.run", "alerts", detail={
+                "opened": len(new), "cleared": len(gone),
+                "rules": sorted({f.rule for f in new})})
+        open_total = conn.execute("SELECT COUNT(*) FROM alerts WHERE state = ?", (OPEN,)).fetchone()[0]
+    return Outcome(len(new), len(gone), open_total, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- reading and resolving
+
+_ALERT_SELECT = ("SELECT a.*, e.accession_number, p.patient_id, p.name AS patient_name, s.study_instance_uid,"
+                 " s.patient_id AS study_patient_id, s.calling_ae FROM alerts a"
+                 " LEFT JOIN exams e ON e.id = a.exam_ref LEFT JOIN patients p ON p.id = e.patient_ref"
+                 " LEFT JOIN studies s ON s.id = a.study_ref")
+
+
+def list_alerts(conn: sqlite3.Connection, state: str = OPEN, rule: str = "", limit: int = 1000) -> list[sqlite3.Row]:
+    clauses, params = [], []
+    if state:
+        clauses.append("a.state = ?")
+        params.append(state)
+    if rule:
+        clauses.append("a.rule = ?")
+        params.append(rule)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return conn.execute(f"{_ALERT_SELECT}{where} ORDER BY a.opened_at DESC, a.id DESC LIMIT ?",
+                        (*params, limit)).fetchall()
+
+
+def count_open(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM alerts WHERE state = ?", (OPEN,)).fetchone()[0]
+
+
+def resolve(conn: sqlite3.Connection, actor: audit.Actor, alert_id: int, data: Mapping[str, Any]) -> None:
+    """A person dealt with the alert: closed with their note; not raised again for its subject."""
+    note = text(data, "resolution", required=True, max_length=500)
+    with transaction(conn):
+        alert = conn.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if alert is None:
+            raise NotFound(f"alert {alert_id}")
+        if alert["state"] != OPEN:
+            raise Conflict(N_("This alert is already closed."))
+        conn.execute("UPDATE alerts SET state = ?, closed_at = ?, closed_by = ?, resolution = ? WHERE id = ?",
+                     (RESOLVED, clock.to_db(clock.now()), actor.name, note, alert_id))
+        audit.record(conn, actor, "alert.resolve", f"alert:{alert_id}", detail={"rule": alert["rule"],
+                                                                               "subject": alert["subject"],
+                                                                               "resolution": note})
+
+
+def api_view(alert: sqlite3.Row) -> dict[str, Any]:
+    return {"id": alert["id"], "rule": alert["rule"], "state": alert["state"],
+            "accession_number": alert["accession_number"], "study_instance_uid": alert["study_instance_uid"],
+            "detail": json.loads(alert["detail"]), "opened_at": alert["opened_at"], "closed_at": alert["closed_at"],
+            "closed_by": alert["closed_by"], "resolution": alert["resolution"]}
+
+
+# ---------------------------------------------------------------- the thread
+
+class Sweeper:
+    """Runs the sweep at start-up and every ``SWEEP_INTERVAL_MINUTES`` in its own thread."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sweep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        interval = max(float(self.settings["SWEEP_INTERVAL_MINUTES"]), 0.1) * 60
+        while not self._stop.is_set():
+            try:
+                conn = db.connect(self.settings["DATABASE"])
+                try:
+                    outcome = run(conn, self.settings)
+                finally:
+                    conn.close()
+                log.info("sweep: %d opened, %d cleared, %d open, %.3f s", outcome.opened, outcome.cleared,
+                         outcome.open_total, outcome.seconds)
+            except Exception:  # the next sweep tries again; the pages and DICOM go on
+                log.exception("sweep failed")
+            self._stop.wait(interval)

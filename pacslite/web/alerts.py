@@ -1,0 +1,57 @@
+"""The sweep's alerts: the dashboard, the count in the navigation bar, resolving one."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext
+from flask_login import current_user
+
+from .. import sweep
+from ..db import get_db
+from ..validation import Conflict, NotFound, ValidationError
+from . import access
+from .forms import message
+
+bp = Blueprint("alerts", __name__)
+#: Who deals with alerts: everybody but the clinicians, who only read.
+RESOLVERS = ("registrar", "technologist", "radiologist")
+
+
+@bp.route("/alerts")
+@access.allow(*access.STAFF)
+def alert_list(errors: dict[int, str] | None = None, status: int = 200) -> Any:
+    state = request.args.get("state", sweep.OPEN)
+    state = state if state in (sweep.OPEN, sweep.RESOLVED, sweep.CLEARED, "") else sweep.OPEN
+    rule = request.args.get("rule", "")
+    rule = rule if rule in sweep.RULES else ""
+    alerts = sweep.list_alerts(get_db(), state=state, rule=rule)
+    return render_template("alerts/list.html", alerts=alerts, state=state, rule=rule, rules=sweep.RULES,
+                           errors=errors or {}), status
+
+
+@bp.route("/alerts/count")
+@access.allow(*access.STAFF)
+def alert_count() -> Any:
+    """The navigation bar's count; htmx asks for it every minute."""
+    return render_template("alerts/_count.html", count=sweep.count_open(get_db()))
+
+
+@bp.route("/alerts/<int:alert_id>/resolve", methods=["POST"])
+@access.allow(*RESOLVERS)
+def alert_resolve(alert_id: int) -> Any:
+    try:
+        sweep.resolve(get_db(), access.actor(), alert_id, request.form)
+    except NotFound:
+        abort(404)
+    except (ValidationError, Conflict) as exc:
+        return alert_list(errors={alert_id: message(exc)}, status=400 if isinstance(exc, ValidationError) else 409)
+    flash(gettext("Alert resolved."), "success")
+    return redirect(url_for("alerts.alert_list"))
+
+
+@bp.app_context_processor
+def _alert_count() -> dict[str, Any]:
+    def count() -> int:
+        return sweep.count_open(get_db()) if current_user.is_authenticated else 0
+    return {"open_alerts_count": count}
