@@ -178,6 +178,27 @@ def rewrite(path: Path, values: Mapping[str, str], *, source: str, at: str) -> b
     return out.getvalue()
 
 
+def original_attributes(store: str | Path, study_id: int, conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """What the study's first file keeps in its Original Attributes Sequence: when, why, by
+    which system, and the values it had before."""
+    instances = instances_of_study(conn, study_id)
+    if not instances:
+        return []
+    try:
+        ds = dcmread(storage.resolve(store, instances[0]["storage_path"]), stop_before_pixels=True)
+    except (OSError, InvalidDicomError, ValueError):  # the scrub reports unreadable files; the page still opens
+        return []
+    items = []
+    for item in ds.get("OriginalAttributesSequence", []):
+        values = {}
+        for old in item.get("ModifiedAttributesSequence", []):
+            values.update({element.keyword: str(element.value) for element in old if element.keyword})
+        items.append({"at": str(item.get("AttributeModificationDateTime", "")),
+                      "reason": str(item.get("ReasonForTheAttributeModification", "")),
+                      "system": str(item.get("ModifyingSystem", "")), "values": values})
+    return items
+
+
 # ---------------------------------------------------------------- re-file and undo
 
 def _recount(conn: sqlite3.Connection, exam_id: int) -> None:

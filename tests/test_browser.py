@@ -223,3 +223,51 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path)
         assert problems == []
     finally:
         pacs.server.stop()
+
+
+def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path) -> None:
+    """The control issue's "done when", in Chromium against the real process."""
+    instance = tmp_path / "instance"
+    assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1").returncode == 0
+    pacs = pacslite.Pacs(instance)
+    try:
+        right = pacs.register(patient_id="TY0001", name="王五", station_ae="STORESCU")
+        pacs.register(patient_id="TY0002", name="赵六")
+        typo = right.accession_number[:-3] + str((int(right.accession_number[-3]) + 1) % 10) + \
+            right.accession_number[-2:]
+        path = tmp_path / "typo.dcm"
+        make_ct(path, accession=typo, patient_id="TY0001", name="WANG^WU", sex="M", birth_date="19800203")
+        sent = storescu(pacs.port, [path])
+        assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"]
+        conn = pacs.conn()
+        users.create(conn, audit.SYSTEM, {"username": "pacs_admin", "password": "Secret-pass-1", "roles": ["admin"]})
+        conn.close()
+        problems: list[str] = []
+        page = browser.new_context(locale="en-US").new_page()
+        watch_console(page, problems)
+        log_in(page, pacs.server.url, "pacs_admin", "Secret-pass-1")
+
+        page.click("nav >> text=Quarantine")
+        row = page.locator("#quarantine tbody tr").first
+        assert typo in row.inner_text()
+        first = row.locator("ol.candidates li").first.inner_text()
+        assert first.startswith(right.accession_number) and "accession number one character off" in first
+        row.locator("text=Open study").click()
+        assert page.input_value("#f-accession_number") == right.accession_number  # the best candidate
+        page.fill("#f-reason", "Accession number typed wrong at the console")
+        page.click("#refile-form button[type=submit]")
+        page.wait_for_selector("text=The study was re-filed")
+        originals = page.locator("#original-attributes").inner_text()
+        assert typo in originals and "CORRECT" in originals and "WANG^WU" in originals
+
+        page.click("nav >> text=Audit log")
+        page.fill("input[name=action]", "image.refile")
+        page.wait_for_function("document.querySelector('main').innerText.includes('Accession number typed wrong')")
+        page.click("nav >> text=Statistics")
+        assert page.locator("#final-rate").inner_text().strip() == "100.00%"
+        assert page.locator("#refile-rate").inner_text().startswith("1 image sets, 100.00%")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "statistics.png"), full_page=True)
+        assert problems == []
+    finally:
+        pacs.server.stop()

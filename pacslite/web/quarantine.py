@@ -37,6 +37,7 @@ def _study_page(study_id: int, errors: dict[str, str] | None = None, status: int
     series = conn.execute("SELECT * FROM series WHERE study_ref = ? ORDER BY first_received_at", (study_id,)).fetchall()
     return render_template("quarantine/study.html", study=study, exam=exam, series=series,
                            candidates=refiling.candidates(conn, study), history=refiling.refilings_of_study(conn, study_id),
+                           originals=refiling.original_attributes(current_app.config["STORAGE_DIR"], study_id, conn),
                            errors=errors or {}, values=request.form), status
 
 
