@@ -59,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_MISSING_IMAGES_HOURS": 24,
     "SWEEP_UNFILED_HOURS": 1,
     "SWEEP_STALE_DAYS": 7,
+    # Corrections: how long the files a re-filing replaced, and rejected studies, are kept
+    # (restorable) before an admin's purge removes them.
+    "REFILE_RETENTION_DAYS": 90,
+    "REJECT_RETENTION_DAYS": 30,
     # Numbers pacslite generates. UID_ROOT empty: UUID-derived 2.25 UIDs.
     "ACCESSION_PREFIX": "A",
     "UID_ROOT": "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +28,8 @@ from rapidfuzz.distance import DamerauLevenshtein
 from . import audit, clock, filing, index, names, patients, storage
 from .db import transaction
 from .validation import N_, Conflict, NotFound, text
+
+log = logging.getLogger(__name__)
 
 #: Header attributes a re-file sets from the exam, and the study columns that mirror them.
 REWRITTEN = {"PatientID": "patient_id", "PatientName": "patient_name", "PatientBirthDate": "patient_birth_date",
@@ -293,6 +296,9 @@ def undo_refiling(conn: sqlite3.Connection, actor: audit.Actor, refiling_id: int
                              (refiling["study_ref"], refiling_id)).fetchone()
         if later:
             raise Conflict(N_("The study was re-filed again since. Undo the later re-filing first."))
+        if conn.execute("SELECT 1 FROM refiled_files WHERE refiling_ref = ? AND purged_at IS NOT NULL",
+                        (refiling_id,)).fetchone():
+            raise Conflict(N_("The original files were purged after the retention period; this cannot be undone."))
         for moved in conn.execute("SELECT * FROM refiled_files WHERE refiling_ref = ?", (refiling_id,)).fetchall():
             conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
                          (moved["old_path"], moved["old_size"], moved["old_sha256"], moved["instance_ref"]))
@@ -346,3 +352,74 @@ def restore_study(conn: sqlite3.Connection, actor: audit.Actor, study_id: int, d
 
 def rejected_studies(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return conn.execute("SELECT * FROM studies WHERE rejected_at IS NOT NULL ORDER BY rejected_at DESC").fetchall()
+
+
+# ---------------------------------------------------------------- purging after the retention period
+
+@dataclass(frozen=True)
+class Purged:
+    files: int
+    studies: int
+
+
+def _superseded_files(conn: sqlite3.Connection, before: str) -> list[tuple[int, str]]:
+    """(refiled_files id, path) of files a re-filing made unused before ``before``: the
+    original of a re-filing in force, or the rewritten file of an undone one."""
+    rows = conn.execute(
+        "SELECT f.id, CASE WHEN r.undone_at IS NULL THEN f.old_path ELSE f.new_path END AS path"
+        " FROM refiled_files f JOIN refilings r ON r.id = f.refiling_ref WHERE f.purged_at IS NULL"
+        " AND COALESCE(r.undone_at, r.at) <= ?", (before,)).fetchall()
+    in_use = {row[0] for row in conn.execute("SELECT storage_path FROM instances")}
+    return [(row["id"], row["path"]) for row in rows if row["path"] not in in_use]
+
+
+def _remove_study_rows(conn: sqlite3.Connection, study_id: int) -> list[str]:
+    """Delete a rejected study's rows; the paths of every file they referenced."""
+    instance_ids = [r[0] for r in conn.execute(
+        "SELECT i.id FROM instances i JOIN series s ON s.id = i.series_ref WHERE s.study_ref = ?", (study_id,))]
+    marks = ",".join("?" * len(instance_ids))
+    paths = [r[0] for r in conn.execute(f"SELECT storage_path FROM instances WHERE id IN ({marks})", instance_ids)]
+    paths += [r[0] for r in conn.execute(f"SELECT storage_path FROM instance_conflicts WHERE instance_ref IN ({marks})",
+                                         instance_ids)]
+    for row in conn.execute(f"SELECT old_path, new_path FROM refiled_files WHERE instance_ref IN ({marks})",
+                            instance_ids):
+        paths += [row[0], row[1]]
+    conn.execute(f"DELETE FROM refiled_files WHERE instance_ref IN ({marks})", instance_ids)
+    conn.execute("DELETE FROM refilings WHERE study_ref = ?", (study_id,))
+    conn.execute(f"DELETE FROM instance_conflicts WHERE instance_ref IN ({marks})", instance_ids)
+    conn.execute(f"DELETE FROM instances WHERE id IN ({marks})", instance_ids)
+    conn.execute("DELETE FROM series WHERE study_ref = ?", (study_id,))
+    conn.execute("DELETE FROM alerts WHERE study_ref = ?", (study_id,))
+    conn.execute("DELETE FROM studies WHERE id = ?", (study_id,))
+    return sorted(set(paths))
+
+
+def purge(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any],
+          now: Any = None) -> Purged:
+    """The second step of every removal: files superseded by a re-filing longer than
+    ``REFILE_RETENTION_DAYS`` ago, and studies rejected longer than ``REJECT_RETENTION_DAYS``
+    ago. Rows go in one audited transaction; the files after it commits."""
+    now = now or clock.now()
+    refile_before = clock.to_db(now - timedelta(days=settings["REFILE_RETENTION_DAYS"]))
+    reject_before = clock.to_db(now - timedelta(days=settings["REJECT_RETENTION_DAYS"]))
+    with transaction(conn):
+        superseded = _superseded_files(conn, refile_before)
+        conn.executemany("UPDATE refiled_files SET purged_at = ? WHERE id = ?",
+                         [(clock.to_db(now), file_id) for file_id, _ in superseded])
+        paths = [path for _, path in superseded]
+        studies = conn.execute("SELECT id, study_instance_uid, rejected_reason FROM studies"
+                               " WHERE rejected_at IS NOT NULL AND rejected_at <= ?", (reject_before,)).fetchall()
+        for study in studies:
+            paths += _remove_study_rows(conn, study["id"])
+        if paths or studies:
+            audit.record(conn, actor, "image.purge", "store", detail={
+                "superseded_files": len(superseded), "files": len(paths),
+                "rejected_studies": [{"study": s["study_instance_uid"], "reason": s["rejected_reason"]}
+                                     for s in studies]})
+    for path in paths:
+        try:
+            storage.remove(settings["STORAGE_DIR"], path)
+        except OSError:
+            log.warning("purge: could not remove %s", path)
+    return Purged(len(paths), len(studies))
+

@@ -170,3 +170,31 @@ def test_the_api_lists_ranked_candidates(app, conn, tmp_path) -> None:
     [item] = [i for i in items if i["kind"] == "study"]
     assert item["candidates"][0]["accession_number"] == exam.accession_number
     assert "accession_typo" in item["candidates"][0]["reasons"]
+
+
+def test_purge_removes_only_what_is_past_its_retention(app, conn, tmp_path, client_as) -> None:
+    from datetime import timedelta
+    from pacslite import clock
+    exam = register(app, conn)
+    uid = send(app, conn, tmp_path, accession=typo_of(exam.accession_number), patient_id="P0001")
+    study = study_of(conn, uid)
+    originals = stored_files(app, conn, study["id"])
+    refiling_id = refiling.refile_study(conn, audit.SYSTEM, app.config["STORAGE_DIR"], study["id"],
+                                        {"accession_number": exam.accession_number, "reason": "typo"})
+    rewritten = stored_files(app, conn, study["id"])
+    garbage = study_of(conn, send(app, conn, tmp_path, n=1, patient_id="TEST"))
+    refiling.reject_study(conn, audit.SYSTEM, garbage["id"], {"reason": "phantom"})
+    garbage_files = stored_files(app, conn, garbage["id"])
+
+    assert refiling.purge(conn, audit.SYSTEM, app.config) == refiling.Purged(0, 0)  # nothing is old enough
+    assert all(p.exists() for p in originals + garbage_files)
+    later = clock.now() + timedelta(days=91)
+    assert refiling.purge(conn, audit.SYSTEM, app.config, now=later) == refiling.Purged(3, 1)
+    assert not any(p.exists() for p in originals + garbage_files)
+    assert all(p.exists() for p in rewritten)  # what the index points at stays
+    assert study_of(conn, garbage["study_instance_uid"]) is None
+    assert filing.recover(conn, app.config["STORAGE_DIR"]) == (0, 0)
+    refused = post(client_as("admin"), f"/refilings/{refiling_id}/undo", {"reason": "too late"})
+    assert refused.status_code == 409 and "purged" in refused.get_data(as_text=True)
+    detail = json.loads(conn.execute("SELECT detail FROM audit_log WHERE action = 'image.purge'").fetchone()[0])
+    assert (detail["superseded_files"], detail["files"]) == (2, 3)

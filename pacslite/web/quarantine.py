@@ -27,7 +27,19 @@ def quarantine_list() -> Any:
 @bp.route("/quarantine/rejected")
 @access.allow(*access.IMAGE_CONTROL)
 def rejected_list() -> Any:
-    return render_template("quarantine/rejected.html", studies=refiling.rejected_studies(get_db()))
+    return render_template("quarantine/rejected.html", studies=refiling.rejected_studies(get_db()),
+                           keep_days=current_app.config["REJECT_RETENTION_DAYS"],
+                           refile_days=current_app.config["REFILE_RETENTION_DAYS"])
+
+
+@bp.route("/quarantine/purge", methods=["POST"])
+@access.allow(*REFILING)
+def purge() -> Any:
+    """Remove what was kept past its retention period (superseded originals, rejected studies)."""
+    done = refiling.purge(get_db(), access.actor(), current_app.config)
+    flash(gettext("Purged %(files)d files and %(studies)d rejected studies past their retention period.",
+                  files=done.files, studies=done.studies), "success")
+    return redirect(url_for("quarantine.rejected_list"))
 
 
 def _study_page(study_id: int, errors: dict[str, str] | None = None, status: int = 200) -> Any:
