@@ -146,7 +146,7 @@ def quarantine(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any
         " '' AS sop_instance_uid, accession_number, patient_id, patient_name, patient_sex, patient_birth_date,"
         " study_date, study_description, calling_ae, address, series_count, instance_count,"
         " first_received_at, last_received_at, exam_ref FROM studies"
-        " WHERE quarantine_reason IS NOT NULL AND rejected_at IS NULL"
+        " WHERE quarantine_reason IS NOT NULL AND rejected_at IS NULL AND instance_count > 0"
         " UNION ALL"
         " SELECT 'conflict', id, 'duplicate_conflict', '{}', study_instance_uid, sop_instance_uid, accession_number,"
         " patient_id, patient_name, patient_sex, patient_birth_date, '', '', calling_ae, address, 1, 1,"

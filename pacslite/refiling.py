@@ -217,13 +217,10 @@ def _header_of(study: Mapping[str, Any]) -> dict[str, str]:
     return {column: study[column] for column in REWRITTEN.values()}
 
 
-def refile_study(conn: sqlite3.Connection, actor: audit.Actor, store: str | Path, study_id: int,
-                 data: Mapping[str, Any]) -> int:
-    """Move a quarantined or filed study to the exam ``data["accession_number"]``, with
-    ``data["reason"]``; returns the re-filing's id. Files first, then one transaction."""
+def _target(conn: sqlite3.Connection, study: sqlite3.Row, data: Mapping[str, Any]) -> tuple[str, sqlite3.Row]:
+    """The reason and the exam a re-file names, or the refusal."""
     reason = text(data, "reason", required=True, max_length=500)
     accession = text(data, "accession_number", required=True)
-    study = get_study(conn, study_id)
     exam = patients.find_exam(conn, accession=accession)
     if exam is None:
         raise Conflict(N_("No exam has the accession number %(accession)s."), accession=accession)
@@ -233,29 +230,82 @@ def refile_study(conn: sqlite3.Connection, actor: audit.Actor, store: str | Path
         raise Conflict(N_("The study is already filed to exam %(accession)s."), accession=accession)
     if study["rejected_at"]:
         raise Conflict(N_("The study was rejected; restore it first."))
-    instances = instances_of_study(conn, study_id)
+    return reason, exam
+
+
+def _rewrite_all(store: str | Path, instances: list[sqlite3.Row], values: Mapping[str, str], source: str,
+                 at: str, written: list[tuple[sqlite3.Row, storage.Stored]]) -> None:
+    """Write the rewritten copy of every instance, durably; appends each to ``written``."""
+    for instance in instances:
+        try:
+            rewritten = rewrite(storage.resolve(store, instance["storage_path"]), values, source=source, at=at)
+            written.append((instance, storage.write_atomic(store, filing.CATEGORY, rewritten, filing.SUFFIX)))
+        except (OSError, InvalidDicomError, ValueError, storage.StorageError) as exc:
+            raise Conflict(N_("A file of this study could not be rewritten (%(error)s). Nothing was changed."),
+                           error=str(exc)) from exc
+
+
+def _recount_study(conn: sqlite3.Connection, study_id: int) -> None:
+    conn.execute("UPDATE studies SET series_count = (SELECT COUNT(*) FROM series WHERE study_ref = :id),"
+                 " instance_count = (SELECT COALESCE(SUM(instance_count), 0) FROM series WHERE study_ref = :id)"
+                 " WHERE id = :id", {"id": study_id})
+
+
+def _new_study_for(conn: sqlite3.Connection, study: sqlite3.Row, series: sqlite3.Row, uid: str,
+                   exam: sqlite3.Row) -> int:
+    """A study of its own for a series leaving ``study``, filed to ``exam``."""
+    return int(conn.execute(
+        "INSERT INTO studies (study_instance_uid, exam_ref, study_date, study_description, calling_ae, address,"
+        " first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (uid, exam["id"], study["study_date"], study["study_description"], study["calling_ae"], study["address"],
+         series["first_received_at"], series["last_received_at"])).lastrowid)
+
+
+def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any], study_id: int,
+           data: Mapping[str, Any], series_id: int | None = None) -> int:
+    """Move a quarantined or filed study, or one of its series, to the exam
+    ``data["accession_number"]``, with ``data["reason"]``; returns the re-filing's id.
+
+    A series that leaves a study with other series becomes a study of its own: its files also
+    get a new StudyInstanceUID (the old one kept with the other old values). Files first,
+    then one transaction; on any failure the new files are removed and nothing changed.
+    """
+    store = settings["STORAGE_DIR"]
+    study = get_study(conn, study_id)
+    reason, exam = _target(conn, study, data)
+    series = None
+    if series_id is not None:
+        series = conn.execute("SELECT * FROM series WHERE id = ? AND study_ref = ?", (series_id, study_id)).fetchone()
+        if series is None:
+            raise NotFound(f"series {series_id} of study {study_id}")
+        if study["series_count"] == 1:
+            series = None  # the study's only series: the study moves as it is
+    instances = (instances_of_study(conn, study_id) if series is None else conn.execute(
+        "SELECT * FROM instances WHERE series_ref = ? ORDER BY id", (series["id"],)).fetchall())
     at = clock.to_db(clock.now())
     values = new_header_values(exam)
+    if series is not None:
+        values["StudyInstanceUID"] = patients.new_study_uid(settings)
     written: list[tuple[sqlite3.Row, storage.Stored]] = []
     try:
-        for instance in instances:
-            try:
-                rewritten = rewrite(storage.resolve(store, instance["storage_path"]), values,
-                                    source=study["calling_ae"] or "unknown", at=at)
-                written.append((instance, storage.write_atomic(store, filing.CATEGORY, rewritten, filing.SUFFIX)))
-            except (OSError, InvalidDicomError, ValueError, storage.StorageError) as exc:
-                raise Conflict(N_("A file of this study could not be rewritten (%(error)s). Nothing was changed."),
-                               error=str(exc)) from exc
+        _rewrite_all(store, instances, values, study["calling_ae"] or "unknown", at, written)
         with transaction(conn):
-            if len(instances_of_study(conn, study_id)) != len(instances):
+            now_there = (instances_of_study(conn, study_id) if series is None else conn.execute(
+                "SELECT id FROM instances WHERE series_ref = ?", (series["id"],)).fetchall())
+            if len(now_there) != len(instances):
                 raise Conflict(N_("Images of this study arrived meanwhile. Try again."))
-            before, after = _header_of(study), {REWRITTEN[k]: v for k, v in values.items()}
+            before = {**_header_of(study), "study_instance_uid": study["study_instance_uid"]}
+            after = {REWRITTEN[k]: v for k, v in values.items() if k in REWRITTEN}
+            after["study_instance_uid"] = values.get("StudyInstanceUID", study["study_instance_uid"])
+            moved_study = study_id if series is None else _new_study_for(conn, study, series,
+                                                                         after["study_instance_uid"], exam)
             refiling_id = conn.execute(
                 "INSERT INTO refilings (study_ref, from_exam_ref, from_quarantine_reason, from_quarantine_detail,"
-                " to_exam_ref, reason, before, after, at, by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (study_id, study["exam_ref"], study["quarantine_reason"], study["quarantine_detail"], exam["id"],
+                " to_exam_ref, reason, before, after, at, by, from_study_ref, series_ref)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (moved_study, study["exam_ref"], study["quarantine_reason"], study["quarantine_detail"], exam["id"],
                  reason, json.dumps(before, ensure_ascii=False), json.dumps(after, ensure_ascii=False), at,
-                 actor.name)).lastrowid
+                 actor.name, None if series is None else study_id, None if series is None else series["id"])).lastrowid
             for instance, stored in written:
                 conn.execute("INSERT INTO refiled_files (refiling_ref, instance_ref, old_path, old_size, old_sha256,"
                              " new_path, new_size, new_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -263,17 +313,22 @@ def refile_study(conn: sqlite3.Connection, actor: audit.Actor, store: str | Path
                               instance["sha256"], stored.path, stored.size, stored.sha256))
                 conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
                              (stored.path, stored.size, stored.sha256, instance["id"]))
+            if series is not None:
+                conn.execute("UPDATE series SET study_ref = ? WHERE id = ?", (moved_study, series["id"]))
+                _recount_study(conn, study_id)
+                _recount_study(conn, moved_study)
             conn.execute("UPDATE studies SET exam_ref = ?, quarantine_reason = NULL, quarantine_detail = '{}',"
                          " accession_number = ?, patient_id = ?, patient_name = ?, patient_sex = ?,"
                          " patient_birth_date = ? WHERE id = ?",
                          (exam["id"], after["accession_number"], after["patient_id"], after["patient_name"],
-                          after["patient_sex"], after["patient_birth_date"], study_id))
+                          after["patient_sex"], after["patient_birth_date"], moved_study))
             for exam_id in {exam["id"], study["exam_ref"]} - {None}:
                 _recount(conn, exam_id)
             audit.record(conn, actor, "image.refile", f"study:{study['study_instance_uid']}",
                          patient_id=exam["patient_id"],
                          detail={"refiling": refiling_id, "reason": reason, "to": exam["accession_number"],
                                  "from_exam": study["exam_ref"], "from_quarantine": study["quarantine_reason"],
+                                 "series": series["series_instance_uid"] if series is not None else None,
                                  "before": before, "after": after, "instances": len(instances)})
     except BaseException:
         for _, stored in written:
@@ -292,8 +347,9 @@ def undo_refiling(conn: sqlite3.Connection, actor: audit.Actor, refiling_id: int
             raise NotFound(f"refiling {refiling_id}")
         if refiling["undone_at"]:
             raise Conflict(N_("This re-filing was already undone."))
-        later = conn.execute("SELECT 1 FROM refilings WHERE study_ref = ? AND id > ? AND undone_at IS NULL",
-                             (refiling["study_ref"], refiling_id)).fetchone()
+        studies = (refiling["study_ref"], refiling["from_study_ref"])
+        later = conn.execute("SELECT 1 FROM refilings WHERE id > ? AND undone_at IS NULL AND (study_ref IN (?, ?)"
+                             " OR from_study_ref IN (?, ?))", (refiling_id, *studies, *studies)).fetchone()
         if later:
             raise Conflict(N_("The study was re-filed again since. Undo the later re-filing first."))
         if conn.execute("SELECT 1 FROM refiled_files WHERE refiling_ref = ? AND purged_at IS NOT NULL",
@@ -303,19 +359,25 @@ def undo_refiling(conn: sqlite3.Connection, actor: audit.Actor, refiling_id: int
             conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
                          (moved["old_path"], moved["old_size"], moved["old_sha256"], moved["instance_ref"]))
         before = json.loads(refiling["before"])
-        conn.execute("UPDATE studies SET exam_ref = ?, quarantine_reason = ?, quarantine_detail = ?,"
-                     " accession_number = ?, patient_id = ?, patient_name = ?, patient_sex = ?,"
-                     " patient_birth_date = ? WHERE id = ?",
-                     (refiling["from_exam_ref"], refiling["from_quarantine_reason"],
-                      refiling["from_quarantine_detail"], before["accession_number"], before["patient_id"],
-                      before["patient_name"], before["patient_sex"], before["patient_birth_date"],
-                      refiling["study_ref"]))
+        if refiling["series_ref"] is not None:  # the series goes back to its study; its own study stays empty
+            conn.execute("UPDATE series SET study_ref = ? WHERE id = ?",
+                         (refiling["from_study_ref"], refiling["series_ref"]))
+            _recount_study(conn, refiling["from_study_ref"])
+            _recount_study(conn, refiling["study_ref"])
+        else:
+            conn.execute("UPDATE studies SET exam_ref = ?, quarantine_reason = ?, quarantine_detail = ?,"
+                         " accession_number = ?, patient_id = ?, patient_name = ?, patient_sex = ?,"
+                         " patient_birth_date = ? WHERE id = ?",
+                         (refiling["from_exam_ref"], refiling["from_quarantine_reason"],
+                          refiling["from_quarantine_detail"], before["accession_number"], before["patient_id"],
+                          before["patient_name"], before["patient_sex"], before["patient_birth_date"],
+                          refiling["study_ref"]))
         for exam_id in {refiling["to_exam_ref"], refiling["from_exam_ref"]} - {None}:
             _recount(conn, exam_id)
         now = clock.to_db(clock.now())
         conn.execute("UPDATE refilings SET undone_at = ?, undone_by = ?, undo_reason = ? WHERE id = ?",
                      (now, actor.name, reason, refiling_id))
-        study = get_study(conn, refiling["study_ref"])
+        study = get_study(conn, refiling["from_study_ref"] or refiling["study_ref"])
         audit.record(conn, actor, "image.refile_undo", f"study:{study['study_instance_uid']}",
                      patient_id=before["patient_id"], detail={"refiling": refiling_id, "reason": reason})
 

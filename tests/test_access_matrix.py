@@ -46,7 +46,7 @@ def _refiled_study(app, conn, accession: str, tmp_path) -> tuple[int, int]:
     study_id = conn.execute("SELECT s.id FROM studies s JOIN series se ON se.study_ref = s.id JOIN instances i"
                             " ON i.series_ref = se.id WHERE i.sop_instance_uid = ?",
                             (outcome.sop_instance_uid,)).fetchone()[0]
-    refiling_id = refiling.refile_study(conn, audit.SYSTEM, app.config["STORAGE_DIR"], study_id,
+    refiling_id = refiling.refile(conn, audit.SYSTEM, app.config, study_id,
                                         {"accession_number": accession, "reason": "matrix"})
     return study_id, refiling_id
 

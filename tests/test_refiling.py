@@ -125,7 +125,7 @@ def test_a_filed_study_moves_to_the_right_patient(app, conn, tmp_path) -> None:
     assert study["exam_ref"] is not None
     admin = users.create(conn, audit.SYSTEM, {"username": "pacsadmin", "password": "Secret-pass-1",
                                               "roles": ["admin"]})
-    refiling.refile_study(conn, audit.Actor(admin.username), app.config["STORAGE_DIR"], study["id"],
+    refiling.refile(conn, audit.Actor(admin.username), app.config, study["id"],
                           {"accession_number": right.accession_number, "reason": "Taken under the wrong patient"})
     assert patients.get_exam(conn, wrong.accession_number)["instance_count"] == 0
     assert patients.get_exam(conn, right.accession_number)["instance_count"] == 2
@@ -179,7 +179,7 @@ def test_purge_removes_only_what_is_past_its_retention(app, conn, tmp_path, clie
     uid = send(app, conn, tmp_path, accession=typo_of(exam.accession_number), patient_id="P0001")
     study = study_of(conn, uid)
     originals = stored_files(app, conn, study["id"])
-    refiling_id = refiling.refile_study(conn, audit.SYSTEM, app.config["STORAGE_DIR"], study["id"],
+    refiling_id = refiling.refile(conn, audit.SYSTEM, app.config, study["id"],
                                         {"accession_number": exam.accession_number, "reason": "typo"})
     rewritten = stored_files(app, conn, study["id"])
     garbage = study_of(conn, send(app, conn, tmp_path, n=1, patient_id="TEST"))
@@ -198,3 +198,43 @@ def test_purge_removes_only_what_is_past_its_retention(app, conn, tmp_path, clie
     assert refused.status_code == 409 and "purged" in refused.get_data(as_text=True)
     detail = json.loads(conn.execute("SELECT detail FROM audit_log WHERE action = 'image.purge'").fetchone()[0])
     assert (detail["superseded_files"], detail["files"]) == (2, 3)
+
+
+def test_one_series_is_refiled_into_a_study_of_its_own_and_back(app, conn, tmp_path, client_as) -> None:
+    """A study whose second series is another patient's: only that series moves."""
+    mine = register(app, conn, patient_id="P0001")
+    theirs = register(app, conn, patient_id="P0002", name="李四", sex="F", birth_date="1990-01-01")
+    study_uid = generate_uid()
+    send(app, conn, tmp_path, n=2, study_uid=study_uid, accession=typo_of(mine.accession_number),
+         patient_id="P0001", series_uid=generate_uid())
+    send(app, conn, tmp_path, n=3, study_uid=study_uid, accession=typo_of(mine.accession_number),
+         patient_id="P0001", series_uid=generate_uid())
+    study = study_of(conn, study_uid)
+    assert (study["series_count"], study["instance_count"]) == (2, 5)
+    series = conn.execute("SELECT * FROM series WHERE study_ref = ? AND instance_count = 3",
+                          (study["id"],)).fetchone()
+    admin = client_as("admin")
+    assert "gets a study of its own" in admin.get(f"/studies/{study['id']}").get_data(as_text=True)
+    done = post(admin, f"/studies/{study['id']}/refile", {"accession_number": theirs.accession_number,
+                                                         "reason": "Second series is Li Si's", "series_id": series["id"]})
+    assert done.status_code == 302
+    left = study_of(conn, study_uid)
+    assert (left["series_count"], left["instance_count"], left["quarantine_reason"]) == (1, 2, "unknown_accession")
+    moved = conn.execute("SELECT st.* FROM studies st JOIN series se ON se.study_ref = st.id WHERE se.id = ?",
+                         (series["id"],)).fetchone()
+    assert moved["study_instance_uid"] != study_uid and moved["instance_count"] == 3
+    assert patients.get_exam(conn, theirs.accession_number)["instance_count"] == 3
+    for path in stored_files(app, conn, moved["id"]):
+        ds = dcmread(path)
+        assert (ds.StudyInstanceUID, ds.PatientID) == (moved["study_instance_uid"], "P0002")
+        assert ds.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].StudyInstanceUID == study_uid
+    assert {dcmread(p).StudyInstanceUID for p in stored_files(app, conn, left["id"])} == {study_uid}
+
+    refiling_id = conn.execute("SELECT id FROM refilings").fetchone()[0]
+    assert post(admin, f"/refilings/{refiling_id}/undo", {"reason": "It was the same patient"}).status_code == 302
+    back = study_of(conn, study_uid)
+    assert (back["series_count"], back["instance_count"]) == (2, 5)
+    assert patients.get_exam(conn, theirs.accession_number)["instance_count"] == 0
+    assert {dcmread(p).StudyInstanceUID for p in stored_files(app, conn, back["id"])} == {study_uid}
+    assert post(admin, f"/studies/{study['id']}/refile", {"accession_number": theirs.accession_number,
+                                                         "reason": "x", "series_id": 999999}).status_code == 404

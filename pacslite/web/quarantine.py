@@ -9,7 +9,7 @@ from flask_babel import gettext
 
 from .. import patients, refiling
 from ..db import get_db
-from ..validation import Conflict, ValidationError
+from ..validation import Conflict, NotFound, ValidationError
 from . import access
 from .forms import found_or_404, message
 
@@ -64,6 +64,8 @@ def _correct(study_id: int, act: Callable[[], object], field: str, done: str) ->
     where the page shows a refusal (each form has its own reason field)."""
     try:
         act()
+    except NotFound:
+        abort(404)
     except ValidationError as exc:
         key = exc.field if exc.field != "reason" or field == "accession_number" else field
         return _study_page(study_id, {key: message(exc)}, 400)
@@ -77,8 +79,10 @@ def _correct(study_id: int, act: Callable[[], object], field: str, done: str) ->
 @access.allow(*REFILING)
 def study_refile(study_id: int) -> Any:
     found_or_404(refiling.get_study, get_db(), study_id)
-    return _correct(study_id, lambda: refiling.refile_study(get_db(), access.actor(), current_app.config["STORAGE_DIR"],
-                                                            study_id, request.form),
+    series = request.form.get("series_id", "")
+    series_id = int(series) if series.isdigit() else None
+    return _correct(study_id, lambda: refiling.refile(get_db(), access.actor(), current_app.config, study_id,
+                                                      request.form, series_id),
                     "accession_number", gettext("The study was re-filed. The original files are kept."))
 
 
