@@ -13,6 +13,7 @@ import copy
 import io
 import json
 import logging
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +28,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from . import audit, clock, filing, index, names, patients, storage
 from .db import transaction
-from .validation import N_, Conflict, NotFound, text
+from .validation import N_, Conflict, NotFound, ValidationError, text
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,20 @@ def _recount_study(conn: sqlite3.Connection, study_id: int) -> None:
                  " WHERE id = :id", {"id": study_id})
 
 
+def _recount_series(conn: sqlite3.Connection, series_id: int) -> None:
+    conn.execute("UPDATE series SET instance_count = (SELECT COUNT(*) FROM instances WHERE series_ref = :id)"
+                 " WHERE id = :id", {"id": series_id})
+
+
+def _new_series_for(conn: sqlite3.Connection, series: sqlite3.Row, uid: str, study_id: int) -> int:
+    """A series of its own, in ``study_id``, for images leaving ``series``."""
+    return int(conn.execute(
+        "INSERT INTO series (study_ref, series_instance_uid, modality, series_number, series_description,"
+        " first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (study_id, uid, series["modality"], series["series_number"], series["series_description"],
+         series["first_received_at"], series["last_received_at"])).lastrowid)
+
+
 def _new_study_for(conn: sqlite3.Connection, study: sqlite3.Row, series: sqlite3.Row, uid: str,
                    exam: sqlite3.Row) -> int:
     """A study of its own for a series leaving ``study``, filed to ``exam``."""
@@ -261,38 +276,76 @@ def _new_study_for(conn: sqlite3.Connection, study: sqlite3.Row, series: sqlite3
          series["first_received_at"], series["last_received_at"])).lastrowid)
 
 
+def parse_instance_numbers(text_value: str) -> set[int]:
+    """``"1-20, 25"`` → {1, …, 20, 25}; refuses anything else."""
+    numbers: set[int] = set()
+    for part in (p.strip() for p in text_value.split(",") if p.strip()):
+        match = re.fullmatch(r"(\d{1,6})(?:\s*-\s*(\d{1,6}))?", part)
+        if not match:
+            raise ValidationError("instances", N_("Give instance numbers like 1-20, 25."))
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        if last < first or last - first > 100_000:
+            raise ValidationError("instances", N_("Give instance numbers like 1-20, 25."))
+        numbers.update(range(first, last + 1))
+    return numbers
+
+
+def _selected_instances(conn: sqlite3.Connection, series: sqlite3.Row, numbers: set[int]) -> list[sqlite3.Row]:
+    chosen = [i for i in conn.execute("SELECT * FROM instances WHERE series_ref = ? ORDER BY id", (series["id"],))
+              if i["instance_number"].strip().isdigit() and int(i["instance_number"]) in numbers]
+    if not chosen:
+        raise ValidationError("instances", N_("No image of this series has these instance numbers."))
+    return chosen
+
+
 def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any], study_id: int,
            data: Mapping[str, Any], series_id: int | None = None) -> int:
-    """Move a quarantined or filed study, or one of its series, to the exam
-    ``data["accession_number"]``, with ``data["reason"]``; returns the re-filing's id.
+    """Move a quarantined or filed study, one of its series, or some images of a series (by
+    their instance numbers, ``data["instances"]``) to the exam ``data["accession_number"]``,
+    with ``data["reason"]``; returns the re-filing's id.
 
     A series that leaves a study with other series becomes a study of its own: its files also
-    get a new StudyInstanceUID (the old one kept with the other old values). Files first,
+    get a new StudyInstanceUID; images that leave their series get a new series in a new study
+    (new SeriesInstanceUID too). The old UIDs are kept with the other old values. Files first,
     then one transaction; on any failure the new files are removed and nothing changed.
     """
     store = settings["STORAGE_DIR"]
     study = get_study(conn, study_id)
     reason, exam = _target(conn, study, data)
+    if str(data.get("instances", "") or "").strip() and series_id is None:
+        only = conn.execute("SELECT id FROM series WHERE study_ref = ?", (study_id,)).fetchall()
+        if len(only) != 1:
+            raise ValidationError("instances", N_("Choose the series these images belong to."))
+        series_id = only[0]["id"]
     series = None
     if series_id is not None:
         series = conn.execute("SELECT * FROM series WHERE id = ? AND study_ref = ?", (series_id, study_id)).fetchone()
         if series is None:
             raise NotFound(f"series {series_id} of study {study_id}")
-        if study["series_count"] == 1:
-            series = None  # the study's only series: the study moves as it is
+    numbers = parse_instance_numbers(str(data.get("instances", "") or "")) if series is not None else set()
     instances = (instances_of_study(conn, study_id) if series is None else conn.execute(
         "SELECT * FROM instances WHERE series_ref = ? ORDER BY id", (series["id"],)).fetchall())
+    if numbers:
+        chosen = _selected_instances(conn, series, numbers)
+        partial = len(chosen) < len(instances)
+        instances = chosen
+    else:
+        partial = False
+    if series is not None and not partial and study["series_count"] == 1:
+        series = None  # the study's only series, whole: the study moves as it is
     at = clock.to_db(clock.now())
     values = new_header_values(exam)
     if series is not None:
         values["StudyInstanceUID"] = patients.new_study_uid(settings)
+    if partial:
+        values["SeriesInstanceUID"] = patients.new_study_uid(settings)
     written: list[tuple[sqlite3.Row, storage.Stored]] = []
     try:
         _rewrite_all(store, instances, values, study["calling_ae"] or "unknown", at, written)
         with transaction(conn):
             now_there = (instances_of_study(conn, study_id) if series is None else conn.execute(
                 "SELECT id FROM instances WHERE series_ref = ?", (series["id"],)).fetchall())
-            if len(now_there) != len(instances):
+            if not partial and len(now_there) != len(instances):
                 raise Conflict(N_("Images of this study arrived meanwhile. Try again."))
             before = {**_header_of(study), "study_instance_uid": study["study_instance_uid"]}
             after = {REWRITTEN[k]: v for k, v in values.items() if k in REWRITTEN}
@@ -301,11 +354,12 @@ def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, 
                                                                          after["study_instance_uid"], exam)
             refiling_id = conn.execute(
                 "INSERT INTO refilings (study_ref, from_exam_ref, from_quarantine_reason, from_quarantine_detail,"
-                " to_exam_ref, reason, before, after, at, by, from_study_ref, series_ref)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " to_exam_ref, reason, before, after, at, by, from_study_ref, series_ref, instances_only)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (moved_study, study["exam_ref"], study["quarantine_reason"], study["quarantine_detail"], exam["id"],
                  reason, json.dumps(before, ensure_ascii=False), json.dumps(after, ensure_ascii=False), at,
-                 actor.name, None if series is None else study_id, None if series is None else series["id"])).lastrowid
+                 actor.name, None if series is None else study_id, None if series is None else series["id"],
+                 int(partial))).lastrowid
             for instance, stored in written:
                 conn.execute("INSERT INTO refiled_files (refiling_ref, instance_ref, old_path, old_size, old_sha256,"
                              " new_path, new_size, new_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -313,8 +367,15 @@ def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, 
                               instance["sha256"], stored.path, stored.size, stored.sha256))
                 conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
                              (stored.path, stored.size, stored.sha256, instance["id"]))
-            if series is not None:
+            if partial:
+                new_series = _new_series_for(conn, series, values["SeriesInstanceUID"], moved_study)
+                conn.executemany("UPDATE instances SET series_ref = ? WHERE id = ?",
+                                 [(new_series, instance["id"]) for instance, _ in written])
+                _recount_series(conn, series["id"])
+                _recount_series(conn, new_series)
+            elif series is not None:
                 conn.execute("UPDATE series SET study_ref = ? WHERE id = ?", (moved_study, series["id"]))
+            if series is not None:
                 _recount_study(conn, study_id)
                 _recount_study(conn, moved_study)
             conn.execute("UPDATE studies SET exam_ref = ?, quarantine_reason = NULL, quarantine_detail = '{}',"
@@ -359,7 +420,19 @@ def undo_refiling(conn: sqlite3.Connection, actor: audit.Actor, refiling_id: int
             conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
                          (moved["old_path"], moved["old_size"], moved["old_sha256"], moved["instance_ref"]))
         before = json.loads(refiling["before"])
-        if refiling["series_ref"] is not None:  # the series goes back to its study; its own study stays empty
+        if refiling["instances_only"]:  # the images go back to their series; the new one stays empty
+            moved_ids = [r[0] for r in conn.execute("SELECT instance_ref FROM refiled_files WHERE refiling_ref = ?",
+                                                    (refiling_id,))]
+            emptied = {r[0] for r in conn.execute(
+                f"SELECT DISTINCT series_ref FROM instances WHERE id IN ({','.join('?' * len(moved_ids))})",
+                moved_ids)}
+            conn.executemany("UPDATE instances SET series_ref = ? WHERE id = ?",
+                             [(refiling["series_ref"], instance_id) for instance_id in moved_ids])
+            for series_id in emptied | {refiling["series_ref"]}:
+                _recount_series(conn, series_id)
+            _recount_study(conn, refiling["from_study_ref"])
+            _recount_study(conn, refiling["study_ref"])
+        elif refiling["series_ref"] is not None:  # the series goes back to its study; its own study stays empty
             conn.execute("UPDATE series SET study_ref = ? WHERE id = ?",
                          (refiling["from_study_ref"], refiling["series_ref"]))
             _recount_study(conn, refiling["from_study_ref"])

@@ -238,3 +238,36 @@ def test_one_series_is_refiled_into_a_study_of_its_own_and_back(app, conn, tmp_p
     assert {dcmread(p).StudyInstanceUID for p in stored_files(app, conn, back["id"])} == {study_uid}
     assert post(admin, f"/studies/{study['id']}/refile", {"accession_number": theirs.accession_number,
                                                          "reason": "x", "series_id": 999999}).status_code == 404
+
+
+def test_some_images_of_a_series_are_refiled_and_back(app, conn, tmp_path, client_as) -> None:
+    mine = register(app, conn, patient_id="P0001")
+    theirs = register(app, conn, patient_id="P0002", name="李四", sex="F", birth_date="1990-01-01")
+    study_uid, series_uid = generate_uid(), generate_uid()
+    for number in range(1, 5):
+        path = tmp_path / f"i{number}.dcm"
+        make_ct(path, study_uid=study_uid, series_uid=series_uid, instance_number=number,
+                accession=typo_of(mine.accession_number), patient_id="P0001")
+        filing.ingest_bytes(conn, app.config["STORAGE_DIR"], path.read_bytes(), SOURCE)
+    study = study_of(conn, study_uid)
+    admin = client_as("admin")
+    bad = post(admin, f"/studies/{study['id']}/refile", {"accession_number": theirs.accession_number,
+                                                        "reason": "x", "instances": "3-x"})
+    assert bad.status_code == 400 and "like 1-20, 25" in bad.get_data(as_text=True)
+    series_id = conn.execute("SELECT id FROM series WHERE series_instance_uid = ?", (series_uid,)).fetchone()[0]
+    done = post(admin, f"/studies/{study['id']}/refile", {"accession_number": theirs.accession_number,
+                                                         "reason": "Slices 3-4 are Li Si's", "series_id": series_id,
+                                                         "instances": "3-4"})
+    assert done.status_code == 302
+    assert study_of(conn, study_uid)["instance_count"] == 2
+    moved = conn.execute("SELECT * FROM studies WHERE exam_ref = ?",
+                         (patients.get_exam(conn, theirs.accession_number)["id"],)).fetchone()
+    files = stored_files(app, conn, moved["id"])
+    assert sorted(dcmread(p).InstanceNumber for p in files) == [3, 4]
+    assert {dcmread(p).SeriesInstanceUID for p in files} != {series_uid}
+    assert dcmread(files[0]).OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].SeriesInstanceUID == \
+        series_uid
+    refiling_id = conn.execute("SELECT id FROM refilings").fetchone()[0]
+    assert post(admin, f"/refilings/{refiling_id}/undo", {"reason": "same patient after all"}).status_code == 302
+    assert study_of(conn, study_uid)["instance_count"] == 4
+    assert {dcmread(p).SeriesInstanceUID for p in stored_files(app, conn, study["id"])} == {series_uid}
