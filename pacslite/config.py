@@ -59,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_MISSING_IMAGES_HOURS": 24,
     "SWEEP_UNFILED_HOURS": 1,
     "SWEEP_STALE_DAYS": 7,
+    # Rendered images (PNG) for the browser: a cache under the instance folder, at most this big.
+    "RENDER_CACHE_MB": 512,
     # Corrections: how long the files a re-filing replaced, and rejected studies, are kept
     # (restorable) before an admin's purge removes them.
     "REFILE_RETENTION_DAYS": 90,

@@ -74,7 +74,9 @@ def world(app, conn, client_as, tmp_path):
     values = {"patient_id": "P0001", "accession": accession, "int:form_id": str(form_id),
               "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:phrase_id": str(phrase_id),
               "int:study_id": str(study_id), "int:refiling_id": str(refiling_id),
-              "int:alert_id": str(_an_alert(app, conn))}
+              "int:alert_id": str(_an_alert(app, conn)),
+              "int:series_id": str(conn.execute("SELECT id FROM series").fetchone()[0]),
+              "int:instance_id": str(conn.execute("SELECT id FROM instances").fetchone()[0])}
     clients = {"anonymous": app.test_client()}
     tokens = {}
     for role in ROLES:

@@ -7,11 +7,14 @@ accession number; the registrar is refused the admin pages. No page breaks the C
 from __future__ import annotations
 
 import io
+import re
 import shutil
 
 import pytest
 import zxingcpp
+from playwright.sync_api import expect
 from PIL import Image
+from pydicom.uid import generate_uid
 
 from pacslite import audit, users
 from tests import server as pacslite
@@ -262,12 +265,69 @@ def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path) -> 
 
         page.click("nav >> text=Audit log")
         page.fill("input[name=action]", "image.refile")
-        page.wait_for_function("document.querySelector('main').innerText.includes('Accession number typed wrong')")
+        expect(page.locator("main")).to_contain_text("Accession number typed wrong")
         page.click("nav >> text=Statistics")
         assert page.locator("#final-rate").inner_text().strip() == "100.00%"
         assert page.locator("#refile-rate").inner_text().startswith("1 image sets, 100.00%")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "statistics.png"), full_page=True)
+        assert problems == []
+    finally:
+        pacs.server.stop()
+
+
+def test_a_clinician_scrolls_a_ct_series_with_a_lung_window(browser, tmp_path) -> None:
+    """The viewer issue's "done when": thumbnails on the exam page, then the viewer."""
+    instance = tmp_path / "instance"
+    assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1").returncode == 0
+    pacs = pacslite.Pacs(instance)
+    try:
+        reg = pacs.register(patient_id="VW0001", name="张三")
+        series_uid, study_uid, files = generate_uid(), generate_uid(), []
+        for number in range(1, 6):
+            path = tmp_path / f"slice{number}.dcm"
+            make_ct(path, study_uid=study_uid, series_uid=series_uid, accession=reg.accession_number,
+                    patient_id="VW0001", instance_number=number, seed=number, size=256)
+            files.append(path)
+        sent = storescu(pacs.port, files)
+        assert set(store_results(sent.stdout + sent.stderr).values()) == {"Success"}
+        conn = pacs.conn()
+        users.create(conn, audit.SYSTEM, {"username": "dr_ward", "password": "Secret-pass-1", "roles": ["clinician"]})
+        conn.close()
+        problems: list[str] = []
+        page = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900}).new_page()
+        watch_console(page, problems)
+        log_in(page, pacs.server.url, "dr_ward", "Secret-pass-1")
+        page.goto(f"{pacs.server.url}/exams/{reg.accession_number}")
+        thumbnail = page.locator("img.thumb").first
+        expect(thumbnail).to_have_js_property("naturalWidth", 128)
+        page.click("a.series-thumb")
+        viewer = page.locator("#viewer-image")
+        expect(viewer).to_have_js_property("naturalWidth", 256)
+        start = int(page.get_attribute("#viewer-image", "data-index"))
+        assert start == 2  # the middle of five
+        page.hover("#viewer-stage")
+        page.mouse.wheel(0, 120)
+        expect(viewer).to_have_attribute("data-index", "3")
+        page.keyboard.press("ArrowUp")
+        page.keyboard.press("ArrowUp")
+        expect(viewer).to_have_attribute("data-index", "1")
+        assert page.locator("#viewer-position").inner_text() == "2 / 5"
+        page.select_option("#viewer-preset", label="Lung")
+        expect(viewer).to_have_attribute("src", re.compile(r"wc=-600&ww=1500"))
+        expect(viewer).to_have_js_property("complete", True)
+        expect(viewer).to_have_js_property("naturalWidth", 256)
+        assert page.locator("#viewer-window").inner_text() == "W 1500 L -600"
+        box = page.locator("#viewer-stage").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2 + 20)
+        page.mouse.up()
+        expect(viewer).not_to_have_attribute("src", re.compile(r"ww=1500"))
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer-lung.png"))
+        page.click("button[data-action=header]")
+        page.wait_for_selector("#header-panel >> text=StudyInstanceUID")
         assert problems == []
     finally:
         pacs.server.stop()

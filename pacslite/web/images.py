@@ -1,0 +1,112 @@
+"""Images in the browser: series thumbnails, the viewer, rendered frames, the header view."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask_login import current_user
+
+from .. import imaging, patients, storage
+from ..db import get_db
+from . import access, is_htmx
+
+bp = Blueprint("images", __name__)
+#: Who sees images: those who report, read or take them (registrars do not).
+VIEWERS = ("clinician", "radiologist", "technologist")
+
+
+def cache() -> imaging.Cache:
+    if "render_cache" not in current_app.extensions:
+        current_app.extensions["render_cache"] = imaging.Cache(
+            Path(current_app.instance_path) / "cache" / "render", current_app.config["RENDER_CACHE_MB"] * 1024 * 1024)
+    return current_app.extensions["render_cache"]
+
+
+def _visible(row: Any) -> Any:
+    """The series or instance, if this user may see it: quarantined images only for those
+    who deal with the quarantine."""
+    if row is None:
+        abort(404)
+    if row["exam_ref"] is None and not current_user.has_any(list(access.IMAGE_CONTROL)):
+        abort(404)
+    return row
+
+
+def _audit(row: Any, what: str) -> None:
+    exam = patients.find_exam(get_db(), exam_id=row["exam_ref"]) if row["exam_ref"] else None
+    imaging.record_view(get_db(), access.actor(), exam["patient_id"] if exam else row["study_patient_id"],
+                        row["study_instance_uid"], row["series_instance_uid"], what)
+
+
+def _png(rendered: imaging.Rendered) -> Response:
+    response = Response(rendered.data, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    if rendered.placeholder:
+        response.headers["X-Pacslite-Placeholder"] = "1"
+    return response
+
+
+def _number(name: str) -> float | None:
+    try:
+        return float(request.args[name])
+    except (KeyError, ValueError):
+        return None
+
+
+@bp.route("/series/<int:series_id>/thumbnail.png")
+@access.allow(*VIEWERS)
+def series_thumbnail(series_id: int) -> Any:
+    series = _visible(imaging.get_series(get_db(), series_id))
+    images = imaging.series_images(get_db(), series_id)
+    if not images:
+        abort(404)
+    middle = images[len(images) // 2]
+    _audit(series, "thumbnail")
+    path = storage.resolve(current_app.config["STORAGE_DIR"], middle["storage_path"])
+    return _png(cache().get_or_render(middle["sha256"], path, imaging.View(max_size=imaging.THUMBNAIL)))
+
+
+@bp.route("/instances/<int:instance_id>/render.png")
+@access.allow(*VIEWERS)
+def instance_render(instance_id: int) -> Any:
+    instance = _visible(imaging.get_instance(get_db(), instance_id))
+    series = imaging.get_series(get_db(), instance["series_id"])
+    _audit(series, "image")
+    frame = request.args.get("frame", "0")
+    view = imaging.View(frame=int(frame) if frame.isdigit() else 0, center=_number("wc"), width=_number("ww"),
+                        invert=request.args.get("invert") == "1")
+    path = storage.resolve(current_app.config["STORAGE_DIR"], instance["storage_path"])
+    return _png(cache().get_or_render(instance["sha256"], path, view))
+
+
+@bp.route("/instances/<int:instance_id>/header")
+@access.allow(*VIEWERS)
+def instance_header(instance_id: int) -> Any:
+    instance = _visible(imaging.get_instance(get_db(), instance_id))
+    _audit(imaging.get_series(get_db(), instance["series_id"]), "header")
+    try:
+        rows = imaging.header_elements(storage.resolve(current_app.config["STORAGE_DIR"], instance["storage_path"]))
+    except Exception:  # an unreadable file: say so in the panel
+        rows = []
+    template = "images/_header.html" if is_htmx() else "images/header.html"
+    return render_template(template, rows=rows, instance=instance)
+
+
+@bp.route("/series/<int:series_id>/viewer")
+@access.allow(*VIEWERS)
+def series_viewer(series_id: int) -> Any:
+    conn = get_db()
+    series = _visible(imaging.get_series(conn, series_id))
+    images = imaging.series_images(conn, series_id)
+    exam = patients.find_exam(conn, exam_id=series["exam_ref"]) if series["exam_ref"] else None
+    store = current_app.config["STORAGE_DIR"]
+    stack, window = imaging.stack_of(store, images)
+    _audit(series, "viewer")
+    siblings = conn.execute("SELECT se.id, se.series_number, se.modality, se.series_description, se.instance_count"
+                            " FROM series se WHERE se.study_ref = (SELECT study_ref FROM series WHERE id = ?)"
+                            " ORDER BY CAST(se.series_number AS INTEGER), se.id", (series_id,)).fetchall()
+    return render_template("images/viewer.html", series=series, exam=exam, siblings=siblings,
+                           stack=json.dumps(stack), window=window,
+                           presets=imaging.PRESETS.get(series["modality"], []))
