@@ -59,6 +59,12 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_MISSING_IMAGES_HOURS": 24,
     "SWEEP_UNFILED_HOURS": 1,
     "SWEEP_STALE_DAYS": 7,
+    # The online store: above the high-water mark new images are refused (0xA700) while the
+    # database can still be written; from the warning mark, or when the forecast says full
+    # within the warning days, the sweep raises an alert. Nothing is deleted to make room.
+    "STORAGE_HIGH_WATER_PERCENT": 95.0,
+    "STORAGE_WARN_PERCENT": 85.0,
+    "STORAGE_WARN_DAYS": 30,
     # Rendered images (PNG) for the browser: a cache under the instance folder, at most this big.
     "RENDER_CACHE_MB": 512,
     # Corrections: how long the files a re-filing replaced, and rejected studies, are kept
@@ -88,6 +94,8 @@ def _coerce(raw: str, default: Any) -> Any:
         return raw.strip().lower() in _TRUE
     if isinstance(default, int):
         return int(raw)
+    if isinstance(default, float):
+        return float(raw)
     if isinstance(default, (list, dict)):
         return json.loads(raw)
     return raw

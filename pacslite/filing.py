@@ -26,7 +26,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.filereader import read_partial
 from pydicom.errors import InvalidDicomError
 
-from . import audit, clock, db, index, names, patients, storage
+from . import audit, capacity, clock, db, index, names, patients, storage
 from .index import Header, Placement, Source, StoredFile
 
 log = logging.getLogger(__name__)
@@ -206,15 +206,19 @@ def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source
 # ---------------------------------------------------------------- the way in
 
 def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: Source, *,
-           sop_class_uid: str | None = None, sop_instance_uid: str | None = None) -> Outcome:
+           sop_class_uid: str | None = None, sop_instance_uid: str | None = None,
+           high_water_percent: float | None = None) -> Outcome:
     """Accept the complete DICOM file ``tmp_file`` (in the store's temporary area) or raise.
 
-    ``sop_class_uid`` and ``sop_instance_uid`` are what the C-STORE request announced. On
+    ``sop_class_uid`` and ``sop_instance_uid`` are what the C-STORE request announced;
+    ``high_water_percent``, the store's high-water mark (above it: 0xA700). On
     return the file is durable at a generated path and indexed; on IngestError the file is
     still in the temporary area (the caller removes it) and nothing else changed.
     """
     header = read_header(tmp_file)
     check_identity(header, sop_class_uid, sop_instance_uid)
+    if high_water_percent is not None and capacity.above_high_water(store, high_water_percent):
+        raise IngestError(OUT_OF_RESOURCES, f"the store is filled to its high-water mark ({high_water_percent} %)")
     try:
         storage.fsync_file(tmp_file)
         size, sha256 = storage.sha256_file(tmp_file)
@@ -237,14 +241,15 @@ def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: 
     return outcome
 
 
-def ingest_bytes(conn: sqlite3.Connection, store: str | Path, data: bytes, source: Source) -> Outcome:
+def ingest_bytes(conn: sqlite3.Connection, store: str | Path, data: bytes, source: Source,
+                 high_water_percent: float | None = None) -> Outcome:
     """Ingest a DICOM file given as bytes (upload, import): written to the temporary area first."""
     try:
         tmp_file = storage.write_tmp(store, data, SUFFIX)
     except storage.StorageError as exc:
         raise IngestError(OUT_OF_RESOURCES, f"cannot write the file: {exc}") from exc
     try:
-        return ingest(conn, store, tmp_file, source)
+        return ingest(conn, store, tmp_file, source, high_water_percent=high_water_percent)
     finally:
         tmp_file.unlink(missing_ok=True)
 

@@ -6,7 +6,8 @@ Rules (thresholds in the configuration):
 - ``unfiled_images``: a study in quarantine for at least ``SWEEP_UNFILED_HOURS``;
 - ``stale_registration``: registered, never imaged, for ``SWEEP_STALE_DAYS`` (cancel it?);
 - ``overdue_report``: images, no final report, past the turnaround target;
-- ``conflict``: images filed to a cancelled exam.
+- ``conflict``: images filed to a cancelled exam;
+- ``storage_low``: the store filled to ``STORAGE_WARN_PERCENT``, or full within ``STORAGE_WARN_DAYS``.
 
 Each finding is an alert, one per rule and subject: opened when first found, *cleared* by the
 sweep when its condition no longer holds, or *resolved* by a person with a note (and then not
@@ -23,12 +24,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from . import audit, clock, config, db, patients
+from . import audit, capacity, clock, config, db, patients
 from .db import transaction
 from .validation import N_, Conflict, NotFound, text
 
 log = logging.getLogger(__name__)
-RULES = ("missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict")
+#: The sweep's rules (it opens and clears these); the scrub raises file_missing and file_changed.
+SWEEP_RULES = ("missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict",
+               "storage_low")
+RULES = (*SWEEP_RULES, "file_missing", "file_changed")
 OPEN, RESOLVED, CLEARED = "open", "resolved", "cleared"
 
 
@@ -84,8 +88,18 @@ def _study_findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: 
     return found
 
 
+def _store_findings(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> list[Finding]:
+    result = capacity.forecast(conn, settings)
+    if not capacity.is_low(result, settings):
+        return []
+    return [Finding("storage_low", "store", None, None, {
+        "used_percent": round(result.usage.used_fraction * 100, 1), "free_bytes": result.usage.free,
+        "days_until_full": None if result.days_until_full is None else round(result.days_until_full, 1)})]
+
+
 def findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime) -> list[Finding]:
-    return _exam_findings(conn, settings, now) + _study_findings(conn, settings, now)
+    return (_exam_findings(conn, settings, now) + _study_findings(conn, settings, now)
+            + _store_findings(conn, settings))
 
 
 def run(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime | None = None) -> Outcome:
@@ -96,7 +110,8 @@ def run(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime | N
     current = {(f.rule, f.subject): f for f in findings(conn, settings, now)}
     with transaction(conn):
         live = {(r["rule"], r["subject"]): r for r in
-                conn.execute("SELECT id, rule, subject, state FROM alerts WHERE state <> ?", (CLEARED,))}
+                conn.execute(f"SELECT id, rule, subject, state FROM alerts WHERE state <> ?"
+                             f" AND rule IN ({','.join('?' * len(SWEEP_RULES))})", (CLEARED, *SWEEP_RULES))}
         new = [f for key, f in current.items() if key not in live]
         gone = [r["id"] for key, r in live.items() if key not in current and r["state"] == OPEN]
         conn.executemany("INSERT INTO alerts (rule, subject, exam_ref, study_ref, state, detail, opened_at)"

@@ -20,10 +20,14 @@ PASSWORD = "correct-horse-1"
 ROLES = users.ROLES
 
 
+#: Tests that are not about capacity must not depend on how full the machine's disk is.
+HOST_DISK_INDEPENDENT = {"STORAGE_HIGH_WATER_PERCENT": 100, "STORAGE_WARN_PERCENT": 100, "STORAGE_WARN_DAYS": 0}
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
     return create_app({"INSTANCE_DIR": str(tmp_path / "instance"), "TIMEZONE": "Asia/Shanghai",
-                       "DEFAULT_LANGUAGE": "en"})
+                       "DEFAULT_LANGUAGE": "en", **HOST_DISK_INDEPENDENT})
 
 
 @pytest.fixture
@@ -83,7 +87,8 @@ def register(client: FlaskClient, **changes: Any) -> str:
 
 def flask_cli(instance: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     """``flask --app app ARGS`` on this instance folder, as an administrator would type it."""
-    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance)}
+    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance),
+           **{f"PACSLITE_{k}": str(v) for k, v in HOST_DISK_INDEPENDENT.items()}}
     return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env, input=stdin,
                           capture_output=True, text=True, timeout=60)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pacslite import audit, config, db, patients, users
-from tests.conftest import EXAM_FORM, ROOT, free_port
+from tests.conftest import EXAM_FORM, HOST_DISK_INDEPENDENT, ROOT, free_port
 
 
 @dataclass
@@ -70,7 +70,8 @@ def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **
     port = free_port()
     environ = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), "PACSLITE_HTTP_HOST": "127.0.0.1",
                "PACSLITE_HTTP_PORT": str(port), "PACSLITE_DEFAULT_LANGUAGE": "en",
-               "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PYTHONUNBUFFERED": "1", **env}
+               "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PYTHONUNBUFFERED": "1",
+               **{f"PACSLITE_{k}": str(v) for k, v in HOST_DISK_INDEPENDENT.items()}, **env}
     process = subprocess.Popen([*wrapper, sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     server = Server(process, f"http://127.0.0.1:{port}")
@@ -100,7 +101,7 @@ class Pacs:
 
     def __init__(self, instance: Path, **options: Any) -> None:
         self.instance = instance
-        self.settings = config.load({"INSTANCE_DIR": str(instance)})
+        self.settings = config.load({"INSTANCE_DIR": str(instance), **HOST_DISK_INDEPENDENT})
         self.server = start(instance, **options)
         self.port = self.server.dicom_port
 

@@ -76,7 +76,8 @@ def on_store(event: events.Event, connections: Connections, settings: Mapping[st
             raise filing.IngestError(filing.OUT_OF_RESOURCES, str(error))
         outcome = filing.ingest(connections.of(event.assoc), settings["STORAGE_DIR"], Path(path),
                                 source, sop_class_uid=str(request.AffectedSOPClassUID),
-                                sop_instance_uid=str(request.AffectedSOPInstanceUID))
+                                sop_instance_uid=str(request.AffectedSOPInstanceUID),
+                                high_water_percent=settings["STORAGE_HIGH_WATER_PERCENT"])
     except filing.IngestError as exc:
         log.warning("C-STORE from %s@%s refused with 0x%04X: %s", source.calling_ae, source.address,
                     exc.status, exc)

@@ -75,6 +75,16 @@ def hours(value: float | None) -> str:
     return "—" if value is None else gettext("%(h)s h", h=format_decimal(value, "#,##0.0"))
 
 
+def filesize(value: float) -> str:
+    """Bytes as B, KB, MB, GB or TB (powers of 1024), one decimal."""
+    size = float(value or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024:
+            return f"{format_decimal(size, '#,##0.#')} {unit}"
+        size /= 1024
+    return f"{format_decimal(size, '#,##0.#')} TB"
+
+
 def init_app(app: Flask) -> None:
     translations = Path(app.instance_path) / "translations"
     compile_catalogues(translations)
@@ -86,3 +96,4 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["duration"] = duration
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["hours"] = hours
+    app.jinja_env.filters["filesize"] = filesize
