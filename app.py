@@ -14,6 +14,7 @@ from waitress import create_server
 
 from pacslite import create_app, db, filing
 from pacslite.dicom.server import DicomServer
+from pacslite.jobs import JobRunner
 from pacslite.sweep import Sweeper
 
 log = logging.getLogger("pacslite")
@@ -49,9 +50,9 @@ def main() -> int:
         dicom.start()
         services.append(dicom)
         print(f"pacslite: DICOM {app.config['AE_TITLE']} on {app.config['DICOM_HOST']}:{dicom.port}", flush=True)
-        sweeper = Sweeper(app.config)
-        sweeper.start()
-        services.append(sweeper)
+        for service in (Sweeper(app.config), JobRunner(app.config)):
+            service.start()
+            services.append(service)
         print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)
         server.run()  # returns (after shutting its workers down) when a signal raises SystemExit
     finally:

@@ -65,6 +65,11 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_HIGH_WATER_PERCENT": 95.0,
     "STORAGE_WARN_PERCENT": 85.0,
     "STORAGE_WARN_DAYS": 30,
+    # Offline volumes: studies older than ARCHIVE_AGE_DAYS go onto volumes of VOLUME_BYTES (a
+    # DVD), written under ARCHIVE_DIR (empty: <INSTANCE_DIR>/archive).
+    "ARCHIVE_DIR": "",
+    "ARCHIVE_AGE_DAYS": 300,
+    "VOLUME_BYTES": 4_700_000_000,
     # Rendered images (PNG) for the browser: a cache under the instance folder, at most this big.
     "RENDER_CACHE_MB": 512,
     # Corrections: how long the files a re-filing replaced, and rejected studies, are kept

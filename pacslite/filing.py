@@ -41,7 +41,7 @@ CATEGORY = "dicom"
 SUFFIX = ".dcm"
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
-FILED, QUARANTINED, DUPLICATE, CONFLICT = "filed", "quarantined", "duplicate", "conflict"
+FILED, QUARANTINED, DUPLICATE, CONFLICT, RESTORED = "filed", "quarantined", "duplicate", "conflict", "restored"
 
 
 class IngestError(Exception):
@@ -56,7 +56,7 @@ class IngestError(Exception):
 class Outcome:
     """What became of an accepted image."""
 
-    result: str  # filed, quarantined, duplicate (same bytes again), conflict (kept aside)
+    result: str  # filed, quarantined, duplicate (same bytes again), conflict (kept aside), restored (back online)
     sop_instance_uid: str
     accession_number: str = ""  # the exam it was filed to
     reason: str = ""  # the quarantine reason
@@ -178,6 +178,12 @@ def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source
     """Write the index rows and the audit row for an accepted file (inside the transaction)."""
     actor = audit.Actor(f"ae:{source.calling_ae}" if source.calling_ae else "upload", source.address)
     first = index.find_instance(conn, header.sop_instance_uid)
+    if first is not None and first["sha256"] == stored.sha256 and first["released_at"]:
+        # its online copy was released after archiving: the same bytes bring it back online
+        conn.execute("UPDATE instances SET storage_path = ?, released_at = NULL WHERE id = ?", (stored.path, first["id"]))
+        audit.record(conn, actor, "image.restore", f"instance:{header.sop_instance_uid}",
+                     patient_id=header.patient_id, detail={"sha256": stored.sha256, "path": stored.path})
+        return Outcome(RESTORED, header.sop_instance_uid)
     if first is not None and first["sha256"] == stored.sha256:  # the same bytes again: nothing to keep
         return Outcome(DUPLICATE, header.sop_instance_uid)
     if first is not None:

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pacslite import aes, audit, clock, documents, filing, refiling, reports, sweep, users
+from pacslite import aes, archive, audit, clock, documents, filing, refiling, reports, sweep, users
 from pacslite.index import Source
 from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
 
@@ -76,7 +76,9 @@ def world(app, conn, client_as, tmp_path):
               "int:study_id": str(study_id), "int:refiling_id": str(refiling_id),
               "int:alert_id": str(_an_alert(app, conn)),
               "int:series_id": str(conn.execute("SELECT id FROM series").fetchone()[0]),
-              "int:instance_id": str(conn.execute("SELECT id FROM instances").fetchone()[0])}
+              "int:instance_id": str(conn.execute("SELECT id FROM instances").fetchone()[0]),
+              "int:volume_id": str(archive.plan_volume(conn, audit.SYSTEM, {**app.config, "ARCHIVE_AGE_DAYS": 0})),
+              "int:job_id": str(conn.execute("SELECT id FROM jobs").fetchone()[0])}
     clients = {"anonymous": app.test_client()}
     tokens = {}
     for role in ROLES:

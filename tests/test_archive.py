@@ -1,8 +1,10 @@
 """The archive: capacity and forecast, the high-water mark; volumes, off-site copy, scrub, backup."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from pydicom.uid import generate_uid
 
 from pacslite import audit, capacity, filing, patients, sweep
@@ -70,3 +72,92 @@ def test_the_archive_page_shows_days_until_full(app, conn, tmp_path, client_as) 
     days = capacity.forecast(conn, app.config).days_until_full
     assert f'id="days-until-full"><strong>{round(days)}</strong>' in page
     assert client_as("technologist").get("/archive/").status_code == 403
+
+
+def _archiving(app) -> dict:
+    return {**app.config, "ARCHIVE_AGE_DAYS": 0}
+
+
+def test_build_verify_release_and_restore_a_volume(app, conn, tmp_path, client_as) -> None:
+    import hashlib
+    import pycdlib
+    from pydicom.fileset import FileSet
+    from pacslite import archive, create_app, db, jobs, storage
+    settings = _archiving(app)
+    accession = register(app, conn)
+    first = add_study(app, conn, tmp_path, accession, images=3)
+    add_study(app, conn, tmp_path, accession, images=2)
+    originals = {r["sop_instance_uid"]: r["sha256"] for r in conn.execute("SELECT * FROM instances")}
+    volume_id = archive.plan_volume(conn, audit.SYSTEM, settings)
+    assert jobs.run_until_idle(conn, settings) >= 3
+    volume = archive.get_volume(conn, volume_id)
+    assert volume["state"] == "built"
+    root = archive.volume_dir(settings, volume["label"])
+    names = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert {"DICOMDIR", "README.TXT", "SHA256.TXT"} <= names and not any("AUTORUN" in n.upper() for n in names)
+    assert all(re.fullmatch(r"[A-Z0-9_]{1,8}(\.[A-Z0-9_]{1,3})?", part) for n in names for part in n.split("/"))
+    fs = FileSet(root / "DICOMDIR")  # read as another program would
+    assert len(fs) == 5
+    for member in fs:
+        assert hashlib.sha256(Path(member.path).read_bytes()).hexdigest() == originals[member.SOPInstanceUID]
+    iso = pycdlib.PyCdlib()
+    iso.open(str(archive.iso_path(settings, volume["label"])))
+    assert any(c.file_identifier() == b"DICOMDIR.;1" for c in iso.list_children(iso_path="/"))
+    iso.close()
+    label = client_as("admin").get(f"/archive/volumes/{volume_id}/label").get_data(as_text=True)
+    assert volume["label"] in label and accession in label and "张三" in label
+
+    jobs.start(conn, audit.SYSTEM, "verify_volume", f"volume:{volume_id}")
+    jobs.run_until_idle(conn, settings)
+    assert archive.get_volume(conn, volume_id)["state"] == "verified"
+    victim = root / conn.execute("SELECT file_id FROM volume_files LIMIT 1").fetchone()[0]
+    good = victim.read_bytes()
+    victim.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one byte
+    jobs.start(conn, audit.SYSTEM, "verify_volume", f"volume:{volume_id}")
+    jobs.run_until_idle(conn, settings)
+    failed = archive.get_volume(conn, volume_id)
+    assert failed["state"] == "failed" and victim.relative_to(root).as_posix() in failed["verify_detail"]
+    with pytest.raises(Exception, match="verified"):
+        archive.release_volume(conn, audit.SYSTEM, settings, volume_id, {"reason": "x"})
+    victim.write_bytes(good)
+    jobs.start(conn, audit.SYSTEM, "verify_volume", f"volume:{volume_id}")
+    jobs.run_until_idle(conn, settings)
+    assert archive.get_volume(conn, volume_id)["state"] == "verified"
+
+    assert archive.release_volume(conn, audit.SYSTEM, settings, volume_id, {"reason": "Disc PL1 in the tower"}) == 5
+    released = conn.execute("SELECT storage_path FROM instances WHERE released_at IS NOT NULL").fetchall()
+    assert len(released) == 5
+    assert not any(storage.resolve(settings["STORAGE_DIR"], r[0]).exists() for r in released)
+
+    assert archive.restore_study(conn, audit.SYSTEM, settings, root, first) == {"restored": 3}
+    back = conn.execute("SELECT i.* FROM instances i JOIN series se ON se.id = i.series_ref JOIN studies st"
+                        " ON st.id = se.study_ref WHERE st.study_instance_uid = ?", (first,)).fetchall()
+    assert all(r["released_at"] is None for r in back)
+    for row in back:
+        assert storage.sha256_file(storage.resolve(settings["STORAGE_DIR"], row["storage_path"]))[1] == \
+            originals[row["sop_instance_uid"]]
+
+    fresh = create_app({"INSTANCE_DIR": str(tmp_path / "fresh"), "DEFAULT_LANGUAGE": "en"})
+    other = db.connect(fresh.config["DATABASE"])
+    assert archive.restore_study(other, audit.SYSTEM, fresh.config, root, first) == {"quarantined": 3}
+    assert other.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 3
+
+
+def test_a_job_pauses_resumes_and_survives_a_restart(app, conn, tmp_path) -> None:
+    from pacslite import archive, db, jobs
+    settings = _archiving(app)
+    add_study(app, conn, tmp_path, register(app, conn), images=2)
+    volume_id = archive.plan_volume(conn, audit.SYSTEM, settings)
+    job_id = jobs.active(conn, "build_volume", f"volume:{volume_id}")["id"]
+    assert jobs.run_one_step(conn, settings)  # DICOMDIR written
+    assert jobs.get(conn, job_id)["cursor"] == "copy:0"
+    jobs.pause(conn, audit.SYSTEM, job_id)
+    assert jobs.run_until_idle(conn, settings) == 0 and jobs.get(conn, job_id)["state"] == "paused"
+    jobs.resume(conn, audit.SYSTEM, job_id)
+    assert jobs.run_one_step(conn, settings)
+    conn.close()  # "restart": a new connection picks the running job up where it stopped
+    again = db.connect(app.config["DATABASE"])
+    assert jobs.next_job(again)["id"] == job_id
+    jobs.run_until_idle(again, settings)
+    assert (jobs.get(again, job_id)["state"], archive.get_volume(again, volume_id)["state"]) == ("done", "built")
+    again.close()

@@ -38,6 +38,12 @@ LABELS = {
               "file_missing": _l("Stored file missing"), "file_changed": _l("Stored file changed")},
     "alert_state": {"open": _l("Open"), "resolved": _l("Resolved"), "cleared": _l("Cleared by itself"),
                     "": _l("All")},
+    "job": {"build_volume": _l("Building a volume"), "verify_volume": _l("Verifying a volume"),
+            "offsite_copy": _l("Off-site copy"), "scrub": _l("Scrub")},
+    "job_state": {"queued": _l("Queued"), "running": _l("Running"), "paused": _l("Paused"), "done": _l("Done"),
+                  "failed": _l("Failed")},
+    "volume": {"planned": _l("Planned"), "built": _l("Built"), "verified": _l("Verified"),
+               "failed": _l("Verification failed")},
     "age_unit": {"years": _l("%(n)d y"), "months": _l("%(n)d mo"), "days": _l("%(n)d d")},
 }
 
