@@ -12,7 +12,7 @@ from types import FrameType
 
 from waitress import create_server
 
-from pacslite import create_app, db, filing
+from pacslite import create_app, db, filing, integrity, offsite
 from pacslite.dicom.server import DicomServer
 from pacslite.jobs import JobRunner
 from pacslite.sweep import Sweeper
@@ -25,14 +25,19 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def _recover(config) -> None:
-    """Before accepting images: clear what a killed process left half-done."""
+    """Before accepting images: clear what a killed process left half-done, and report rows
+    whose file is missing."""
     conn = db.connect(config["DATABASE"])
     try:
         tmp, unindexed = filing.recover(conn, config["STORAGE_DIR"])
+        missing = integrity.missing_files(conn, config["STORAGE_DIR"])
     finally:
         conn.close()
     if tmp or unindexed:
         log.warning("start-up: removed %d temporary and %d never-committed files", tmp, unindexed)
+    if missing:
+        log.warning("start-up: %d indexed images have no file (alerts raised): %s", len(missing),
+                    ", ".join(row["storage_path"] for row in missing[:10]))
 
 
 def main() -> int:
@@ -50,7 +55,8 @@ def main() -> int:
         dicom.start()
         services.append(dicom)
         print(f"pacslite: DICOM {app.config['AE_TITLE']} on {app.config['DICOM_HOST']}:{dicom.port}", flush=True)
-        for service in (Sweeper(app.config), JobRunner(app.config)):
+        periodic = (offsite.ensure_job, integrity.ensure_scrub, integrity.backup_if_due)
+        for service in (Sweeper(app.config, also=periodic), JobRunner(app.config)):
             service.start()
             services.append(service)
         print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)

@@ -68,6 +68,16 @@ def volumes_of_study(conn: sqlite3.Connection, study_id: int) -> list[sqlite3.Ro
                         " WHERE vs.study_ref = ? AND v.state <> 'failed' ORDER BY v.id", (study_id,)).fetchall()
 
 
+def locations(conn: sqlite3.Connection, study_id: int) -> dict[str, Any]:
+    """Where a study lives: its images online, its offline volumes, its off-site copies."""
+    counts = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(i.released_at IS NULL), 0), COALESCE(SUM(EXISTS (SELECT 1 FROM offsite_copies c"
+        " WHERE c.instance_ref = i.id)), 0) FROM instances i JOIN series se ON se.id = i.series_ref"
+        " WHERE se.study_ref = ?", (study_id,)).fetchone()
+    return {"images": counts[0], "online": counts[1], "offsite": counts[2],
+            "volumes": volumes_of_study(conn, study_id)}
+
+
 def _instances_of_volume(conn: sqlite3.Connection, volume_id: int) -> list[sqlite3.Row]:
     return conn.execute("SELECT i.* FROM volume_studies vs JOIN series se ON se.study_ref = vs.study_ref"
                         " JOIN instances i ON i.series_ref = se.id WHERE vs.volume_ref = ? ORDER BY i.id",

@@ -1,5 +1,5 @@
 """Command line: ``flask --app app user add``, ``token create``, ``audit verify``, ``ae add|list|remove``,
-``sweep run``."""
+``sweep run``, ``backup db``."""
 from __future__ import annotations
 
 import getpass
@@ -12,7 +12,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import aes, audit, db, sweep, users
+from . import aes, audit, db, integrity, sweep, users
 from .validation import Conflict, NotFound, ValidationError
 
 CLI_ACTOR = audit.Actor("cli")
@@ -132,6 +132,17 @@ def sweep_run() -> None:
                f" ({outcome.seconds:.3f} s)")
 
 
+backup_cli = AppGroup("backup", help="Backups of the database, made while pacslite runs.")
+
+
+@backup_cli.command("db")
+@click.option("--to", "target", default="", help="a folder (default: BACKUP_DIR, <instance>/backups)")
+def backup_db(target: str) -> None:
+    """Copy the database consistently (SQLite's online backup API) without stopping pacslite."""
+    path = integrity.backup_database(current_app.config, target or None)
+    click.echo(f"database backed up to {path}")
+
+
 def init_app(app: Flask) -> None:
-    for group in (user_cli, token_cli, audit_cli, ae_cli, sweep_cli):
+    for group in (user_cli, token_cli, audit_cli, ae_cli, sweep_cli, backup_cli):
         app.cli.add_command(group)

@@ -70,6 +70,19 @@ DEFAULTS: dict[str, Any] = {
     "ARCHIVE_DIR": "",
     "ARCHIVE_AGE_DAYS": 300,
     "VOLUME_BYTES": 4_700_000_000,
+    # The off-site copy: every image again, lossy JPEG 2000 at about OFFSITE_RATIO:1, to
+    # OFFSITE_DIR (another disk or a mounted share; empty: no off-site copy).
+    "OFFSITE_DIR": "",
+    "OFFSITE_RATIO": 10.0,
+    # Integrity: the scrub re-reads every stored file against its SHA-256 once a round
+    # (every SCRUB_INTERVAL_HOURS), no faster than SCRUB_MB_PER_SECOND; the database is backed
+    # up every BACKUP_INTERVAL_HOURS into BACKUP_DIR (empty: <INSTANCE_DIR>/backups), the
+    # newest BACKUP_KEEP kept.
+    "SCRUB_MB_PER_SECOND": 20.0,
+    "SCRUB_INTERVAL_HOURS": 24,
+    "BACKUP_DIR": "",
+    "BACKUP_INTERVAL_HOURS": 24,
+    "BACKUP_KEEP": 14,
     # Rendered images (PNG) for the browser: a cache under the instance folder, at most this big.
     "RENDER_CACHE_MB": 512,
     # Corrections: how long the files a re-filing replaced, and rejected studies, are kept

@@ -38,6 +38,8 @@ DATA_SET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 
 CATEGORY = "dicom"
+#: How pacslite marks its lossy off-site copies (DerivationDescription); see offsite.py.
+OFFSITE_MARK = "pacslite off-site copy"
 SUFFIX = ".dcm"
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -66,7 +68,8 @@ class Outcome:
 
 _TAGS = ["SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
          "AccessionNumber", "PatientID", "PatientName", "PatientSex", "PatientBirthDate", "StudyDate",
-         "StudyDescription", "Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber"]
+         "StudyDescription", "Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber",
+         "DerivationDescription"]
 
 
 _TAG_NUMBERS = [tag_for_keyword(keyword) for keyword in _TAGS]
@@ -115,7 +118,8 @@ def read_header(path: Path) -> Header:
             patient_sex=_text(ds, "PatientSex").upper(), patient_birth_date=_text(ds, "PatientBirthDate"),
             study_date=_text(ds, "StudyDate"), study_description=_text(ds, "StudyDescription"),
             modality=_text(ds, "Modality"), series_number=_text(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"), instance_number=_text(ds, "InstanceNumber"))
+            series_description=_text(ds, "SeriesDescription"), instance_number=_text(ds, "InstanceNumber"),
+            derivation_description=_text(ds, "DerivationDescription"))
     except (InvalidDicomError, AttributeError, ValueError, KeyError, TypeError, EOFError, OSError) as exc:
         raise IngestError(CANNOT_UNDERSTAND, f"not a readable DICOM dataset: {exc}") from exc
     return header
@@ -126,7 +130,10 @@ def is_uid(value: str) -> bool:
 
 
 def check_identity(header: Header, sop_class_uid: str | None, sop_instance_uid: str | None) -> None:
-    """The dataset must carry valid UIDs, and the ones the command announced."""
+    """The dataset must carry valid UIDs, and the ones the command announced; and it must not be
+    a pacslite off-site copy (lossy: never filed back as a diagnostic original)."""
+    if header.derivation_description.startswith(OFFSITE_MARK):
+        raise IngestError(DATA_SET_MISMATCH, "a pacslite off-site copy (lossy) is not a diagnostic original")
     for keyword in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
         if not is_uid(getattr(header, keyword)):
             raise IngestError(DATA_SET_MISMATCH, f"{keyword} missing or not a valid UID")

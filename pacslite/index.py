@@ -35,6 +35,7 @@ class Header:
     series_number: str = ""
     series_description: str = ""
     instance_number: str = ""
+    derivation_description: str = ""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import audit, capacity, clock, config, db, patients
 from .db import transaction
@@ -178,10 +178,13 @@ def api_view(alert: sqlite3.Row) -> dict[str, Any]:
 # ---------------------------------------------------------------- the thread
 
 class Sweeper:
-    """Runs the sweep at start-up and every ``SWEEP_INTERVAL_MINUTES`` in its own thread."""
+    """Runs the sweep at start-up and every ``SWEEP_INTERVAL_MINUTES`` in its own thread, and
+    after it the periodic tasks in ``also`` (the off-site copy, the scrub, the backup)."""
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
+    def __init__(self, settings: Mapping[str, Any],
+                 also: tuple[Callable[[sqlite3.Connection, Mapping[str, Any]], object], ...] = ()) -> None:
         self.settings = settings
+        self.also = also
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sweep", daemon=True)
 
@@ -199,6 +202,8 @@ class Sweeper:
                 conn = db.connect(self.settings["DATABASE"])
                 try:
                     outcome = run(conn, self.settings)
+                    for task in self.also:  # the periodic tasks of other modules (app.py names them)
+                        task(conn, self.settings)
                 finally:
                     conn.close()
                 log.info("sweep: %d opened, %d cleared, %d open, %.3f s", outcome.opened, outcome.cleared,

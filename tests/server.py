@@ -126,6 +126,28 @@ class Pacs:
         finally:
             conn.close()
 
+    def add_user(self, username: str, role: str, password: str = "Secret-pass-1") -> None:
+        conn = self.conn()
+        try:
+            users.create(conn, audit.SYSTEM, {"username": username, "password": password, "roles": [role],
+                                              "display_name": username})
+        finally:
+            conn.close()
+
+    def send_series(self, directory: Path, count: int, **fields: Any) -> list[Path]:
+        """``count`` CT images of one new series, sent with storescu; all must be stored."""
+        from pydicom.uid import generate_uid
+        from tests.dicomkit import make_ct, store_results, storescu
+        directory.mkdir(parents=True, exist_ok=True)
+        study_uid, series_uid, files = generate_uid(), generate_uid(), []
+        for number in range(1, count + 1):
+            path = directory / f"{series_uid}-{number}.dcm"
+            make_ct(path, study_uid=study_uid, series_uid=series_uid, instance_number=number, seed=number, **fields)
+            files.append(path)
+        sent = storescu(self.port, files)
+        assert set(store_results(sent.stdout + sent.stderr).values()) == {"Success"}, sent.stderr[-2000:]
+        return files
+
     def token(self, username: str, role: str) -> str:
         """An API token of a new user with this role."""
         conn = self.conn()

@@ -161,3 +161,98 @@ def test_a_job_pauses_resumes_and_survives_a_restart(app, conn, tmp_path) -> Non
     jobs.run_until_idle(again, settings)
     assert (jobs.get(again, job_id)["state"], archive.get_volume(again, volume_id)["state"]) == ("done", "built")
     again.close()
+
+
+def test_the_offsite_copy_is_lossy_about_ten_to_one_and_never_filed_back(app, conn, tmp_path, client_as) -> None:
+    from pydicom import dcmread
+    from pacslite import jobs, offsite, storage
+    settings = {**app.config, "OFFSITE_DIR": str(tmp_path / "offsite")}
+    add_study(app, conn, tmp_path, register(app, conn), images=3, size=512)
+    assert offsite.pending(conn)["images"] == 3
+    assert offsite.ensure_job(conn, settings) is not None
+    jobs.run_until_idle(conn, settings)
+    assert offsite.pending(conn)["images"] == 0
+    rows = conn.execute("SELECT c.*, i.size AS original_size, i.sop_instance_uid FROM offsite_copies c"
+                        " JOIN instances i ON i.id = c.instance_ref").fetchall()
+    assert len(rows) == 3
+    manifest = (tmp_path / "offsite" / "MANIFEST.TSV").read_text().splitlines()
+    for row in rows:
+        path = storage.resolve(settings["OFFSITE_DIR"], row["path"])
+        assert storage.sha256_file(path)[1] == row["sha256"] and f"{row['path']}\t{row['sha256']}" in "\n".join(manifest)
+        ds = dcmread(path)
+        assert ds.pixel_array.shape == (512, 512)  # it opens
+        assert (ds.LossyImageCompression, ds.LossyImageCompressionMethod) == ("01", "ISO_15444_1")
+        assert ds.SOPInstanceUID != row["sop_instance_uid"]
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == row["sop_instance_uid"]
+        assert 0.05 < row["size"] / row["original_size"] < 0.15, row["size"] / row["original_size"]
+        refused = None
+        try:
+            filing.ingest_bytes(conn, settings["STORAGE_DIR"], path.read_bytes(), Source("BACKUP"))
+        except filing.IngestError as exc:
+            refused = exc.status
+        assert refused == filing.DATA_SET_MISMATCH
+    app.config["OFFSITE_DIR"] = settings["OFFSITE_DIR"]
+    page = client_as("admin").get("/archive/").get_data(as_text=True)
+    assert '<dd id="offsite-behind"><strong>up to date</strong>' in page
+
+
+def test_the_archive_page_says_when_no_offsite_location_is_configured(app, client_as) -> None:
+    assert "PACSLITE_OFFSITE_DIR" in client_as("admin").get("/archive/").get_data(as_text=True)
+
+
+def test_the_scrub_finds_missing_and_changed_files_and_clears_when_right(app, conn, tmp_path) -> None:
+    from pacslite import integrity, jobs, storage
+    add_study(app, conn, tmp_path, register(app, conn), images=3)
+    changed, missing, _ = conn.execute("SELECT * FROM instances ORDER BY id").fetchall()
+    changed_path = storage.resolve(app.config["STORAGE_DIR"], changed["storage_path"])
+    missing_path = storage.resolve(app.config["STORAGE_DIR"], missing["storage_path"])
+    good = changed_path.read_bytes()
+    changed_path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    kept = missing_path.read_bytes()
+    missing_path.unlink()
+    assert [r["id"] for r in integrity.missing_files(conn, app.config["STORAGE_DIR"])] == [missing["id"]]
+    assert integrity.ensure_scrub(conn, app.config) is not None
+    jobs.run_until_idle(conn, app.config)
+    found = {(a["rule"], a["subject"]) for a in sweep.list_alerts(conn)}
+    assert found == {("file_changed", f"instance:{changed['id']}"), ("file_missing", f"instance:{missing['id']}")}
+    assert integrity.ensure_scrub(conn, app.config) is None  # a round just finished
+    changed_path.write_bytes(good)
+    missing_path.write_bytes(kept)
+    jobs.start(conn, audit.SYSTEM, "scrub", "store")
+    jobs.run_until_idle(conn, app.config)
+    assert sweep.list_alerts(conn) == [] and len(sweep.list_alerts(conn, state="cleared")) == 2
+
+
+def test_an_online_backup_restores_into_a_fresh_instance(app, conn, tmp_path) -> None:
+    import shutil
+    from pacslite import create_app, db, integrity
+    add_study(app, conn, tmp_path, register(app, conn), images=2)
+    result = flask_cli(tmp_path / "instance", "backup", "db", "--to", str(tmp_path / "copies"))
+    assert result.returncode == 0, result.stderr
+    backup = Path(re.search(r"database backed up to (\S+)", result.stdout).group(1))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(backup, fresh / "pacslite.db")  # the README's restore: the backup becomes pacslite.db
+    restored_app = create_app({"INSTANCE_DIR": str(fresh), "DEFAULT_LANGUAGE": "en"})
+    restored = db.connect(restored_app.config["DATABASE"])
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                         " AND name NOT LIKE 'sqlite_%'")]
+    for table in tables:
+        assert restored.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() == \
+            conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall(), table
+    assert integrity.backup_if_due(conn, app.config) is not None  # the first scheduled one
+    assert integrity.backup_if_due(conn, app.config) is None  # not due again yet
+
+
+def test_a_study_page_says_where_the_study_lives(app, conn, tmp_path, client_as) -> None:
+    from pacslite import archive, jobs
+    settings = {**_archiving(app), "OFFSITE_DIR": str(tmp_path / "offsite")}
+    uid = add_study(app, conn, tmp_path, register(app, conn), images=2)
+    archive.plan_volume(conn, audit.SYSTEM, settings)
+    jobs.start(conn, audit.SYSTEM, "offsite_copy", "offsite")
+    jobs.run_until_idle(conn, settings)
+    study_id = conn.execute("SELECT id FROM studies WHERE study_instance_uid = ?", (uid,)).fetchone()[0]
+    page = client_as("admin").get(f"/studies/{study_id}").get_data(as_text=True)
+    where = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", re.search(r'id="study-locations">(.*?)</dd>', page, re.S)
+                                       .group(1)))
+    assert where.strip() == "online: 2 of 2 images · offline volumes: PL000001 (Built) · off-site copy: 2 of 2 images"

@@ -14,9 +14,7 @@ import pytest
 import zxingcpp
 from playwright.sync_api import expect
 from PIL import Image
-from pydicom.uid import generate_uid
 
-from pacslite import audit, users
 from tests import server as pacslite
 from tests.conftest import ROOT, flask_cli
 from tests.dicomkit import make_ct, store_results, storescu
@@ -43,6 +41,22 @@ def live(tmp_path):
     running = pacslite.start(tmp_path / "instance")
     yield running
     assert running.stop() == 0
+
+
+@pytest.fixture
+def modality_pacs(tmp_path):
+    """Start pacslite (with ``PACSLITE_*`` settings) that accepts storescu; stopped after the test."""
+    started = []
+
+    def start(**env: str) -> pacslite.Pacs:
+        instance = tmp_path / "instance"
+        assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1").returncode == 0
+        started.append(pacslite.Pacs(instance, **env))
+        return started[-1]
+
+    yield start
+    for pacs in started:
+        assert pacs.server.stop() == 0
 
 
 def watch_console(page, problems: list[str]) -> None:
@@ -152,182 +166,201 @@ def test_chinese_pages_render_with_the_csp_in_force(browser, live) -> None:
     context.close()
 
 
-def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path) -> None:
+def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path, modality_pacs) -> None:
     """The reporting issue's "done when": the lock on an exam without images, the technologist's
     flag, images arriving through storescu, the editor opening by itself, sign, print."""
-    instance = tmp_path / "instance"
-    assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1").returncode == 0
-    pacs = pacslite.Pacs(instance)
-    try:
-        conn = pacs.conn()
-        for name, role in (("dr_wang", "radiologist"), ("tech_li", "technologist")):
-            users.create(conn, audit.SYSTEM, {"username": name, "password": "Secret-pass-1", "roles": [role],
-                                              "display_name": name})
-        conn.close()
-        reg = pacs.register(patient_id="BR0001", name="张三")
-        problems: list[str] = []
-        doctor = browser.new_context(locale="en-US").new_page()
-        tech = browser.new_context(locale="en-US").new_page()
-        for page in (doctor, tech):
-            watch_console(page, problems)
+    pacs = modality_pacs()
+    pacs.add_user("dr_wang", "radiologist")
+    pacs.add_user("tech_li", "technologist")
+    reg = pacs.register(patient_id="BR0001", name="张三")
+    problems: list[str] = []
+    doctor = browser.new_context(locale="en-US").new_page()
+    tech = browser.new_context(locale="en-US").new_page()
+    for page in (doctor, tech):
+        watch_console(page, problems)
 
-        # No images yet: the reading list does not offer the exam, and opening it shows the lock.
-        log_in(doctor, pacs.server.url, "dr_wang", "Secret-pass-1")
-        doctor.click("nav >> text=Reading list")
-        assert reg.accession_number not in doctor.locator("#reading-table").inner_text()
-        doctor.goto(f"{pacs.server.url}/exams/{reg.accession_number}")
-        doctor.click("#open-report")
-        doctor.wait_for_selector("#report-lock")
-        assert doctor.locator("#report-form").count() == 0
-        doctor.click("text=Notify technologist")
-        doctor.wait_for_selector("text=The technologists have been told")
+    # No images yet: the reading list does not offer the exam, and opening it shows the lock.
+    log_in(doctor, pacs.server.url, "dr_wang", "Secret-pass-1")
+    doctor.click("nav >> text=Reading list")
+    assert reg.accession_number not in doctor.locator("#reading-table").inner_text()
+    doctor.goto(f"{pacs.server.url}/exams/{reg.accession_number}")
+    doctor.click("#open-report")
+    doctor.wait_for_selector("#report-lock")
+    assert doctor.locator("#report-form").count() == 0
+    doctor.click("text=Notify technologist")
+    doctor.wait_for_selector("text=The technologists have been told")
 
-        # The technologist sees the flag, with its count in the navigation bar.
-        log_in(tech, pacs.server.url, "tech_li", "Secret-pass-1")
-        assert tech.locator("#nav-missing .count").inner_text() == "1"
-        tech.click("#nav-missing")
-        assert reg.accession_number in tech.locator("#missing-images").inner_text()
+    # The technologist sees the flag, with its count in the navigation bar.
+    log_in(tech, pacs.server.url, "tech_li", "Secret-pass-1")
+    assert tech.locator("#nav-missing .count").inner_text() == "1"
+    tech.click("#nav-missing")
+    assert reg.accession_number in tech.locator("#missing-images").inner_text()
 
-        # The images arrive; the open report page turns into the editor by itself.
-        images = []
-        for n in range(2):
-            path = tmp_path / f"img{n}.dcm"
-            make_ct(path, accession=reg.accession_number, patient_id="BR0001", name="ZHANG^SAN", sex="M",
-                    birth_date="19800203", instance_number=n + 1)
-            images.append(path)
-        sent = storescu(pacs.port, images)
-        assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"] * 2
-        doctor.wait_for_selector("#report-form", timeout=20_000)
+    # The images arrive; the open report page turns into the editor by itself.
+    images = []
+    for n in range(2):
+        path = tmp_path / f"img{n}.dcm"
+        make_ct(path, accession=reg.accession_number, patient_id="BR0001", name="ZHANG^SAN", sex="M",
+                birth_date="19800203", instance_number=n + 1)
+        images.append(path)
+    sent = storescu(pacs.port, images)
+    assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"] * 2
+    doctor.wait_for_selector("#report-form", timeout=20_000)
 
-        # Drafts save themselves; then the report is signed and printed.
-        doctor.fill("#f-findings", "Both lungs are clear. 双肺清晰。")
-        doctor.wait_for_selector("#save-status.saved")
-        assert pacs.query("SELECT findings FROM report_versions")[0][0] == "Both lungs are clear. 双肺清晰。"
-        doctor.fill("#f-impression", "No abnormality. 未见异常。")
-        doctor.click("button:has-text('Sign final')")
-        doctor.wait_for_selector("text=Report signed as final.")
-        with doctor.context.expect_page() as opened:
-            doctor.click("#versions >> text=Print (A4)")
-        printed = opened.value
-        printed.wait_for_load_state()
-        assert "未见异常。" in printed.locator("#printed-impression").inner_text()
-        assert "Signed by dr_wang" in printed.locator("#printed-report").inner_text()
-        ARTIFACTS.mkdir(exist_ok=True)
-        doctor.screenshot(path=str(ARTIFACTS / "report-signed.png"), full_page=True)
-        printed.emulate_media(media="print")
-        printed.screenshot(path=str(ARTIFACTS / "report-a4.png"), full_page=True)
-        printed.pdf(path=str(ARTIFACTS / "report-a4.pdf"), prefer_css_page_size=True)
+    # Drafts save themselves; then the report is signed and printed.
+    doctor.fill("#f-findings", "Both lungs are clear. 双肺清晰。")
+    doctor.wait_for_selector("#save-status.saved")
+    assert pacs.query("SELECT findings FROM report_versions")[0][0] == "Both lungs are clear. 双肺清晰。"
+    doctor.fill("#f-impression", "No abnormality. 未见异常。")
+    doctor.click("button:has-text('Sign final')")
+    doctor.wait_for_selector("text=Report signed as final.")
+    with doctor.context.expect_page() as opened:
+        doctor.click("#versions >> text=Print (A4)")
+    printed = opened.value
+    printed.wait_for_load_state()
+    assert "未见异常。" in printed.locator("#printed-impression").inner_text()
+    assert "Signed by dr_wang" in printed.locator("#printed-report").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    doctor.screenshot(path=str(ARTIFACTS / "report-signed.png"), full_page=True)
+    printed.emulate_media(media="print")
+    printed.screenshot(path=str(ARTIFACTS / "report-a4.png"), full_page=True)
+    printed.pdf(path=str(ARTIFACTS / "report-a4.pdf"), prefer_css_page_size=True)
 
-        # The flag cleared itself when the images were filed.
-        tech.reload()
-        assert tech.locator("#nav-missing .count").count() == 0
-        assert reg.accession_number not in tech.locator("main").inner_text()
-        assert pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'report.print'")[0][0] == 1
-        assert problems == []
-    finally:
-        pacs.server.stop()
+    # The flag cleared itself when the images were filed.
+    tech.reload()
+    assert tech.locator("#nav-missing .count").count() == 0
+    assert reg.accession_number not in tech.locator("main").inner_text()
+    assert pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'report.print'")[0][0] == 1
+    assert problems == []
 
 
-def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path) -> None:
+def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path, modality_pacs) -> None:
     """The control issue's "done when", in Chromium against the real process."""
-    instance = tmp_path / "instance"
-    assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1").returncode == 0
-    pacs = pacslite.Pacs(instance)
-    try:
-        right = pacs.register(patient_id="TY0001", name="王五", station_ae="STORESCU")
-        pacs.register(patient_id="TY0002", name="赵六")
-        typo = right.accession_number[:-3] + str((int(right.accession_number[-3]) + 1) % 10) + \
-            right.accession_number[-2:]
-        path = tmp_path / "typo.dcm"
-        make_ct(path, accession=typo, patient_id="TY0001", name="WANG^WU", sex="M", birth_date="19800203")
-        sent = storescu(pacs.port, [path])
-        assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"]
-        conn = pacs.conn()
-        users.create(conn, audit.SYSTEM, {"username": "pacs_admin", "password": "Secret-pass-1", "roles": ["admin"]})
-        conn.close()
-        problems: list[str] = []
-        page = browser.new_context(locale="en-US").new_page()
-        watch_console(page, problems)
-        log_in(page, pacs.server.url, "pacs_admin", "Secret-pass-1")
+    pacs = modality_pacs()
+    right = pacs.register(patient_id="TY0001", name="王五", station_ae="STORESCU")
+    pacs.register(patient_id="TY0002", name="赵六")
+    typo = right.accession_number[:-3] + str((int(right.accession_number[-3]) + 1) % 10) + \
+        right.accession_number[-2:]
+    path = tmp_path / "typo.dcm"
+    make_ct(path, accession=typo, patient_id="TY0001", name="WANG^WU", sex="M", birth_date="19800203")
+    sent = storescu(pacs.port, [path])
+    assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"]
+    pacs.add_user("pacs_admin", "admin")
+    problems: list[str] = []
+    page = browser.new_context(locale="en-US").new_page()
+    watch_console(page, problems)
+    log_in(page, pacs.server.url, "pacs_admin", "Secret-pass-1")
 
-        page.click("nav >> text=Quarantine")
-        row = page.locator("#quarantine tbody tr").first
-        assert typo in row.inner_text()
-        first = row.locator("ol.candidates li").first.inner_text()
-        assert first.startswith(right.accession_number) and "accession number one character off" in first
-        row.locator("text=Open study").click()
-        assert page.input_value("#f-accession_number") == right.accession_number  # the best candidate
-        page.fill("#f-reason", "Accession number typed wrong at the console")
-        page.click("#refile-form button[type=submit]")
-        page.wait_for_selector("text=The study was re-filed")
-        originals = page.locator("#original-attributes").inner_text()
-        assert typo in originals and "CORRECT" in originals and "WANG^WU" in originals
+    page.click("nav >> text=Quarantine")
+    row = page.locator("#quarantine tbody tr").first
+    assert typo in row.inner_text()
+    first = row.locator("ol.candidates li").first.inner_text()
+    assert first.startswith(right.accession_number) and "accession number one character off" in first
+    row.locator("text=Open study").click()
+    assert page.input_value("#f-accession_number") == right.accession_number  # the best candidate
+    page.fill("#f-reason", "Accession number typed wrong at the console")
+    page.click("#refile-form button[type=submit]")
+    page.wait_for_selector("text=The study was re-filed")
+    originals = page.locator("#original-attributes").inner_text()
+    assert typo in originals and "CORRECT" in originals and "WANG^WU" in originals
 
-        page.click("nav >> text=Audit log")
-        page.fill("input[name=action]", "image.refile")
-        expect(page.locator("main")).to_contain_text("Accession number typed wrong")
-        page.click("nav >> text=Statistics")
-        assert page.locator("#final-rate").inner_text().strip() == "100.00%"
-        assert page.locator("#refile-rate").inner_text().startswith("1 image sets, 100.00%")
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "statistics.png"), full_page=True)
-        assert problems == []
-    finally:
-        pacs.server.stop()
+    page.click("nav >> text=Audit log")
+    page.fill("input[name=action]", "image.refile")
+    expect(page.locator("main")).to_contain_text("Accession number typed wrong")
+    page.click("nav >> text=Statistics")
+    assert page.locator("#final-rate").inner_text().strip() == "100.00%"
+    assert page.locator("#refile-rate").inner_text().startswith("1 image sets, 100.00%")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "statistics.png"), full_page=True)
+    assert problems == []
 
 
-def test_a_clinician_scrolls_a_ct_series_with_a_lung_window(browser, tmp_path) -> None:
+def test_a_clinician_scrolls_a_ct_series_with_a_lung_window(browser, tmp_path, modality_pacs) -> None:
     """The viewer issue's "done when": thumbnails on the exam page, then the viewer."""
-    instance = tmp_path / "instance"
-    assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1").returncode == 0
-    pacs = pacslite.Pacs(instance)
-    try:
-        reg = pacs.register(patient_id="VW0001", name="张三")
-        series_uid, study_uid, files = generate_uid(), generate_uid(), []
-        for number in range(1, 6):
-            path = tmp_path / f"slice{number}.dcm"
-            make_ct(path, study_uid=study_uid, series_uid=series_uid, accession=reg.accession_number,
-                    patient_id="VW0001", instance_number=number, seed=number, size=256)
-            files.append(path)
-        sent = storescu(pacs.port, files)
-        assert set(store_results(sent.stdout + sent.stderr).values()) == {"Success"}
-        conn = pacs.conn()
-        users.create(conn, audit.SYSTEM, {"username": "dr_ward", "password": "Secret-pass-1", "roles": ["clinician"]})
-        conn.close()
-        problems: list[str] = []
-        page = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900}).new_page()
-        watch_console(page, problems)
-        log_in(page, pacs.server.url, "dr_ward", "Secret-pass-1")
-        page.goto(f"{pacs.server.url}/exams/{reg.accession_number}")
-        thumbnail = page.locator("img.thumb").first
-        expect(thumbnail).to_have_js_property("naturalWidth", 128)
-        page.click("a.series-thumb")
-        viewer = page.locator("#viewer-image")
-        expect(viewer).to_have_js_property("naturalWidth", 256)
-        start = int(page.get_attribute("#viewer-image", "data-index"))
-        assert start == 2  # the middle of five
-        page.hover("#viewer-stage")
-        page.mouse.wheel(0, 120)
-        expect(viewer).to_have_attribute("data-index", "3")
-        page.keyboard.press("ArrowUp")
-        page.keyboard.press("ArrowUp")
-        expect(viewer).to_have_attribute("data-index", "1")
-        assert page.locator("#viewer-position").inner_text() == "2 / 5"
-        page.select_option("#viewer-preset", label="Lung")
-        expect(viewer).to_have_attribute("src", re.compile(r"wc=-600&ww=1500"))
-        expect(viewer).to_have_js_property("complete", True)
-        expect(viewer).to_have_js_property("naturalWidth", 256)
-        assert page.locator("#viewer-window").inner_text() == "W 1500 L -600"
-        box = page.locator("#viewer-stage").bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2 + 20)
-        page.mouse.up()
-        expect(viewer).not_to_have_attribute("src", re.compile(r"ww=1500"))
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "viewer-lung.png"))
-        page.click("button[data-action=header]")
-        page.wait_for_selector("#header-panel >> text=StudyInstanceUID")
-        assert problems == []
-    finally:
-        pacs.server.stop()
+    pacs = modality_pacs()
+    reg = pacs.register(patient_id="VW0001", name="张三")
+    pacs.send_series(tmp_path / "sent", 5, accession=reg.accession_number, patient_id="VW0001", size=256)
+    pacs.add_user("dr_ward", "clinician")
+    problems: list[str] = []
+    page = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900}).new_page()
+    watch_console(page, problems)
+    log_in(page, pacs.server.url, "dr_ward", "Secret-pass-1")
+    page.goto(f"{pacs.server.url}/exams/{reg.accession_number}")
+    thumbnail = page.locator("img.thumb").first
+    expect(thumbnail).to_have_js_property("naturalWidth", 128)
+    page.click("a.series-thumb")
+    viewer = page.locator("#viewer-image")
+    expect(viewer).to_have_js_property("naturalWidth", 256)
+    start = int(page.get_attribute("#viewer-image", "data-index"))
+    assert start == 2  # the middle of five
+    page.hover("#viewer-stage")
+    page.mouse.wheel(0, 120)
+    expect(viewer).to_have_attribute("data-index", "3")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    expect(viewer).to_have_attribute("data-index", "1")
+    assert page.locator("#viewer-position").inner_text() == "2 / 5"
+    page.select_option("#viewer-preset", label="Lung")
+    expect(viewer).to_have_attribute("src", re.compile(r"wc=-600&ww=1500"))
+    expect(viewer).to_have_js_property("complete", True)
+    expect(viewer).to_have_js_property("naturalWidth", 256)
+    assert page.locator("#viewer-window").inner_text() == "W 1500 L -600"
+    box = page.locator("#viewer-stage").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2 + 20)
+    page.mouse.up()
+    expect(viewer).not_to_have_attribute("src", re.compile(r"ww=1500"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-lung.png"))
+    page.click("button[data-action=header]")
+    page.wait_for_selector("#header-panel >> text=StudyInstanceUID")
+    assert problems == []
+
+
+def test_an_admin_archives_a_volume_and_brings_a_study_back(browser, tmp_path, modality_pacs) -> None:
+    """The archive issue's "done when", in Chromium against the real process and its job thread."""
+    pacs = modality_pacs(PACSLITE_ARCHIVE_AGE_DAYS="0", PACSLITE_OFFSITE_DIR=str(tmp_path / "offsite"))
+    reg = pacs.register(patient_id="AR0001", name="张三")
+    pacs.send_series(tmp_path / "sent", 3, accession=reg.accession_number, patient_id="AR0001")
+    pacs.add_user("pacs_admin", "admin")
+    problems: list[str] = []
+    page = browser.new_context(locale="en-US").new_page()
+    watch_console(page, problems)
+    log_in(page, pacs.server.url, "pacs_admin", "Secret-pass-1")
+
+    page.click("nav >> text=Archive")
+    expect(page.locator("#days-until-full")).to_contain_text(re.compile(r"\d"))
+    page.click("text=Plan the next volume")
+    expect(page.locator("#jobs .job").first).to_contain_text("Done", timeout=30_000)  # the bar updated itself
+    page.click("#volumes a.mono")
+    expect(page.locator("h1")).to_contain_text("Built")
+    page.click("button:has-text('Verify')")
+    expect(page.locator(".job")).to_contain_text("Done", timeout=30_000)
+    page.reload()
+    expect(page.locator("h1")).to_contain_text("Verified")
+    with page.context.expect_page() as opened:
+        page.click("text=Print the label")
+    label = opened.value
+    expect(label.locator("#volume-label")).to_contain_text(reg.accession_number)
+    expect(label.locator("#volume-label")).to_contain_text("张三")
+
+    page.fill("#f-release", "Disc PL000001 is in the tower")
+    page.click("#release-form button")
+    expect(page.locator(".flash.success")).to_contain_text("released")
+    assert pacs.query("SELECT COUNT(*) FROM instances WHERE released_at IS NOT NULL")[0][0] == 3
+    page.click("button:has-text('Restore from the volume')")
+    expect(page.locator(".flash.success")).to_contain_text("restored")
+    assert pacs.query("SELECT COUNT(*) FROM instances WHERE released_at IS NULL")[0][0] == 3
+
+    page.click("nav >> text=Archive")
+    if page.locator("#offsite button:has-text('Copy now')").count():
+        page.click("#offsite button:has-text('Copy now')")
+    expect(page.locator("#jobs")).to_contain_text("Off-site copy")
+    for _ in range(30):  # the page does not poll the summary itself: look again as an admin would
+        if "up to date" in page.locator("#offsite-behind").inner_text():
+            break
+        expect(page.locator("#jobs .job").first).to_contain_text("Done", timeout=30_000)
+        page.reload()
+    expect(page.locator("#offsite-behind")).to_have_text("up to date")
+    assert problems == []

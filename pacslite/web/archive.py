@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import archive, capacity, jobs
+from .. import archive, capacity, jobs, offsite
 from ..db import get_db
 from ..validation import Conflict, NotFound, ValidationError
 from . import access, is_htmx
@@ -25,7 +25,18 @@ def overview() -> Any:
     return render_template("archive/overview.html", forecast=capacity.forecast(conn, settings),
                            high_water=settings["STORAGE_HIGH_WATER_PERCENT"], warn=settings["STORAGE_WARN_PERCENT"],
                            volumes=archive.list_volumes(conn), jobs=jobs.recent(conn),
-                           age_days=settings["ARCHIVE_AGE_DAYS"])
+                           age_days=settings["ARCHIVE_AGE_DAYS"], offsite_dir=settings["OFFSITE_DIR"],
+                           pending=offsite.pending(conn), copied=offsite.copied(conn))
+
+
+@bp.route("/offsite/copy", methods=["POST"])
+@access.allow(*ADMIN)
+def offsite_copy() -> Any:
+    if offsite.ensure_job(get_db(), current_app.config) is None:
+        flash(gettext("Nothing to copy, or no off-site location is configured."), "error")
+    else:
+        flash(gettext("The off-site copy is being brought up to date."), "success")
+    return redirect(url_for("archive.overview"))
 
 
 def _back(act: Any, done: str, target: str, **values: Any) -> Any:

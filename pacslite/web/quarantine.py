@@ -7,7 +7,7 @@ from typing import Any, Callable
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import patients, refiling
+from .. import archive, patients, refiling
 from ..db import get_db
 from ..validation import Conflict, NotFound, ValidationError
 from . import access
@@ -50,6 +50,7 @@ def _study_page(study_id: int, errors: dict[str, str] | None = None, status: int
     return render_template("quarantine/study.html", study=study, exam=exam, series=series,
                            candidates=refiling.candidates(conn, study), history=refiling.refilings_of_study(conn, study_id),
                            originals=refiling.original_attributes(current_app.config["STORAGE_DIR"], study_id, conn),
+                           where=archive.locations(conn, study_id),
                            errors=errors or {}, values=request.form), status
 
 
