@@ -1,18 +1,19 @@
 """Command line: ``flask --app app user add``, ``token create``, ``audit verify``, ``ae add|list|remove``,
-``sweep run``, ``backup db``."""
+``sweep run``, ``backup db``, ``import``."""
 from __future__ import annotations
 
 import getpass
 import sqlite3
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import aes, audit, db, integrity, sweep, users
+from . import aes, audit, db, importing, integrity, sweep, users
 from .validation import Conflict, NotFound, ValidationError
 
 CLI_ACTOR = audit.Actor("cli")
@@ -132,6 +133,27 @@ def sweep_run() -> None:
                f" ({outcome.seconds:.3f} s)")
 
 
+@click.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--accession", default="", help="the exam the images belong to (needed for scanned images)")
+@click.option("--map", "mapping", multiple=True, metavar="OUTSIDE=LOCAL",
+              help="an outside patient ID (on a CD) and the local patient ID it is imported under")
+def import_command(path: Path, accession: str, mapping: tuple[str, ...]) -> None:
+    """Import scanned images, non-conformant DICOM, a folder, a ZIP or a CD (a folder with DICOMDIR)."""
+    pairs = dict(item.split("=", 1) for item in mapping if "=" in item)
+    with _connection() as conn:
+        target = importing.target_for(conn, accession, pairs)
+        actor = audit.Actor("cli")
+        if path.is_dir() and (path / "DICOMDIR").is_file():
+            report = importing.import_cd(conn, actor, current_app.config, path, target)
+        else:
+            report = importing.import_path(conn, actor, current_app.config, path, target)
+    for line in report.lines:
+        details = "; ".join([*line.fixes, line.reason] if line.reason else line.fixes)
+        click.echo(f"{line.result:<12} {line.name}{'  (' + details + ')' if details else ''}")
+    click.echo("imported: " + ", ".join(f"{count} {result}" for result, count in sorted(report.counts().items())))
+
+
 backup_cli = AppGroup("backup", help="Backups of the database, made while pacslite runs.")
 
 
@@ -144,5 +166,5 @@ def backup_db(target: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (user_cli, token_cli, audit_cli, ae_cli, sweep_cli, backup_cli):
+    for group in (user_cli, token_cli, audit_cli, ae_cli, sweep_cli, backup_cli, import_command):
         app.cli.add_command(group)

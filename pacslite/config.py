@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_DIR": "",
     "BACKUP_INTERVAL_HOURS": 24,
     "BACKUP_KEEP": 14,
+    # Imports: a ZIP that would expand beyond this is refused before anything is extracted.
+    "IMPORT_MAX_BYTES": 2 * 1024 * 1024 * 1024,
     # Rendered images (PNG) for the browser: a cache under the instance folder, at most this big.
     "RENDER_CACHE_MB": 512,
     # Corrections: how long the files a re-filing replaced, and rejected studies, are kept

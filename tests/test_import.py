@@ -1,0 +1,219 @@
+"""Imports: scanned images, non-conformant DICOM, folders, ZIPs, patient CDs, and bad input."""
+from __future__ import annotations
+
+import shutil
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom import dcmread
+from pydicom.data import data_manager, get_testdata_file
+from pydicom.dataset import Dataset
+
+from pacslite import audit, importing, patients, storage
+from tests.conftest import EXAM_FORM, flask_cli
+from tests.dicomkit import make_ct
+
+ACTOR = audit.Actor("tech_zhou")
+CD = Path(data_manager.DATA_ROOT) / "test_files" / "dicomdirtests"
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def register(app, conn, **changes) -> patients.Registration:
+    data = {**EXAM_FORM, **changes}
+    return patients.register_exam(conn, audit.SYSTEM, app.config, data, data, confirm_demographics=True)
+
+
+def stored(app, conn, sop_uid: str | None = None) -> list[Dataset]:
+    rows = conn.execute("SELECT storage_path FROM instances" + (" WHERE sop_instance_uid = ?" if sop_uid else ""),
+                        (sop_uid,) if sop_uid else ()).fetchall()
+    return [dcmread(storage.resolve(app.config["STORAGE_DIR"], r[0])) for r in rows]
+
+
+def image_file(path: Path, fmt: str, mode: str = "RGB", frames: int = 1) -> Path:
+    pictures = [Image.fromarray((np.random.default_rng(n).integers(0, 255, (60, 80, 3))).astype(np.uint8))
+                .convert(mode) for n in range(frames)]
+    pictures[0].save(path, format=fmt, save_all=frames > 1, append_images=pictures[1:])
+    return path
+
+
+def test_scanned_images_become_secondary_capture_of_the_exam(app, conn, tmp_path) -> None:
+    reg = register(app, conn)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    image_file(folder / "page1.jpg", "JPEG")
+    image_file(folder / "page2.png", "PNG", "L")
+    image_file(folder / "film.bmp", "BMP")
+    image_file(folder / "pages.tif", "TIFF", "RGB", frames=2)
+    target = importing.target_for(conn, reg.accession_number)
+    report = importing.import_path(conn, ACTOR, app.config, folder, target)
+    assert [(line.name, line.result) for line in report.lines] == [
+        ("film.bmp", "filed"), ("page1.jpg", "filed"), ("page2.png", "filed"), ("pages.tif [1]", "filed"),
+        ("pages.tif [2]", "filed")]
+    exam = patients.get_exam(conn, reg.accession_number)
+    assert (exam["instance_count"], exam["series_count"]) == (5, 1)
+    for ds in stored(app, conn):
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and ds.ConversionType == "SI"
+        assert (ds.PatientID, str(ds.PatientName), ds.AccessionNumber, ds.SpecificCharacterSet) == \
+            ("P0001", "ZHANG^SAN=张^三", reg.accession_number, "ISO_IR 192")
+        assert ds.ImageComments.startswith("Converted by pacslite from ")
+        assert (ds.Rows, ds.Columns) == (60, 80) and ds.pixel_array.shape[:2] == (60, 80)
+    no_exam = importing.import_path(conn, ACTOR, app.config, folder / "page1.jpg", importing.Target())
+    assert [(line.result, line.reason) for line in no_exam.lines] == \
+        [("failed", "choose the exam these scanned images belong to")]
+
+
+@pytest.mark.parametrize("name", ["ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm",
+                                  "MR_small_implicit.dcm", "MR_small_bigendian.dcm"])
+def test_non_conformant_dicom_is_repaired_and_filed(app, conn, name) -> None:
+    reg = register(app, conn)
+    original = dcmread(get_testdata_file(name), force=True)
+    report = importing.import_path(conn, ACTOR, app.config, Path(get_testdata_file(name)),
+                                   importing.target_for(conn, reg.accession_number))
+    [line] = report.lines
+    assert line.result == "filed", line
+    assert f"filed to exam {reg.accession_number}" in line.fixes
+    assert ("no file meta information: added" in line.fixes) == ("NoMeta" in name)
+    [ds] = stored(app, conn)
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert (ds.PatientID, ds.AccessionNumber) == ("P0001", reg.accession_number)
+    kept = ds.OriginalAttributesSequence[-1]
+    assert kept.ReasonForTheAttributeModification == "COERCE"
+    assert kept.ModifiedAttributesSequence[0].PatientID == original.get("PatientID", "")
+
+
+def test_missing_uids_are_generated_and_recorded(app, conn, tmp_path) -> None:
+    path = tmp_path / "bad.dcm"
+    ds = make_ct(path)
+    del ds.SOPInstanceUID, ds.SeriesInstanceUID
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+    ds.save_as(path)
+    report = importing.import_path(conn, ACTOR, app.config, path, importing.Target())
+    [line] = report.lines
+    assert "SOP Instance UID missing or invalid: generated" in line.fixes
+    assert "Series Instance UID missing or invalid: generated" in line.fixes
+    assert line.result == "quarantined"  # no exam chosen, no accession number: stored safely
+    [stored_ds] = stored(app, conn)
+    recorded = stored_ds.OriginalAttributesSequence[0]
+    assert recorded.ReasonForTheAttributeModification == "CORRECT"
+    assert "SOPInstanceUID" in recorded.ModifiedAttributesSequence[0]
+
+
+def _with_raw_name(tmp_path: Path, name: str, raw_name: bytes, charset: str | None) -> Path:
+    path = tmp_path / name
+    ds = make_ct(path, charset=charset or "ISO_IR 192", name="QQQQ")
+    if charset is None:
+        del ds.SpecificCharacterSet
+    ds.save_as(path)
+    data = path.read_bytes()
+    padded = raw_name + (b" " if len(raw_name) % 2 else b"")
+    length = len(padded).to_bytes(2, "little")
+    marker = b"\x10\x00\x10\x00PN\x04\x00QQQQ"
+    assert marker in data
+    path.write_bytes(data.replace(marker, b"\x10\x00\x10\x00PN" + length + padded))
+    return path
+
+
+@pytest.mark.parametrize("charset, encoding, fixed", [(None, "utf-8", "ISO_IR 192"),
+                                                      ("ISO_IR 100", "gb18030", "GB18030")])
+def test_an_undeclared_or_wrong_character_set_is_found(app, conn, tmp_path, charset, encoding, fixed) -> None:
+    path = _with_raw_name(tmp_path, "name.dcm", "张三".encode(encoding), charset)
+    [line] = importing.import_path(conn, ACTOR, app.config, path, importing.Target()).lines
+    assert f"character set {charset or 'undeclared'}: {fixed}" in line.fixes
+    [ds] = stored(app, conn)
+    assert (ds.SpecificCharacterSet, str(ds.PatientName)) == (fixed, "张三")
+
+
+def test_a_folder_twice_skips_what_is_stored_and_bad_files_change_nothing(app, conn, tmp_path) -> None:
+    reg = register(app, conn)
+    folder = tmp_path / "batch"
+    (folder / "sub").mkdir(parents=True)
+    make_ct(folder / "a.dcm", accession=reg.accession_number, patient_id="P0001")
+    make_ct(folder / "sub" / "b.dcm", accession=reg.accession_number, patient_id="P0001")
+    (folder / "notes.txt").write_text("not an image")
+    good = (folder / "a.dcm").read_bytes()
+    (folder / "sub" / "truncated.dcm").write_bytes(good[:len(good) // 2])
+    first = importing.import_path(conn, ACTOR, app.config, folder, importing.Target())
+    assert {(line.name, line.result) for line in first.lines} == {
+        ("a.dcm", "filed"), ("sub/b.dcm", "filed"), ("notes.txt", "failed"), ("sub/truncated.dcm", "failed")}
+    assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 2
+    again = importing.import_path(conn, ACTOR, app.config, folder, importing.Target())
+    assert sorted(line.result for line in again.lines) == ["duplicate", "duplicate", "failed", "failed"]
+    assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 2
+
+
+def test_a_hostile_zip_is_refused_line_by_line_or_whole(app, conn, tmp_path) -> None:
+    reg = register(app, conn)
+    ct = tmp_path / "ct.dcm"
+    make_ct(ct, accession=reg.accession_number, patient_id="P0001")
+    archive = tmp_path / "cd.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../../escape.dcm", ct.read_bytes())
+        z.writestr("/etc/absolute.dcm", ct.read_bytes())
+        z.write(ct, "images/ct.dcm")
+    report = importing.import_path(conn, ACTOR, app.config, archive, importing.Target())
+    assert {(line.name, line.result) for line in report.lines} == {
+        ("../../escape.dcm", "failed"), ("/etc/absolute.dcm", "failed"), ("images/ct.dcm", "filed")}
+    assert not (tmp_path.parent / "escape.dcm").exists()
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros.dcm", b"\0" * 5_000_000)
+    small = {**app.config, "IMPORT_MAX_BYTES": 1_000_000}
+    before = conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+    [refused] = importing.import_path(conn, ACTOR, small, bomb, importing.Target()).lines
+    assert refused.result == "failed" and "expand beyond" in refused.reason
+    assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == before
+
+
+def test_a_patient_cd_is_imported_under_the_local_patient_id(app, conn, tmp_path) -> None:
+    reg = register(app, conn, patient_id="LOCAL01")
+    medium = tmp_path / "cd"
+    shutil.copytree(CD, medium)
+    listed = importing.read_cd(medium)
+    assert {p["patient_id"]: sum(s["images"] for s in p["studies"]) for p in listed} == {"77654033": 7,
+                                                                                          "98890234": 24}
+    target = importing.target_for(conn, reg.accession_number, {"77654033": "LOCAL01"})
+    report = importing.import_cd(conn, ACTOR, app.config, medium, target)
+    assert len(report.lines) == 31 and {line.result for line in report.lines} == {"filed"}
+    outside = [line for line in report.lines if "outside patient ID 77654033: local LOCAL01" in line.fixes]
+    assert len(outside) == 7
+    copies = [ds for ds in stored(app, conn) if any(
+        item.ModifiedAttributesSequence[0].get("PatientID") == "77654033"
+        for item in ds.get("OriginalAttributesSequence", []))]
+    assert len(copies) == 7 and {ds.PatientID for ds in copies} == {"LOCAL01"}
+
+
+def test_a_dicomdir_pointing_outside_the_medium_is_refused(app, conn, tmp_path) -> None:
+    medium = tmp_path / "cd"
+    shutil.copytree(CD, medium)
+    dicomdir = medium / "DICOMDIR"
+    data = dicomdir.read_bytes()
+    inside = b"77654033\\CR1\\6154"
+    assert inside in data
+    dicomdir.write_bytes(data.replace(inside, b"..\\..\\..\\..\\tmp\\x", 1))  # same length, offsets intact
+    report = importing.import_cd(conn, ACTOR, app.config, medium, importing.Target())
+    assert [(line.name, line.result, line.reason) for line in report.lines] == \
+        [("DICOMDIR", "failed", "the DICOMDIR points outside the medium: refused")]
+    assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
+    with pytest.raises(ValueError, match="outside the medium"):
+        importing.read_cd(medium)
+
+
+def test_the_command_imports_and_prints_its_report(app, conn, tmp_path) -> None:
+    reg = register(app, conn)
+    scan = image_file(tmp_path / "scan.jpg", "JPEG")
+    result = flask_cli(tmp_path / "instance", "import", str(scan), "--accession", reg.accession_number)
+    assert result.returncode == 0, result.stderr
+    assert "filed        scan.jpg  (converted from JPG to Secondary Capture)" in result.stdout
+    assert "imported: 1 filed" in result.stdout
+    unknown = flask_cli(tmp_path / "instance", "import", str(scan), "--accession", "NOSUCH")
+    assert unknown.returncode != 0 and "No exam has the accession number NOSUCH" in unknown.stderr
