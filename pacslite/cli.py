@@ -144,10 +144,7 @@ def import_command(path: Path, accession: str, mapping: tuple[str, ...]) -> None
     with _connection() as conn:
         target = importing.target_for(conn, accession, pairs)
         actor = audit.Actor("cli")
-        if path.is_dir() and (path / "DICOMDIR").is_file():
-            report = importing.import_cd(conn, actor, current_app.config, path, target)
-        else:
-            report = importing.import_path(conn, actor, current_app.config, path, target)
+        report = importing.import_path(conn, actor, current_app.config, path, target)
     for line in report.lines:
         details = "; ".join([*line.fixes, line.reason] if line.reason else line.fixes)
         click.echo(f"{line.result:<12} {line.name}{'  (' + details + ')' if details else ''}")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import copy
 import io
+import json
+import re
+import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
@@ -26,10 +29,10 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
                          SecondaryCaptureImageStorage, generate_uid)
 
-from . import audit, clock, filing, names, patients
+from . import audit, clock, filing, jobs, names, patients
 from .db import transaction
 from .index import Source
-from .validation import N_, Conflict
+from .validation import N_, Conflict, NotFound
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
@@ -235,7 +238,8 @@ def repair(data: bytes, target: Target, at: str) -> tuple[Dataset, list[str]]:
     if outside in target.patients:
         coerced.update(_patient_values(target.patients[outside]))
         fixes.append(f"outside patient ID {outside}: local {target.patients[outside]['patient_id']}")
-    if target.exam is not None:
+    if target.exam is not None and (not target.patients or outside in target.patients):
+        # with a patient mapping (a CD), only the mapped patients' images go to the exam
         coerced.update(_exam_values(target.exam))
         fixes.append(f"filed to exam {target.exam['accession_number']}")
     if coerced:
@@ -291,55 +295,64 @@ def import_file(conn: Any, settings: Mapping[str, Any], data: bytes, name: str, 
     return lines
 
 
-def _zip_members(data: bytes, limit: int) -> Iterator[tuple[str, bytes | None, str]]:
-    """(name, bytes or None, refusal) of a ZIP's files; the whole ZIP is refused if it would
-    expand beyond ``limit``, a member with an absolute path or '..' is refused."""
+@dataclass(frozen=True)
+class Entry:
+    """One thing to import: its name in the report and how to read it (None: refused)."""
+
+    name: str
+    read: Callable[[], bytes] | None
+    refusal: str = ""
+
+
+def _zip_entries(path: Path, limit: int) -> list[Entry]:
+    """A ZIP's files; the whole ZIP is refused if it would expand beyond ``limit``, a member
+    with an absolute path or '..' is refused on its own."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise ValueError(f"not a readable ZIP file ({exc})") from exc
+        return [Entry(path.name, None, f"not a readable ZIP file ({exc})")]
     members = [m for m in archive.infolist() if not m.is_dir()]
     if sum(m.file_size for m in members) > limit:
-        raise ValueError(f"the ZIP would expand beyond {limit} bytes: refused")
+        return [Entry(path.name, None, f"the ZIP would expand beyond {limit} bytes: refused")]
+    entries = []
     for member in members:
-        path = PurePosixPath(member.filename.replace("\\", "/"))
-        if path.is_absolute() or ".." in path.parts or (path.parts and path.parts[0].endswith(":")):
-            yield member.filename, None, "a path outside the ZIP (absolute or with ..): refused"
-            continue
-        yield member.filename, archive.read(member), ""
+        parts = PurePosixPath(member.filename.replace("\\", "/"))
+        if parts.is_absolute() or ".." in parts.parts or (parts.parts and parts.parts[0].endswith(":")):
+            entries.append(Entry(member.filename, None, "a path outside the ZIP (absolute or with ..): refused"))
+        else:
+            entries.append(Entry(member.filename, lambda m=member: archive.read(m)))
+    return entries
 
 
-def sources_of(path: Path, limit: int) -> Iterator[tuple[str, bytes | None, str]]:
-    """(name, bytes, refusal) of every file under ``path``: a file, a folder (recursively, no
-    symbolic links), or a ZIP."""
+def entries(path: Path, settings: Mapping[str, Any]) -> list[Entry]:
+    """What to import from ``path``: a medium with a DICOMDIR (its listed files), a folder
+    (recursively, no symbolic links; ZIP files in it opened), a ZIP, or a single file."""
+    limit = int(settings["IMPORT_MAX_BYTES"])
+    if path.is_dir() and (path / "DICOMDIR").is_file():
+        return _cd_entries(path.resolve())
     if path.is_dir():
+        found: list[Entry] = []
         for item in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
-            if item.name.upper() == "DICOMDIR":
-                continue
-            yield item.relative_to(path).as_posix(), item.read_bytes(), ""
-    elif path.suffix.lower() == ".zip":
-        yield from _zip_members(path.read_bytes(), limit)
-    else:
-        yield path.name, path.read_bytes(), ""
-
-
-def import_path(conn: Any, actor: audit.Actor, settings: Mapping[str, Any], path: Path, target: Target,
-                progress: Any = None) -> Report:
-    """Import a file, a folder or a ZIP; ``progress(done)`` is called after each file."""
-    report = Report()
-    source = Source(f"import:{actor.name}")
-    try:
-        for done, (name, data, refusal) in enumerate(sources_of(path, int(settings["IMPORT_MAX_BYTES"])), 1):
-            if data is None:
-                report.lines.append(Line(name, "failed", reason=refusal))
+            if item.suffix.lower() == ".zip":
+                found.extend(Entry(f"{item.relative_to(path).as_posix()}/{e.name}", e.read, e.refusal)
+                             for e in _zip_entries(item, limit))
             else:
-                report.lines.extend(import_file(conn, settings, data, name, target, source))
-            if progress:
-                progress(done)
-    except ValueError as exc:
-        report.lines.append(Line(path.name, "failed", reason=str(exc)))
-    _audit(conn, actor, path.name, target, report)
-    return report
+                found.append(Entry(item.relative_to(path).as_posix(), item.read_bytes))
+        return found
+    if path.suffix.lower() == ".zip":
+        return _zip_entries(path, limit)
+    return [Entry(path.name, path.read_bytes)]
+
+
+def import_entries(conn: Any, settings: Mapping[str, Any], items: list[Entry], target: Target,
+                   source: Source) -> list[Line]:
+    lines: list[Line] = []
+    for entry in items:
+        if entry.read is None:
+            lines.append(Line(entry.name, "failed", reason=entry.refusal))
+        else:
+            lines.extend(import_file(conn, settings, entry.read(), entry.name, target, source))
+    return lines
 
 
 def _audit(conn: Any, actor: audit.Actor, what: str, target: Target, report: Report) -> None:
@@ -348,6 +361,13 @@ def _audit(conn: Any, actor: audit.Actor, what: str, target: Target, report: Rep
                      patient_id=target.exam["patient_id"] if target.exam else "",
                      detail={"exam": target.exam["accession_number"] if target.exam else None, **report.counts(),
                              "failed_files": [line.name for line in report.lines if line.result == "failed"][:50]})
+
+
+def import_path(conn: Any, actor: audit.Actor, settings: Mapping[str, Any], path: Path, target: Target) -> Report:
+    """Import a file, a folder, a ZIP or a medium with a DICOMDIR, all at once (the command line)."""
+    report = Report(import_entries(conn, settings, entries(path, settings), target, Source(f"import:{actor.name}")))
+    _audit(conn, actor, path.name, target, report)
+    return report
 
 
 # ---------------------------------------------------------------- patient CDs
@@ -383,31 +403,22 @@ def read_cd(root: Path) -> list[dict[str, Any]]:
     return [{**p, "studies": list(p["studies"].values())} for p in patients_found.values()]
 
 
-def import_cd(conn: Any, actor: audit.Actor, settings: Mapping[str, Any], root: Path, target: Target,
-              progress: Any = None) -> Report:
-    """Import the instances a DICOMDIR lists; a path in it that leaves the medium is refused."""
-    root = root.resolve()
-    report = Report()
-    source = Source(f"cd:{actor.name}")
+def _cd_entries(root: Path) -> list[Entry]:
+    """The files a DICOMDIR lists; a path in it that leaves the medium is refused."""
     try:
         fs = _medium(root)
     except ValueError as exc:
-        report.lines.append(Line("DICOMDIR", "failed", reason=str(exc)))
-        _audit(conn, actor, root.name, target, report)
-        return report
-    for done, instance in enumerate(fs, start=1):
+        return [Entry("DICOMDIR", None, str(exc))]
+    found = []
+    for instance in fs:
         path = Path(instance.path).resolve()
-        name = path.relative_to(root).as_posix() if root in path.parents else str(instance.FileID)
         if root not in path.parents:
-            report.lines.append(Line(name, "failed", reason="the DICOMDIR points outside the medium: refused"))
+            found.append(Entry(str(instance.FileID), None, "the DICOMDIR points outside the medium: refused"))
         elif not path.is_file():
-            report.lines.append(Line(name, "failed", reason="listed in the DICOMDIR but not on the medium"))
+            found.append(Entry(path.relative_to(root).as_posix(), None, "listed in the DICOMDIR but not on the medium"))
         else:
-            report.lines.extend(import_file(conn, settings, path.read_bytes(), name, target, source))
-        if progress:
-            progress(done)
-    _audit(conn, actor, root.name, target, report)
-    return report
+            found.append(Entry(path.relative_to(root).as_posix(), path.read_bytes))
+    return found
 
 
 def target_for(conn: Any, accession: str = "", mapping: Mapping[str, str] | None = None) -> Target:
@@ -425,3 +436,96 @@ def target_for(conn: Any, accession: str = "", mapping: Mapping[str, str] | None
         if patient is not None:
             local[outside] = patient
     return Target(exam=exam, patients=local)
+
+
+# ---------------------------------------------------------------- imports from the page (a job)
+
+SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,99}")
+
+
+def _safe_relative(name: str) -> PurePosixPath | None:
+    """An uploaded file's relative path, if every part is a plain name (no '..', no absolute
+    path, no odd characters): uploads keep their folders so that a CD's DICOMDIR still finds
+    its files, inside a folder pacslite generated."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or not path.parts or not all(SAFE_PART.fullmatch(p) and p not in (".", "..")
+                                                       for p in path.parts):
+        return None
+    return path
+
+
+def stage(settings: Mapping[str, Any], uploads: list[tuple[str, bytes]]) -> tuple[Path, list[Line]]:
+    """Put uploaded files (a single ZIP is unpacked) in a new folder under the instance;
+    (folder, lines for what was refused)."""
+    root = Path(settings["INSTANCE_DIR"]) / "imports" / uuid.uuid4().hex
+    root.mkdir(parents=True)
+    refused: list[Line] = []
+    if len(uploads) == 1 and uploads[0][0].lower().endswith(".zip"):
+        archive = root.parent / f"{root.name}.zip"
+        archive.write_bytes(uploads[0][1])
+        uploads = []
+        for entry in _zip_entries(archive, int(settings["IMPORT_MAX_BYTES"])):
+            if entry.read is None:
+                refused.append(Line(entry.name, "failed", reason=entry.refusal))
+            else:
+                uploads.append((entry.name, entry.read()))
+        archive.unlink()
+    for name, data in uploads:
+        relative = _safe_relative(name)
+        if relative is None:
+            refused.append(Line(name, "failed", reason="a file name pacslite does not accept: refused"))
+            continue
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+    return root, refused
+
+
+def create(conn: Any, actor: audit.Actor, folder: Path, refused: list[Line]) -> int:
+    with transaction(conn):
+        import_id = conn.execute("INSERT INTO imports (folder, report, created_at, created_by) VALUES (?, ?, ?, ?)",
+                                 (str(folder), json.dumps([asdict(line) for line in refused]),
+                                  clock.to_db(clock.now()), actor.name)).lastrowid
+        audit.record(conn, actor, "image.import_upload", f"import:{import_id}", detail={"refused": len(refused)})
+    return int(import_id)
+
+
+def get_import(conn: Any, import_id: int) -> Any:
+    row = conn.execute("SELECT * FROM imports WHERE id = ?", (import_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"import {import_id}")
+    return row
+
+
+def start(conn: Any, actor: audit.Actor, import_id: int, accession: str, mapping: Mapping[str, str]) -> int:
+    """Check the exam and the patient mapping, then queue the import's job."""
+    target_for(conn, accession, mapping)  # refuses an unknown exam or patient now, not in the job
+    with transaction(conn):
+        conn.execute("UPDATE imports SET accession = ?, mapping = ? WHERE id = ?",
+                     (accession, json.dumps(dict(mapping)), import_id))
+    return jobs.start(conn, actor, "import", f"import:{import_id}")
+
+
+def lines_of(row: Any) -> list[Line]:
+    return [Line(**line) for line in json.loads(row["report"])]
+
+
+@jobs.register("import")
+def import_step(conn: Any, settings: Mapping[str, Any], job: Any) -> jobs.Step:
+    """Import the next files of an upload, adding their lines to its report."""
+    row = get_import(conn, int(job["subject"].split(":", 1)[1]))
+    items = entries(Path(row["folder"]), settings)
+    start_at = int(job["cursor"] or 0)
+    batch = items[start_at:start_at + 20]
+    target = target_for(conn, row["accession"], json.loads(row["mapping"]))
+    new = import_entries(conn, settings, batch, target, Source(f"import:{row['created_by']}"))
+    report = lines_of(row) + new
+    with transaction(conn):
+        conn.execute("UPDATE imports SET report = ? WHERE id = ?",
+                     (json.dumps([asdict(line) for line in report]), row["id"]))
+    done = start_at + len(batch)
+    if done >= len(items):
+        _audit(conn, audit.Actor(row["created_by"]), f"{row['id']}", target, Report(report))
+        return jobs.Step(done, len(items), str(done), finished=True, message=", ".join(
+            f"{count} {result}" for result, count in sorted(Report(report).counts().items())))
+    return jobs.Step(done, len(items), str(done))
+

@@ -51,6 +51,13 @@ def _refiled_study(app, conn, accession: str, tmp_path) -> tuple[int, int]:
     return study_id, refiling_id
 
 
+def _an_import(app, conn) -> int:
+    from pathlib import Path
+    from pacslite import importing
+    folder, refused = importing.stage(app.config, [("notes.txt", b"not an image")])
+    return importing.create(conn, audit.SYSTEM, Path(folder), refused)
+
+
 def _an_alert(app, conn) -> int:
     """The sweep, run as if two days had passed: an exam without images raises an alert."""
     from datetime import timedelta
@@ -78,7 +85,8 @@ def world(app, conn, client_as, tmp_path):
               "int:series_id": str(conn.execute("SELECT id FROM series").fetchone()[0]),
               "int:instance_id": str(conn.execute("SELECT id FROM instances").fetchone()[0]),
               "int:volume_id": str(archive.plan_volume(conn, audit.SYSTEM, {**app.config, "ARCHIVE_AGE_DAYS": 0})),
-              "int:job_id": str(conn.execute("SELECT id FROM jobs").fetchone()[0])}
+              "int:job_id": str(conn.execute("SELECT id FROM jobs").fetchone()[0]),
+              "int:import_id": str(_an_import(app, conn))}
     clients = {"anonymous": app.test_client()}
     tokens = {}
     for role in ROLES:

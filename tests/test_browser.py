@@ -364,3 +364,77 @@ def test_an_admin_archives_a_volume_and_brings_a_study_back(browser, tmp_path, m
         page.reload()
     expect(page.locator("#offsite-behind")).to_have_text("up to date")
     assert problems == []
+
+
+def test_a_technologist_imports_scans_a_cd_and_old_dicom(browser, tmp_path, modality_pacs) -> None:
+    """The import issue's "done when": scans into an exam, a CD under the local patient ID,
+    non-conformant files; everything filed, with the report of what was fixed."""
+    import shutil
+    import zipfile
+    from pydicom import dcmread
+    from pydicom.data import data_manager, get_testdata_file
+    from tests.dicomkit import make_ct
+    from pydicom.fileset import FileSet
+    pacs = modality_pacs()
+    pacs.add_user("tech_zhou", "technologist")
+    scans_exam = pacs.register(patient_id="IM0001", name="张三")
+    cd_exam = pacs.register(patient_id="LOCAL01", name="李四", sex="F", birth_date="1990-01-01")
+    old_exam = pacs.register(patient_id="IM0003", name="王五")
+    scans = []
+    for number in range(3):
+        path = tmp_path / f"scan{number}.jpg"
+        Image.new("RGB", (64, 48), (number * 60, 90, 120)).save(path, "JPEG")
+        scans.append(str(path))
+    cd_source = data_manager.DATA_ROOT + "/test_files/dicomdirtests"
+    fs = FileSet()
+    for instance in FileSet(cd_source + "/DICOMDIR"):
+        if instance.PatientID == "77654033":
+            fs.add(dcmread(instance.path))
+    fs.write(tmp_path / "cd")
+    cd_zip = tmp_path / "cd.zip"
+    with zipfile.ZipFile(cd_zip, "w") as z:
+        for path in (tmp_path / "cd").rglob("*"):
+            if path.is_file():
+                z.write(path, path.relative_to(tmp_path / "cd").as_posix())
+    bare = tmp_path / "bare.dcm"  # a dataset alone: no preamble, no file meta, no series UID
+    bare_ds = make_ct(bare)
+    del bare_ds.file_meta, bare_ds.SeriesInstanceUID
+    bare_ds.save_as(bare, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    old = [get_testdata_file("ExplVR_BigEndNoMeta.dcm"), get_testdata_file("MR_small_implicit.dcm"), str(bare)]
+    problems: list[str] = []
+    page = browser.new_context(locale="en-US").new_page()
+    watch_console(page, problems)
+    log_in(page, pacs.server.url, "tech_zhou", "Secret-pass-1")
+
+    def upload(accession: str, files: list[str]) -> None:
+        page.goto(f"{pacs.server.url}/import/")
+        page.fill("#f-accession", accession)
+        page.set_input_files("#f-files", files)
+        page.click("#import-form button[type=submit]")
+
+    def report_says(filed: int, *texts: str) -> None:
+        expect(page.locator("#import-report")).to_contain_text("Done", timeout=30_000)  # the bar updated itself
+        expect(page.locator("#import-lines .result-filed")).to_have_count(filed)
+        for text in texts:
+            expect(page.locator("#import-lines")).to_contain_text(text)
+
+    page.click("nav >> text=Import")
+    upload(scans_exam.accession_number, scans)
+    report_says(3, "converted from JPG to Secondary Capture")
+
+    upload(cd_exam.accession_number, [str(cd_zip)])
+    expect(page.locator("#reconcile-form")).to_contain_text("77654033")
+    page.fill("input[name=local-0]", "LOCAL01")
+    page.click("#reconcile-form button[type=submit]")
+    report_says(7, "outside patient ID 77654033: local LOCAL01")
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    upload(old_exam.accession_number, [*old, str(tmp_path / "notes.txt")])
+    report_says(3, "no file meta information: added", "Series Instance UID missing or invalid: generated")
+    expect(page.locator("#import-lines .result-failed")).to_contain_text("neither an image nor a DICOM file")
+
+    counts = {acc: pacs.query("SELECT instance_count FROM exams WHERE accession_number = ?", acc)[0][0]
+              for acc in (scans_exam.accession_number, cd_exam.accession_number, old_exam.accession_number)}
+    assert counts == {scans_exam.accession_number: 3, cd_exam.accession_number: 7, old_exam.accession_number: 3}
+    assert problems == []
+    shutil.rmtree(tmp_path / "cd")

@@ -1,6 +1,7 @@
 """Imports: scanned images, non-conformant DICOM, folders, ZIPs, patient CDs, and bad input."""
 from __future__ import annotations
 
+import io
 import shutil
 import warnings
 import zipfile
@@ -182,8 +183,10 @@ def test_a_patient_cd_is_imported_under_the_local_patient_id(app, conn, tmp_path
     assert {p["patient_id"]: sum(s["images"] for s in p["studies"]) for p in listed} == {"77654033": 7,
                                                                                           "98890234": 24}
     target = importing.target_for(conn, reg.accession_number, {"77654033": "LOCAL01"})
-    report = importing.import_cd(conn, ACTOR, app.config, medium, target)
-    assert len(report.lines) == 31 and {line.result for line in report.lines} == {"filed"}
+    report = importing.import_path(conn, ACTOR, app.config, medium, target)
+    # the mapped patient's images go to the exam; the other outside patient is imported as it
+    # is, and so quarantined: nobody's images are filed to an exam the user did not map them to
+    assert report.counts() == {"filed": 7, "quarantined": 24}
     outside = [line for line in report.lines if "outside patient ID 77654033: local LOCAL01" in line.fixes]
     assert len(outside) == 7
     copies = [ds for ds in stored(app, conn) if any(
@@ -200,7 +203,7 @@ def test_a_dicomdir_pointing_outside_the_medium_is_refused(app, conn, tmp_path) 
     inside = b"77654033\\CR1\\6154"
     assert inside in data
     dicomdir.write_bytes(data.replace(inside, b"..\\..\\..\\..\\tmp\\x", 1))  # same length, offsets intact
-    report = importing.import_cd(conn, ACTOR, app.config, medium, importing.Target())
+    report = importing.import_path(conn, ACTOR, app.config, medium, importing.Target())
     assert [(line.name, line.result, line.reason) for line in report.lines] == \
         [("DICOMDIR", "failed", "the DICOMDIR points outside the medium: refused")]
     assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
@@ -217,3 +220,23 @@ def test_the_command_imports_and_prints_its_report(app, conn, tmp_path) -> None:
     assert "imported: 1 filed" in result.stdout
     unknown = flask_cli(tmp_path / "instance", "import", str(scan), "--accession", "NOSUCH")
     assert unknown.returncode != 0 and "No exam has the accession number NOSUCH" in unknown.stderr
+
+
+def test_the_import_page_stages_runs_and_refuses_odd_names(app, conn, tmp_path, client_as) -> None:
+    from pacslite import jobs
+    reg = register(app, conn)
+    tech = client_as("technologist")
+    scan = image_file(tmp_path / "scan.png", "PNG")
+    token = tech.get("/import/").get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    response = tech.post("/import/", data={"csrf_token": token, "accession": reg.accession_number,
+                                           "files": [(scan.open("rb"), "scans/scan.png"),
+                                                     (io.BytesIO(b"x"), "../escape.png")]},
+                         content_type="multipart/form-data")
+    assert response.status_code == 302
+    import_id = int(response.location.rsplit("/", 1)[1])
+    jobs.run_until_idle(conn, app.config)
+    page = tech.get(f"/import/{import_id}").get_data(as_text=True)
+    assert "scans/scan.png" in page and "a file name pacslite does not accept: refused" in page
+    assert patients.get_exam(conn, reg.accession_number)["instance_count"] == 1
+    assert not (tmp_path / "instance" / "escape.png").exists()
+    assert client_as("registrar").get("/import/").status_code == 403

@@ -39,11 +39,13 @@ LABELS = {
     "alert_state": {"open": _l("Open"), "resolved": _l("Resolved"), "cleared": _l("Cleared by itself"),
                     "": _l("All")},
     "job": {"build_volume": _l("Building a volume"), "verify_volume": _l("Verifying a volume"),
-            "offsite_copy": _l("Off-site copy"), "scrub": _l("Scrub")},
+            "offsite_copy": _l("Off-site copy"), "scrub": _l("Scrub"), "import": _l("Import")},
     "job_state": {"queued": _l("Queued"), "running": _l("Running"), "paused": _l("Paused"), "done": _l("Done"),
                   "failed": _l("Failed")},
     "volume": {"planned": _l("Planned"), "built": _l("Built"), "verified": _l("Verified"),
                "failed": _l("Verification failed")},
+    "import": {"filed": _l("Filed"), "quarantined": _l("Quarantined"), "duplicate": _l("Already stored"),
+               "conflict": _l("Kept aside (different content)"), "restored": _l("Back online"), "failed": _l("Refused")},
     "age_unit": {"years": _l("%(n)d y"), "months": _l("%(n)d mo"), "days": _l("%(n)d d")},
 }
 
