@@ -142,7 +142,7 @@ def import_command(path: Path, accession: str, mapping: tuple[str, ...]) -> None
     """Import scanned images, non-conformant DICOM, a folder, a ZIP or a CD (a folder with DICOMDIR)."""
     pairs = dict(item.split("=", 1) for item in mapping if "=" in item)
     with _connection() as conn:
-        target = importing.target_for(conn, accession, pairs)
+        target = importing.target_for(conn, accession, pairs, current_app.config["UID_ROOT"])
         actor = audit.Actor("cli")
         report = importing.import_path(conn, actor, current_app.config, path, target)
     for line in report.lines:

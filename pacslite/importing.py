@@ -27,9 +27,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 from pydicom.sequence import Sequence
 from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                         SecondaryCaptureImageStorage, generate_uid)
+                         SecondaryCaptureImageStorage)
 
-from . import audit, clock, filing, jobs, names, patients
+from . import audit, clock, filing, jobs, names, patients, uids
 from .db import transaction
 from .index import Source
 from .validation import N_, Conflict, NotFound
@@ -63,7 +63,15 @@ class Target:
 
     exam: Mapping[str, Any] | None = None
     patients: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # outside ID → local patient
-    series_uid: str = field(default_factory=generate_uid)
+    uid_root: str = ""  # UID_ROOT: every UID pacslite makes is under it (empty: 2.25 UUID UIDs)
+    series_uid: str = ""
+
+    def new_uid(self) -> str:
+        return uids.new_uid(self.uid_root)
+
+    def __post_init__(self) -> None:
+        if not self.series_uid:
+            self.series_uid = self.new_uid()
 
 
 # ---------------------------------------------------------------- recording what was changed
@@ -116,7 +124,7 @@ def from_image(data: bytes, name: str, target: Target, at: str) -> list[Dataset]
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = target.new_uid()
         ds.SpecificCharacterSet = "ISO_IR 192"
         for keyword, value in _exam_values(target.exam).items():
             setattr(ds, keyword, value)
@@ -229,7 +237,7 @@ def repair(data: bytes, target: Target, at: str) -> tuple[Dataset, list[str]]:
     for keyword, label in (("SOPInstanceUID", "SOP Instance UID"), ("SeriesInstanceUID", "Series Instance UID"),
                            ("StudyInstanceUID", "Study Instance UID")):
         if not filing.is_uid(str(ds.get(keyword, "") or "")):
-            repaired[keyword] = target.series_uid if keyword == "SeriesInstanceUID" else generate_uid()
+            repaired[keyword] = target.series_uid if keyword == "SeriesInstanceUID" else target.new_uid()
             fixes.append(f"{label} missing or invalid: generated")
     if repaired:
         _keep_originals(ds, repaired, "CORRECT", at)
@@ -421,7 +429,8 @@ def _cd_entries(root: Path) -> list[Entry]:
     return found
 
 
-def target_for(conn: Any, accession: str = "", mapping: Mapping[str, str] | None = None) -> Target:
+def target_for(conn: Any, accession: str = "", mapping: Mapping[str, str] | None = None,
+               uid_root: str = "") -> Target:
     """The exam (by accession number) and the outside → local patient IDs, looked up."""
     exam = None
     if accession:
@@ -435,7 +444,7 @@ def target_for(conn: Any, accession: str = "", mapping: Mapping[str, str] | None
             raise Conflict(N_("No patient has the patient ID %(patient_id)s."), patient_id=local_id)
         if patient is not None:
             local[outside] = patient
-    return Target(exam=exam, patients=local)
+    return Target(exam=exam, patients=local, uid_root=uid_root)
 
 
 # ---------------------------------------------------------------- imports from the page (a job)
@@ -516,7 +525,7 @@ def import_step(conn: Any, settings: Mapping[str, Any], job: Any) -> jobs.Step:
     items = entries(Path(row["folder"]), settings)
     start_at = int(job["cursor"] or 0)
     batch = items[start_at:start_at + 20]
-    target = target_for(conn, row["accession"], json.loads(row["mapping"]))
+    target = target_for(conn, row["accession"], json.loads(row["mapping"]), settings["UID_ROOT"])
     new = import_entries(conn, settings, batch, target, Source(f"import:{row['created_by']}"))
     report = lines_of(row) + new
     with transaction(conn):

@@ -17,9 +17,9 @@ from typing import Any, Mapping
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import JPEG2000, generate_uid
+from pydicom.uid import JPEG2000
 
-from . import audit, clock, filing, jobs, storage
+from . import audit, clock, filing, jobs, storage, uids
 from .db import transaction
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def configured(settings: Mapping[str, Any]) -> bool:
     return bool(settings["OFFSITE_DIR"])
 
 
-def lossy_copy(path: Path, ratio: float) -> tuple[bytes, float, str]:
+def lossy_copy(path: Path, ratio: float, uid_root: str = "") -> tuple[bytes, float, str]:
     """(file bytes, achieved ratio, method) of the off-site copy of one stored file. An image
     is compressed with JPEG 2000; an object without pixels (a report, a structured document)
     is copied as it is (ratio 1, method 'copy')."""
@@ -55,7 +55,7 @@ def lossy_copy(path: Path, ratio: float) -> tuple[bytes, float, str]:
     source.ReferencedSOPInstanceUID = original
     ds.SourceImageSequence = Sequence([source])
     ds.DerivationDescription = f"{MARK} ({method}, {achieved:.1f}:1) of {original}"[:1024]
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = uids.new_uid(uid_root)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
@@ -95,7 +95,7 @@ def copy_step(conn: sqlite3.Connection, settings: Mapping[str, Any], job: sqlite
     for row in rows:
         try:
             data, ratio, method = lossy_copy(storage.resolve(settings["STORAGE_DIR"], row["storage_path"]),
-                                             float(settings["OFFSITE_RATIO"]))
+                                             float(settings["OFFSITE_RATIO"]), settings["UID_ROOT"])
         except Exception as exc:  # one image that cannot be compressed: copied as it is
             log.warning("off-site copy of %s: %s; copying the original", row["sop_instance_uid"], exc)
             data = storage.resolve(settings["STORAGE_DIR"], row["storage_path"]).read_bytes()

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any, Mapping
 
-from pydicom.uid import generate_uid
 from stdnum import damm
 
-from . import audit, clock, config
+from . import audit, clock, config, uids
 from .names import pinyin_of
 from .db import transaction
 from .validation import AE_TITLE_PATTERN, N_, Conflict, NotFound, ValidationError, choice, matches, text
@@ -183,8 +182,7 @@ def _next_accession(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> st
 
 def new_study_uid(settings: Mapping[str, Any]) -> str:
     """A StudyInstanceUID under UID_ROOT, or a UUID-derived 2.25 UID when no root is set."""
-    root = settings["UID_ROOT"]
-    return generate_uid(prefix=f"{root.rstrip('.')}." if root else None)
+    return uids.new_uid(settings["UID_ROOT"])
 
 
 # ---------------------------------------------------------------- exams

@@ -68,6 +68,10 @@ def test_scanned_images_become_secondary_capture_of_the_exam(app, conn, tmp_path
             ("P0001", "ZHANG^SAN=张^三", reg.accession_number, "ISO_IR 192")
         assert ds.ImageComments.startswith("Converted by pacslite from ")
         assert (ds.Rows, ds.Columns) == (60, 80) and ds.pixel_array.shape[:2] == (60, 80)
+    rooted = importing.target_for(conn, reg.accession_number, uid_root="1.2.826.0.1.3680043.10.999")
+    importing.import_path(conn, ACTOR, app.config, folder / "page1.jpg", rooted)
+    newest = conn.execute("SELECT sop_instance_uid FROM instances ORDER BY id DESC").fetchone()[0]
+    assert newest.startswith("1.2.826.0.1.3680043.10.999.")  # new UIDs under the configured root
     no_exam = importing.import_path(conn, ACTOR, app.config, folder / "page1.jpg", importing.Target())
     assert [(line.result, line.reason) for line in no_exam.lines] == \
         [("failed", "choose the exam these scanned images belong to")]
