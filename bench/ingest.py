@@ -91,6 +91,13 @@ def send(port: int, aec: str, files: list[Path], parallel: int) -> float:
 
 # ---------------------------------------------------------------- receivers
 
+def checked(receiver: str, stored: int, files: list[Path], seconds: float) -> Result:
+    """The result, once the receiver is known to have kept every image."""
+    if stored != len(files):
+        raise SystemExit(f"{receiver} kept {stored} of {len(files)} images")
+    return Result(seconds, stored)
+
+
 def fresh_pacslite(work: Path, name: str) -> Pacs:
     instance = work / name
     added = flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1")
@@ -109,9 +116,7 @@ def run_pacslite(work: Path, files: list[Path], parallel: int, accession: str) -
         filed = pacs.query("SELECT instance_count FROM exams WHERE accession_number = ?", accession)[0][0]
     finally:
         pacs.server.stop()
-    if filed != len(files):
-        raise SystemExit(f"pacslite filed {filed} of {len(files)} images")
-    return Result(seconds, filed)
+    return checked("pacslite", filed, files, seconds)
 
 
 def run_storescp(work: Path, files: list[Path], parallel: int) -> Result:
@@ -126,10 +131,7 @@ def run_storescp(work: Path, files: list[Path], parallel: int) -> Result:
     finally:
         process.terminate()
         process.wait()
-    stored = sum(1 for _ in out.iterdir())
-    if stored != len(files):
-        raise SystemExit(f"storescp stored {stored} of {len(files)} images")
-    return Result(seconds, stored)
+    return checked("storescp", sum(1 for _ in out.iterdir()), files, seconds)
 
 
 def run_orthanc(work: Path, files: list[Path], parallel: int) -> Result:
@@ -152,9 +154,7 @@ def run_orthanc(work: Path, files: list[Path], parallel: int) -> Result:
         process.terminate()
         process.wait()
         log.close()
-    if stored != len(files):
-        raise SystemExit(f"Orthanc stored {stored} of {len(files)} images")
-    return Result(seconds, stored)
+    return checked("Orthanc", stored, files, seconds)
 
 
 # ---------------------------------------------------------------- the run

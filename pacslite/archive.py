@@ -22,7 +22,7 @@ import pycdlib
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
-from . import audit, clock, filing, jobs, storage
+from . import audit, clock, filing, index, jobs, storage
 from .db import transaction
 from .index import Source
 from .validation import N_, Conflict, NotFound, text
@@ -239,6 +239,14 @@ def _read_iso_file(iso: pycdlib.PyCdlib, relative: str) -> bytes:
     return out.getvalue()
 
 
+def start_verify(conn: sqlite3.Connection, actor: audit.Actor, volume_id: int) -> int:
+    """Queue the verification of a built volume (again, after a failure)."""
+    volume = get_volume(conn, volume_id)
+    if volume["state"] not in ("built", "verified", "failed"):
+        raise Conflict(N_("The volume is not built yet."))
+    return jobs.start(conn, actor, "verify_volume", f"volume:{volume_id}")
+
+
 @jobs.register("verify_volume")
 def verify_step(conn: sqlite3.Connection, settings: Mapping[str, Any], job: sqlite3.Row) -> jobs.Step:
     """Read every file back, from the folder and from the ISO image, against its SHA-256."""
@@ -305,7 +313,7 @@ def release_volume(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappi
         rows = conn.execute("SELECT i.id, i.storage_path FROM volume_files f JOIN instances i ON i.id = f.instance_ref"
                             " WHERE f.volume_ref = ? AND i.released_at IS NULL AND i.sha256 = f.sha256",
                             (volume_id,)).fetchall()
-        conn.executemany("UPDATE instances SET released_at = ? WHERE id = ?", [(now, r["id"]) for r in rows])
+        index.mark_released(conn, [r["id"] for r in rows], now)
         conn.execute("UPDATE volumes SET released_at = ?, released_by = ?, release_reason = ? WHERE id = ?",
                      (now, actor.name, reason, volume_id))
         audit.record(conn, actor, "volume.release", f"volume:{volume['label']}",

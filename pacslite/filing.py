@@ -187,7 +187,7 @@ def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source
     first = index.find_instance(conn, header.sop_instance_uid)
     if first is not None and first["sha256"] == stored.sha256 and first["released_at"]:
         # its online copy was released after archiving: the same bytes bring it back online
-        conn.execute("UPDATE instances SET storage_path = ?, released_at = NULL WHERE id = ?", (stored.path, first["id"]))
+        index.bring_online(conn, first["id"], stored.path)
         audit.record(conn, actor, "image.restore", f"instance:{header.sop_instance_uid}",
                      patient_id=header.patient_id, detail={"sha256": stored.sha256, "path": stored.path})
         return Outcome(RESTORED, header.sop_instance_uid)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 QUARANTINE_REASONS = ("no_accession", "unknown_accession", "patient_id_mismatch", "demographics_mismatch",
                       "exam_cancelled", "duplicate_conflict")
@@ -179,3 +179,88 @@ def last_received_at(conn: sqlite3.Connection) -> str | None:
     row = conn.execute("SELECT MAX(at) FROM (SELECT MAX(received_at) AS at FROM instances UNION ALL"
                        " SELECT MAX(received_at) FROM instance_conflicts)").fetchone()
     return row[0]
+
+
+# ---------------------------------------------------------------- corrections (re-filing, archive)
+
+def point_instance_at(conn: sqlite3.Connection, instance_id: int, path: str, size: int, sha256: str) -> None:
+    """The instance's file is now ``path`` (a re-filing's rewritten copy, or its original again)."""
+    conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
+                 (path, size, sha256, instance_id))
+
+
+def bring_online(conn: sqlite3.Connection, instance_id: int, path: str) -> None:
+    """A released instance has its file back (restored from an offline volume)."""
+    conn.execute("UPDATE instances SET storage_path = ?, released_at = NULL WHERE id = ?", (path, instance_id))
+
+
+def mark_released(conn: sqlite3.Connection, instance_ids: list[int], at: str) -> None:
+    conn.executemany("UPDATE instances SET released_at = ? WHERE id = ?", [(at, i) for i in instance_ids])
+
+
+def set_study_filing(conn: sqlite3.Connection, study_id: int, exam_ref: int | None, quarantine_reason: str | None,
+                     quarantine_detail: str, header: Mapping[str, str]) -> None:
+    """File the study to ``exam_ref``, or quarantine it with ``quarantine_reason``; ``header``
+    holds the five header columns (accession_number, patient_id, patient_name, patient_sex,
+    patient_birth_date) as its files now say."""
+    conn.execute("UPDATE studies SET exam_ref = ?, quarantine_reason = ?, quarantine_detail = ?,"
+                 " accession_number = ?, patient_id = ?, patient_name = ?, patient_sex = ?,"
+                 " patient_birth_date = ? WHERE id = ?",
+                 (exam_ref, quarantine_reason, quarantine_detail, header["accession_number"], header["patient_id"],
+                  header["patient_name"], header["patient_sex"], header["patient_birth_date"], study_id))
+
+
+def set_rejected(conn: sqlite3.Connection, study_id: int, at: str | None, by: str | None,
+                 reason: str | None) -> None:
+    """Reject the study (hide it from the quarantine), or, with Nones, restore it."""
+    conn.execute("UPDATE studies SET rejected_at = ?, rejected_by = ?, rejected_reason = ? WHERE id = ?",
+                 (at, by, reason, study_id))
+
+
+def new_study_like(conn: sqlite3.Connection, study: Mapping[str, Any], uid: str, exam_ref: int,
+                   first: str, last: str) -> int:
+    """A study of its own for images leaving ``study``, filed to ``exam_ref``."""
+    return int(conn.execute(
+        "INSERT INTO studies (study_instance_uid, exam_ref, study_date, study_description, calling_ae, address,"
+        " first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (uid, exam_ref, study["study_date"], study["study_description"], study["calling_ae"], study["address"],
+         first, last)).lastrowid)
+
+
+def new_series_like(conn: sqlite3.Connection, series: Mapping[str, Any], uid: str, study_id: int) -> int:
+    """A series of its own, in ``study_id``, for images leaving ``series``."""
+    return int(conn.execute(
+        "INSERT INTO series (study_ref, series_instance_uid, modality, series_number, series_description,"
+        " first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (study_id, uid, series["modality"], series["series_number"], series["series_description"],
+         series["first_received_at"], series["last_received_at"])).lastrowid)
+
+
+def move_series(conn: sqlite3.Connection, series_id: int, study_id: int) -> None:
+    conn.execute("UPDATE series SET study_ref = ? WHERE id = ?", (study_id, series_id))
+
+
+def move_instances(conn: sqlite3.Connection, instance_ids: list[int], series_id: int) -> None:
+    conn.executemany("UPDATE instances SET series_ref = ? WHERE id = ?", [(series_id, i) for i in instance_ids])
+
+
+def recount_series(conn: sqlite3.Connection, series_id: int) -> None:
+    conn.execute("UPDATE series SET instance_count = (SELECT COUNT(*) FROM instances WHERE series_ref = :id)"
+                 " WHERE id = :id", {"id": series_id})
+
+
+def recount_study(conn: sqlite3.Connection, study_id: int) -> None:
+    conn.execute("UPDATE studies SET series_count = (SELECT COUNT(*) FROM series WHERE study_ref = :id),"
+                 " instance_count = (SELECT COALESCE(SUM(instance_count), 0) FROM series WHERE study_ref = :id)"
+                 " WHERE id = :id", {"id": study_id})
+
+
+def series_of_study(conn: sqlite3.Connection, study_id: int) -> list[sqlite3.Row]:
+    return conn.execute("SELECT * FROM series WHERE study_ref = ? ORDER BY first_received_at, id",
+                        (study_id,)).fetchall()
+
+
+def sibling_series(conn: sqlite3.Connection, series_id: int) -> list[sqlite3.Row]:
+    """Every series of the study this series belongs to, in series-number order."""
+    return conn.execute("SELECT * FROM series WHERE study_ref = (SELECT study_ref FROM series WHERE id = ?)"
+                        " ORDER BY CAST(series_number AS INTEGER), id", (series_id,)).fetchall()

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from . import audit, clock, db
+from . import audit, clock
+from .background import BackgroundThread
 from .db import transaction
 from .validation import N_, Conflict, NotFound
 
@@ -53,6 +53,12 @@ def recent(conn: sqlite3.Connection, limit: int = 20) -> list[sqlite3.Row]:
     return conn.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
 
 
+def latest(conn: sqlite3.Connection, kind: str, subject: str) -> sqlite3.Row | None:
+    """The newest job of this kind and subject, finished or not."""
+    return conn.execute("SELECT * FROM jobs WHERE kind = ? AND subject = ? ORDER BY id DESC LIMIT 1",
+                        (kind, subject)).fetchone()
+
+
 def active(conn: sqlite3.Connection, kind: str, subject: str) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM jobs WHERE kind = ? AND subject = ? AND state IN (?, ?, ?)",
                         (kind, subject, QUEUED, RUNNING, PAUSED)).fetchone()
@@ -72,22 +78,24 @@ def start(conn: sqlite3.Connection, actor: audit.Actor, kind: str, subject: str 
 
 
 def _set_state(conn: sqlite3.Connection, actor: audit.Actor, job_id: int, allowed: tuple[str, ...], state: str,
-               action: str) -> None:
+               action: str, refusal: str) -> None:
     with transaction(conn):
         job = get(conn, job_id)
         if job["state"] not in allowed:
-            raise Conflict(N_("This job cannot be %(action)s now."), action=action)
+            raise Conflict(refusal)
         conn.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?",
                      (state, clock.to_db(clock.now()), job_id))
         audit.record(conn, actor, f"job.{action}", f"job:{job_id}", detail={"kind": job["kind"]})
 
 
 def pause(conn: sqlite3.Connection, actor: audit.Actor, job_id: int) -> None:
-    _set_state(conn, actor, job_id, (QUEUED, RUNNING), PAUSED, "pause")
+    _set_state(conn, actor, job_id, (QUEUED, RUNNING), PAUSED, "pause",
+               N_("Only a queued or running job can be paused."))
 
 
 def resume(conn: sqlite3.Connection, actor: audit.Actor, job_id: int) -> None:
-    _set_state(conn, actor, job_id, (PAUSED, FAILED), QUEUED, "resume")
+    _set_state(conn, actor, job_id, (PAUSED, FAILED), QUEUED, "resume",
+               N_("Only a paused or failed job can be resumed."))
 
 
 def next_job(conn: sqlite3.Connection) -> sqlite3.Row | None:
@@ -134,31 +142,10 @@ def run_until_idle(conn: sqlite3.Connection, settings: Mapping[str, Any], limit:
     return steps
 
 
-class JobRunner:
+class JobRunner(BackgroundThread):
     """The thread that advances jobs; it waits a second when there is nothing to do."""
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        self.settings = settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="jobs", daemon=True)
+    name = "jobs"
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _loop(self) -> None:
-        conn = db.connect(self.settings["DATABASE"])
-        try:
-            while not self._stop.is_set():
-                try:
-                    worked = run_one_step(conn, self.settings)
-                except Exception:
-                    log.exception("job runner")
-                    worked = False
-                if not worked:
-                    self._stop.wait(1.0)
-        finally:
-            conn.close()
+    def tick(self, conn: sqlite3.Connection) -> float:
+        return 0 if run_one_step(conn, self.settings) else 1.0

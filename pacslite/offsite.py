@@ -75,11 +75,13 @@ def copied(conn: sqlite3.Connection) -> sqlite3.Row:
                         " AVG(ratio) AS ratio FROM offsite_copies").fetchone()
 
 
-def ensure_job(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> int | None:
-    """Queue the copying job when there is something to copy (the sweep calls this)."""
+def ensure_job(conn: sqlite3.Connection, settings: Mapping[str, Any],
+               actor: audit.Actor = audit.SYSTEM) -> int | None:
+    """Queue the copying job when there is something to copy (the sweep calls this, as the
+    system; the archive page, as its admin)."""
     if not configured(settings) or pending(conn)["images"] == 0:
         return None
-    return jobs.start(conn, audit.SYSTEM, "offsite_copy", "offsite")
+    return jobs.start(conn, actor, "offsite_copy", "offsite")
 
 
 @jobs.register("offsite_copy")

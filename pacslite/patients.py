@@ -394,6 +394,20 @@ def set_image_counts(conn: sqlite3.Connection, exam: sqlite3.Row, series: int, i
                  (series, instances, first_at, last_at, instances, exam["id"]))
 
 
+def flag_images_missing(conn: sqlite3.Connection, exam: sqlite3.Row, by: str, at: str) -> None:
+    """A radiologist found no images: the exam is flagged until images are filed (inside the
+    caller's transaction, which audits it)."""
+    conn.execute("UPDATE exams SET images_missing_at = ?, images_missing_by = ? WHERE id = ?", (at, by, exam["id"]))
+
+
+def flagged_missing_images(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute(f"{_EXAM_SELECT} WHERE e.images_missing_at IS NOT NULL ORDER BY e.images_missing_at").fetchall()
+
+
+def count_flagged_missing_images(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM exams WHERE images_missing_at IS NOT NULL").fetchone()[0]
+
+
 def can_cancel(exam: Mapping[str, Any]) -> bool:
     return CANCELLED in TRANSITIONS[exam["status"]] and exam["instance_count"] == 0
 

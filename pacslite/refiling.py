@@ -131,6 +131,14 @@ def instances_of_study(conn: sqlite3.Connection, study_id: int) -> list[sqlite3.
                         " ORDER BY i.id", (study_id,)).fetchall()
 
 
+def refiling_study(conn: sqlite3.Connection, refiling_id: int) -> int:
+    """The study a re-filing concerns (the one its page shows)."""
+    row = conn.execute("SELECT study_ref, from_study_ref FROM refilings WHERE id = ?", (refiling_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"refiling {refiling_id}")
+    return int(row["from_study_ref"] or row["study_ref"])
+
+
 def refilings_of_study(conn: sqlite3.Connection, study_id: int) -> list[sqlite3.Row]:
     return conn.execute(
         "SELECT r.*, f.accession_number AS from_accession, t.accession_number AS to_accession FROM refilings r"
@@ -246,36 +254,6 @@ def _rewrite_all(store: str | Path, instances: list[sqlite3.Row], values: Mappin
                            error=str(exc)) from exc
 
 
-def _recount_study(conn: sqlite3.Connection, study_id: int) -> None:
-    conn.execute("UPDATE studies SET series_count = (SELECT COUNT(*) FROM series WHERE study_ref = :id),"
-                 " instance_count = (SELECT COALESCE(SUM(instance_count), 0) FROM series WHERE study_ref = :id)"
-                 " WHERE id = :id", {"id": study_id})
-
-
-def _recount_series(conn: sqlite3.Connection, series_id: int) -> None:
-    conn.execute("UPDATE series SET instance_count = (SELECT COUNT(*) FROM instances WHERE series_ref = :id)"
-                 " WHERE id = :id", {"id": series_id})
-
-
-def _new_series_for(conn: sqlite3.Connection, series: sqlite3.Row, uid: str, study_id: int) -> int:
-    """A series of its own, in ``study_id``, for images leaving ``series``."""
-    return int(conn.execute(
-        "INSERT INTO series (study_ref, series_instance_uid, modality, series_number, series_description,"
-        " first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (study_id, uid, series["modality"], series["series_number"], series["series_description"],
-         series["first_received_at"], series["last_received_at"])).lastrowid)
-
-
-def _new_study_for(conn: sqlite3.Connection, study: sqlite3.Row, series: sqlite3.Row, uid: str,
-                   exam: sqlite3.Row) -> int:
-    """A study of its own for a series leaving ``study``, filed to ``exam``."""
-    return int(conn.execute(
-        "INSERT INTO studies (study_instance_uid, exam_ref, study_date, study_description, calling_ae, address,"
-        " first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (uid, exam["id"], study["study_date"], study["study_description"], study["calling_ae"], study["address"],
-         series["first_received_at"], series["last_received_at"])).lastrowid)
-
-
 def parse_instance_numbers(text_value: str) -> set[int]:
     """``"1-20, 25"`` → {1, …, 20, 25}; refuses anything else."""
     numbers: set[int] = set()
@@ -350,8 +328,9 @@ def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, 
             before = {**_header_of(study), "study_instance_uid": study["study_instance_uid"]}
             after = {REWRITTEN[k]: v for k, v in values.items() if k in REWRITTEN}
             after["study_instance_uid"] = values.get("StudyInstanceUID", study["study_instance_uid"])
-            moved_study = study_id if series is None else _new_study_for(conn, study, series,
-                                                                         after["study_instance_uid"], exam)
+            moved_study = study_id if series is None else index.new_study_like(
+                conn, study, after["study_instance_uid"], exam["id"], series["first_received_at"],
+                series["last_received_at"])
             refiling_id = conn.execute(
                 "INSERT INTO refilings (study_ref, from_exam_ref, from_quarantine_reason, from_quarantine_detail,"
                 " to_exam_ref, reason, before, after, at, by, from_study_ref, series_ref, instances_only)"
@@ -365,24 +344,18 @@ def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, 
                              " new_path, new_size, new_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (refiling_id, instance["id"], instance["storage_path"], instance["size"],
                               instance["sha256"], stored.path, stored.size, stored.sha256))
-                conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
-                             (stored.path, stored.size, stored.sha256, instance["id"]))
+                index.point_instance_at(conn, instance["id"], stored.path, stored.size, stored.sha256)
             if partial:
-                new_series = _new_series_for(conn, series, values["SeriesInstanceUID"], moved_study)
-                conn.executemany("UPDATE instances SET series_ref = ? WHERE id = ?",
-                                 [(new_series, instance["id"]) for instance, _ in written])
-                _recount_series(conn, series["id"])
-                _recount_series(conn, new_series)
+                new_series = index.new_series_like(conn, series, values["SeriesInstanceUID"], moved_study)
+                index.move_instances(conn, [instance["id"] for instance, _ in written], new_series)
+                index.recount_series(conn, series["id"])
+                index.recount_series(conn, new_series)
             elif series is not None:
-                conn.execute("UPDATE series SET study_ref = ? WHERE id = ?", (moved_study, series["id"]))
+                index.move_series(conn, series["id"], moved_study)
             if series is not None:
-                _recount_study(conn, study_id)
-                _recount_study(conn, moved_study)
-            conn.execute("UPDATE studies SET exam_ref = ?, quarantine_reason = NULL, quarantine_detail = '{}',"
-                         " accession_number = ?, patient_id = ?, patient_name = ?, patient_sex = ?,"
-                         " patient_birth_date = ? WHERE id = ?",
-                         (exam["id"], after["accession_number"], after["patient_id"], after["patient_name"],
-                          after["patient_sex"], after["patient_birth_date"], moved_study))
+                index.recount_study(conn, study_id)
+                index.recount_study(conn, moved_study)
+            index.set_study_filing(conn, moved_study, exam["id"], None, "{}", after)
             for exam_id in {exam["id"], study["exam_ref"]} - {None}:
                 _recount(conn, exam_id)
             audit.record(conn, actor, "image.refile", f"study:{study['study_instance_uid']}",
@@ -417,8 +390,8 @@ def undo_refiling(conn: sqlite3.Connection, actor: audit.Actor, refiling_id: int
                         (refiling_id,)).fetchone():
             raise Conflict(N_("The original files were purged after the retention period; this cannot be undone."))
         for moved in conn.execute("SELECT * FROM refiled_files WHERE refiling_ref = ?", (refiling_id,)).fetchall():
-            conn.execute("UPDATE instances SET storage_path = ?, size = ?, sha256 = ? WHERE id = ?",
-                         (moved["old_path"], moved["old_size"], moved["old_sha256"], moved["instance_ref"]))
+            index.point_instance_at(conn, moved["instance_ref"], moved["old_path"], moved["old_size"],
+                                    moved["old_sha256"])
         before = json.loads(refiling["before"])
         if refiling["instances_only"]:  # the images go back to their series; the new one stays empty
             moved_ids = [r[0] for r in conn.execute("SELECT instance_ref FROM refiled_files WHERE refiling_ref = ?",
@@ -426,25 +399,18 @@ def undo_refiling(conn: sqlite3.Connection, actor: audit.Actor, refiling_id: int
             emptied = {r[0] for r in conn.execute(
                 f"SELECT DISTINCT series_ref FROM instances WHERE id IN ({','.join('?' * len(moved_ids))})",
                 moved_ids)}
-            conn.executemany("UPDATE instances SET series_ref = ? WHERE id = ?",
-                             [(refiling["series_ref"], instance_id) for instance_id in moved_ids])
+            index.move_instances(conn, moved_ids, refiling["series_ref"])
             for series_id in emptied | {refiling["series_ref"]}:
-                _recount_series(conn, series_id)
-            _recount_study(conn, refiling["from_study_ref"])
-            _recount_study(conn, refiling["study_ref"])
+                index.recount_series(conn, series_id)
+            index.recount_study(conn, refiling["from_study_ref"])
+            index.recount_study(conn, refiling["study_ref"])
         elif refiling["series_ref"] is not None:  # the series goes back to its study; its own study stays empty
-            conn.execute("UPDATE series SET study_ref = ? WHERE id = ?",
-                         (refiling["from_study_ref"], refiling["series_ref"]))
-            _recount_study(conn, refiling["from_study_ref"])
-            _recount_study(conn, refiling["study_ref"])
+            index.move_series(conn, refiling["series_ref"], refiling["from_study_ref"])
+            index.recount_study(conn, refiling["from_study_ref"])
+            index.recount_study(conn, refiling["study_ref"])
         else:
-            conn.execute("UPDATE studies SET exam_ref = ?, quarantine_reason = ?, quarantine_detail = ?,"
-                         " accession_number = ?, patient_id = ?, patient_name = ?, patient_sex = ?,"
-                         " patient_birth_date = ? WHERE id = ?",
-                         (refiling["from_exam_ref"], refiling["from_quarantine_reason"],
-                          refiling["from_quarantine_detail"], before["accession_number"], before["patient_id"],
-                          before["patient_name"], before["patient_sex"], before["patient_birth_date"],
-                          refiling["study_ref"]))
+            index.set_study_filing(conn, refiling["study_ref"], refiling["from_exam_ref"],
+                                   refiling["from_quarantine_reason"], refiling["from_quarantine_detail"], before)
         for exam_id in {refiling["to_exam_ref"], refiling["from_exam_ref"]} - {None}:
             _recount(conn, exam_id)
         now = clock.to_db(clock.now())
@@ -466,8 +432,7 @@ def reject_study(conn: sqlite3.Connection, actor: audit.Actor, study_id: int, da
             raise Conflict(N_("Only a quarantined study can be rejected; re-file a filed one."))
         if study["rejected_at"]:
             raise Conflict(N_("The study is already rejected."))
-        conn.execute("UPDATE studies SET rejected_at = ?, rejected_by = ?, rejected_reason = ? WHERE id = ?",
-                     (clock.to_db(clock.now()), actor.name, reason, study_id))
+        index.set_rejected(conn, study_id, clock.to_db(clock.now()), actor.name, reason)
         audit.record(conn, actor, "image.reject", f"study:{study['study_instance_uid']}",
                      patient_id=study["patient_id"], detail={"reason": reason, "instances": study["instance_count"]})
 
@@ -478,8 +443,7 @@ def restore_study(conn: sqlite3.Connection, actor: audit.Actor, study_id: int, d
         study = get_study(conn, study_id)
         if not study["rejected_at"]:
             raise Conflict(N_("The study is not rejected."))
-        conn.execute("UPDATE studies SET rejected_at = NULL, rejected_by = NULL, rejected_reason = NULL WHERE id = ?",
-                     (study_id,))
+        index.set_rejected(conn, study_id, None, None, None)
         audit.record(conn, actor, "image.restore", f"study:{study['study_instance_uid']}",
                      patient_id=study["patient_id"],
                      detail={"reason": reason, "rejected_reason": study["rejected_reason"]})

@@ -247,21 +247,10 @@ def flag_missing_images(conn: sqlite3.Connection, actor: audit.Actor, exam: sqli
     """"Notify technologist": the exam is flagged *images missing* until images are filed."""
     if not is_locked(exam):
         raise Conflict(N_("This exam has images."))
-    now = clock.to_db(clock.now())
     with transaction(conn):
-        conn.execute("UPDATE exams SET images_missing_at = ?, images_missing_by = ? WHERE id = ?",
-                     (now, actor.name, exam["id"]))
+        patients.flag_images_missing(conn, exam, actor.name, clock.to_db(clock.now()))
         audit.record(conn, actor, "exam.images_missing", f"exam:{exam['accession_number']}",
                      patient_id=exam["patient_id"])
-
-
-def missing_images(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    return conn.execute(f"{patients.exam_select()} WHERE e.images_missing_at IS NOT NULL"
-                        " ORDER BY e.images_missing_at").fetchall()
-
-
-def count_missing_images(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT COUNT(*) FROM exams WHERE images_missing_at IS NOT NULL").fetchone()[0]
 
 
 # ---------------------------------------------------------------- phrases

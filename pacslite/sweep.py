@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from . import audit, capacity, clock, config, db, patients
+from . import audit, capacity, clock, config, patients
+from .background import BackgroundThread
 from .db import transaction
 from .validation import N_, Conflict, NotFound, text
 
@@ -177,37 +177,21 @@ def api_view(alert: sqlite3.Row) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the thread
 
-class Sweeper:
-    """Runs the sweep at start-up and every ``SWEEP_INTERVAL_MINUTES`` in its own thread, and
-    after it the periodic tasks in ``also`` (the off-site copy, the scrub, the backup)."""
+class Sweeper(BackgroundThread):
+    """Runs the sweep at start-up and every ``SWEEP_INTERVAL_MINUTES``, and after it the
+    periodic tasks in ``also`` (the off-site copy, the scrub, the backup)."""
+
+    name = "sweep"
 
     def __init__(self, settings: Mapping[str, Any],
                  also: tuple[Callable[[sqlite3.Connection, Mapping[str, Any]], object], ...] = ()) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.also = also
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sweep", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        interval = max(float(self.settings["SWEEP_INTERVAL_MINUTES"]), 0.1) * 60
-        while not self._stop.is_set():
-            try:
-                conn = db.connect(self.settings["DATABASE"])
-                try:
-                    outcome = run(conn, self.settings)
-                    for task in self.also:  # the periodic tasks of other modules (app.py names them)
-                        task(conn, self.settings)
-                finally:
-                    conn.close()
-                log.info("sweep: %d opened, %d cleared, %d open, %.3f s", outcome.opened, outcome.cleared,
-                         outcome.open_total, outcome.seconds)
-            except Exception:  # the next sweep tries again; the pages and DICOM go on
-                log.exception("sweep failed")
-            self._stop.wait(interval)
+    def tick(self, conn: sqlite3.Connection) -> float:
+        outcome = run(conn, self.settings)
+        log.info("sweep: %d opened, %d cleared, %d open, %.3f s", outcome.opened, outcome.cleared,
+                 outcome.open_total, outcome.seconds)
+        for task in self.also:  # the periodic tasks of other modules (app.py names them)
+            task(conn, self.settings)
+        return max(float(self.settings["SWEEP_INTERVAL_MINUTES"]), 0.1) * 60

@@ -9,6 +9,7 @@ from pydicom.uid import generate_uid
 
 from pacslite import audit, capacity, filing, patients, sweep
 from pacslite.index import Source
+from pacslite.validation import Conflict
 from tests.conftest import EXAM_FORM, flask_cli
 from tests.dicomkit import make_ct, store_results, storescu
 from tests.server import Pacs
@@ -89,6 +90,8 @@ def test_build_verify_release_and_restore_a_volume(app, conn, tmp_path, client_a
     add_study(app, conn, tmp_path, accession, images=2)
     originals = {r["sop_instance_uid"]: r["sha256"] for r in conn.execute("SELECT * FROM instances")}
     volume_id = archive.plan_volume(conn, audit.SYSTEM, settings)
+    with pytest.raises(Conflict, match="not built yet"):  # a planned volume has nothing to verify
+        archive.start_verify(conn, audit.SYSTEM, volume_id)
     assert jobs.run_until_idle(conn, settings) >= 3
     volume = archive.get_volume(conn, volume_id)
     assert volume["state"] == "built"
@@ -107,20 +110,20 @@ def test_build_verify_release_and_restore_a_volume(app, conn, tmp_path, client_a
     label = client_as("admin").get(f"/archive/volumes/{volume_id}/label").get_data(as_text=True)
     assert volume["label"] in label and accession in label and "张三" in label
 
-    jobs.start(conn, audit.SYSTEM, "verify_volume", f"volume:{volume_id}")
+    archive.start_verify(conn, audit.SYSTEM, volume_id)
     jobs.run_until_idle(conn, settings)
     assert archive.get_volume(conn, volume_id)["state"] == "verified"
     victim = root / conn.execute("SELECT file_id FROM volume_files LIMIT 1").fetchone()[0]
     good = victim.read_bytes()
     victim.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one byte
-    jobs.start(conn, audit.SYSTEM, "verify_volume", f"volume:{volume_id}")
+    archive.start_verify(conn, audit.SYSTEM, volume_id)
     jobs.run_until_idle(conn, settings)
     failed = archive.get_volume(conn, volume_id)
     assert failed["state"] == "failed" and victim.relative_to(root).as_posix() in failed["verify_detail"]
     with pytest.raises(Exception, match="verified"):
         archive.release_volume(conn, audit.SYSTEM, settings, volume_id, {"reason": "x"})
     victim.write_bytes(good)
-    jobs.start(conn, audit.SYSTEM, "verify_volume", f"volume:{volume_id}")
+    archive.start_verify(conn, audit.SYSTEM, volume_id)
     jobs.run_until_idle(conn, settings)
     assert archive.get_volume(conn, volume_id)["state"] == "verified"
 
@@ -129,6 +132,8 @@ def test_build_verify_release_and_restore_a_volume(app, conn, tmp_path, client_a
     assert len(released) == 5
     assert not any(storage.resolve(settings["STORAGE_DIR"], r[0]).exists() for r in released)
 
+    with pytest.raises(Conflict, match="does not hold that study"):
+        archive.restore_study(conn, audit.SYSTEM, settings, root, "1.2.3.4")
     assert archive.restore_study(conn, audit.SYSTEM, settings, root, first) == {"restored": 3}
     back = conn.execute("SELECT i.* FROM instances i JOIN series se ON se.id = i.series_ref JOIN studies st"
                         " ON st.id = se.study_ref WHERE st.study_instance_uid = ?", (first,)).fetchall()
@@ -160,6 +165,8 @@ def test_a_job_pauses_resumes_and_survives_a_restart(app, conn, tmp_path) -> Non
     assert jobs.next_job(again)["id"] == job_id
     jobs.run_until_idle(again, settings)
     assert (jobs.get(again, job_id)["state"], archive.get_volume(again, volume_id)["state"]) == ("done", "built")
+    with pytest.raises(Conflict, match="Only a queued or running job can be paused"):
+        jobs.pause(again, audit.SYSTEM, job_id)
     again.close()
 
 

@@ -64,6 +64,15 @@ def watch_console(page, problems: list[str]) -> None:
     page.on("pageerror", lambda exc: problems.append(str(exc)))
 
 
+def page_as(browser, pacs, username: str, problems: list[str], **context: object):
+    """A new browser page logged in as ``username`` (password Secret-pass-1), its console
+    errors collected in ``problems``."""
+    page = browser.new_context(locale="en-US", **context).new_page()
+    watch_console(page, problems)
+    log_in(page, pacs.server.url, username, "Secret-pass-1")
+    return page
+
+
 def log_in(page, url: str, username: str, password: str) -> None:
     page.goto(f"{url}/login")
     page.fill("#f-username", username)
@@ -241,15 +250,11 @@ def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path, mod
     pacs.register(patient_id="TY0002", name="赵六")
     typo = right.accession_number[:-3] + str((int(right.accession_number[-3]) + 1) % 10) + \
         right.accession_number[-2:]
-    path = tmp_path / "typo.dcm"
-    make_ct(path, accession=typo, patient_id="TY0001", name="WANG^WU", sex="M", birth_date="19800203")
-    sent = storescu(pacs.port, [path])
-    assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"]
+    pacs.send_series(tmp_path / "sent", 1, accession=typo, patient_id="TY0001", name="WANG^WU", sex="M",
+                     birth_date="19800203")
     pacs.add_user("pacs_admin", "admin")
     problems: list[str] = []
-    page = browser.new_context(locale="en-US").new_page()
-    watch_console(page, problems)
-    log_in(page, pacs.server.url, "pacs_admin", "Secret-pass-1")
+    page = page_as(browser, pacs, "pacs_admin", problems)
 
     page.click("nav >> text=Quarantine")
     row = page.locator("#quarantine tbody tr").first
@@ -282,9 +287,7 @@ def test_a_clinician_scrolls_a_ct_series_with_a_lung_window(browser, tmp_path, m
     pacs.send_series(tmp_path / "sent", 5, accession=reg.accession_number, patient_id="VW0001", size=256)
     pacs.add_user("dr_ward", "clinician")
     problems: list[str] = []
-    page = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900}).new_page()
-    watch_console(page, problems)
-    log_in(page, pacs.server.url, "dr_ward", "Secret-pass-1")
+    page = page_as(browser, pacs, "dr_ward", problems, viewport={"width": 1280, "height": 900})
     page.goto(f"{pacs.server.url}/exams/{reg.accession_number}")
     thumbnail = page.locator("img.thumb").first
     expect(thumbnail).to_have_js_property("naturalWidth", 128)
@@ -325,9 +328,7 @@ def test_an_admin_archives_a_volume_and_brings_a_study_back(browser, tmp_path, m
     pacs.send_series(tmp_path / "sent", 3, accession=reg.accession_number, patient_id="AR0001")
     pacs.add_user("pacs_admin", "admin")
     problems: list[str] = []
-    page = browser.new_context(locale="en-US").new_page()
-    watch_console(page, problems)
-    log_in(page, pacs.server.url, "pacs_admin", "Secret-pass-1")
+    page = page_as(browser, pacs, "pacs_admin", problems)
 
     page.click("nav >> text=Archive")
     expect(page.locator("#days-until-full")).to_contain_text(re.compile(r"\d"))
@@ -402,9 +403,7 @@ def test_a_technologist_imports_scans_a_cd_and_old_dicom(browser, tmp_path, moda
     bare_ds.save_as(bare, implicit_vr=True, little_endian=True, enforce_file_format=False)
     old = [get_testdata_file("ExplVR_BigEndNoMeta.dcm"), get_testdata_file("MR_small_implicit.dcm"), str(bare)]
     problems: list[str] = []
-    page = browser.new_context(locale="en-US").new_page()
-    watch_console(page, problems)
-    log_in(page, pacs.server.url, "tech_zhou", "Secret-pass-1")
+    page = page_as(browser, pacs, "tech_zhou", problems)
 
     def upload(accession: str, files: list[str]) -> None:
         page.goto(f"{pacs.server.url}/import/")

@@ -271,3 +271,21 @@ def test_some_images_of_a_series_are_refiled_and_back(app, conn, tmp_path, clien
     assert post(admin, f"/refilings/{refiling_id}/undo", {"reason": "same patient after all"}).status_code == 302
     assert study_of(conn, study_uid)["instance_count"] == 4
     assert {dcmread(p).SeriesInstanceUID for p in stored_files(app, conn, study["id"])} == {series_uid}
+
+
+def test_refiling_to_an_unknown_or_cancelled_exam_is_refused_and_changes_nothing(app, conn, tmp_path,
+                                                                                  client_as) -> None:
+    exam = register(app, conn)
+    cancelled = register(app, conn, patient_id="P0002", name="李四", sex="F", birth_date="1990-01-01")
+    patients.cancel_exam(conn, audit.SYSTEM, cancelled.accession_number, {"reason": "not performed"})
+    uid = send(app, conn, tmp_path, accession=typo_of(exam.accession_number), patient_id="P0001")
+    study = study_of(conn, uid)
+    files_before = sorted(p.name for p in (Path(app.config["STORAGE_DIR"]) / "dicom").rglob("*.dcm"))
+    admin = client_as("admin")
+    for accession, message in (("NOSUCH", "No exam has the accession number NOSUCH"),
+                               (cancelled.accession_number, "is cancelled")):
+        refused = post(admin, f"/studies/{study['id']}/refile", {"accession_number": accession, "reason": "r"})
+        assert refused.status_code == 409 and message in refused.get_data(as_text=True)
+    assert study_of(conn, uid)["quarantine_reason"] == "unknown_accession" and count(conn, "refilings") == 0
+    assert sorted(p.name for p in (Path(app.config["STORAGE_DIR"]) / "dicom").rglob("*.dcm")) == files_before
+    assert post(admin, "/refilings/999999/undo", {"reason": "x"}).status_code == 404

@@ -273,3 +273,16 @@ def test_turnaround_targets_by_modality_and_source(app) -> None:
     exam = {"images_first_at": "2026-11-24T02:00:00+00:00", "scheduled_at": "2026-11-24T01:00:00+00:00",
             "modality": "CT", "source": "emergency"}
     assert clock.to_db(reports.due_at(exam, settings)) == clock.to_db(clock.from_db("2026-11-24T03:00:00+00:00"))
+
+
+def test_a_malformed_save_or_sign_is_refused_and_saves_nothing(app, conn, rad, imaged) -> None:
+    bad_revision = send(rad, f"/exams/{imaged}/report/save", {"revision": "x", "findings": "F", "impression": ""},
+                        headers=HTMX)
+    assert bad_revision.status_code == 400 and "reload the page" in bad_revision.get_data(as_text=True)
+    bad_level = send(rad, f"/exams/{imaged}/report/sign", {"level": "bogus", "revision": "0", "findings": "F",
+                                                         "impression": "I"})
+    assert bad_level.status_code == 400
+    too_long = send(rad, f"/exams/{imaged}/report/save", {"revision": "0", "findings": "x" * 20_001,
+                                                        "impression": ""}, headers=HTMX)
+    assert too_long.status_code == 400
+    assert version_rows(conn, imaged) == [] and audit_rows(conn, "report.save") == 0

@@ -102,3 +102,29 @@ def test_the_command_runs_one_sweep(app, conn, tmp_path) -> None:
     assert result.returncode == 0 and "sweep: 1 alerts opened, 0 cleared, 1 open" in result.stdout, result.stderr
     again = flask_cli(tmp_path / "instance", "sweep", "run")
     assert "sweep: 0 alerts opened, 0 cleared, 1 open" in again.stdout
+
+
+def test_resolving_an_unknown_or_closed_alert_is_refused(app, conn, client_as) -> None:
+    register(app, conn)
+    sweep.run(conn, app.config, now=clock.now() + timedelta(days=2))
+    [alert] = sweep.list_alerts(conn)
+    desk = client_as("registrar")
+    token = csrf_token(desk, "/alerts")
+    assert desk.post("/alerts/999999/resolve", data={"csrf_token": token, "resolution": "x"}).status_code == 404
+    assert desk.post(f"/alerts/{alert['id']}/resolve", data={"csrf_token": token, "resolution": "done"}).status_code == 302
+    again = desk.post(f"/alerts/{alert['id']}/resolve", data={"csrf_token": token, "resolution": "twice"})
+    assert again.status_code == 409 and "already closed" in again.get_data(as_text=True)
+    assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'alert.resolve'").fetchone()[0] == 1
+
+
+def test_a_malformed_statistics_period_says_so_and_shows_the_last_30_days(app, client_as) -> None:
+    from pacslite import statistics
+    admin = client_as("admin")
+    start, end = statistics.default_period(app.config)
+    for query in ("start=2026-13-01&end=2026-12-01", "start=2026-11-20&end=2026-11-01", "start=x"):
+        page = admin.get(f"/statistics?{query}").get_data(as_text=True)
+        assert "That is not a valid period" in page
+        assert f'name="start" value="{start.isoformat()}"' in page and f'name="end" value="{end.isoformat()}"' in page
+    assert "That is not a valid period" not in admin.get("/statistics?start=2026-11-01&end=2026-11-20").get_data(
+        as_text=True)
+    assert admin.get("/statistics.csv?start=2026-11-20&end=2026-11-01").status_code == 400

@@ -20,14 +20,13 @@ RESOLVERS = ("registrar", "technologist", "radiologist")
 
 @bp.route("/alerts")
 @access.allow(*access.STAFF)
-def alert_list(errors: dict[int, str] | None = None, status: int = 200) -> Any:
+def alert_list(status: int = 200) -> Any:
     state = request.args.get("state", sweep.OPEN)
     state = state if state in (sweep.OPEN, sweep.RESOLVED, sweep.CLEARED, "") else sweep.OPEN
     rule = request.args.get("rule", "")
     rule = rule if rule in sweep.RULES else ""
     alerts = sweep.list_alerts(get_db(), state=state, rule=rule)
-    return render_template("alerts/list.html", alerts=alerts, state=state, rule=rule, rules=sweep.RULES,
-                           errors=errors or {}), status
+    return render_template("alerts/list.html", alerts=alerts, state=state, rule=rule, rules=sweep.RULES), status
 
 
 @bp.route("/alerts/count")
@@ -44,8 +43,9 @@ def alert_resolve(alert_id: int) -> Any:
         sweep.resolve(get_db(), access.actor(), alert_id, request.form)
     except NotFound:
         abort(404)
-    except (ValidationError, Conflict) as exc:
-        return alert_list(errors={alert_id: message(exc)}, status=400 if isinstance(exc, ValidationError) else 409)
+    except (ValidationError, Conflict) as exc:  # shown above the list: the alert may no longer be in it
+        flash(message(exc), "error")
+        return alert_list(status=400 if isinstance(exc, ValidationError) else 409)
     flash(gettext("Alert resolved."), "success")
     return redirect(url_for("alerts.alert_list"))
 

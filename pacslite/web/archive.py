@@ -32,7 +32,7 @@ def overview() -> Any:
 @bp.route("/offsite/copy", methods=["POST"])
 @access.allow(*ADMIN)
 def offsite_copy() -> Any:
-    if offsite.ensure_job(get_db(), current_app.config) is None:
+    if offsite.ensure_job(get_db(), current_app.config, access.actor()) is None:
         flash(gettext("Nothing to copy, or no off-site location is configured."), "error")
     else:
         flash(gettext("The off-site copy is being brought up to date."), "success")
@@ -73,14 +73,9 @@ def volume_view(volume_id: int) -> Any:
 @bp.route("/volumes/<int:volume_id>/verify", methods=["POST"])
 @access.allow(*ADMIN)
 def volume_verify(volume_id: int) -> Any:
-    conn = get_db()
-    volume = found_or_404(archive.get_volume, conn, volume_id)
-    if volume["state"] not in ("built", "verified", "failed"):
-        flash(gettext("The volume is not built yet."), "error")
-    else:
-        jobs.start(conn, access.actor(), "verify_volume", f"volume:{volume_id}")
-        flash(gettext("Verification started: every file is read back and compared."), "success")
-    return redirect(url_for("archive.volume_view", volume_id=volume_id))
+    return _back(lambda: archive.start_verify(get_db(), access.actor(), volume_id),
+                 gettext("Verification started: every file is read back and compared."),
+                 "archive.volume_view", volume_id=volume_id)
 
 
 @bp.route("/volumes/<int:volume_id>/release", methods=["POST"])

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from flask_login import current_user
 
-from .. import imaging, patients, storage
+from .. import imaging, index, patients, storage
 from ..db import get_db
 from . import access, is_htmx
 
@@ -104,9 +104,6 @@ def series_viewer(series_id: int) -> Any:
     store = current_app.config["STORAGE_DIR"]
     stack, window = imaging.stack_of(store, images)
     _audit(series, "viewer")
-    siblings = conn.execute("SELECT se.id, se.series_number, se.modality, se.series_description, se.instance_count"
-                            " FROM series se WHERE se.study_ref = (SELECT study_ref FROM series WHERE id = ?)"
-                            " ORDER BY CAST(se.series_number AS INTEGER), se.id", (series_id,)).fetchall()
-    return render_template("images/viewer.html", series=series, exam=exam, siblings=siblings,
+    return render_template("images/viewer.html", series=series, exam=exam, siblings=index.sibling_series(conn, series_id),
                            stack=json.dumps(stack), window=window,
                            presets=imaging.PRESETS.get(series["modality"], []))

@@ -66,8 +66,7 @@ def import_reconcile(import_id: int) -> Any:
 def import_view(import_id: int) -> Any:
     conn = get_db()
     row = found_or_404(importing.get_import, conn, import_id)
-    job = conn.execute("SELECT * FROM jobs WHERE kind = 'import' AND subject = ? ORDER BY id DESC LIMIT 1",
-                       (f"import:{import_id}",)).fetchone()
+    job = jobs.latest(conn, "import", f"import:{import_id}")
     template = "imports/_report.html" if is_htmx() else "imports/view.html"
     return render_template(template, row=row, job=job, lines=importing.lines_of(row),
                            running=job is not None and job["state"] in (jobs.QUEUED, jobs.RUNNING))

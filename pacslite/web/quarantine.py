@@ -7,7 +7,7 @@ from typing import Any, Callable
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import archive, patients, refiling
+from .. import archive, index, patients, refiling
 from ..db import get_db
 from ..validation import Conflict, NotFound, ValidationError
 from . import access
@@ -46,7 +46,7 @@ def _study_page(study_id: int, errors: dict[str, str] | None = None, status: int
     conn = get_db()
     study = found_or_404(refiling.get_study, conn, study_id)
     exam = patients.find_exam(conn, exam_id=study["exam_ref"]) if study["exam_ref"] else None
-    series = conn.execute("SELECT * FROM series WHERE study_ref = ? ORDER BY first_received_at", (study_id,)).fetchall()
+    series = index.series_of_study(conn, study_id)
     return render_template("quarantine/study.html", study=study, exam=exam, series=series,
                            candidates=refiling.candidates(conn, study), history=refiling.refilings_of_study(conn, study_id),
                            originals=refiling.original_attributes(current_app.config["STORAGE_DIR"], study_id, conn),
@@ -106,9 +106,7 @@ def study_restore(study_id: int) -> Any:
 @bp.route("/refilings/<int:refiling_id>/undo", methods=["POST"])
 @access.allow(*REFILING)
 def refiling_undo(refiling_id: int) -> Any:
-    row = get_db().execute("SELECT study_ref FROM refilings WHERE id = ?", (refiling_id,)).fetchone()
-    if row is None:
-        abort(404)
-    return _correct(row["study_ref"], lambda: refiling.undo_refiling(get_db(), access.actor(), refiling_id,
+    study_id = found_or_404(refiling.refiling_study, get_db(), refiling_id)
+    return _correct(study_id, lambda: refiling.undo_refiling(get_db(), access.actor(), refiling_id,
                                                                      request.form),
                     "undo_reason", gettext("The re-filing was undone; the study points at its original files again."))

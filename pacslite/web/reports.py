@@ -97,7 +97,9 @@ def report_save(accession: str) -> Any:
         saved = reports.save(get_db(), access.actor(), exam, request.form)
     except reports.StaleReport as exc:
         return render_template("reports/_save_status.html", stale=exc.current), 409
-    except (ValidationError, Conflict) as exc:
+    except ValidationError as exc:
+        return render_template("reports/_save_status.html", error=message(exc)), 400
+    except Conflict as exc:
         return render_template("reports/_save_status.html", error=message(exc)), 409
     return render_template("reports/_save_status.html", saved=saved)
 
@@ -190,7 +192,7 @@ def report_print(accession: str) -> Any:
 @bp.route("/missing-images")
 @access.allow(*TECHNOLOGIST)
 def missing_images() -> Any:
-    return render_template("reports/missing.html", exams=reports.missing_images(get_db()))
+    return render_template("reports/missing.html", exams=patients.flagged_missing_images(get_db()))
 
 
 @bp.app_context_processor
@@ -198,7 +200,7 @@ def _missing_images_count() -> dict[str, Any]:
     """The count in the navigation bar, for those who see the list."""
     def count() -> int:
         if current_user.is_authenticated and current_user.has_any(list(TECHNOLOGIST)):
-            return reports.count_missing_images(get_db())
+            return patients.count_flagged_missing_images(get_db())
         return 0
     return {"missing_images_count": count}
 

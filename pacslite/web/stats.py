@@ -6,7 +6,8 @@ import io
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, current_app, flash, render_template, request
+from flask_babel import gettext
 
 from .. import statistics
 from ..db import get_db
@@ -15,20 +16,25 @@ from . import access
 bp = Blueprint("stats", __name__)
 
 
-def _period() -> tuple[date, date]:
-    """The period asked for; the last 30 days when it is missing or not a valid range."""
+def _period() -> tuple[date, date, bool]:
+    """(start, end, valid): the period asked for, or the last 30 days when none is asked for
+    (valid) or when the dates are not a valid range (not valid)."""
     start, end = statistics.default_period(current_app.config)
+    if "start" not in request.args and "end" not in request.args:
+        return start, end, True
     try:
-        asked = (date.fromisoformat(request.args["start"]), date.fromisoformat(request.args["end"]))
-    except (KeyError, ValueError):
-        return start, end
-    return asked if asked[0] <= asked[1] else (start, end)
+        asked = (date.fromisoformat(request.args.get("start", "")), date.fromisoformat(request.args.get("end", "")))
+    except ValueError:
+        return start, end, False
+    return (asked[0], asked[1], True) if asked[0] <= asked[1] else (start, end, False)
 
 
 @bp.route("/statistics")
 @access.allow(*access.STAFF)
 def statistics_page() -> Any:
-    start, end = _period()
+    start, end, valid = _period()
+    if not valid:
+        flash(gettext("That is not a valid period; here are the last 30 days."), "error")
     result = statistics.report(get_db(), current_app.config, start, end)
     return render_template("statistics/page.html", result=result, dimensions=statistics.DIMENSIONS)
 
@@ -36,7 +42,9 @@ def statistics_page() -> Any:
 @bp.route("/statistics.csv")
 @access.allow(*access.STAFF)
 def statistics_csv() -> Any:
-    start, end = _period()
+    start, end, valid = _period()
+    if not valid:
+        return Response(gettext("That is not a valid period."), status=400, mimetype="text/plain")
     out = io.StringIO()
     csv.writer(out).writerows(statistics.csv_rows(statistics.report(get_db(), current_app.config, start, end)))
     return Response("\ufeff" + out.getvalue(), mimetype="text/csv", headers={

@@ -1,0 +1,49 @@
+"""The server's background threads (the sweep, the job runner): one way to run, wait and stop."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from typing import Any, Mapping
+
+from . import db
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundThread:
+    """Calls :meth:`tick` with its own database connection until stopped; ``tick`` returns how
+    many seconds to wait before the next call (0: at once). An exception is logged and the
+    next tick tries again, so the pages and DICOM services go on."""
+
+    name = "background"
+    pause_after_error = 5.0
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+
+    def tick(self, conn: sqlite3.Connection) -> float:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        conn = db.connect(self.settings["DATABASE"])
+        try:
+            while not self._stop.is_set():
+                try:
+                    wait = self.tick(conn)
+                except Exception:
+                    log.exception("%s failed", self.name)
+                    wait = self.pause_after_error
+                if wait:
+                    self._stop.wait(wait)
+        finally:
+            conn.close()
