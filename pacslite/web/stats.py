@@ -1,8 +1,6 @@
 """The department's filing statistics, as a page and as CSV."""
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date
 from typing import Any
 
@@ -11,7 +9,7 @@ from flask_babel import gettext
 
 from .. import statistics
 from ..db import get_db
-from . import access
+from . import access, csvout
 
 bp = Blueprint("stats", __name__)
 
@@ -45,7 +43,5 @@ def statistics_csv() -> Any:
     start, end, valid = _period()
     if not valid:
         return Response(gettext("That is not a valid period."), status=400, mimetype="text/plain")
-    out = io.StringIO()
-    csv.writer(out).writerows(statistics.csv_rows(statistics.report(get_db(), current_app.config, start, end)))
-    return Response("\ufeff" + out.getvalue(), mimetype="text/csv", headers={
-        "Content-Disposition": f"attachment; filename=pacslite-statistics-{start}-{end}.csv"})
+    rows = statistics.csv_rows(statistics.report(get_db(), current_app.config, start, end))
+    return csvout.response(rows, f"pacslite-statistics-{start}-{end}.csv")
