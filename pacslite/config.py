@@ -101,6 +101,9 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_MAX_FAILURES": 5,
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 20,
     "LOGIN_LOCK_MINUTES": 15,
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed; from any other
+    # address the header is ignored. Empty: pacslite is reached directly.
+    "TRUSTED_PROXIES": [],
     # Sessions. Set SESSION_COOKIE_SECURE when pacslite is served behind HTTPS.
     "SESSION_COOKIE_SECURE": False,
     "SESSION_HOURS": 12,

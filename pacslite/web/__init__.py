@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import users
 from ..db import close_db, get_db
-from . import access, i18n
+from . import access, i18n, proxies
 from .labels import label, options
 
 csrf = CSRFProtect()
@@ -51,6 +51,7 @@ def init_app(app: Flask) -> None:
                                  current_locale=lambda: "zh_CN" if get_locale().language == "zh" else "en",
                                  modalities=lambda: app.config["MODALITIES"],
                                  modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]])
+    app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
 
