@@ -1,91 +1,28 @@
 """The modality worklist: registered exams answered to C-FIND, so modalities never type numbers.
 
-Matching follows PS3.4 C.2.2.2 as IHE Scheduled Workflow uses it: single value, wildcard
-(``*`` and ``?``), date range and universal (empty) matching on the keys below; every key the
-query asks for is returned, empty when pacslite has no value for it. An exam without a station
-AE title is scheduled on no particular station, so it matches any ScheduledStationAETitle.
+Matching follows PS3.4 C.2.2.2 as IHE Scheduled Workflow uses it (the engine is
+:mod:`pacslite.query`): single value, wildcard (``*`` and ``?``), date range and universal
+(empty) matching on the keys below; every key the query asks for is returned, empty when
+pacslite has no value for it. An exam without a station AE title is scheduled on no particular
+station, so it matches any ScheduledStationAETitle.
 """
 from __future__ import annotations
 
-import re
 import sqlite3
-from datetime import date, datetime
 from typing import Any, Iterator, Mapping
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from . import clock, names, patients
+from .query import date_range, matches_name, matches_text
 
 SPS = "ScheduledProcedureStepSequence"
 
 
-class QueryError(ValueError):
-    """The identifier cannot be answered (a malformed date range, …)."""
-
-
-# ---------------------------------------------------------------- matching
-
 def _value(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
-
-
-def _wildcard(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), flags | re.DOTALL)
-
-
-def matches_text(query: str, value: str, *, ignore_case: bool = False) -> bool:
-    """Single value or wildcard matching; an empty query matches everything."""
-    if not query or query == "*":
-        return True
-    flags = re.IGNORECASE if ignore_case else 0
-    if "*" in query or "?" in query:
-        return _wildcard(query, flags).fullmatch(value) is not None
-    return query.lower() == value.lower() if ignore_case else query == value
-
-
-def matches_name(query: str, registered: str) -> bool:
-    """A PN query against a registered name: any given component group may match its form.
-
-    Letters match the pinyin form (``ZHANG^SAN``, with or without the ``^``), case-insensitive;
-    ideographs match the ideographic form (``张^三`` or ``张三``).
-    """
-    groups = [g for g in query.split("=") if g and g != "*"]
-    if not groups:
-        return True
-    alphabetic = names.dicom_person_name(registered, with_ideographs=False)
-    if names.is_chinese(registered):
-        surname, given = names.split_chinese(registered)
-        ideographic = [f"{surname}^{given}", f"{surname}{given}"]
-    else:
-        ideographic = []
-    letters = [alphabetic, alphabetic.replace("^", ""), registered]
-    for group in groups:
-        candidates = ideographic if names.is_chinese(group) else letters
-        if any(matches_text(group, c, ignore_case=True) for c in candidates):
-            return True
-    return False
-
-
-def _parse_date(text: str) -> date:
-    try:
-        return datetime.strptime(text, "%Y%m%d").date()
-    except ValueError:
-        raise QueryError(f"not a DICOM date: {text!r}") from None
-
-
-def date_range(query: str) -> tuple[date | None, date | None]:
-    """``20261124`` → (d, d); ``20261124-20261130``, ``-20261130``, ``20261124-`` → open or closed range."""
-    query = query.strip()
-    if not query:
-        return None, None
-    if "-" not in query:
-        day = _parse_date(query)
-        return day, day
-    start, _, end = query.partition("-")
-    return (_parse_date(start) if start else None), (_parse_date(end) if end else None)
 
 
 # ---------------------------------------------------------------- the query

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Mapping
 from pynetdicom import events
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
-from .. import aes, db, filing, names, worklist
+from .. import aes, db, filing, names, query, worklist
 from ..index import Source
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def on_find(event: events.Event, connections: Connections, settings: Mapping[str
     try:
         identifier = event.identifier
         answers = list(worklist.query(conn, settings, identifier, aes.charset_of(conn, calling)))
-    except worklist.QueryError as exc:
+    except query.QueryError as exc:
         log.warning("worklist query from %s refused: %s", calling, exc)
         yield FIND_IDENTIFIER_MISMATCH, None
         return
