@@ -14,6 +14,7 @@ from waitress import create_server
 
 from pacslite import create_app, db, filing, integrity, offsite
 from pacslite.dicom.server import DicomServer
+from pacslite.web import limits
 from pacslite.jobs import JobRunner
 from pacslite.sweep import Sweeper
 
@@ -45,7 +46,9 @@ def main() -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # it logs every association at INFO
     app = create_app()
     server = create_server(app, host=app.config["HTTP_HOST"], port=app.config["HTTP_PORT"],
-                           threads=app.config["HTTP_THREADS"], ident="pacslite")
+                           threads=app.config["HTTP_THREADS"], ident="pacslite",
+                           max_request_body_size=limits.largest_body(app) + 1)
+    limits.bound_waitress(server, app)
     services: list = []  # things with .stop(): the DICOM server, the sweep (next issue)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import urllib.request
 
 from tests.conftest import register
 
@@ -62,3 +63,78 @@ def test_a_malformed_trusted_proxy_stops_the_start_with_its_name(tmp_path) -> No
     from pacslite import create_app
     with pytest.raises(SystemExit, match="'proxy.example' is not an IP address"):
         create_app({"INSTANCE_DIR": str(tmp_path / "instance"), "TRUSTED_PROXIES": ["proxy.example"]})
+
+
+def _open(url: str, head: bytes) -> "socket.socket":
+    """A connection to the server with a request's head sent (and no body yet)."""
+    import socket
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    sock.sendall(head)
+    return sock
+
+
+def _send_until_answered(sock, chunk: bytes, most: int) -> tuple[int, bytes]:
+    """Keep sending ``chunk`` until the server answers or closes (or ``most`` bytes went)."""
+    import select
+    sent = 0
+    while sent < most:
+        try:
+            sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        sent += len(chunk)
+        if select.select([sock], [], [], 0)[0]:
+            break
+    try:
+        return sent, sock.recv(65536)
+    except ConnectionResetError:
+        return sent, b""
+
+
+def _head(path: str, *headers: str) -> bytes:
+    return "\r\n".join([f"POST {path} HTTP/1.1", "Host: pacslite", *headers, "", ""]).encode()
+
+
+def test_a_body_over_its_route_limit_is_refused_before_it_is_read(tmp_path) -> None:
+    """Case 10: an anonymous POST /login declaring 300 MB is answered 413 at once, not after
+    the server spooled it; a chunked body is cut off at the route's limit; an upload route
+    takes its own, larger limit."""
+    from tests import server as pacs_server
+    running = pacs_server.start(tmp_path / "instance", PACSLITE_IMPORT_MAX_BYTES=str(3 * 1024 * 1024))
+    form = "Content-Type: application/x-www-form-urlencoded"
+    try:
+        with _open(running.url, _head("/login", form, "Content-Length: 314572800")) as sock:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 413")  # with no byte of the body sent
+
+        with _open(running.url, _head("/login", form, "Transfer-Encoding: chunked")) as sock:
+            chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"a" * 64 * 1024)
+            sent, answer = _send_until_answered(sock, chunk, 300 * 1024 * 1024)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+        assert sent < 4 * 1024 * 1024, f"{sent} bytes were taken before the refusal"
+
+        # /import/ takes up to IMPORT_MAX_BYTES: 2 MiB is read (then the anonymous visitor is
+        # sent to log in), 4 MiB is refused before it is sent
+        upload = "Content-Type: application/octet-stream"
+        with _open(running.url, _head("/import/", upload, f"Content-Length: {2 * 1024 * 1024}")) as sock:
+            sent, answer = _send_until_answered(sock, b"x" * 1024 * 1024, 2 * 1024 * 1024)
+            assert sent == 2 * 1024 * 1024 and answer.startswith(b"HTTP/1.1 302"), answer[:100]
+        with _open(running.url, _head("/import/", upload, f"Content-Length: {4 * 1024 * 1024}")) as sock:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 413")
+        with urllib.request.urlopen(running.url + "/login", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        assert running.stop() == 0
+
+
+def test_flask_refuses_a_body_over_the_route_limit_too(app) -> None:
+    """The same limits in the application (for any other server in front of it)."""
+    from pacslite.web import limits
+    big = b"a" * (limits.DEFAULT_BODY_BYTES + 1)
+    response = app.test_client().post("/login", data=big, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 413
+    assert limits.body_limit(app, "POST", "/import/") == app.config["IMPORT_MAX_BYTES"] + limits.MULTIPART_MARGIN
+    assert limits.body_limit(app, "POST", "/exams/A1/request-forms") == (
+        app.config["REQUEST_FORM_MAX_BYTES"] + limits.MULTIPART_MARGIN)
+    assert limits.body_limit(app, "POST", "/login") == limits.DEFAULT_BODY_BYTES

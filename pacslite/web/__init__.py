@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import users
 from ..db import close_db, get_db
-from . import access, i18n, proxies
+from . import access, i18n, limits, proxies
 from .labels import label, options
 
 csrf = CSRFProtect()
@@ -41,6 +41,7 @@ def init_app(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "basic"
     app.teardown_appcontext(close_db)
+    limits.init_app(app)  # first: nothing may read a body before its limit is set
     access.init_app(app)  # before CSRF: a denied request is refused (and audited) as denied
     csrf.init_app(app)
     for blueprint in (auth.bp, registration.bp, reports.bp, images.bp, imports.bp, quarantine.bp, alerts.bp, stats.bp,

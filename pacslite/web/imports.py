@@ -11,7 +11,7 @@ from flask_babel import gettext
 from .. import importing, jobs
 from ..db import get_db
 from ..validation import Conflict
-from . import access, is_htmx
+from . import access, is_htmx, limits
 from .forms import found_or_404, message
 
 bp = Blueprint("imports", __name__, url_prefix="/import")
@@ -20,6 +20,7 @@ IMPORTERS = ("technologist",)
 
 @bp.route("/", methods=["GET", "POST"])
 @access.allow(*IMPORTERS)
+@limits.body("IMPORT_MAX_BYTES")
 def import_new() -> Any:
     if request.method == "GET":
         return render_template("imports/new.html", values={})

@@ -11,7 +11,7 @@ from flask_babel import gettext
 from .. import clock, documents, index, patients, receipts, storage
 from ..db import get_db
 from ..validation import Conflict, ValidationError
-from . import access, is_htmx
+from . import access, is_htmx, limits
 from .forms import errors_of, found_or_404, message
 
 bp = Blueprint("registration", __name__)
@@ -169,6 +169,7 @@ def exam_cancel(accession: str) -> Any:
 
 @bp.route("/exams/<accession>/request-forms", methods=["POST"])
 @access.allow(*REGISTRAR)
+@limits.body("REQUEST_FORM_MAX_BYTES")
 def request_form_upload(accession: str) -> Any:
     _exam_or_404(accession)
     upload = request.files.get("file")
