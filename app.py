@@ -12,7 +12,8 @@ from types import FrameType
 
 from waitress import create_server
 
-from pacslite import create_app, db, filing, integrity, offsite
+from pacslite import audit, create_app, db, filing, integrity, offsite
+from pacslite.background import Periodic
 from pacslite.dicom.server import DicomServer
 from pacslite.web import limits
 from pacslite.jobs import JobRunner
@@ -41,6 +42,15 @@ def _recover(config) -> None:
                     ", ".join(row["storage_path"] for row in missing[:10]))
 
 
+def _write_anchor(config) -> None:
+    """The audit chain's head, outside the database, as pacslite stops."""
+    conn = db.connect(config["DATABASE"])
+    try:
+        audit.write_anchor(conn)
+    finally:
+        conn.close()
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # it logs every association at INFO
@@ -49,7 +59,7 @@ def main() -> int:
                            threads=app.config["HTTP_THREADS"], ident="pacslite",
                            max_request_body_size=limits.largest_body(app) + 1)
     limits.bound_waitress(server, app)
-    services: list = []  # things with .stop(): the DICOM server, the sweep (next issue)
+    services: list = []  # things with .stop(): the DICOM server and the background threads
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
@@ -59,7 +69,8 @@ def main() -> int:
         services.append(dicom)
         print(f"pacslite: DICOM {app.config['AE_TITLE']} on {app.config['DICOM_HOST']}:{dicom.port}", flush=True)
         periodic = (offsite.ensure_job, integrity.ensure_scrub, integrity.backup_if_due)
-        for service in (Sweeper(app.config, also=periodic), JobRunner(app.config)):
+        anchor = Periodic(app.config, "audit-anchor", audit.write_anchor, app.config["AUDIT_ANCHOR_MINUTES"] * 60)
+        for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor):
             service.start()
             services.append(service)
         print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)
@@ -68,6 +79,7 @@ def main() -> int:
         for service in reversed(services):
             service.stop()
         server.close()
+        _write_anchor(app.config)
         log.info("stopped")
     return 0
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from . import config, db, users
+from . import audit, config, db, users
 
 __version__ = "0.1.0"
 
@@ -52,6 +52,7 @@ def _prepare_database(path: str) -> str | None:
     conn = db.connect(path)
     try:
         db.migrate(conn)
+        audit.chain_key(conn)  # made now, not by the first change: rows before it would be unkeyed
         return users.ensure_admin(conn)
     finally:
         conn.close()

@@ -3,18 +3,32 @@
 Each row's hash covers the previous row's hash and the row's own content, so removing,
 reordering or editing a row breaks the chain from that row on; :func:`verify` finds it.
 The database refuses UPDATE and DELETE on the table (triggers in migration 0001).
+
+Someone who can write the database file can still drop the triggers, so two things live
+outside it. The chain is keyed: each hash is an HMAC with a secret kept in ``audit_key``
+(mode 0600, beside the database), so a rewritten row cannot be given a matching hash again.
+And the chain's head (row id and hash) is appended to ``audit_anchors`` every few minutes,
+when pacslite stops and with every backup, so that deleting the newest rows is found too.
+Rows written before the key existed (an older installation) stay verified by plain SHA-256;
+the key file records up to which row.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 import sqlite3
+import threading
 from dataclasses import dataclass
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 from . import clock
 
 GENESIS = "0" * 64
+KEY_FILE = "audit_key"
+ANCHOR_FILE = "audit_anchors"
 
 
 @dataclass(frozen=True)
@@ -28,9 +42,65 @@ class Actor:
 SYSTEM = Actor("system")
 
 
-def _digest(prev_hash: str, row: Iterable[Any]) -> str:
+@dataclass(frozen=True)
+class ChainKey:
+    secret: bytes
+    legacy_until: int  # rows up to this id were written before the key: plain SHA-256
+
+
+_keys: dict[str, ChainKey] = {}
+_keys_lock = threading.Lock()
+
+
+def _database_file(conn: sqlite3.Connection) -> Path:
+    return Path(conn.execute("PRAGMA database_list").fetchone()["file"])
+
+
+def _read_key(path: Path) -> ChainKey:
+    data = json.loads(path.read_text(encoding="ascii"))
+    return ChainKey(bytes.fromhex(data["key"]), int(data["legacy_until"]))
+
+
+def chain_key(conn: sqlite3.Connection, create: bool = True) -> ChainKey | None:
+    """The chain's key for this database, made on first use (mode 0600, beside the database);
+    None if there is none and ``create`` is false.
+
+    A database that already has rows when the key is made (an upgrade, or a key file that was
+    deleted: then :func:`verify` reports the keyed rows, which no longer match) keeps those
+    rows under plain SHA-256.
+    """
+    database = _database_file(conn)
+    with _keys_lock:
+        known = _keys.get(str(database))
+        if known is not None:
+            return known
+        path = database.with_name(KEY_FILE)
+        if path.is_file() or not create:
+            if not path.is_file():
+                return None
+            _keys[str(database)] = key = _read_key(path)
+            return key
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = _read_key(path)
+        else:
+            last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0] or 0
+            key = ChainKey(os.urandom(32), int(last))
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                json.dump({"key": key.secret.hex(), "legacy_until": key.legacy_until}, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        _keys[str(database)] = key
+        return key
+
+
+def _digest(key: ChainKey | None, row_id: int, prev_hash: str, row: Iterable[Any]) -> str:
     content = json.dumps(list(row), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()
+    message = (prev_hash + content).encode("utf-8")
+    if key is None or row_id <= key.legacy_until:
+        return hashlib.sha256(message).hexdigest()
+    return hmac.new(key.secret, message, hashlib.sha256).hexdigest()
 
 
 def _content(at: str, actor: str, address: str, action: str, target: str, patient_id: str,
@@ -47,28 +117,150 @@ def record(conn: sqlite3.Connection, actor: Actor, action: str, target: str = ""
     """
     if not conn.in_transaction:
         raise RuntimeError("audit.record must run inside the transaction of the change")
+    key = chain_key(conn)
+    assert key is not None
     at = clock.to_db(clock.now())
     detail_text = json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)
-    last = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-    prev_hash = last[0] if last else GENESIS
+    last = conn.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+    prev_hash = last["hash"] if last else GENESIS
+    row_id = (last["id"] if last else 0) + 1
     row = _content(at, actor.name, actor.address, action, target, patient_id, outcome, detail_text)
-    cur = conn.execute(
-        "INSERT INTO audit_log (at, actor, address, action, target, patient_id, outcome, detail,"
-        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (*row, prev_hash, _digest(prev_hash, row)),
+    conn.execute(
+        "INSERT INTO audit_log (id, at, actor, address, action, target, patient_id, outcome, detail,"
+        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (row_id, *row, prev_hash, _digest(key, row_id, prev_hash, row)),
     )
-    return int(cur.lastrowid)
+    return row_id
 
 
-def verify(conn: sqlite3.Connection) -> int | None:
-    """The id of the first row that no longer matches the chain, or None if all match."""
-    prev_hash = GENESIS
+# ---------------------------------------------------------------- the head, kept outside
+
+@dataclass(frozen=True)
+class Anchor:
+    at: str
+    row_id: int
+    hash: str
+
+
+def head(conn: sqlite3.Connection) -> Anchor | None:
+    """The chain's newest row (id and hash), or None while the log is empty."""
+    last = conn.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+    return Anchor(clock.to_db(clock.now()), int(last["id"]), last["hash"]) if last else None
+
+
+def anchor_path(conn: sqlite3.Connection) -> Path:
+    return _database_file(conn).with_name(ANCHOR_FILE)
+
+
+def _format(anchor: Anchor) -> str:
+    return f"{anchor.at} {anchor.row_id} {anchor.hash}\n"
+
+
+def read_anchors(path: Path) -> Iterator[Anchor]:
+    """The anchors in a file, oldest first (a malformed line is skipped: a torn last write)."""
+    if not path.is_file():
+        return
+    with open(path, encoding="ascii", errors="replace") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) == 3 and parts[1].isdigit() and len(parts[2]) == 64:
+                yield Anchor(parts[0], int(parts[1]), parts[2])
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 200))
+            lines = handle.read().decode("ascii", "replace").splitlines()
+    except FileNotFoundError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _append(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, text.encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_anchor(conn: sqlite3.Connection, *_settings: Any) -> Anchor | None:
+    """Append the chain's head to the anchor file, unless it is the head written last."""
+    anchor = head(conn)
+    if anchor is None:
+        return None
+    path = anchor_path(conn)
+    last = _last_line(path).split()
+    if last[1:] == [str(anchor.row_id), anchor.hash]:
+        return None
+    _append(path, _format(anchor))
+    return anchor
+
+
+def write_backup_anchors(conn: sqlite3.Connection, backup: sqlite3.Connection, target: Path) -> None:
+    """Beside a backup: the anchors so far and the backup's own head, so that the backup can be
+    verified after a restore, and the anchors survive the loss of the instance folder."""
+    write_anchor(conn)
+    lines = [_format(a) for a in read_anchors(anchor_path(conn))]
+    own = head(backup)
+    if own is not None:
+        lines.append(_format(own))
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text("".join(lines), encoding="ascii")
+    os.chmod(tmp, 0o600)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    tmp.replace(target)
+
+
+# ---------------------------------------------------------------- checking
+
+@dataclass(frozen=True)
+class Problem:
+    """What :func:`verify` found: the row it concerns and what is wrong."""
+
+    row_id: int
+    kind: str  # "rewritten": the row does not match the chain; "missing": rows after it are gone;
+    #            "replaced": the row differs from the head anchored for it; "no_key": no key file
+    anchored_at: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "no_key":
+            return f"the key file {KEY_FILE} beside the database is missing: the chain cannot be checked"
+        if self.kind == "missing":
+            return (f"rows are missing: row {self.row_id} was anchored at {self.anchored_at}"
+                    " but the log now ends before it (its newest rows were deleted)")
+        if self.kind == "replaced":
+            return (f"row {self.row_id} differs from its anchor of {self.anchored_at}"
+                    " (rows were deleted and replaced, or the chain was rewritten)")
+        return f"row {self.row_id} does not match the chain (it was changed)"
+
+
+def verify(conn: sqlite3.Connection, anchors: Path | None = None) -> Problem | None:
+    """The first problem with the chain, or None: every row matches its keyed hash, and every
+    anchored head (from ``anchors``, by default the instance's anchor file) is still there."""
+    key = chain_key(conn, create=False)
+    first = conn.execute("SELECT MIN(id) FROM audit_log").fetchone()[0]
+    if key is None and first is not None:
+        return Problem(int(first), "no_key")
+    prev_hash, last_id = GENESIS, 0
+    hashes: dict[int, str] = {}
+    wanted = {a.row_id: a for a in read_anchors(anchors or anchor_path(conn))}
     for r in conn.execute("SELECT * FROM audit_log ORDER BY id"):
         row = _content(r["at"], r["actor"], r["address"], r["action"], r["target"],
                        r["patient_id"], r["outcome"], r["detail"])
-        if r["prev_hash"] != prev_hash or r["hash"] != _digest(prev_hash, row):
-            return int(r["id"])
-        prev_hash = r["hash"]
+        if r["prev_hash"] != prev_hash or r["hash"] != _digest(key, r["id"], prev_hash, row):
+            return Problem(int(r["id"]), "rewritten")
+        prev_hash, last_id = r["hash"], int(r["id"])
+        if last_id in wanted:
+            hashes[last_id] = r["hash"]
+    for anchor in sorted(wanted.values(), key=lambda a: a.row_id):
+        if anchor.row_id > last_id:
+            return Problem(anchor.row_id, "missing", anchor.at)
+        if hashes.get(anchor.row_id) != anchor.hash:
+            return Problem(anchor.row_id, "replaced", anchor.at)
     return None
 
 

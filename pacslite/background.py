@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import db
 
@@ -47,3 +47,18 @@ class BackgroundThread:
                     self._stop.wait(wait)
         finally:
             conn.close()
+
+
+class Periodic(BackgroundThread):
+    """Calls ``task(conn, settings)`` every ``seconds`` (the first time at once)."""
+
+    def __init__(self, settings: Mapping[str, Any], name: str,
+                 task: Callable[[sqlite3.Connection, Mapping[str, Any]], object], seconds: float) -> None:
+        self.name = name
+        super().__init__(settings)
+        self.task = task
+        self.seconds = seconds
+
+    def tick(self, conn: sqlite3.Connection) -> float:
+        self.task(conn, self.settings)
+        return self.seconds

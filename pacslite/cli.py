@@ -76,13 +76,16 @@ def token_create(username: str) -> None:
 
 
 @audit_cli.command("verify")
-def audit_verify() -> None:
-    """Check the hash chain of the audit log; name the first row that no longer matches."""
+@click.option("--anchors", type=click.Path(exists=True, dir_okay=False),
+              help="Check against this anchor file (e.g. one kept beside a backup) instead of the instance's.")
+def audit_verify(anchors: str | None) -> None:
+    """Check the keyed hash chain of the audit log and its anchored heads; name the first row
+    that was changed, or the newest rows that are missing."""
     with _connection() as conn:
-        bad = audit.verify(conn)
+        problem = audit.verify(conn, Path(anchors) if anchors else None)
         total = audit.row_count(conn)
-    if bad is not None:
-        click.echo(f"audit log BROKEN: row {bad} does not match the chain", err=True)
+    if problem is not None:
+        click.echo(f"audit log BROKEN: {problem.describe()}", err=True)
         sys.exit(1)
     click.echo(f"audit log intact: {total} rows")
 

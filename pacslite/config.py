@@ -97,6 +97,8 @@ DEFAULTS: dict[str, Any] = {
     # Registration desk.
     "RECEIPT_FORMAT": "80mm",
     "REQUEST_FORM_MAX_BYTES": 10 * 1024 * 1024,
+    # The audit chain's head is written outside the database (instance/audit_anchors) this often.
+    "AUDIT_ANCHOR_MINUTES": 2.0,
     # Login throttling.
     "LOGIN_MAX_FAILURES": 5,
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 20,

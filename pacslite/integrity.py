@@ -117,8 +117,10 @@ def backup_database(settings: Mapping[str, Any], target_dir: str | Path | None =
     tmp = target.with_name(f".{target.name}.tmp")
     source = db.connect(settings["DATABASE"])
     copy = sqlite3.connect(str(tmp))
+    copy.row_factory = sqlite3.Row
     try:
         source.backup(copy)
+        audit.write_backup_anchors(source, copy, target.with_name(target.name + ".anchors"))
     finally:
         copy.close()
         source.close()
@@ -128,6 +130,7 @@ def backup_database(settings: Mapping[str, Any], target_dir: str | Path | None =
     if target_dir is None:
         for old in sorted(directory.glob("pacslite-*.db"))[:-int(settings["BACKUP_KEEP"])]:
             old.unlink()
+            old.with_name(old.name + ".anchors").unlink(missing_ok=True)
     return target
 
 

@@ -82,7 +82,7 @@ def test_verify_names_the_first_tampered_row(conn) -> None:
     target = rows[-2]["id"]
     conn.execute("DROP TRIGGER audit_log_no_update")
     conn.execute("UPDATE audit_log SET detail = '{\"roles\": [\"admin\"]}' WHERE id = ?", (target,))
-    assert audit.verify(conn) == target
+    assert audit.verify(conn) == audit.Problem(target, "rewritten")
 
 
 def test_cli_audit_verify(app, conn) -> None:
@@ -94,7 +94,103 @@ def test_cli_audit_verify(app, conn) -> None:
     conn.execute("DROP TRIGGER audit_log_no_update")
     conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = ?", (last,))
     result = runner.invoke(args=["audit", "verify"])
-    assert result.exit_code == 1 and f"row {last}" in result.output
+    assert result.exit_code == 1 and f"row {last} does not match the chain" in result.output
+
+
+def _tamper(conn) -> None:
+    """What someone with write access to the database file can do: drop the guards."""
+    conn.execute("DROP TRIGGER audit_log_no_update")
+    conn.execute("DROP TRIGGER audit_log_no_delete")
+
+
+def _rechain_with_sha256(conn, from_id: int) -> None:
+    """Recompute every hash from ``from_id`` on the way the unkeyed chain did: all an attacker
+    without the key file can do to make an edited row fit again."""
+    import hashlib
+    import json
+    prev = conn.execute("SELECT hash FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT 1", (from_id,)).fetchone()
+    prev_hash = prev[0] if prev else audit.GENESIS
+    for r in conn.execute("SELECT * FROM audit_log WHERE id >= ? ORDER BY id", (from_id,)).fetchall():
+        content = [r["at"], r["actor"], r["address"], r["action"], r["target"], r["patient_id"], r["outcome"],
+                   r["detail"]]
+        digest = hashlib.sha256((prev_hash + json.dumps(content, ensure_ascii=False, separators=(",", ":"),
+                                                        sort_keys=True)).encode()).hexdigest()
+        conn.execute("UPDATE audit_log SET prev_hash = ?, hash = ? WHERE id = ?", (prev_hash, digest, r["id"]))
+        prev_hash = digest
+
+
+def test_a_rewritten_row_is_found_even_with_the_later_hashes_recomputed(app, conn) -> None:
+    """Case 13: editing a row and recomputing the chain after it passed the unkeyed check."""
+    for name in ("b1", "b2", "b3", "b4"):
+        make_user(conn, name, "clinician")
+    target = conn.execute("SELECT id FROM audit_log WHERE target = 'user:b2'").fetchone()[0]
+    _tamper(conn)
+    conn.execute("UPDATE audit_log SET actor = 'nobody' WHERE id = ?", (target,))
+    _rechain_with_sha256(conn, target)
+    assert audit.verify(conn) == audit.Problem(target, "rewritten")
+    key_file = Path(app.config["INSTANCE_DIR"]) / "audit_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_deleting_the_newest_rows_is_found_by_the_anchor(app, conn) -> None:
+    """Case 13: deleting the newest 50 rows left an intact (shorter) chain."""
+    for n in range(60):
+        make_user(conn, f"c{n}", "clinician")
+    anchored = audit.write_anchor(conn)
+    assert anchored is not None and audit.write_anchor(conn) is None  # an unchanged head is not repeated
+    assert audit.verify(conn) is None
+    _tamper(conn)
+    conn.execute("DELETE FROM audit_log WHERE id > ?", (anchored.row_id - 50,))
+    problem = audit.verify(conn)
+    assert problem == audit.Problem(anchored.row_id, "missing", anchored.at)
+    assert "rows are missing" in problem.describe()
+    # new rows written since take the deleted ids: the anchor names the row that was replaced
+    for n in range(50):
+        make_user(conn, f"d{n}", "clinician")
+    assert audit.verify(conn) == audit.Problem(anchored.row_id, "replaced", anchored.at)
+    result = app.test_cli_runner().invoke(args=["audit", "verify"])
+    assert result.exit_code == 1 and f"row {anchored.row_id} differs from its anchor" in result.output
+
+
+def test_rows_from_before_the_key_stay_verifiable(tmp_path: Path) -> None:
+    """An installation upgraded from the unkeyed chain: its old rows keep plain SHA-256, the
+    ones written after the key are keyed, and the whole chain verifies."""
+    path = tmp_path / "pacslite.db"
+    conn = db.connect(path)
+    db.migrate(conn)
+    audit._keys[str(path)] = audit.ChainKey(b"", 10**9)  # the old code: every row unkeyed
+    make_user(conn, "old1", "clinician")
+    make_user(conn, "old2", "clinician")
+    old_last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
+    del audit._keys[str(path)]
+    assert not (tmp_path / "audit_key").exists()
+    make_user(conn, "new1", "clinician")  # the first change after the upgrade makes the key
+    assert audit.chain_key(conn).legacy_until == old_last
+    assert audit.verify(conn) is None
+    conn.close()
+
+
+def test_a_backup_carries_the_anchors_and_its_own_head(app, conn) -> None:
+    from pacslite import integrity
+    make_user(conn, "e1", "clinician")
+    backup = integrity.backup_database(app.config)
+    anchors = list(audit.read_anchors(backup.with_name(backup.name + ".anchors")))
+    copy = db.connect(backup)
+    head = audit.head(copy)
+    assert anchors and anchors[-1].row_id == head.row_id and anchors[-1].hash == head.hash
+    assert audit.verify(copy) == audit.Problem(1, "no_key")  # and no key made beside the backup
+    assert not (backup.parent / "audit_key").exists()
+    copy.close()
+    # restored into a new instance folder with the instance's key: it verifies against its anchors
+    restored = Path(app.config["INSTANCE_DIR"]).parent / "restored"
+    restored.mkdir()
+    (restored / "pacslite.db").write_bytes(backup.read_bytes())
+    (restored / "audit_key").write_bytes((Path(app.config["INSTANCE_DIR"]) / "audit_key").read_bytes())
+    copy = db.connect(restored / "pacslite.db")
+    assert audit.verify(copy, backup.with_name(backup.name + ".anchors")) is None
+    copy.close()
+    main_anchors = list(audit.read_anchors(Path(app.config["INSTANCE_DIR"]) / "audit_anchors"))
+    assert main_anchors and main_anchors[-1].row_id == head.row_id
 
 
 def test_group_transaction_shares_one_commit_and_isolates_a_failure(tmp_path) -> None:

@@ -69,3 +69,40 @@ def test_a_session_survives_a_restart(tmp_path) -> None:
         assert response.geturl().endswith("/admin/users") and b"admin" in response.read()
     finally:
         second.stop()
+
+
+def test_the_audit_head_is_anchored_while_running_and_at_stop(tmp_path) -> None:
+    """Case 13: the chain's head reaches instance/audit_anchors when pacslite stops, and every
+    AUDIT_ANCHOR_MINUTES while it runs."""
+    import time
+
+    from pacslite import audit, db
+    instance = tmp_path / "instance"
+
+    def head_is_anchored() -> bool:
+        conn = db.connect(instance / "pacslite.db")
+        try:
+            head = audit.head(conn)
+        finally:
+            conn.close()
+        anchors = list(audit.read_anchors(instance / "audit_anchors"))
+        return bool(anchors) and (anchors[-1].row_id, anchors[-1].hash) == (head.row_id, head.hash)
+
+    running = pacslite.start(instance, PACSLITE_AUDIT_ANCHOR_MINUTES="60")  # only the stop can anchor
+    try:
+        log_in(opener(), running.url, "admin", running.admin_password)  # a new audit row
+    finally:
+        assert running.stop() == 0
+    assert head_is_anchored(), "the head was not anchored at stop"
+    password = running.admin_password
+
+    running = pacslite.start(instance, PACSLITE_AUDIT_ANCHOR_MINUTES="0.01")  # every 0.6 s
+    try:
+        log_in(opener(), running.url, "admin", password)
+        deadline = time.monotonic() + 20
+        while not head_is_anchored() and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the file for the condition itself
+        assert head_is_anchored(), "the head was not anchored while running"
+    finally:
+        assert running.stop() == 0
+    assert stat.S_IMODE((instance / "audit_key").stat().st_mode) == 0o600
