@@ -41,11 +41,15 @@ DEFAULTS: dict[str, Any] = {
     # DICOM: accept associations from any calling AE title (off: only configured modalities).
     "DICOM_ACCEPT_ANY_CALLER": False,
     "DICOM_MAX_ASSOCIATIONS": 16,
-    # Largest PDU pacslite receives; 0 = no limit. 128 KiB is the largest DCMTK sends.
+    # Largest PDU pacslite receives (longer ones are aborted); 0 = none announced (16 MiB still
+    # refused). 128 KiB is the largest DCMTK sends.
     "DICOM_MAX_PDU": 131072,
     "DICOM_ACSE_TIMEOUT": 30,
     "DICOM_DIMSE_TIMEOUT": 60,
-    "DICOM_NETWORK_TIMEOUT": 120,
+    # A peer silent this long (mid-PDU, before associating, or idle) is dropped.
+    "DICOM_NETWORK_TIMEOUT": 30,
+    # Connections one address may hold at once; more are closed at once.
+    "DICOM_MAX_CONNECTIONS_PER_ADDRESS": 8,
     # The department.
     "HOSPITAL_NAME": "pacslite",
     "TIMEZONE": "Asia/Shanghai",

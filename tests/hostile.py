@@ -15,6 +15,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLICIT, EXPLICIT = ImplicitVRLittleEndian, ExplicitVRLittleEndian
 VERIFICATION = "1.2.840.10008.1.1"
 A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = range(1, 8)
 
@@ -146,6 +147,23 @@ def encode(ds: Dataset, implicit: bool = True, little: bool = True) -> bytes:
     out.is_implicit_VR, out.is_little_endian = implicit, little
     write_dataset(out, ds)
     return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A dataset as it goes on the wire (no file meta), and the UIDs its C-STORE names."""
+
+    data: bytes
+    sop_class: str
+    sop_instance: str
+    syntax: str = ExplicitVRLittleEndian
+
+
+def outgoing(ds: Dataset, syntax: str = ExplicitVRLittleEndian) -> Outgoing:
+    """``ds`` encoded for the wire in an uncompressed ``syntax`` (big endian included)."""
+    little = syntax != "1.2.840.10008.1.2.2"
+    return Outgoing(encode(ds, implicit=syntax == ImplicitVRLittleEndian, little=little), str(ds.SOPClassUID),
+                    str(ds.SOPInstanceUID), syntax)
 
 
 def command(**elements: object) -> bytes:

@@ -3,18 +3,27 @@ or a broken modality did, with raw sockets (tests/hostile.py) or pynetdicom, on 
 checks that pacslite neither froze, filled up, nor acknowledged what it cannot read back."""
 from __future__ import annotations
 
+import tempfile
 import threading
 import urllib.request
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
+from tests import hostile
 from tests import server as pacs_server
 from tests.conftest import flask_cli
+from tests.dicomkit import make_ct
 
 CALLERS = ("HOSTILE", "FINDSCU", "STORESCU")
+NETWORK_TIMEOUT = 2  # seconds, short so that the tests wait little
+PER_ADDRESS = 4
+SETTINGS = {"PACSLITE_DICOM_NETWORK_TIMEOUT": str(NETWORK_TIMEOUT),
+            "PACSLITE_DICOM_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
+            "PACSLITE_DICOM_MAX_ASSOCIATIONS": "8"}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +32,7 @@ def pacs(tmp_path_factory) -> pacs_server.Pacs:
     for title in CALLERS:
         added = flask_cli(instance, "ae", "add", title, "--host", "127.0.0.1")
         assert added.returncode == 0, added.stderr
-    running = pacs_server.Pacs(instance)
+    running = pacs_server.Pacs(instance, **SETTINGS)
     yield running
     assert running.server.stop() == 0
 
@@ -66,3 +75,74 @@ def test_a_pathological_wildcard_answers_at_once_and_the_pages_stay_responsive(p
     assert worklist_find(pacs.port, "Z*A*N*G*^*S*?N") == [0xFF00, 0x0000]
     assert worklist_find(pacs.port, "*?" * 40) == [0x0000]  # longer than any name: no match
     assert worklist_find(pacs.port, "*" * 2000) == [0xA900]  # absurdly long: refused, not searched
+
+
+def ct(**fields) -> Dataset:
+    """A CT image (tests/dicomkit.make_ct) as a dataset."""
+    with tempfile.TemporaryDirectory() as folder:
+        return make_ct(Path(folder) / "ct.dcm", **fields)
+
+
+def rss_mib(pacs: pacs_server.Pacs) -> float:
+    for line in open(f"/proc/{pacs.server.process.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def send_until_refused(sock, total: int) -> int:
+    """Send zeros until the server closes the connection; how many bytes it took."""
+    sent, block = 0, bytes(1 << 20)
+    try:
+        while sent < total:
+            sock.sendall(block)
+            sent += len(block)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent
+
+
+def test_a_pdu_longer_than_announced_is_aborted_without_being_read(pacs) -> None:
+    """Case 2: ``01 00 FF FF FF F0`` then zeros grew the process by the bytes sent."""
+    before = rss_mib(pacs)
+    with hostile.connect(pacs.port) as sock:
+        sock.sendall(bytes.fromhex("0100FFFFFFF0"))
+        assert hostile.closed_or_aborted(sock) == "abort"
+        sent = send_until_refused(sock, 256 << 20)
+    assert sent < 64 << 20, f"{sent} bytes were taken after the refusal"
+    assert rss_mib(pacs) - before < 32, (before, rss_mib(pacs))
+
+    # after association: a P-DATA one byte longer than pacslite's maximum PDU is aborted …
+    assoc = hostile.associate(pacs.port, [(hostile.VERIFICATION, [hostile.IMPLICIT])])
+    assert assoc.max_pdu == 131072
+    assoc.send(hostile.pdu(hostile.P_DATA_TF, b"")[:2] + (assoc.max_pdu + 1).to_bytes(4, "big"))
+    assert hostile.closed_or_aborted(assoc.sock) == "abort"
+    assoc.sock.close()
+    # … while PDUs of exactly the maximum carry an image as always
+    image = hostile.outgoing(ct(size=512))
+    response = hostile.store(pacs.port, image.data, image.sop_class, image.sop_instance)
+    assert int(response.Status) == 0x0000
+    assert hostile.echo(pacs.port) == 0x0000
+
+
+def test_silent_peers_are_dropped_and_one_address_cannot_take_every_slot(pacs) -> None:
+    """Case 3: 17 sockets each sending 8 bytes of a PDU held all 16 association slots."""
+    slow = []
+    for _ in range(PER_ADDRESS + 6):  # more than its share, from 127.0.0.1
+        sock = hostile.connect(pacs.port, timeout=NETWORK_TIMEOUT * 5)
+        sock.sendall(hostile.associate_rq("HOSTILE", "PACSLITE", [(1, hostile.VERIFICATION, [hostile.IMPLICIT])])[:8])
+        slow.append(sock)
+    # another host (127.0.0.2) is answered at once meanwhile
+    assert hostile.echo(pacs.port, source="127.0.0.2", timeout=NETWORK_TIMEOUT) == 0x0000
+    # the connections beyond the address's share were closed at once, the others once silent too long
+    endings = [hostile.closed_or_aborted(sock) for sock in slow]
+    assert endings == ["closed"] * len(slow)
+    for sock in slow:
+        sock.close()
+
+    # established, then silent in the middle of a PDU: dropped too
+    assoc = hostile.associate(pacs.port, [(hostile.VERIFICATION, [hostile.IMPLICIT])])
+    assoc.send(hostile.pdv(1, 3, bytes(100))[:40])
+    assert hostile.closed_or_aborted(assoc.sock) in ("closed", "abort")
+    assoc.sock.close()
+    assert hostile.echo(pacs.port) == 0x0000

@@ -17,7 +17,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification  
 from pydicom import uid
 
 from .. import aes, db, storage
-from . import handlers
+from . import handlers, network
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ class DicomServer:
         ae.require_calling_aet = []
         ae.maximum_pdu_size = s["DICOM_MAX_PDU"]
         ae.maximum_associations = s["DICOM_MAX_ASSOCIATIONS"]
-        ae.acse_timeout = s["DICOM_ACSE_TIMEOUT"]
+        # a peer that connects and says nothing is dropped after the shorter of the two
+        ae.acse_timeout = min(s["DICOM_ACSE_TIMEOUT"], s["DICOM_NETWORK_TIMEOUT"])
         ae.dimse_timeout = s["DICOM_DIMSE_TIMEOUT"]
         ae.network_timeout = s["DICOM_NETWORK_TIMEOUT"]
         ae.add_supported_context(Verification, PLAIN_TRANSFER_SYNTAXES)
@@ -160,7 +161,13 @@ class DicomServer:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_CONN_CLOSE, handlers.on_closed, [self.connections]),
         ]
-        self._server = ae.start_server((s["DICOM_HOST"], s["DICOM_PORT"]), block=False, evt_handlers=bound)
+        server = ae.make_server((s["DICOM_HOST"], s["DICOM_PORT"]), evt_handlers=bound,
+                                server_class=network.GuardedServer,
+                                per_address=s["DICOM_MAX_CONNECTIONS_PER_ADDRESS"],
+                                network_timeout=s["DICOM_NETWORK_TIMEOUT"])
+        ae._servers.append(server)  # as AE.start_server does: server.shutdown() takes it out again
+        threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
+        self._server = server
         log.info("DICOM %s listening on %s:%s", s["AE_TITLE"], s["DICOM_HOST"], self.port)
 
     @property
