@@ -3,8 +3,10 @@ or a broken modality did, with raw sockets (tests/hostile.py) or pynetdicom, on 
 checks that pacslite neither froze, filled up, nor acknowledged what it cannot read back."""
 from __future__ import annotations
 
+import re
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
+from pacslite import capacity, storage
 from tests import hostile
 from tests import server as pacs_server
 from tests.conftest import flask_cli
@@ -146,3 +149,78 @@ def test_silent_peers_are_dropped_and_one_address_cannot_take_every_slot(pacs) -
     assert hostile.closed_or_aborted(assoc.sock) in ("closed", "abort")
     assoc.sock.close()
     assert hostile.echo(pacs.port) == 0x0000
+
+
+def tmp_files(pacs: pacs_server.Pacs, store: Path | None = None) -> list[Path]:
+    return [p for p in storage.tmp_dir(store or pacs.settings["STORAGE_DIR"]).iterdir() if p.is_file()]
+
+
+def wait_for(condition, what: str, seconds: float = 15) -> None:
+    """Poll ``condition`` (the state itself, not a delay) until it holds or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def half_sent_store(pacs: pacs_server.Pacs) -> hostile.Association:
+    """An association in the middle of a C-STORE: the command and 1 MiB of an 8 MiB dataset
+    sent, the partial file visible in the temporary area."""
+    big = ct(size=512)
+    big.NumberOfFrames = 16
+    big.PixelData = bytes(16 * 512 * 512 * 2)
+    image = hostile.outgoing(big)
+    assoc = hostile.associate(pacs.port, [(image.sop_class, [image.syntax])])
+    pdus = hostile.store_request(assoc, assoc.context_for(image.sop_class), image.sop_class, image.sop_instance,
+                                 image.data)
+    for data in pdus[:10]:
+        assoc.send(data)
+    wait_for(lambda: any(p.stat().st_size > 512 * 1024 for p in tmp_files(pacs)), "the partial file is there")
+    return assoc
+
+
+@pytest.mark.parametrize("ending", ["abort", "close", "silence"])
+def test_an_interrupted_transfer_leaves_nothing_in_the_temporary_area(pacs, ending) -> None:
+    """Case 4: aborted transfers stayed in <store>/tmp until the next start."""
+    assert not tmp_files(pacs)
+    assoc = half_sent_store(pacs)
+    if ending == "abort":
+        assoc.abort()
+    elif ending == "close":
+        assoc.sock.close()
+    wait_for(lambda: not tmp_files(pacs), f"the partial file is removed after the peer's {ending}")
+    assoc.sock.close()
+    assert hostile.echo(pacs.port) == 0x0000
+
+
+def test_a_transfer_that_would_cross_the_high_water_mark_is_cut_off(tmp_path) -> None:
+    """Case 4: the high-water mark is also enforced while a dataset arrives: the store is a
+    64 MiB filesystem of its own with the mark at 50 %, and a 48 MiB image is refused 0xA700
+    with its partial file removed as soon as it crossed the mark, while small images still fit."""
+    from tests.test_dicom_durability import MOUNT_TMPFS
+    instance = tmp_path / "instance"
+    store = instance / "storage"
+    store.mkdir(parents=True)
+    assert flask_cli(instance, "ae", "add", "HOSTILE", "--host", "127.0.0.1").returncode == 0
+    running = pacs_server.Pacs(instance, PACSLITE_STORAGE_HIGH_WATER_PERCENT="50",
+                               wrapper=("unshare", "--mount", "--map-root-user", "sh", "-c", MOUNT_TMPFS, "sh", "64m",
+                                        str(store)))
+    seen = Path(f"/proc/{running.server.process.pid}/root") / store.relative_to("/")  # the server's view
+    try:
+        big = ct(size=512)
+        big.NumberOfFrames = 96
+        big.PixelData = bytes(96 * 512 * 512 * 2)
+        image = hostile.outgoing(big)
+        response = hostile.store(running.port, image.data, image.sop_class, image.sop_instance)
+        assert int(response.Status) == 0xA700
+        assert not tmp_files(running, seen), "the refused transfer left its file"
+        assert not running.query("SELECT 1 FROM instances")
+        assert capacity.usage(seen).used_fraction < 0.5
+        small = hostile.outgoing(ct(size=256))
+        assert int(hostile.store(running.port, small.data, small.sop_class, small.sop_instance).Status) == 0
+    finally:
+        assert running.server.stop() == 0
+    cut = [line for line in running.server.output if "reached its high-water mark" in line]
+    assert cut, running.server.output[-20:]
+    received = int(re.search(r"after (\d+) bytes", cut[0]).group(1))
+    assert received < 40 * 1024 * 1024, f"cut off only after {received} bytes"

@@ -65,13 +65,16 @@ def on_echo(event: events.Event) -> int:
 
 
 def on_store(event: events.Event, connections: Connections, settings: Mapping[str, Any],
-             write_failed: Callable[[str], OSError | None]) -> int:
-    """C-STORE: the dataset is already a file in the store's temporary area (chunked receive)."""
+             claim: Callable[[str], OSError | None]) -> int:
+    """C-STORE: the dataset is already a file in the store's temporary area (chunked receive).
+
+    Never raises: pynetdicom would answer 0xC211 and leave the file behind.
+    """
     request = event.request
     source = source_of(event)
     path = str(event.dataset_path)
     try:
-        error = write_failed(path)
+        error = claim(path)
         if error is not None:
             raise filing.IngestError(filing.OUT_OF_RESOURCES, str(error))
         outcome = filing.ingest(connections.of(event.assoc), settings["STORAGE_DIR"], Path(path),
@@ -81,7 +84,12 @@ def on_store(event: events.Event, connections: Connections, settings: Mapping[st
     except filing.IngestError as exc:
         log.warning("C-STORE from %s@%s refused with 0x%04X: %s", source.calling_ae, source.address,
                     exc.status, exc)
+        Path(path).unlink(missing_ok=True)
         return exc.status
+    except Exception:
+        log.exception("C-STORE from %s@%s failed", source.calling_ae, source.address)
+        Path(path).unlink(missing_ok=True)
+        return filing.OUT_OF_RESOURCES
     log.debug("C-STORE %s from %s: %s %s", outcome.sop_instance_uid, source.calling_ae, outcome.result,
               outcome.accession_number or outcome.reason)
     return filing.SUCCESS
@@ -125,5 +133,7 @@ def record_refusal(event: events.Event, database: str, reason: str) -> None:
     log.warning("refused an association from %s@%s calling %s: %s", calling, requestor.address, called, reason)
 
 
-def on_closed(event: events.Event, connections: Connections) -> None:
+def on_closed(event: events.Event, connections: Connections, abandon: Callable[[Any], int]) -> None:
+    """The connection ended: what it was still sending is removed, its database connection closed."""
+    abandon(event.assoc)
     connections.close(event.assoc)

@@ -5,19 +5,17 @@ through the domain modules; this file only knows pynetdicom.
 """
 from __future__ import annotations
 
-import functools
 import logging
-import tempfile
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-from pynetdicom import AE, _config, dimse_messages, evt
+from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification  # type: ignore[attr-defined]
 from pydicom import uid
 
 from .. import aes, db, storage
-from . import handlers, network
+from . import handlers, network, receive
 
 log = logging.getLogger(__name__)
 
@@ -32,67 +30,6 @@ STORAGE_TRANSFER_SYNTAXES = [
 ]
 #: Query and verification answer in the uncompressed syntaxes.
 PLAIN_TRANSFER_SYNTAXES = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.ExplicitVRBigEndian]
-
-class ReceiveFile:
-    """The file pynetdicom writes a received dataset into, in the store's temporary area.
-
-    A write that fails (the disk is full) must not escape into pynetdicom's reader, which
-    would abort the association instead of answering. The failure is kept, further writes
-    are dropped, and the store handler answers 0xA700 for this file (:func:`failed`).
-    """
-
-    _failed: set[str] = set()
-    _lock = threading.Lock()
-
-    def __init__(self, directory: str, **_ignored: Any) -> None:
-        self._handle = tempfile.NamedTemporaryFile(dir=directory, delete=False, mode="wb", suffix=".dcm")
-        self.name = self._handle.name
-        self.file = self  # pynetdicom calls .file.flush()
-        self.error: OSError | None = None
-
-    def _guard(self, action: Callable[[], Any]) -> None:
-        if self.error is not None:
-            return
-        try:
-            action()
-        except OSError as exc:
-            self.error = exc
-            with self._lock:
-                self._failed.add(self.name)
-
-    def write(self, data: bytes) -> None:
-        self._guard(lambda: self._handle.write(data))
-
-    def flush(self) -> None:
-        self._guard(self._handle.flush)
-
-    def close(self) -> None:
-        try:
-            self._handle.close()
-        except OSError:
-            pass
-
-    @classmethod
-    def failed(cls, path: str) -> OSError | None:
-        """Whether writing ``path`` failed; forgets it (asked once, by the store handler)."""
-        with cls._lock:
-            if path in cls._failed:
-                cls._failed.discard(path)
-                return OSError(f"could not write the received dataset to {path}")
-        return None
-
-
-def receive_into(directory: str) -> None:
-    """Make pynetdicom write each received C-STORE dataset straight into ``directory``.
-
-    pynetdicom's chunked receive writes the dataset, as it arrives, into a
-    ``NamedTemporaryFile`` in the system's temporary folder. Pointing that at the store's own
-    temporary area puts the file on the store's file system, so filing renames it into place
-    instead of copying it.
-    """
-    _config.STORE_RECV_CHUNKED_DATASET = True
-    dimse_messages.NamedTemporaryFile = functools.partial(ReceiveFile, directory)  # type: ignore[attr-defined]
-
 
 class DicomServer:
     """The listening AE. ``start()`` returns once it accepts connections; ``stop()`` closes it."""
@@ -152,14 +89,14 @@ class DicomServer:
 
     def start(self) -> None:
         s = self.settings
-        receive_into(str(storage.tmp_dir(s["STORAGE_DIR"])))
+        receive.receive_into(str(storage.tmp_dir(s["STORAGE_DIR"])), s["STORAGE_HIGH_WATER_PERCENT"])
         ae = self._make_ae()
         bound = [
             (evt.EVT_C_ECHO, handlers.on_echo),
-            (evt.EVT_C_STORE, handlers.on_store, [self.connections, s, ReceiveFile.failed]),
+            (evt.EVT_C_STORE, handlers.on_store, [self.connections, s, receive.ReceiveFile.claim]),
             (evt.EVT_C_FIND, handlers.on_find, [self.connections, s]),
             (evt.EVT_REQUESTED, self._on_requested),
-            (evt.EVT_CONN_CLOSE, handlers.on_closed, [self.connections]),
+            (evt.EVT_CONN_CLOSE, handlers.on_closed, [self.connections, receive.ReceiveFile.abandon]),
         ]
         server = ae.make_server((s["DICOM_HOST"], s["DICOM_PORT"]), evt_handlers=bound,
                                 server_class=network.GuardedServer,
