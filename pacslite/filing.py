@@ -2,7 +2,8 @@
 
 Every image, whether it came by C-STORE, upload or legacy import, is a complete DICOM file
 in the store's temporary area when :func:`ingest` is called. ``ingest`` reads the header,
-decides where the study belongs, renames the file into a generated path, and commits the
+checks that the whole dataset parses to its end (:mod:`pacslite.wellformed`: 0x0000 must mean
+the image can be read back), decides where the study belongs, renames the file into a generated path, and commits the
 index rows and the audit row in one transaction. Only when it returns has the image been
 accepted; any failure raises :class:`IngestError` with the DICOM status to answer, and leaves
 no file outside the temporary area and no row.
@@ -26,7 +27,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.filereader import read_partial
 from pydicom.errors import InvalidDicomError
 
-from . import audit, capacity, clock, db, index, names, patients, storage
+from . import audit, capacity, clock, db, index, names, patients, storage, wellformed
 from .index import Header, Placement, Source, StoredFile
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,10 @@ def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: 
     """
     header = read_header(tmp_file)
     check_identity(header, sop_class_uid, sop_instance_uid)
+    try:
+        wellformed.check_file(tmp_file)
+    except (wellformed.Malformed, OSError) as exc:
+        raise IngestError(CANNOT_UNDERSTAND, f"not a whole data set: {exc}") from exc
     if high_water_percent is not None and capacity.above_high_water(store, high_water_percent):
         raise IngestError(OUT_OF_RESOURCES, f"the store is filled to its high-water mark ({high_water_percent} %)")
     try:

@@ -166,6 +166,26 @@ def outgoing(ds: Dataset, syntax: str = ExplicitVRLittleEndian) -> Outgoing:
                     str(ds.SOPInstanceUID), syntax)
 
 
+def nested_sequences(depth: int, implicit: bool = False) -> bytes:
+    """A ContentSequence (0040,A730) nested ``depth`` deep, undefined lengths, little endian:
+    built by hand, since pydicom takes exponential time to write deep nesting."""
+    tag = struct.pack("<HH", 0x0040, 0xA730)
+    sequence = tag + (b"" if implicit else b"SQ\0\0") + b"\xff\xff\xff\xff"
+    item, item_end = b"\xfe\xff\x00\xe0\xff\xff\xff\xff", b"\xfe\xff\x0d\xe0" + bytes(4)
+    sequence_end = b"\xfe\xff\xdd\xe0" + bytes(4)
+    code = struct.pack("<HH", 0x0008, 0x0100) + (struct.pack("<L", 2) if implicit else b"SH" + struct.pack("<H", 2))
+    inner = code + b"X "
+    for _ in range(depth):
+        inner = sequence + item + inner + item_end + sequence_end
+    return inner
+
+
+def with_element_before_pixels(dataset: bytes, element: bytes, implicit: bool = False) -> bytes:
+    """``dataset`` (little endian, pixel data last) with ``element`` inserted before the pixels."""
+    at = dataset.index(b"\xe0\x7f\x10\x00" + (b"" if implicit else b"O"))
+    return dataset[:at] + element + dataset[at:]
+
+
 def command(**elements: object) -> bytes:
     """A DIMSE command set (implicit VR little endian, group length first)."""
     ds = Dataset()

@@ -224,3 +224,66 @@ def test_a_transfer_that_would_cross_the_high_water_mark_is_cut_off(tmp_path) ->
     assert cut, running.server.output[-20:]
     received = int(re.search(r"after (\d+) bytes", cut[0]).group(1))
     assert received < 40 * 1024 * 1024, f"cut off only after {received} bytes"
+
+
+def refused_and_gone(pacs: pacs_server.Pacs, response: Dataset, sop_instance: str) -> str:
+    """The C-STORE was refused 0xC000, and nothing of it stayed: no row, no file in tmp."""
+    assert int(response.Status) == 0xC000, hex(int(response.Status))
+    assert not pacs.query("SELECT 1 FROM instances WHERE sop_instance_uid = ?", sop_instance)
+    assert not pacs.query("SELECT 1 FROM instance_conflicts WHERE sop_instance_uid = ?", sop_instance)
+    wait_for(lambda: not tmp_files(pacs), "the temporary area is empty")
+    return str(response.get("ErrorComment", ""))
+
+
+@pytest.mark.parametrize("damage", ["pixels short of the image", "a length beyond the end", "implicit as explicit"])
+def test_data_that_cannot_be_read_back_is_not_acknowledged(pacs, damage) -> None:
+    """Case 5: truncated pixel data, PixelData declared 0x7FFFFFF0 with 4 KiB sent, and
+    implicit-VR bytes in an explicit-VR context were all answered 0x0000."""
+    ds = ct(size=256)
+    if damage == "pixels short of the image":
+        ds.PixelData = ds.PixelData[:-4096]
+        data = hostile.encode(ds, implicit=False)
+    elif damage == "a length beyond the end":
+        whole = hostile.encode(ds, implicit=False)
+        at = whole.index(b"\xe0\x7f\x10\x00OW")
+        data = whole[:at + 8] + (0x7FFFFFF0).to_bytes(4, "little") + bytes(4096)
+    else:
+        data = hostile.encode(ds, implicit=True)
+    comment = refused_and_gone(pacs, hostile.store(pacs.port, data, ds.SOPClassUID, ds.SOPInstanceUID),
+                               ds.SOPInstanceUID)
+    assert comment.startswith("not a whole data set"), comment
+    assert hostile.echo(pacs.port) == 0x0000
+
+
+def test_deep_sequences_are_refused_and_what_is_stored_opens_everywhere(pacs, tmp_path) -> None:
+    """Case 6: sequences nested 500 deep answered 0xC211 with the file left in tmp, or were
+    stored and then the study page and re-filing answered 500."""
+    from pacslite import create_app, wellformed
+    from tests.conftest import HOST_DISK_INDEPENDENT, login
+    ds = ct(size=64, patient_id="DEEP01", accession="NOSUCH")
+    plain = hostile.encode(ds, implicit=False)
+    deep = hostile.with_element_before_pixels(plain, hostile.nested_sequences(500))
+    comment = refused_and_gone(pacs, hostile.store(pacs.port, deep, ds.SOPClassUID, ds.SOPInstanceUID),
+                               ds.SOPInstanceUID)
+    assert "nested deeper than" in comment, comment
+
+    # as deep as accepted: stored, and every page that reads it answers
+    deepest = hostile.with_element_before_pixels(plain, hostile.nested_sequences(wellformed.MAX_SEQUENCE_DEPTH))
+    assert int(hostile.store(pacs.port, deepest, ds.SOPClassUID, ds.SOPInstanceUID).Status) == 0x0000
+    [(study_id, instance_id)] = pacs.query("SELECT s.id, i.id FROM instances i JOIN series se ON se.id = i.series_ref"
+                                           " JOIN studies s ON s.id = se.study_ref WHERE i.sop_instance_uid = ?",
+                                           ds.SOPInstanceUID)
+    reg = pacs.register(patient_id="DEEP01", name="张三")
+    app = create_app({"INSTANCE_DIR": str(pacs.instance), "DEFAULT_LANGUAGE": "en", **HOST_DISK_INDEPENDENT})
+    pacs.add_user("deepadmin", "admin")
+    client = app.test_client()
+    login(client, "deepadmin", "Secret-pass-1")
+    from tests.conftest import csrf_token
+    for path in (f"/studies/{study_id}", f"/instances/{instance_id}/header", f"/instances/{instance_id}/render.png"):
+        assert client.get(path).status_code == 200, path
+    moved = client.post(f"/studies/{study_id}/refile", data={
+        "csrf_token": csrf_token(client, f"/studies/{study_id}"), "accession_number": reg.accession_number,
+        "reason": "typed wrong"})
+    assert moved.status_code == 302, moved.get_data(as_text=True)[-500:]
+    assert pacs.query("SELECT e.accession_number FROM studies s JOIN exams e ON e.id = s.exam_ref WHERE s.id = ?",
+                      study_id)[0][0] == reg.accession_number

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from pydicom.dataset import Dataset
 from pynetdicom import events
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
@@ -64,8 +65,16 @@ def on_echo(event: events.Event) -> int:
     return 0x0000
 
 
+def failure(status: int, reason: str) -> Dataset:
+    """A failure status with an Error Comment (LO: 64 characters of plain ASCII) the modality can show."""
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = "".join(c for c in reason if " " <= c <= "~" and c != "\\")[:64]  # \ separates values
+    return answer
+
+
 def on_store(event: events.Event, connections: Connections, settings: Mapping[str, Any],
-             claim: Callable[[str], OSError | None]) -> int:
+             claim: Callable[[str], OSError | None]) -> int | Dataset:
     """C-STORE: the dataset is already a file in the store's temporary area (chunked receive).
 
     Never raises: pynetdicom would answer 0xC211 and leave the file behind.
@@ -85,11 +94,11 @@ def on_store(event: events.Event, connections: Connections, settings: Mapping[st
         log.warning("C-STORE from %s@%s refused with 0x%04X: %s", source.calling_ae, source.address,
                     exc.status, exc)
         Path(path).unlink(missing_ok=True)
-        return exc.status
+        return failure(exc.status, str(exc))
     except Exception:
         log.exception("C-STORE from %s@%s failed", source.calling_ae, source.address)
         Path(path).unlink(missing_ok=True)
-        return filing.OUT_OF_RESOURCES
+        return failure(filing.OUT_OF_RESOURCES, "pacslite could not store the image")
     log.debug("C-STORE %s from %s: %s %s", outcome.sop_instance_uid, source.calling_ae, outcome.result,
               outcome.accession_number or outcome.reason)
     return filing.SUCCESS

@@ -1,0 +1,148 @@
+"""The whole-dataset check (pacslite.wellformed) on files built byte by byte: what parses to
+its end passes, every way of being cut short or mislabelled is named."""
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.filewriter import write_file_meta_info
+from pydicom.sequence import Sequence
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian, RLELossless)
+
+from pacslite import wellformed
+from tests.dicomkit import CT_SMALL, TEST_FILES, dataset_bytes
+from tests.hostile import encode, nested_sequences, with_element_before_pixels
+
+
+def part10(path: Path, dataset: bytes, syntax: str) -> Path:
+    """A Part 10 file: preamble, a correct file meta, then ``dataset`` exactly as given."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    meta.TransferSyntaxUID = syntax
+    with open(path, "wb") as handle:
+        handle.write(bytes(128) + b"DICM")
+        write_file_meta_info(handle, meta)
+        handle.write(dataset)
+    return path
+
+
+def ct() -> Dataset:
+    return dcmread(CT_SMALL)
+
+
+def check(tmp_path: Path, dataset: bytes, syntax: str = ExplicitVRLittleEndian) -> None:
+    wellformed.check_file(part10(tmp_path / "x.dcm", dataset, syntax))
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_a_whole_dataset_passes_in_every_uncompressed_syntax(tmp_path, syntax) -> None:
+    ds = ct()
+    check(tmp_path, encode(ds, implicit=syntax == ImplicitVRLittleEndian, little=syntax != ExplicitVRBigEndian),
+          syntax)
+
+
+def test_bundled_files_that_pydicom_decodes_pass() -> None:
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "rtplan.dcm",
+                 "image_dfl.dcm", "MR_small_bigendian.dcm", "emri_small_jpeg_2k_lossless.dcm",
+                 "SC_ybr_full_422_uncompressed.dcm"):
+        path = TEST_FILES / name
+        if path.is_file():
+            wellformed.check_file(path)
+
+
+def test_pixel_data_shorter_than_the_image_is_refused(tmp_path) -> None:
+    ds = ct()
+    ds.PixelData = ds.PixelData[:-2048]  # a consistent element, but fewer pixels than rows × columns
+    with pytest.raises(wellformed.Malformed, match="pixel data has 30720 bytes of the 32768"):
+        check(tmp_path, encode(ds, implicit=False))
+
+
+def test_a_length_beyond_the_end_is_refused(tmp_path) -> None:
+    """PixelData declaring 0x7FFFFFF0 bytes with 4 KiB sent."""
+    body = encode(ct(), implicit=False)
+    at = body.index(b"\xe0\x7f\x10\x00OW")
+    cut = body[:at + 8] + struct.pack("<L", 0x7FFFFFF0) + bytes(4096)
+    with pytest.raises(wellformed.Malformed, match=r"\(7FE0,0010\) declares 2147483632 bytes"):
+        check(tmp_path, cut)
+
+
+def test_implicit_vr_bytes_in_an_explicit_context_are_refused(tmp_path) -> None:
+    with pytest.raises(wellformed.Malformed, match="no valid VR"):
+        check(tmp_path, encode(ct(), implicit=True), ExplicitVRLittleEndian)
+
+
+def test_a_truncated_dataset_and_stray_bytes_are_refused(tmp_path) -> None:
+    body = encode(ct(), implicit=False)
+    with pytest.raises(wellformed.Malformed, match="truncated"):
+        check(tmp_path, body[:len(body) // 2])
+    with pytest.raises(wellformed.Malformed, match="stray bytes"):
+        check(tmp_path, body + b"\x00\x00\x00")
+
+
+def nested(depth: int, implicit: bool) -> bytes:
+    return with_element_before_pixels(encode(ct(), implicit=implicit), nested_sequences(depth, implicit), implicit)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_sequences_nested_too_deep_are_refused(tmp_path, implicit) -> None:
+    syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    check(tmp_path, nested(wellformed.MAX_SEQUENCE_DEPTH, implicit), syntax)
+    assert len(dcmread(tmp_path / "x.dcm").ContentSequence) == 1  # what passes, pydicom reads
+    with pytest.raises(wellformed.Malformed, match="nested deeper than"):
+        check(tmp_path, nested(wellformed.MAX_SEQUENCE_DEPTH + 1, implicit), syntax)
+    with pytest.raises(wellformed.Malformed, match="nested deeper than"):
+        check(tmp_path, nested(500, implicit), syntax)
+
+
+def test_undefined_lengths_need_their_delimiters(tmp_path) -> None:
+    ds = ct()
+    item = Dataset()
+    item.CodeValue = "X"
+    ds.ContentSequence = Sequence([item])
+    ds["ContentSequence"].is_undefined_length = True
+    body = encode(ds, implicit=False)
+    check(tmp_path, body)
+    delimiter = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    assert delimiter in body
+    with pytest.raises(wellformed.Malformed):
+        check(tmp_path, body.replace(delimiter, b"", 1)[:-8])
+
+
+def test_encapsulated_pixel_data_needs_items_and_a_delimiter(tmp_path) -> None:
+    ds = ct()
+    if 0xFFFCFFFC in ds:
+        del ds[0xFFFCFFFC]  # pixel data last, so that the delimiter is the last 8 bytes
+    frames = encapsulate([b"\x01\x02" * 100])
+    ds.PixelData = frames
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    body = encode(ds, implicit=False)
+    check(tmp_path, body, RLELossless)
+    with pytest.raises(wellformed.Malformed, match="no sequence delimiter"):
+        check(tmp_path, body[:-8], RLELossless)
+    with pytest.raises(wellformed.Malformed, match="without a fragment"):
+        empty = body[:body.index(frames)] + b"\xfe\xff\x00\xe0" + bytes(4) + b"\xfe\xff\xdd\xe0" + bytes(4)
+        check(tmp_path, empty, RLELossless)
+    # native pixel data under a compressed syntax is not what it says
+    with pytest.raises(wellformed.Malformed, match="native"):
+        check(tmp_path, dataset_bytes(CT_SMALL), RLELossless)
+
+
+def test_a_deflated_dataset_is_inflated_to_a_bound(tmp_path, monkeypatch) -> None:
+    body = encode(ct(), implicit=False)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = deflater.compress(body) + deflater.flush()
+    check(tmp_path, deflated, DeflatedExplicitVRLittleEndian)
+    monkeypatch.setattr(wellformed, "MAX_INFLATED_BYTES", len(body) - 1)
+    with pytest.raises(wellformed.Malformed, match="expands beyond"):
+        check(tmp_path, deflated, DeflatedExplicitVRLittleEndian)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.dcm"]  # the inflated copy is gone
+    with pytest.raises(wellformed.Malformed, match="cannot be inflated"):
+        check(tmp_path, b"\xff" * 100, DeflatedExplicitVRLittleEndian)
