@@ -19,13 +19,19 @@ import logging
 import re
 import sqlite3
 from dataclasses import dataclass
+from itertools import zip_longest
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
-from pydicom.filereader import read_partial
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_partial
+from pydicom.filewriter import write_dataset
+from pydicom.pixels import iter_pixels
 
 from . import audit, capacity, clock, db, index, names, patients, storage, wellformed
 from .index import Header, Placement, Source, StoredFile
@@ -144,6 +150,46 @@ def check_identity(header: Header, sop_class_uid: str | None, sop_instance_uid: 
         raise IngestError(DATA_SET_MISMATCH, "SOP Instance UID differs from the one in the request")
 
 
+# ---------------------------------------------------------------- the same image, encoded otherwise
+
+#: Attributes that say how the pixels are encoded, not what they are.
+_ENCODING_TAGS = {0x7FE00010, 0x00280006, 0xFFFCFFFC}  # PixelData, PlanarConfiguration, padding
+
+
+def _canonical_header(ds: Any) -> bytes:
+    """The data set without its pixels, encoded one fixed way (implicit VR little endian,
+    undefined lengths): equal for the same values in any transfer syntax."""
+    for tag in [t for t in ds.keys() if t in _ENCODING_TAGS or t.element == 0]:
+        del ds[tag]
+    for element in ds.iterall():
+        if element.VR == "SQ":
+            element.is_undefined_length = True
+            for item in element.value:
+                item.is_undefined_length_sequence_item = True
+    out = DicomBytesIO()
+    out.is_implicit_VR, out.is_little_endian = True, True
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+def same_content(first: Path, second: Path) -> bool:
+    """Whether two files hold the same image: equal pixels once decoded (frame by frame) and
+    equal values in every other attribute. False whenever either cannot be decoded."""
+    try:
+        a, b = dcmread(first), dcmread(second)
+        if ("PixelData" in a) != ("PixelData" in b):
+            return False
+        if "PixelData" in a:
+            missing = object()
+            for x, y in zip_longest(iter_pixels(first), iter_pixels(second), fillvalue=missing):
+                if x is missing or y is missing or not np.array_equal(x, y):
+                    return False
+        return _canonical_header(a) == _canonical_header(b)
+    except Exception:  # undecodable: not shown to be the same, so kept aside
+        log.info("could not compare %s with %s", first, second, exc_info=True)
+        return False
+
+
 # ---------------------------------------------------------------- filing
 
 def demographic_differences(header: Header, exam: sqlite3.Row) -> dict[str, dict[str, str]]:
@@ -182,8 +228,12 @@ def place_study(conn: sqlite3.Connection, header: Header) -> Placement:
     return Placement(exam_ref=exam["id"])
 
 
-def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source: Source, at: str) -> Outcome:
-    """Write the index rows and the audit row for an accepted file (inside the transaction)."""
+def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source: Source, at: str,
+            same_as: str | None = None) -> Outcome:
+    """Write the index rows and the audit row for an accepted file (inside the transaction).
+
+    ``same_as``: the hash of the stored copy this file was found to hold the same image as.
+    """
     actor = audit.Actor(f"ae:{source.calling_ae}" if source.calling_ae else "upload", source.address)
     first = index.find_instance(conn, header.sop_instance_uid)
     if first is not None and first["sha256"] == stored.sha256 and first["released_at"]:
@@ -192,8 +242,10 @@ def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source
         audit.record(conn, actor, "image.restore", f"instance:{header.sop_instance_uid}",
                      patient_id=header.patient_id, detail={"sha256": stored.sha256, "path": stored.path})
         return Outcome(RESTORED, header.sop_instance_uid)
-    if first is not None and first["sha256"] == stored.sha256:  # the same bytes again: nothing to keep
-        return Outcome(DUPLICATE, header.sop_instance_uid)
+    if first is not None and first["sha256"] in (stored.sha256, same_as):
+        return Outcome(DUPLICATE, header.sop_instance_uid)  # the same bytes, or the same image, again
+    if first is not None and index.find_conflict(conn, header.sop_instance_uid, stored.sha256) is not None:
+        return Outcome(DUPLICATE, header.sop_instance_uid)  # a copy kept aside already
     if first is not None:
         conflict_id = index.add_conflict(conn, first, header, stored, source, at)
         audit.record(conn, actor, "image.duplicate_conflict", f"instance:{header.sop_instance_uid}",
@@ -242,6 +294,7 @@ def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: 
         size, sha256 = storage.sha256_file(tmp_file)
     except OSError as exc:
         raise IngestError(OUT_OF_RESOURCES, f"cannot secure the file: {exc}") from exc
+    same_as = _same_image_as(conn, store, header.sop_instance_uid, tmp_file, sha256)
     try:
         relative = storage.place(store, tmp_file, CATEGORY, SUFFIX)
     except storage.StorageError as exc:
@@ -249,7 +302,7 @@ def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: 
     stored = StoredFile(relative, size, sha256)
     at = clock.to_db(clock.now())
     try:
-        outcome = db.group_transaction(conn, lambda shared: _record(shared, header, stored, source, at))
+        outcome = db.group_transaction(conn, lambda shared: _record(shared, header, stored, source, at, same_as))
     except Exception as exc:
         _unplace(store, relative, tmp_file)
         log.exception("ingest of %s failed after the file was placed", header.sop_instance_uid)
@@ -257,6 +310,16 @@ def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: 
     if outcome.result == DUPLICATE:
         storage.remove(store, relative)  # decided under the write lock, so two copies at once cannot both stay
     return outcome
+
+
+def _same_image_as(conn: sqlite3.Connection, store: str | Path, sop_instance_uid: str, path: Path,
+                   sha256: str) -> str | None:
+    """The hash of the stored copy of this instance that holds the same image in another
+    encoding (a re-send in another transfer syntax), or None. Decoded outside the write lock."""
+    first = index.find_instance(conn, sop_instance_uid)
+    if first is None or first["sha256"] == sha256 or first["released_at"]:
+        return None
+    return str(first["sha256"]) if same_content(storage.resolve(store, first["storage_path"]), path) else None
 
 
 def ingest_bytes(conn: sqlite3.Connection, store: str | Path, data: bytes, source: Source,

@@ -118,6 +118,12 @@ def add_instance(conn: sqlite3.Connection, study: sqlite3.Row, header: Header, s
     return new_series
 
 
+def find_conflict(conn: sqlite3.Connection, sop_instance_uid: str, sha256: str) -> sqlite3.Row | None:
+    """A kept-aside copy of this instance with exactly these bytes."""
+    return conn.execute("SELECT * FROM instance_conflicts WHERE sop_instance_uid = ? AND sha256 = ?",
+                        (sop_instance_uid, sha256)).fetchone()
+
+
 def add_conflict(conn: sqlite3.Connection, first: sqlite3.Row, header: Header, stored: StoredFile,
                  source: Source, at: str) -> int:
     """Keep a second, different copy of an instance aside; the first copy is not touched."""

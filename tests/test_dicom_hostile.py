@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
@@ -287,3 +288,46 @@ def test_deep_sequences_are_refused_and_what_is_stored_opens_everywhere(pacs, tm
     assert moved.status_code == 302, moved.get_data(as_text=True)[-500:]
     assert pacs.query("SELECT e.accession_number FROM studies s JOIN exams e ON e.id = s.exam_ref WHERE s.id = ?",
                       study_id)[0][0] == reg.accession_number
+
+
+def test_the_same_image_in_another_encoding_is_a_duplicate_and_copies_kept_aside_do_not_pile_up(pacs, tmp_path):
+    """Case 7: a re-send in another transfer syntax became a duplicate_conflict, and every
+    identical repeat of that kept-aside copy added another (4 files for one SOP Instance UID)."""
+    from pydicom.uid import RLELossless
+    from tests.dicomkit import storescu, store_results
+    original = tmp_path / "original.dcm"
+    ds = make_ct(original, size=128, patient_id="DUP01", accession="DUPNONE", name="ZHANG^SAN")
+    ds.private_block(0x0009, "PACSLITE TEST", create=True).add_new(0x10, "LO", "private value")
+    ds.save_as(original, enforce_file_format=True)
+    compressed = tmp_path / "rle.dcm"
+    ds.compress(RLELossless, generate_instance_uid=False)
+    ds.save_as(compressed, enforce_file_format=True)
+    changed = tmp_path / "changed.dcm"
+    altered = make_ct(changed, size=128, patient_id="DUP01", accession="DUPNONE", name="ZHANG^SAN",
+                      sop_uid=ds.SOPInstanceUID, study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID,
+                      seed=7)
+    assert altered.PixelData != dcmread(original).PixelData
+
+    def send(path: Path, *options: str) -> str:
+        sent = storescu(pacs.port, [path], extra=options)
+        return list(store_results(sent.stdout + sent.stderr).values())[0]
+
+    def copies() -> tuple[int, int]:
+        return (pacs.query("SELECT COUNT(*) FROM instances WHERE sop_instance_uid = ?", ds.SOPInstanceUID)[0][0],
+                pacs.query("SELECT COUNT(*) FROM instance_conflicts WHERE sop_instance_uid = ?",
+                           ds.SOPInstanceUID)[0][0])
+
+    files_before = sum(1 for p in Path(pacs.settings["STORAGE_DIR"], "dicom").rglob("*") if p.is_file())
+    assert send(original) == "Success" and copies() == (1, 0)
+    for options in (("-xi",), ("-xb",)):  # storescu re-encodes it: implicit VR, big endian
+        assert send(original, *options) == "Success" and copies() == (1, 0), options
+    assert send(compressed, "-xr") == "Success" and copies() == (1, 0)  # RLE lossless: the same pixels
+    for _ in range(4):  # a different image under the same UID: kept aside once
+        assert send(changed) == "Success" and copies() == (1, 1)
+    renamed = tmp_path / "renamed.dcm"
+    other = dcmread(original)
+    other.PatientName = "LI^SI"  # the same pixels under another name: not the same image
+    other.save_as(renamed, enforce_file_format=True)
+    assert send(renamed, "-xi") == "Success" and copies() == (1, 2)
+    files_after = sum(1 for p in Path(pacs.settings["STORAGE_DIR"], "dicom").rglob("*") if p.is_file())
+    assert files_after - files_before == 3  # the original and the two kept-aside copies
