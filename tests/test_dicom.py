@@ -223,7 +223,8 @@ def _bundled_storage_files() -> list[Path]:
 
 def test_every_bundled_storage_file_is_stored_and_indexed(pacs, tmp_path) -> None:
     """Each bundled file that DCMTK can send is stored byte for byte as it travelled: compared
-    with what DCMTK's storescp, in bit-preserving mode, writes for the same send."""
+    with what DCMTK's storescp, in bit-preserving mode, writes for the same send; unless the
+    same image was stored already in another encoding (then it is a duplicate)."""
     files = _bundled_storage_files()
     assert len(files) > 100
     results = {}
@@ -256,7 +257,9 @@ def test_every_bundled_storage_file_is_stored_and_indexed(pacs, tmp_path) -> Non
                     wire[syntax] = wire_bytes(path, syntax, tmp_path / "wire", propose_option(path))
                 if dataset_bytes(stored) == wire[syntax]:
                     matching.append((stored, row["sha256"]))
-            assert matching, f"{path.name} is not stored as it was sent"
+            if not matching:  # the same image in another encoding (pydicom ships several): kept once
+                assert any(filing.same_content(storage.resolve(store, row["storage_path"]), path) for row in rows), \
+                    f"{path.name} is not stored as it was sent"
             assert all(storage.sha256_file(stored)[1] == sha for stored, sha in matching)
     finally:
         conn.close()
