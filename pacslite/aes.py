@@ -3,11 +3,14 @@
 An association is accepted only from a configured calling AE title (unless the setting
 ``DICOM_ACCEPT_ANY_CALLER`` is on) and only when it calls pacslite by its own AE title.
 Each refusal is counted per (calling AE, called AE, address, reason) so that the admin page
-can list it with one click to add the modality.
+can list it with one click to add the modality; so is each service (presentation context) an
+accepted association was refused. Both are bounded and audited at most once a minute per
+address, so that a flood of attempts cannot grow the database.
 """
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 from typing import Any, Mapping
 
 from . import audit, clock
@@ -100,17 +103,64 @@ def remove_ae(conn: sqlite3.Connection, actor: audit.Actor, ae_title: str) -> No
         audit.record(conn, actor, "ae.remove", f"ae:{ae_title}", detail={k: before[k] for k in FIELDS})
 
 
+#: Refusals are counted per (calling AE, …, address); one address gets at most this many rows,
+#: the table at most REFUSAL_ROWS_MAX: beyond, attempts are counted under "*" (others), so
+#: that a flood of invented AE titles cannot grow the database or hide the real refusals.
+REFUSAL_ROWS_PER_ADDRESS = 20
+REFUSAL_ROWS_MAX = 2000
+OTHERS = "*"
+_REFUSAL_TABLES = {"association_rejections": ("calling_ae", "called_ae", "address", "reason"),
+                   "refused_contexts": ("calling_ae", "address", "abstract_syntax", "reason")}
+
+
+def _bounded_key(conn: sqlite3.Connection, table: str, key: dict[str, str]) -> dict[str, str]:
+    """``key`` if it is counted already or there is room for it; else the address's "others"
+    row, or, when the table is full, the one row of everything else."""
+    columns = _REFUSAL_TABLES[table]
+    where = " AND ".join(f"{c} = :{c}" for c in columns)
+    if conn.execute(f"SELECT 1 FROM {table} WHERE {where}", key).fetchone():
+        return key
+    folded = {c: (v if c in ("address", "reason") else OTHERS) for c, v in key.items()}
+    if conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] >= REFUSAL_ROWS_MAX:
+        return {**folded, "address": OTHERS}
+    if conn.execute(f"SELECT COUNT(*) FROM {table} WHERE address = ?",
+                    (key["address"],)).fetchone()[0] >= REFUSAL_ROWS_PER_ADDRESS:
+        return folded
+    return key
+
+
+def _count(conn: sqlite3.Connection, table: str, key: dict[str, str], now: str) -> None:
+    key = _bounded_key(conn, table, key)
+    columns = _REFUSAL_TABLES[table]
+    conn.execute(f"INSERT INTO {table} ({', '.join(columns)}, first_at, last_at)"
+                 f" VALUES ({', '.join(':' + c for c in columns)}, :now, :now)"
+                 f" ON CONFLICT ({', '.join(columns)}) DO UPDATE SET attempts = attempts + 1, last_at = excluded.last_at",
+                 {**key, "now": now})
+
+
+def _audit_refusal(conn: sqlite3.Connection, actor: audit.Actor, action: str, target: str,
+                   detail: dict[str, Any], now: str) -> None:
+    """Audit a refusal, at most once a minute per address; the row says how many were not."""
+    last = conn.execute("SELECT audited_at, suppressed FROM refusal_audits WHERE address = ?",
+                        (actor.address,)).fetchone()
+    if last is not None and clock.from_db(now) - clock.from_db(last["audited_at"]) < timedelta(minutes=1):
+        conn.execute("UPDATE refusal_audits SET suppressed = suppressed + 1 WHERE address = ?", (actor.address,))
+        return
+    audit.record(conn, actor, action, target, outcome="denied",
+                 detail={**detail, "not_audited_since_last": last["suppressed"] if last else 0})
+    conn.execute("INSERT INTO refusal_audits (address, audited_at, suppressed) VALUES (?, ?, 0)"
+                 " ON CONFLICT (address) DO UPDATE SET audited_at = excluded.audited_at, suppressed = 0",
+                 (actor.address, now))
+
+
 def record_rejection(conn: sqlite3.Connection, calling_ae: str, called_ae: str, address: str, reason: str) -> None:
-    """Count a refused association and audit it as denied."""
+    """Count a refused association and audit it as denied (at most once a minute per address)."""
     now = clock.to_db(clock.now())
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO association_rejections (calling_ae, called_ae, address, reason, first_at, last_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (calling_ae, called_ae, address, reason)"
-            " DO UPDATE SET attempts = attempts + 1, last_at = excluded.last_at",
-            (calling_ae, called_ae, address, reason, now, now))
-        audit.record(conn, audit.Actor(f"ae:{calling_ae}", address), "dicom.associate", f"ae:{called_ae}",
-                     outcome="denied", detail={"reason": reason})
+        _count(conn, "association_rejections",
+               {"calling_ae": calling_ae, "called_ae": called_ae, "address": address, "reason": reason}, now)
+        _audit_refusal(conn, audit.Actor(f"ae:{calling_ae}", address), "dicom.associate", f"ae:{called_ae}",
+                       {"reason": reason}, now)
 
 
 def list_rejections(conn: sqlite3.Connection, limit: int = 100) -> list[sqlite3.Row]:
@@ -119,6 +169,25 @@ def list_rejections(conn: sqlite3.Connection, limit: int = 100) -> list[sqlite3.
         "SELECT r.*, ae.id IS NOT NULL AS configured FROM association_rejections r"
         " LEFT JOIN application_entities ae ON ae.ae_title = r.calling_ae ORDER BY r.last_at DESC LIMIT ?",
         (limit,)).fetchall()
+
+
+def record_refused_contexts(conn: sqlite3.Connection, calling_ae: str, address: str,
+                            refused: list[tuple[str, str]]) -> None:
+    """Count the services (abstract syntax, reason) an accepted association was refused."""
+    if not refused:
+        return
+    now = clock.to_db(clock.now())
+    with transaction(conn):
+        for abstract_syntax, reason in refused:
+            _count(conn, "refused_contexts", {"calling_ae": calling_ae, "address": address,
+                                              "abstract_syntax": abstract_syntax, "reason": reason}, now)
+        _audit_refusal(conn, audit.Actor(f"ae:{calling_ae}", address), "dicom.service", f"ae:{calling_ae}",
+                       {"refused": [a for a, _ in refused][:20]}, now)
+
+
+def list_refused_contexts(conn: sqlite3.Connection, limit: int = 100) -> list[sqlite3.Row]:
+    """Refused services, newest first."""
+    return conn.execute("SELECT * FROM refused_contexts ORDER BY last_at DESC LIMIT ?", (limit,)).fetchall()
 
 
 def charset_of(conn: sqlite3.Connection, ae_title: str) -> str:

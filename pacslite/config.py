@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "AE_TITLE": "PACSLITE",
     # DICOM: accept associations from any calling AE title (off: only configured modalities).
     "DICOM_ACCEPT_ANY_CALLER": False,
+    # Storage of private SOP classes (e.g. Siemens CSA Non-Image) from configured modalities.
+    "DICOM_ACCEPT_PRIVATE_STORAGE": True,
     "DICOM_MAX_ASSOCIATIONS": 16,
     # Largest PDU pacslite receives (longer ones are aborted); 0 = none announced (16 MiB still
     # refused). 128 KiB is the largest DCMTK sends.

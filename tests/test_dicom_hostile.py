@@ -19,8 +19,8 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from pacslite import capacity, storage
 from tests import hostile
 from tests import server as pacs_server
-from tests.conftest import flask_cli
-from tests.dicomkit import make_ct
+from tests.conftest import csrf_token, flask_cli
+from tests.dicomkit import dataset_bytes, make_ct
 
 CALLERS = ("HOSTILE", "FINDSCU", "STORESCU")
 NETWORK_TIMEOUT = 2  # seconds, short so that the tests wait little
@@ -39,6 +39,18 @@ def pacs(tmp_path_factory) -> pacs_server.Pacs:
     running = pacs_server.Pacs(instance, **SETTINGS)
     yield running
     assert running.server.stop() == 0
+
+
+def admin_client(pacs: pacs_server.Pacs):
+    """A test client of the pages on the server's instance, logged in as an admin."""
+    from pacslite import create_app
+    from tests.conftest import HOST_DISK_INDEPENDENT, login
+    app = create_app({"INSTANCE_DIR": str(pacs.instance), "DEFAULT_LANGUAGE": "en", **HOST_DISK_INDEPENDENT})
+    name = f"admin{len(pacs.query('SELECT id FROM users'))}"
+    pacs.add_user(name, "admin")
+    client = app.test_client()
+    login(client, name, "Secret-pass-1")
+    return client
 
 
 def worklist_find(port: int, name: str, timeout: float = 10) -> list[int]:
@@ -259,8 +271,7 @@ def test_data_that_cannot_be_read_back_is_not_acknowledged(pacs, damage) -> None
 def test_deep_sequences_are_refused_and_what_is_stored_opens_everywhere(pacs, tmp_path) -> None:
     """Case 6: sequences nested 500 deep answered 0xC211 with the file left in tmp, or were
     stored and then the study page and re-filing answered 500."""
-    from pacslite import create_app, wellformed
-    from tests.conftest import HOST_DISK_INDEPENDENT, login
+    from pacslite import wellformed
     ds = ct(size=64, patient_id="DEEP01", accession="NOSUCH")
     plain = hostile.encode(ds, implicit=False)
     deep = hostile.with_element_before_pixels(plain, hostile.nested_sequences(500))
@@ -275,11 +286,7 @@ def test_deep_sequences_are_refused_and_what_is_stored_opens_everywhere(pacs, tm
                                            " JOIN studies s ON s.id = se.study_ref WHERE i.sop_instance_uid = ?",
                                            ds.SOPInstanceUID)
     reg = pacs.register(patient_id="DEEP01", name="张三")
-    app = create_app({"INSTANCE_DIR": str(pacs.instance), "DEFAULT_LANGUAGE": "en", **HOST_DISK_INDEPENDENT})
-    pacs.add_user("deepadmin", "admin")
-    client = app.test_client()
-    login(client, "deepadmin", "Secret-pass-1")
-    from tests.conftest import csrf_token
+    client = admin_client(pacs)
     for path in (f"/studies/{study_id}", f"/instances/{instance_id}/header", f"/instances/{instance_id}/render.png"):
         assert client.get(path).status_code == 200, path
     moved = client.post(f"/studies/{study_id}/refile", data={
@@ -331,3 +338,85 @@ def test_the_same_image_in_another_encoding_is_a_duplicate_and_copies_kept_aside
     assert send(renamed, "-xi") == "Success" and copies() == (1, 2)
     files_after = sum(1 for p in Path(pacs.settings["STORAGE_DIR"], "dicom").rglob("*") if p.is_file())
     assert files_after - files_before == 3  # the original and the two kept-aside copies
+
+
+PRINT_MANAGEMENT = "1.2.840.10008.5.1.1.9"  # Basic Grayscale Print Management Meta: never offered
+CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"  # Siemens CSA Non-Image: a private storage SOP class
+
+
+def test_refused_services_are_listed_and_private_storage_is_accepted(pacs) -> None:
+    """Case 8: Q/R, MPPS, commitment or private-SOP-class associations were refused at
+    presentation-context level without a trace; a configured modality's private storage SOP
+    class is now stored as received and filed."""
+    for _ in range(2):
+        assoc = hostile.associate(pacs.port, [(hostile.VERIFICATION, [hostile.IMPLICIT]),
+                                              (PRINT_MANAGEMENT, [hostile.IMPLICIT])], calling="FINDSCU")
+        assert set(assoc.accepted) == {1}
+        assoc.release()
+    [row] = pacs.query("SELECT calling_ae, address, reason, attempts FROM refused_contexts WHERE abstract_syntax = ?",
+                       PRINT_MANAGEMENT)
+    assert tuple(row) == ("FINDSCU", "127.0.0.1", "abstract_syntax_not_supported", 2)
+    page = admin_client(pacs).get("/admin/modalities").get_data(as_text=True)
+    services = page[page.index('id="refused-services"'):]
+    assert "Basic Grayscale Print Management Meta SOP Class" in services and PRINT_MANAGEMENT in services
+    assert "FINDSCU" in services
+
+    reg = pacs.register(patient_id="CSA01", name="张三")
+    ds = ct(size=64, patient_id="CSA01", accession=reg.accession_number, name="ZHANG^SAN", sex="M",
+            birth_date="19800203")
+    ds.SOPClassUID = CSA_NON_IMAGE
+    image = hostile.outgoing(ds)
+    assert int(hostile.store(pacs.port, image.data, CSA_NON_IMAGE, image.sop_instance, calling="STORESCU").Status) == 0
+    [(path, sop_class)] = pacs.query("SELECT storage_path, sop_class_uid FROM instances WHERE sop_instance_uid = ?",
+                                     image.sop_instance)
+    assert sop_class == CSA_NON_IMAGE
+    assert dataset_bytes(storage.resolve(pacs.settings["STORAGE_DIR"], path)) == image.data  # as received
+    exam = pacs.query("SELECT instance_count FROM exams WHERE accession_number = ?", reg.accession_number)[0]
+    assert exam[0] == 1
+
+
+def test_private_storage_can_be_refused(tmp_path) -> None:
+    instance = tmp_path / "instance"
+    assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1").returncode == 0
+    running = pacs_server.Pacs(instance, PACSLITE_DICOM_ACCEPT_PRIVATE_STORAGE="0")
+    try:
+        assoc = hostile.associate(running.port, [(CSA_NON_IMAGE, [hostile.EXPLICIT])], calling="STORESCU")
+        assert assoc.accepted == {}
+        assoc.release()
+        rows = running.query("SELECT calling_ae, reason FROM refused_contexts WHERE abstract_syntax = ?", CSA_NON_IMAGE)
+        assert [tuple(r) for r in rows] == [("STORESCU", "abstract_syntax_not_supported")]
+    finally:
+        assert running.server.stop() == 0
+
+
+def refuse(port: int, calling: str, source: str = "127.0.0.1") -> int:
+    """An association attempt as ``calling``; the PDU type answered (3: A-ASSOCIATE-RJ)."""
+    with hostile.connect(port, source) as sock:
+        sock.sendall(hostile.associate_rq(calling, "PACSLITE", [(1, hostile.VERIFICATION, [hostile.IMPLICIT])]))
+        return hostile.read_pdu(sock)[0]
+
+
+def test_a_flood_of_unknown_callers_stays_bounded_and_real_refusals_stay_visible(pacs) -> None:
+    """Case 9: 300 unknown callers added 300 rejection rows and 300 audit rows, and the page
+    showed only the newest 100."""
+    from pacslite import aes
+    audits_before = pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'dicom.associate'"
+                               " AND address = '127.0.0.1'")[0][0]
+    attempts_before = pacs.query("SELECT COALESCE(SUM(attempts), 0) FROM association_rejections"
+                                 " WHERE address = '127.0.0.1'")[0][0]
+    for n in range(300):
+        assert refuse(pacs.port, f"FLOOD{n:04d}") == hostile.A_ASSOCIATE_RJ
+    rows = pacs.query("SELECT calling_ae, attempts FROM association_rejections WHERE address = '127.0.0.1'")
+    assert len(rows) <= aes.REFUSAL_ROWS_PER_ADDRESS + 1
+    assert sum(r[1] for r in rows) == attempts_before + 300  # every attempt counted, in bounded rows
+    assert dict(rows).get(aes.OTHERS, 0) >= 300 - aes.REFUSAL_ROWS_PER_ADDRESS
+    audits = pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'dicom.associate'"
+                        " AND address = '127.0.0.1'")[0][0] - audits_before
+    assert audits <= 2  # at most one a minute (the flood may cross a minute)
+
+    # a real modality, from another address, is still there to be added
+    assert refuse(pacs.port, "NEWCT", source="127.0.0.2") == hostile.A_ASSOCIATE_RJ
+    page = admin_client(pacs).get("/admin/modalities").get_data(as_text=True)
+    rejections = page[page.index('id="rejections"'):page.index('id="refused-services"')]
+    assert "NEWCT" in rejections and "127.0.0.2" in rejections and "other AE titles" in rejections
+    assert rejections.count("Add as modality") <= aes.REFUSAL_ROWS_PER_ADDRESS + 1

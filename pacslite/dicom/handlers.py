@@ -142,6 +142,21 @@ def record_refusal(event: events.Event, database: str, reason: str) -> None:
     log.warning("refused an association from %s@%s calling %s: %s", calling, requestor.address, called, reason)
 
 
+#: pynetdicom's presentation context results (PS3.8 9.3.3.2) as pacslite names them.
+CONTEXT_REFUSALS = {0x01: "rejected_by_user", 0x02: "rejected", 0x03: "abstract_syntax_not_supported",
+                    0x04: "transfer_syntaxes_not_supported"}
+
+
+def on_accepted(event: events.Event, connections: Connections) -> None:
+    """Record the services (presentation contexts) the association asked for and was refused."""
+    refused = [(names.printable(str(cx.abstract_syntax))[:64], CONTEXT_REFUSALS.get(cx.result, "rejected"))
+               for cx in event.assoc.rejected_contexts]
+    if refused:
+        source = source_of(event)
+        aes.record_refused_contexts(connections.of(event.assoc), source.calling_ae, source.address, refused)
+        log.warning("refused %s to %s@%s", ", ".join(a for a, _ in refused), source.calling_ae, source.address)
+
+
 def on_closed(event: events.Event, connections: Connections, abandon: Callable[[Any], int]) -> None:
     """The connection ended: what it was still sending is removed, its database connection closed."""
     abandon(event.assoc)

@@ -1,4 +1,5 @@
-"""The DICOM server: one pynetdicom AE with Verification, Storage and Modality Worklist.
+"""The DICOM server: one pynetdicom AE with Verification, Storage (private SOP classes of
+configured modalities included) and Modality Worklist.
 
 Started by ``app.py`` next to the web server and stopped with it. Everything it does goes
 through the domain modules; this file only knows pynetdicom.
@@ -9,12 +10,13 @@ import logging
 import threading
 from typing import Any, Mapping
 
-from pynetdicom import AE, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom import AE, evt, register_uid
+from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification  # type: ignore[attr-defined]
 from pydicom import uid
 
-from .. import aes, db, storage
+from .. import aes, db, filing, storage
 from . import handlers, network, receive
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,44 @@ STORAGE_TRANSFER_SYNTAXES = [
     uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian,
     uid.ExplicitVRBigEndian, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLSNearLossless, uid.JPEG2000,
 ]
+#: UIDs under this root are the standard's; any other SOP class is private.
+DICOM_ROOT = "1.2.840.10008."
 #: Query and verification answer in the uncompressed syntaxes.
 PLAIN_TRANSFER_SYNTAXES = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.ExplicitVRBigEndian]
+
+#: At most this many private SOP classes are taken for storage (pynetdicom keeps each for good).
+MAX_PRIVATE_SOP_CLASSES = 256
+_private_classes: set[str] = set()
+_private_lock = threading.Lock()
+
+
+def _register_private_storage(sop_class: str) -> bool:
+    """Make pynetdicom serve C-STORE for a private SOP class; False when the cap is reached."""
+    with _private_lock:
+        if sop_class not in _private_classes:
+            if len(_private_classes) >= MAX_PRIVATE_SOP_CLASSES:
+                return False
+            register_uid(sop_class, "PacslitePrivateStorage_" + sop_class.replace(".", "_"), StorageServiceClass)
+            _private_classes.add(sop_class)
+    return True
+
+
+def accept_private_storage(assoc: Any) -> None:
+    """Support, for this association, the private SOP classes it proposes (e.g. Siemens CSA
+    Non-Image 1.3.12.2.1107.5.9.1), as storage, stored as received like any image."""
+    acceptor = assoc.acceptor
+    supported = {str(cx.abstract_syntax) for cx in acceptor.supported_contexts}
+    added = []
+    for proposed in assoc.requestor.primitive.presentation_context_definition_list:
+        sop_class = str(proposed.abstract_syntax)
+        if sop_class in supported or sop_class.startswith(DICOM_ROOT) or not filing.is_uid(sop_class):
+            continue
+        if _register_private_storage(sop_class):
+            added.append(build_context(sop_class, STORAGE_TRANSFER_SYNTAXES))
+            supported.add(sop_class)
+    if added:
+        acceptor.supported_contexts = [*acceptor.supported_contexts, *added]
+
 
 class DicomServer:
     """The listening AE. ``start()`` returns once it accepts connections; ``stop()`` closes it."""
@@ -82,6 +120,8 @@ class DicomServer:
         elif allowed is not None and calling not in allowed:
             reason, diagnostic = "unknown_calling_ae", 0x03
         else:
+            if self.settings["DICOM_ACCEPT_PRIVATE_STORAGE"]:
+                accept_private_storage(event.assoc)
             return
         handlers.record_refusal(event, self.database, reason)
         event.assoc.acse.send_reject(0x01, 0x01, diagnostic)  # rejected-permanent, by the service user
@@ -96,6 +136,7 @@ class DicomServer:
             (evt.EVT_C_STORE, handlers.on_store, [self.connections, s, receive.ReceiveFile.claim]),
             (evt.EVT_C_FIND, handlers.on_find, [self.connections, s]),
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, handlers.on_accepted, [self.connections]),
             (evt.EVT_CONN_CLOSE, handlers.on_closed, [self.connections, receive.ReceiveFile.abandon]),
         ]
         server = ae.make_server((s["DICOM_HOST"], s["DICOM_PORT"]), evt_handlers=bound,

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from .. import users
 from ..db import close_db, get_db
 from . import access, i18n, limits, proxies
-from .labels import label, options
+from .labels import label, options, uid_name
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -48,7 +48,7 @@ def init_app(app: Flask) -> None:
                       archive.bp, admin.bp, api.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # bearer tokens only, no cookies: nothing for a forged request to ride on
-    app.jinja_env.globals.update(label=label, options=options, is_htmx=is_htmx,
+    app.jinja_env.globals.update(label=label, options=options, uid_name=uid_name, is_htmx=is_htmx,
                                  current_locale=lambda: "zh_CN" if get_locale().language == "zh" else "en",
                                  modalities=lambda: app.config["MODALITIES"],
                                  modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]])

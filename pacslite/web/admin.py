@@ -127,7 +127,8 @@ def _ae_page(template: str, values: dict[str, Any], errors: dict[str, str], **ex
 @access.allow(*ADMIN)
 def ae_list() -> Any:
     conn = get_db()
-    return render_template("admin/modalities.html", aes=aes.list_aes(conn), rejections=aes.list_rejections(conn))
+    return render_template("admin/modalities.html", aes=aes.list_aes(conn), rejections=aes.list_rejections(conn),
+                           refused_services=aes.list_refused_contexts(conn), others=aes.OTHERS)
 
 
 @bp.route("/modalities/new", methods=["GET", "POST"])

@@ -17,6 +17,9 @@ LABELS = {
                 "ISO_IR 100": _l("Latin-1 (ISO_IR 100), names in pinyin")},
     "rejection": {"unknown_calling_ae": _l("Unknown calling AE title"),
                   "wrong_called_ae": _l("Called a wrong AE title")},
+    "context_refusal": {"abstract_syntax_not_supported": _l("Service not supported"),
+                        "transfer_syntaxes_not_supported": _l("None of its transfer syntaxes supported"),
+                        "rejected_by_user": _l("Refused"), "rejected": _l("Refused")},
     "quarantine": {"no_accession": _l("No accession number"), "unknown_accession": _l("Unknown accession number"),
                    "patient_id_mismatch": _l("Patient ID does not match the exam"),
                    "demographics_mismatch": _l("Demographics do not match the patient (possible wrong patient)"),
@@ -55,6 +58,14 @@ def label(kind: str, code: str | None) -> str:
     if code is None:
         return ""
     return str(LABELS.get(kind, {}).get(code, code))
+
+
+def uid_name(uid: str) -> str:
+    """A UID's name in the DICOM standard (``Study Root Query/Retrieve Information Model - FIND``),
+    or empty when it has none (a private UID)."""
+    from pydicom.uid import UID
+    name = UID(uid).name
+    return "" if name == uid else name
 
 
 def options(kind: str) -> list[tuple[str, str]]:
