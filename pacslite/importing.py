@@ -9,14 +9,15 @@ Attributes Sequence item. Each file gets a line in the report; a bad file change
 from __future__ import annotations
 
 import copy
-import io
 import json
+import os
 import re
+import shutil
 import uuid
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
@@ -26,15 +27,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 from pydicom.sequence import Sequence
-from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                         SecondaryCaptureImageStorage)
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian, SecondaryCaptureImageStorage)
 
-from . import audit, clock, filing, jobs, names, patients, uids
+from . import audit, clock, filing, jobs, names, patients, storage, uids
 from .db import transaction
 from .index import Source
 from .validation import N_, Conflict, NotFound
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+#: Files are copied in blocks of this size: nothing imported is held whole in memory.
+COPY_BLOCK = 1024 * 1024
 
 
 @dataclass
@@ -108,88 +111,131 @@ def _patient_values(patient: Mapping[str, Any]) -> dict[str, str]:
 
 # ---------------------------------------------------------------- scanned images
 
-def from_image(data: bytes, name: str, target: Target, at: str) -> list[Dataset]:
-    """Secondary Capture instances, one per frame, of a JPEG/PNG/BMP/TIFF file, carrying the
-    exam's patient and study; raises ValueError when it is not an image."""
+#: A scanned page may have at most this many pixels (an A3 page at 300 dpi has 17.4 million):
+#: one page is decoded at a time, and its pixels are held twice (the image and the DICOM
+#: pixel data), so this bounds what an import holds in memory.
+MAX_SCAN_PIXELS = 20_000_000
+
+
+def from_image(path: Path, name: str, target: Target, at: str) -> Iterator[tuple[int, int, Dataset]]:
+    """Secondary Capture instances, one per page, of a JPEG/PNG/BMP/TIFF file, carrying the
+    exam's patient and study, made one page at a time: (page number, pages, dataset); raises
+    ValueError when it is not an image."""
     if target.exam is None:
         raise ValueError("choose the exam these scanned images belong to")
     try:
-        image = Image.open(io.BytesIO(data))
-        frames = [frame.copy() for frame in ImageSequence.Iterator(image)]
+        image = Image.open(path)
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"not an image Pillow can read ({exc})") from exc
-    made = []
-    for number, frame in enumerate(frames, start=1):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = target.new_uid()
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        for keyword, value in _exam_values(target.exam).items():
-            setattr(ds, keyword, value)
-        ds.SeriesInstanceUID = target.series_uid
-        ds.Modality, ds.ConversionType = "OT", "SI"
-        ds.SeriesNumber, ds.InstanceNumber = 900, number
-        ds.ContentDate = clock.from_db(at).strftime("%Y%m%d")
-        ds.ImageComments = f"Converted by pacslite from {name}"[:10240]
-        ds.DerivationDescription = f"converted from {Path(name).suffix.lstrip('.').upper() or 'image'} by pacslite"
-        _set_pixels(ds, frame)
-        made.append(ds)
-    return made
+    with image:
+        count = int(getattr(image, "n_frames", 1))
+        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+            if frame.width * frame.height > MAX_SCAN_PIXELS:
+                raise ValueError(f"page {number} has {frame.width} × {frame.height} pixels, more than the"
+                                 f" {MAX_SCAN_PIXELS} a scan may have")
+            try:
+                frame.load()
+            except OSError as exc:
+                raise ValueError(f"page {number} cannot be read ({exc})") from exc
+            yield number, count, _scan_page(frame, number, name, target, at)
+
+
+def _scan_page(frame: Image.Image, number: int, name: str, target: Target, at: str) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = target.new_uid()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword, value in _exam_values(target.exam).items():
+        setattr(ds, keyword, value)
+    ds.SeriesInstanceUID = target.series_uid
+    ds.Modality, ds.ConversionType = "OT", "SI"
+    ds.SeriesNumber, ds.InstanceNumber = 900, number
+    ds.ContentDate = clock.from_db(at).strftime("%Y%m%d")
+    ds.ImageComments = f"Converted by pacslite from {name}"[:10240]
+    ds.DerivationDescription = f"converted from {Path(name).suffix.lstrip('.').upper() or 'image'} by pacslite"
+    _set_pixels(ds, frame)
+    return ds
 
 
 def _set_pixels(ds: Dataset, frame: Image.Image) -> None:
     if frame.mode in ("I;16", "I;16B", "I;16L", "I"):
-        pixels = np.asarray(frame).astype(np.uint16)
+        ds.PixelData = np.asarray(frame).astype("<u2").tobytes()
         ds.PhotometricInterpretation, ds.SamplesPerPixel = "MONOCHROME2", 1
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     elif frame.mode in ("L", "1"):
-        pixels = np.asarray(frame.convert("L"), dtype=np.uint8)
+        ds.PixelData = (frame if frame.mode == "L" else frame.convert("L")).tobytes()
         ds.PhotometricInterpretation, ds.SamplesPerPixel = "MONOCHROME2", 1
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     else:
-        pixels = np.asarray(frame.convert("RGB"), dtype=np.uint8)
+        ds.PixelData = (frame if frame.mode == "RGB" else frame.convert("RGB")).tobytes()  # planar configuration 0
         ds.PhotometricInterpretation, ds.SamplesPerPixel, ds.PlanarConfiguration = "RGB", 3, 0
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
-    ds.Rows, ds.Columns = pixels.shape[0], pixels.shape[1]
+    ds.Rows, ds.Columns = frame.height, frame.width
     ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    if len(ds.PixelData) % 2:
+        ds.PixelData += b"\0"
 
 
 # ---------------------------------------------------------------- non-conformant DICOM
 
-def _read_dicom(data: bytes) -> Dataset:
-    """The dataset, with or without preamble and file meta; ValueError if it is not DICOM."""
+#: A deflated file is rewritten whole (its pixels cannot be copied as they are): at most this big.
+MAX_DEFLATED_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class DicomFile:
+    """A DICOM file to repair: its header (read without the pixel data), and where in the file
+    the pixel data element starts: everything from there on is copied as it is."""
+
+    path: Path
+    ds: Dataset
+    tail: int | None  # offset of the pixel data element; None: the dataset was read whole
+
+
+def _starts_like_dicom(path: Path) -> bool:
+    """Whether the first element is a plausible one: group 0002 after a preamble, else an even
+    group of a data set (read either way round). Spares pydicom from "reading" gigabytes of
+    zeros, which it would take as millions of empty elements."""
+    with open(path, "rb") as handle:
+        head = handle.read(136)
+    if head[128:132] == b"DICM":
+        return head[132:134] == b"\x02\x00"
+    if len(head) < 8:
+        return False
+    groups = (int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big"))
+    return any(2 <= group <= 0x7FE0 and group % 2 == 0 for group in groups)
+
+
+def _header_of(path: Path) -> tuple[Dataset, int, int]:
+    """(header, offset of the pixel data element or the end, file size)."""
+    if not _starts_like_dicom(path):
+        raise ValueError("neither an image nor a DICOM file")
     try:
-        ds = dcmread(io.BytesIO(data), force=True)
+        with open(path, "rb") as handle:
+            ds = dcmread(handle, force=True, stop_before_pixels=True)
+            return ds, handle.tell(), os.fstat(handle.fileno()).st_size
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
         raise ValueError(f"not a readable DICOM file ({exc})") from exc
+
+
+def _read_dicom(path: Path) -> DicomFile:
+    """The file's header, with or without preamble and file meta; ValueError if it is not DICOM."""
+    ds, tail, ends_at = _header_of(path)
     if len([e for e in ds if e.tag.group != 0x0002]) < 2 or not any(e.tag.group >= 0x0008 for e in ds):
         raise ValueError("neither an image nor a DICOM file")
     try:
-        for element in ds:  # a truncated file fails here, not later in filing
+        for element in ds:  # a truncated header fails here, not later in filing
             _ = element.value
     except Exception as exc:
         raise ValueError(f"a damaged DICOM file ({exc})") from exc
-    _check_pixel_length(ds)
-    return ds
-
-
-def _check_pixel_length(ds: Dataset) -> None:
-    """Uncompressed pixel data shorter than its image: a truncated file."""
     meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta else None
-    if "PixelData" not in ds or (syntax is not None and syntax.is_compressed):
-        return
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * frames * \
-            int(ds.BitsAllocated) // 8
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise ValueError(f"a damaged DICOM file (image size unknown: {exc})") from exc
-    if len(ds.PixelData) < expected:
-        raise ValueError(f"a damaged DICOM file (pixel data {len(ds.PixelData)} of {expected} bytes: truncated)")
+    if meta is not None and meta.get("TransferSyntaxUID") in (DeflatedExplicitVRLittleEndian,):
+        if ends_at > MAX_DEFLATED_BYTES:
+            raise ValueError(f"a deflated file of {ends_at} bytes: more than the {MAX_DEFLATED_BYTES} imported")
+        return DicomFile(path, dcmread(path, force=True), None)
+    return DicomFile(path, ds, tail if tail < ends_at else None)
 
 
 def _charset_fix(ds: Dataset) -> str | None:
@@ -217,20 +263,22 @@ def _charset_fix(ds: Dataset) -> str | None:
     return "GB18030" if wide and all(names.is_chinese(c) for c in wide) else None
 
 
-def repair(data: bytes, target: Target, at: str) -> tuple[Dataset, list[str]]:
-    """A non-conformant DICOM file made conformant where it can be: (dataset, fixes made)."""
-    ds = _read_dicom(data)
+def repair(path: Path, target: Target, at: str, out: Path) -> list[str]:
+    """A non-conformant DICOM file made conformant where it can be, written to ``out``
+    (its pixel data copied as it is); the fixes made."""
+    source = _read_dicom(path)
+    ds = source.ds
     fixes: list[str] = []
     repaired: dict[str, Any] = {}
     charset = _charset_fix(ds)
     if charset:  # read again, its text decoded with the character set it really uses
         declared = ds.get("SpecificCharacterSet", "") or "undeclared"
-        ds = dcmread(io.BytesIO(data), force=True)
+        ds = source.ds = _header_of(path)[0] if source.tail is not None else dcmread(path, force=True)
         ds.set_original_encoding(ds.is_implicit_VR, ds.is_little_endian, convert_encodings([charset]))
         repaired["SpecificCharacterSet"] = charset
         fixes.append(f"character set {declared}: {charset}")
     if "SOPClassUID" not in ds:
-        if "PixelData" not in ds:
+        if source.tail is None and "PixelData" not in ds:
             raise ValueError("no SOP Class UID and no pixel data: cannot tell what this is")
         repaired["SOPClassUID"] = SecondaryCaptureImageStorage
         fixes.append("SOP Class UID missing: Secondary Capture")
@@ -267,99 +315,173 @@ def repair(data: bytes, target: Target, at: str) -> tuple[Dataset, list[str]]:
     ds.file_meta.TransferSyntaxUID = syntax
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    return ds, fixes
+    _write(source, out)
+    return fixes
 
 
-def _bytes_of(ds: Dataset) -> bytes:
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+def _write(source: DicomFile, out: Path) -> None:
+    """The repaired header, then the original file's bytes from the pixel data on, copied in
+    blocks (a 2 GB image is never held in memory)."""
+    source.ds.save_as(out, enforce_file_format=True)
+    if source.tail is None:
+        return
+    with open(source.path, "rb") as original, open(out, "ab") as target:
+        original.seek(source.tail)
+        shutil.copyfileobj(original, target, COPY_BLOCK)
 
 
 # ---------------------------------------------------------------- one file, many files
 
-def import_file(conn: Any, settings: Mapping[str, Any], data: bytes, name: str, target: Target,
-                source: Source) -> list[Line]:
-    """Import one file's contents; the report's lines for it."""
-    at = clock.to_db(clock.now())
+def _is_part10(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:] == b"DICM"
+
+
+def _ingest_line(conn: Any, settings: Mapping[str, Any], made: Path, label: str, fixes: list[str],
+                 source: Source) -> Line:
+    """Ingest a file written to the temporary area; its line in the report."""
     try:
-        if Path(name).suffix.lower() in IMAGE_SUFFIXES and not data[128:132] == b"DICM":
-            made = [(ds, [f"converted from {Path(name).suffix.lstrip('.').upper()} to Secondary Capture"])
-                    for ds in from_image(data, name, target, at)]
-        else:
-            made = [repair(data, target, at)]
-    except ValueError as exc:
+        outcome = filing.ingest(conn, settings["STORAGE_DIR"], made, source,
+                                high_water_percent=settings["STORAGE_HIGH_WATER_PERCENT"])
+    except filing.IngestError as exc:
+        return Line(label, "failed", fixes, str(exc))
+    finally:
+        made.unlink(missing_ok=True)
+    return Line(label, outcome.result, fixes, outcome.reason)
+
+
+def _scratch(settings: Mapping[str, Any]) -> Path:
+    """A new file name in the store's temporary area (filing renames it from there)."""
+    return storage.tmp_dir(settings["STORAGE_DIR"]) / f"{uuid.uuid4().hex}.dcm"
+
+
+def import_file(conn: Any, settings: Mapping[str, Any], path: Path, name: str, target: Target,
+                source: Source) -> list[Line]:
+    """Import one file; the report's lines for it (a scanned page at a time)."""
+    at = clock.to_db(clock.now())
+    if Path(name).suffix.lower() in IMAGE_SUFFIXES and not _is_part10(path):
+        return _import_scan(conn, settings, path, name, target, source, at)
+    made = _scratch(settings)
+    try:
+        fixes = repair(path, target, at, made)
+    except (ValueError, OSError) as exc:
+        made.unlink(missing_ok=True)
         return [Line(name, "failed", reason=str(exc))]
+    return [_ingest_line(conn, settings, made, name, fixes, source)]
+
+
+def _import_scan(conn: Any, settings: Mapping[str, Any], path: Path, name: str, target: Target,
+                 source: Source, at: str) -> list[Line]:
+    fixes = [f"converted from {Path(name).suffix.lstrip('.').upper()} to Secondary Capture"]
     lines = []
-    for number, (ds, fixes) in enumerate(made, start=1):
-        label = name if len(made) == 1 else f"{name} [{number}]"
-        try:
-            outcome = filing.ingest_bytes(conn, settings["STORAGE_DIR"], _bytes_of(ds), source,
-                                          high_water_percent=settings["STORAGE_HIGH_WATER_PERCENT"])
-        except filing.IngestError as exc:
-            lines.append(Line(label, "failed", fixes, str(exc)))
-            continue
-        lines.append(Line(label, outcome.result, fixes, outcome.reason))
+    try:
+        for number, count, ds in from_image(path, name, target, at):
+            made = _scratch(settings)
+            ds.save_as(made, enforce_file_format=True)
+            del ds  # one page in memory at a time
+            lines.append(_ingest_line(conn, settings, made, name if count == 1 else f"{name} [{number}]", fixes,
+                                      source))
+    except ValueError as exc:
+        lines.append(Line(name, "failed", reason=str(exc)))
     return lines
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One thing to import: its name in the report and how to read it (None: refused)."""
+    """One thing to import: its name in the report and where it is (None: refused). A member
+    of a ZIP is extracted, in blocks, only when it is imported."""
 
     name: str
-    read: Callable[[], bytes] | None
+    path: Path | None
+    member: str = ""  # the member of the ZIP at ``path``
     refusal: str = ""
 
 
-def _zip_entries(path: Path, limit: int) -> list[Entry]:
-    """A ZIP's files; the whole ZIP is refused if it would expand beyond ``limit``, a member
-    with an absolute path or '..' is refused on its own."""
+class Budget:
+    """What ZIPs may expand to over a whole import (``IMPORT_MAX_BYTES``), not per ZIP."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.left = limit, limit
+
+    def take(self, size: int) -> bool:
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
+
+
+def _zip_entries(path: Path, budget: Budget, prefix: str = "") -> list[Entry]:
+    """A ZIP's files; the whole ZIP is refused if it would expand beyond what is left of the
+    import's budget, a member with an absolute path or '..' is refused on its own. Members are
+    named ``prefix`` + their name; the ZIP itself ``prefix`` (without its slash) or its file name."""
+    whole = prefix.rstrip("/") or path.name
     try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        return [Entry(path.name, None, f"not a readable ZIP file ({exc})")]
-    members = [m for m in archive.infolist() if not m.is_dir()]
-    if sum(m.file_size for m in members) > limit:
-        return [Entry(path.name, None, f"the ZIP would expand beyond {limit} bytes: refused")]
-    entries = []
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        return [Entry(whole, None, refusal=f"not a readable ZIP file ({exc})")]
+    if not budget.take(sum(m.file_size for m in members)):
+        return [Entry(whole, None, refusal=f"the ZIP would expand beyond {budget.limit} bytes"
+                                                       " (what one import may unpack): refused")]
+    found = []
     for member in members:
         parts = PurePosixPath(member.filename.replace("\\", "/"))
         if parts.is_absolute() or ".." in parts.parts or (parts.parts and parts.parts[0].endswith(":")):
-            entries.append(Entry(member.filename, None, "a path outside the ZIP (absolute or with ..): refused"))
+            found.append(Entry(prefix + member.filename, None,
+                               refusal="a path outside the ZIP (absolute or with ..): refused"))
         else:
-            entries.append(Entry(member.filename, lambda m=member: archive.read(m)))
-    return entries
+            found.append(Entry(prefix + member.filename, path, member.filename))
+    return found
+
+
+def extract(entry: Entry, destination: Path) -> None:
+    """Copy a ZIP member to ``destination`` in blocks (never whole in memory)."""
+    assert entry.path is not None and entry.member
+    with zipfile.ZipFile(entry.path) as archive, archive.open(entry.member) as member, \
+            open(destination, "xb") as out:
+        shutil.copyfileobj(member, out, COPY_BLOCK)
 
 
 def entries(path: Path, settings: Mapping[str, Any]) -> list[Entry]:
     """What to import from ``path``: a medium with a DICOMDIR (its listed files), a folder
     (recursively, no symbolic links; ZIP files in it opened), a ZIP, or a single file."""
-    limit = int(settings["IMPORT_MAX_BYTES"])
+    budget = Budget(int(settings["IMPORT_MAX_BYTES"]))
     if path.is_dir() and (path / "DICOMDIR").is_file():
         return _cd_entries(path.resolve())
     if path.is_dir():
         found: list[Entry] = []
         for item in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+            relative = item.relative_to(path).as_posix()
             if item.suffix.lower() == ".zip":
-                found.extend(Entry(f"{item.relative_to(path).as_posix()}/{e.name}", e.read, e.refusal)
-                             for e in _zip_entries(item, limit))
+                found.extend(_zip_entries(item, budget, prefix=relative + "/"))
             else:
-                found.append(Entry(item.relative_to(path).as_posix(), item.read_bytes))
+                found.append(Entry(relative, item))
         return found
     if path.suffix.lower() == ".zip":
-        return _zip_entries(path, limit)
-    return [Entry(path.name, path.read_bytes)]
+        return _zip_entries(path, budget)
+    return [Entry(path.name, path)]
+
+
+def import_entry(conn: Any, settings: Mapping[str, Any], entry: Entry, target: Target, source: Source) -> list[Line]:
+    if entry.path is None:
+        return [Line(entry.name, "failed", reason=entry.refusal)]
+    if not entry.member:
+        return import_file(conn, settings, entry.path, entry.name, target, source)
+    unpacked = storage.tmp_dir(settings["STORAGE_DIR"]) / f"{uuid.uuid4().hex}{PurePosixPath(entry.member).suffix}"
+    try:
+        extract(entry, unpacked)
+        return import_file(conn, settings, unpacked, entry.name, target, source)
+    except (zipfile.BadZipFile, OSError) as exc:
+        return [Line(entry.name, "failed", reason=f"cannot be read from the ZIP ({exc})")]
+    finally:
+        unpacked.unlink(missing_ok=True)
 
 
 def import_entries(conn: Any, settings: Mapping[str, Any], items: list[Entry], target: Target,
                    source: Source) -> list[Line]:
     lines: list[Line] = []
     for entry in items:
-        if entry.read is None:
-            lines.append(Line(entry.name, "failed", reason=entry.refusal))
-        else:
-            lines.extend(import_file(conn, settings, entry.read(), entry.name, target, source))
+        lines.extend(import_entry(conn, settings, entry, target, source))
     return lines
 
 
@@ -416,16 +538,17 @@ def _cd_entries(root: Path) -> list[Entry]:
     try:
         fs = _medium(root)
     except ValueError as exc:
-        return [Entry("DICOMDIR", None, str(exc))]
+        return [Entry("DICOMDIR", None, refusal=str(exc))]
     found = []
     for instance in fs:
         path = Path(instance.path).resolve()
         if root not in path.parents:
-            found.append(Entry(str(instance.FileID), None, "the DICOMDIR points outside the medium: refused"))
+            found.append(Entry(str(instance.FileID), None, refusal="the DICOMDIR points outside the medium: refused"))
         elif not path.is_file():
-            found.append(Entry(path.relative_to(root).as_posix(), None, "listed in the DICOMDIR but not on the medium"))
+            found.append(Entry(path.relative_to(root).as_posix(), None,
+                               refusal="listed in the DICOMDIR but not on the medium"))
         else:
-            found.append(Entry(path.relative_to(root).as_posix(), path.read_bytes))
+            found.append(Entry(path.relative_to(root).as_posix(), path))
     return found
 
 
@@ -463,30 +586,50 @@ def _safe_relative(name: str) -> PurePosixPath | None:
     return path
 
 
-def stage(settings: Mapping[str, Any], uploads: list[tuple[str, bytes]]) -> tuple[Path, list[Line]]:
-    """Put uploaded files (a single ZIP is unpacked) in a new folder under the instance;
-    (folder, lines for what was refused)."""
+def stage(settings: Mapping[str, Any], uploads: list[tuple[str, Callable[[Path], Any]]]) -> tuple[Path, list[Line]]:
+    """Put uploaded files (name, a function that saves it to a path) in a new folder under the
+    instance, a single ZIP unpacked member by member; (folder, lines for what was refused).
+    Nothing is held whole in memory."""
     root = Path(settings["INSTANCE_DIR"]) / "imports" / uuid.uuid4().hex
     root.mkdir(parents=True)
     refused: list[Line] = []
     if len(uploads) == 1 and uploads[0][0].lower().endswith(".zip"):
         archive = root.parent / f"{root.name}.zip"
-        archive.write_bytes(uploads[0][1])
-        uploads = []
-        for entry in _zip_entries(archive, int(settings["IMPORT_MAX_BYTES"])):
-            if entry.read is None:
-                refused.append(Line(entry.name, "failed", reason=entry.refusal))
-            else:
-                uploads.append((entry.name, entry.read()))
-        archive.unlink()
-    for name, data in uploads:
-        relative = _safe_relative(name)
-        if relative is None:
-            refused.append(Line(name, "failed", reason="a file name pacslite does not accept: refused"))
-            continue
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        (root / relative).write_bytes(data)
+        uploads[0][1](archive)
+        try:
+            for entry in _zip_entries(archive, Budget(int(settings["IMPORT_MAX_BYTES"]))):
+                refusal = entry.refusal if entry.path is None else _place(root, entry.name, entry)
+                if refusal:
+                    refused.append(Line(entry.name, "failed", reason=refusal))
+        finally:
+            archive.unlink()
+        return root, refused
+    for name, save in uploads:
+        refusal = _place(root, name, save)
+        if refusal:
+            refused.append(Line(name, "failed", reason=refusal))
     return root, refused
+
+
+def _place(root: Path, name: str, source: Entry | Callable[[Path], Any]) -> str:
+    """Save one upload (or ZIP member) under ``root`` by its relative name; why not, or ''."""
+    relative = _safe_relative(name)
+    if relative is None:
+        return "a file name pacslite does not accept: refused"
+    target = root / relative
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            raise FileExistsError(str(target))
+        if isinstance(source, Entry):
+            extract(source, target)
+        else:
+            source(target)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        return "another file or a folder has this name already: refused"
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"cannot be saved ({exc})"
+    return ""
 
 
 def create(conn: Any, actor: audit.Actor, folder: Path, refused: list[Line]) -> int:

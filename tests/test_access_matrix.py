@@ -54,7 +54,7 @@ def _refiled_study(app, conn, accession: str, tmp_path) -> tuple[int, int]:
 def _an_import(app, conn) -> int:
     from pathlib import Path
     from pacslite import importing
-    folder, refused = importing.stage(app.config, [("notes.txt", b"not an image")])
+    folder, refused = importing.stage(app.config, [("notes.txt", lambda path: path.write_bytes(b"not an image"))])
     return importing.create(conn, audit.SYSTEM, Path(folder), refused)
 
 

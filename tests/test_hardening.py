@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import csv
 import io
+import select
+import socket
 import urllib.request
+from urllib.parse import urlsplit
+
+import pytest
 
 from tests.conftest import register
 
@@ -58,17 +63,13 @@ def test_behind_a_trusted_proxy_each_client_is_throttled_on_its_own(tmp_path) ->
 
 
 def test_a_malformed_trusted_proxy_stops_the_start_with_its_name(tmp_path) -> None:
-    import pytest
-
     from pacslite import create_app
     with pytest.raises(SystemExit, match="'proxy.example' is not an IP address"):
         create_app({"INSTANCE_DIR": str(tmp_path / "instance"), "TRUSTED_PROXIES": ["proxy.example"]})
 
 
-def _open(url: str, head: bytes) -> "socket.socket":
+def _open(url: str, head: bytes) -> socket.socket:
     """A connection to the server with a request's head sent (and no body yet)."""
-    import socket
-    from urllib.parse import urlsplit
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
     sock.sendall(head)
@@ -77,7 +78,6 @@ def _open(url: str, head: bytes) -> "socket.socket":
 
 def _send_until_answered(sock, chunk: bytes, most: int) -> tuple[int, bytes]:
     """Keep sending ``chunk`` until the server answers or closes (or ``most`` bytes went)."""
-    import select
     sent = 0
     while sent < most:
         try:

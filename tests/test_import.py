@@ -244,3 +244,121 @@ def test_the_import_page_stages_runs_and_refuses_odd_names(app, conn, tmp_path, 
     assert patients.get_exam(conn, reg.accession_number)["instance_count"] == 1
     assert not (tmp_path / "instance" / "escape.png").exists()
     assert client_as("registrar").get("/import/").status_code == 403
+
+
+# ---------------------------------------------------------------- memory and limits (issue 13, case 11)
+
+#: Runs ``flask`` and, as the interpreter exits, prints its own peak resident memory (VmHWM).
+#: Not the rusage of the child: Linux carries the parent's peak over a (v)fork and exec, so
+#: a child of a big pytest process would report pytest's memory.
+PEAK_WRAPPER = """
+import atexit, sys
+def report():
+    peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0].split()[1]
+    sys.stdout.write(f"PEAK-KIB {peak}\\n")
+atexit.register(report)
+from flask.cli import main
+sys.argv = ["flask", *sys.argv[1:]]
+main()
+"""
+
+
+def import_peak_mib(instance: Path, *args: str) -> tuple[float, str]:
+    """``flask --app app import ARGS`` in its own process: (its peak resident memory in MiB, output)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import HOST_DISK_INDEPENDENT, ROOT
+    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance),
+           **{f"PACSLITE_{k}": str(v) for k, v in HOST_DISK_INDEPENDENT.items()}}
+    done = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, "--app", "app", "import", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    peak = re.search(r"PEAK-KIB (\d+)", done.stdout)
+    assert peak, done.stdout
+    return int(peak.group(1)) / 1024, done.stdout
+
+
+def big_dicom_member(archive: zipfile.ZipFile, name: str, frames: int, **fields) -> None:
+    """A multi-frame 1024 × 1024 16-bit image (2 MiB a frame) written into the ZIP as it is made."""
+    header = make_ct(Path(archive.filename).with_suffix(".header.dcm"), **fields)
+    header.NumberOfFrames = frames
+    header.Rows = header.Columns = 1024
+    del header.PixelData
+    out = io.BytesIO()
+    header.save_as(out, enforce_file_format=True)
+    with archive.open(name, "w", force_zip64=True) as member:
+        member.write(out.getvalue())
+        member.write(b"\xe0\x7f\x10\x00OW\x00\x00" + (frames * 2 * 1024 * 1024).to_bytes(4, "little"))
+        for _ in range(frames):
+            member.write(bytes(2 * 1024 * 1024))
+
+
+def test_imports_hold_one_block_or_one_page_in_memory_whatever_they_hold(app, conn, tmp_path) -> None:
+    """A ZIP of 300 MB of zeros plus a 300 MB image, and an 8-page TIFF of 27 MB pages: memory
+    grows by less than 200 MB over importing one small scan (it grew by 576 and 654 MB)."""
+    reg = register(app, conn)
+    instance = Path(app.config["INSTANCE_DIR"])
+    small = image_file(tmp_path / "small.jpg", "JPEG")
+    baseline, _ = import_peak_mib(instance, str(small), "--accession", reg.accession_number)
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("zeros.dcm", "w", force_zip64=True) as member:
+            for _ in range(300):
+                member.write(bytes(1024 * 1024))
+        big_dicom_member(archive, "big.dcm", 150, patient_id="P0001")
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+    peak, output = import_peak_mib(instance, str(bomb), "--accession", reg.accession_number)
+    assert "filed        big.dcm" in output and "failed       zeros.dcm" in output, output
+    assert peak - baseline < 200, f"the ZIP took {peak - baseline:.0f} MiB more than a small scan"
+
+    pages = [Image.fromarray(np.full((3000, 3000, 3), n * 30, dtype=np.uint8)) for n in range(8)]
+    tiff = tmp_path / "pages.tif"
+    pages[0].save(tiff, format="TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    del pages
+    peak, output = import_peak_mib(instance, str(tiff), "--accession", reg.accession_number)
+    assert output.count("filed        pages.tif [") == 8, output
+    assert peak - baseline < 200, f"the TIFF took {peak - baseline:.0f} MiB more than a small scan"
+    [big] = [ds for ds in stored(app, conn) if ds.get("NumberOfFrames") == 150]
+    assert big.AccessionNumber == reg.accession_number and len(big.PixelData) == 150 * 2 * 1024 * 1024
+
+
+def test_the_zip_limit_counts_over_the_whole_import(app, conn, tmp_path) -> None:
+    """A folder of ZIPs each under IMPORT_MAX_BYTES was read in full."""
+    folder = tmp_path / "zips"
+    folder.mkdir()
+    ct = make_ct(tmp_path / "ct.dcm", size=256)
+    for n in range(3):
+        with zipfile.ZipFile(folder / f"part{n}.zip", "w") as archive:
+            ct.SOPInstanceUID = f"1.2.826.0.1.3680043.10.999.{n}"
+            ct.file_meta.MediaStorageSOPInstanceUID = ct.SOPInstanceUID
+            out = io.BytesIO()
+            ct.save_as(out, enforce_file_format=True)
+            archive.writestr(f"ct{n}.dcm", out.getvalue())
+    size = len(out.getvalue())
+    limited = {**app.config, "IMPORT_MAX_BYTES": 2 * size + 100}
+    report = importing.import_path(conn, ACTOR, limited, folder, importing.Target())
+    assert [(line.name, line.result) for line in report.lines] == [
+        ("part0.zip/ct0.dcm", "quarantined"), ("part1.zip/ct1.dcm", "quarantined"), ("part2.zip", "failed")]
+    assert "expand beyond" in report.lines[2].reason
+
+
+def test_an_upload_named_like_a_folder_of_another_gets_its_own_line(app, conn, tmp_path, client_as) -> None:
+    """``ok.dcm`` and ``ok.dcm/y.dcm`` in one upload answered 500."""
+    from pacslite import jobs
+    tech = client_as("technologist")
+    ct = make_ct(tmp_path / "ct.dcm")
+    token = tech.get("/import/").get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    response = tech.post("/import/", data={"csrf_token": token, "accession": "",
+                                           "files": [(ct.filename and open(tmp_path / "ct.dcm", "rb"), "ok.dcm"),
+                                                     (io.BytesIO(b"second"), "ok.dcm/y.dcm")]},
+                         content_type="multipart/form-data")
+    assert response.status_code == 302
+    import_id = int(response.location.rsplit("/", 1)[1])
+    jobs.run_until_idle(conn, app.config)
+    lines = {line.name: line for line in importing.lines_of(importing.get_import(conn, import_id))}
+    assert lines["ok.dcm"].result == "quarantined"
+    assert lines["ok.dcm/y.dcm"].result == "failed" and "has this name already" in lines["ok.dcm/y.dcm"].reason

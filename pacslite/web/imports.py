@@ -24,7 +24,7 @@ IMPORTERS = ("technologist",)
 def import_new() -> Any:
     if request.method == "GET":
         return render_template("imports/new.html", values={})
-    uploads = [(f.filename or "", f.read()) for f in request.files.getlist("files") if f.filename]
+    uploads = [(f.filename or "", f.save) for f in request.files.getlist("files") if f.filename]
     if not uploads:
         return render_template("imports/new.html", values=request.form,
                                error=gettext("Choose files, a folder or a ZIP.")), 400
