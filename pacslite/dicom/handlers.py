@@ -157,7 +157,8 @@ def on_accepted(event: events.Event, connections: Connections) -> None:
         log.warning("refused %s to %s@%s", ", ".join(a for a, _ in refused), source.calling_ae, source.address)
 
 
-def on_closed(event: events.Event, connections: Connections, abandon: Callable[[Any], int]) -> None:
-    """The connection ended: what it was still sending is removed, its database connection closed."""
-    abandon(event.assoc)
-    connections.close(event.assoc)
+def on_ended(connections: Connections, abandon: Callable[[Any], int], assoc: Any) -> None:
+    """An association ended (released, aborted, timed out, killed): what it was still sending
+    is removed, its database connection closed."""
+    abandon(assoc)
+    connections.close(assoc)

@@ -13,6 +13,8 @@ must not fill its memory, freeze an association thread or lock the others out.
 - **Connections per address.** One address may hold at most ``DICOM_MAX_CONNECTIONS_PER_ADDRESS``
   connections; more are closed at once, so that one misbehaving host cannot take every
   association slot.
+- **The end of an association** calls a hook whatever ended it, so that what it leaves
+  behind is cleared.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ import socket
 import struct
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
+from pynetdicom.association import Association
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
@@ -114,11 +117,31 @@ class GuardedSocket(AssociationSocket):
             pass
 
 
+class EndingAssociation(Association):
+    """An association that calls ``on_end(self)`` when its thread ends, however it ends.
+
+    pynetdicom's connection-closed event is not raised on every path (an exception in its
+    reader kills the association without it), and what an association leaves behind (a
+    partly received file, a database connection) must go whatever happened.
+    """
+
+    on_end: Callable[[Any], object] | None = None
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.on_end is not None:
+                self.on_end(self)
+
+
 class GuardedRequestHandler(RequestHandler):
-    """Gives each accepted association a :class:`GuardedSocket`."""
+    """Gives each accepted association a :class:`GuardedSocket` and its end hook."""
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
+        assoc.__class__ = EndingAssociation  # the same object: not started yet
+        assoc.on_end = self.server.on_association_end
         sock = assoc.dul.socket
         sock.__class__ = GuardedSocket  # the same object, with the guarded recv
         sock.guard(float(self.server.network_timeout), int(self.ae.maximum_pdu_size))
@@ -128,9 +151,11 @@ class GuardedRequestHandler(RequestHandler):
 class GuardedServer(ThreadedAssociationServer):
     """The association server, with at most ``per_address`` live connections from one address."""
 
-    def __init__(self, *args: Any, per_address: int, network_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, per_address: int, network_timeout: float,
+                 on_association_end: Callable[[Any], object] | None = None, **kwargs: Any) -> None:
         self.per_address = per_address
         self.network_timeout = network_timeout
+        self.on_association_end = on_association_end
         self._live: dict[str, list[socket.socket]] = {}
         self._live_lock = threading.Lock()
         self._last_warning: dict[str, float] = {}

@@ -6,6 +6,7 @@ through the domain modules; this file only knows pynetdicom.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any, Mapping
@@ -137,12 +138,13 @@ class DicomServer:
             (evt.EVT_C_FIND, handlers.on_find, [self.connections, s]),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, handlers.on_accepted, [self.connections]),
-            (evt.EVT_CONN_CLOSE, handlers.on_closed, [self.connections, receive.ReceiveFile.abandon]),
         ]
         server = ae.make_server((s["DICOM_HOST"], s["DICOM_PORT"]), evt_handlers=bound,
                                 server_class=network.GuardedServer,
                                 per_address=s["DICOM_MAX_CONNECTIONS_PER_ADDRESS"],
-                                network_timeout=s["DICOM_NETWORK_TIMEOUT"])
+                                network_timeout=s["DICOM_NETWORK_TIMEOUT"],
+                                on_association_end=functools.partial(handlers.on_ended, self.connections,
+                                                                     receive.ReceiveFile.abandon))
         ae._servers.append(server)  # as AE.start_server does: server.shutdown() takes it out again
         threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
         self._server = server
