@@ -3,7 +3,8 @@
 
 Generates N synthetic 512×512 16-bit CT images of one registered exam and sends them with
 DCMTK's storescu over 1 and over 4 parallel associations to each receiver, each time into an
-empty store. Prints images/s and the ratios pacslite/Orthanc and pacslite/storescp.
+empty store. Prints images/s and the ratios pacslite/Orthanc and pacslite/storescp, and what
+the full-dataset check (every element parsed before 0x0000) costs an image.
 
     bin/bench              # installs dcmtk, orthanc and iproute2, then runs this with N=500
     .venv/bin/python bench/ingest.py --count 1000
@@ -17,10 +18,13 @@ exam; storescp writes files without fsync; Orthanc runs with its defaults (SyncS
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,6 +161,34 @@ def run_orthanc(work: Path, files: list[Path], parallel: int) -> Result:
     return checked("Orthanc", stored, files, seconds)
 
 
+# ---------------------------------------------------------------- the full-dataset check's share
+
+def check_cost(work: Path, files: list[Path]) -> tuple[float, float]:
+    """Median milliseconds, per image, of the full-dataset check (wellformed.check_file) and of
+    the whole ingest that includes it (filing.ingest, in this process, into a fresh store)."""
+    from pacslite import create_app, db, filing, storage, wellformed
+    from pacslite.index import Source
+    from tests.conftest import HOST_DISK_INDEPENDENT
+    with contextlib.redirect_stdout(io.StringIO()):  # its first start prints an admin password
+        app = create_app({"INSTANCE_DIR": str(work / "check-cost"), **HOST_DISK_INDEPENDENT})
+    store = app.config["STORAGE_DIR"]
+    conn = db.connect(app.config["DATABASE"])
+    checks, ingests = [], []
+    try:
+        for path in files:
+            tmp = storage.tmp_dir(store) / path.name
+            shutil.copyfile(path, tmp)
+            started = time.perf_counter()
+            wellformed.check_file(tmp)
+            checks.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            filing.ingest(conn, store, tmp, Source("BENCH", "127.0.0.1"))
+            ingests.append(time.perf_counter() - started)
+    finally:
+        conn.close()
+    return statistics.median(checks) * 1000, statistics.median(ingests) * 1000
+
+
 # ---------------------------------------------------------------- the run
 
 def make_study(directory: Path, count: int, accession: str) -> list[Path]:
@@ -227,6 +259,12 @@ def main() -> None:
         for other in ("Orthanc", "storescp"):
             print(f"{'pacslite/' + other:<22}" + "".join(f"{rates['pacslite'][n] / rates[other][n]:12.2f}"
                                                        for n in PARALLEL))
+        check, ingest = check_cost(work, files)
+        print()
+        print(f"full-dataset check (wellformed.check_file): {check:.3f} ms an image, {100 * check / ingest:.1f} %"
+              f" of ingest's {ingest:.2f} ms (in-process, median); at the 1-association rate above an image"
+              f" takes {1000 / rates['pacslite'][1]:.2f} ms, so the check is"
+              f" {100 * check * rates['pacslite'][1] / 1000:.1f} % of it")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -8,8 +8,9 @@ must not fill its memory, freeze an association thread or lock the others out.
   most the maximum PDU length pacslite announced; anything longer is answered with an
   A-ABORT at once and the connection closed, without reading the body.
 - **Slow peers.** The accepted socket has no timeout, so a peer that sent half a PDU and
-  stopped held an association thread for ever. Here each PDU must arrive whole within the
-  network timeout, and sends time out too.
+  stopped held an association thread for ever. Here a receive or a send that waits longer
+  than the network timeout fails (kernel socket timeouts), and a PDU still incomplete after
+  the network timeout is dropped at its next receive (no trickling a byte at a time).
 - **Connections per address.** One address may hold at most ``DICOM_MAX_CONNECTIONS_PER_ADDRESS``
   connections; more are closed at once, so that one misbehaving host cannot take every
   association slot.
@@ -58,9 +59,14 @@ class GuardedSocket(AssociationSocket):
     _deadline: float = 0.0
 
     def guard(self, network_timeout: float, max_pdu: int) -> None:
+        """Kernel timeouts on the (blocking) socket: a peer silent for ``network_timeout`` makes
+        a receive or a send fail, at no cost per call (a Python socket timeout would poll first)."""
         self.network_timeout, self.max_pdu = network_timeout, max_pdu
         if self.socket is not None:
-            self.socket.settimeout(network_timeout)  # sends to a peer that stopped reading end too
+            seconds = int(network_timeout)
+            timeval = struct.pack("ll", seconds, int((network_timeout - seconds) * 1e6))
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
     def _cap(self, pdu_type: int) -> int:
         if self.assoc.dul.state_machine.current_state == "Sta2":  # awaiting the A-ASSOCIATE-RQ
@@ -70,19 +76,15 @@ class GuardedSocket(AssociationSocket):
         return ASSOCIATE_RQ_CAP
 
     def _recv_until_deadline(self, count: int) -> bytearray:
-        """Up to ``count`` bytes, all before the PDU's deadline (TimeoutError otherwise)."""
+        """Up to ``count`` bytes. Each receive waits at most the network timeout (the socket's
+        own); a peer that trickles a byte now and then is cut off once the PDU's deadline passed."""
         sock = self.socket
         assert sock is not None
         data = bytearray()
         while len(data) < count:
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() > self._deadline:
                 raise TimeoutError(f"the peer sent {len(data)} of {count} bytes within {self.network_timeout} s")
-            sock.settimeout(remaining)
-            try:
-                chunk = sock.recv(min(count - len(data), 65536))
-            finally:
-                sock.settimeout(self.network_timeout)
+            chunk = sock.recv(min(count - len(data), 65536))
             if not chunk:
                 break
             data += chunk
