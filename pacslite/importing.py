@@ -195,16 +195,16 @@ class DicomFile:
 
 
 def _starts_like_dicom(path: Path) -> bool:
-    """Whether the first element is a plausible one: group 0002 after a preamble, else an even
-    group of a data set (read either way round). Spares pydicom from "reading" gigabytes of
-    zeros, which it would take as millions of empty elements."""
+    """Whether the first element (after the preamble, if there is one) is in a plausible group:
+    even, from 0002 (file meta) to 7FE0 (pixel data), read either way round. Spares pydicom
+    from "reading" gigabytes of zeros, which it would take as millions of empty elements."""
     with open(path, "rb") as handle:
-        head = handle.read(136)
-    if head[128:132] == b"DICM":
-        return head[132:134] == b"\x02\x00"
-    if len(head) < 8:
+        head = handle.read(140)
+    start = 132 if head[128:132] == b"DICM" else 0
+    if len(head) < start + 8:
         return False
-    groups = (int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big"))
+    first = head[start:start + 2]
+    groups = (int.from_bytes(first, "little"), int.from_bytes(first, "big"))
     return any(2 <= group <= 0x7FE0 and group % 2 == 0 for group in groups)
 
 
