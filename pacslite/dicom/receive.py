@@ -3,10 +3,10 @@ owned by its association until the store handler claims it.
 
 A file that no handler claims (the peer aborted or closed the connection in the middle of a
 transfer, sent more than was answered, or a request pynetdicom could not serve) is removed as
-soon as the association ends, not at the next start (219 MB from one peer filled a small disk until a restart). While
-it is written, the store's high-water mark is checked every few megabytes: a transfer that
-would cross it is cut off (the partial file removed at once, the rest of the dataset read
-and dropped) and answered 0xA700.
+soon as the association ends, not at the next start (219 MB from one peer filled a small
+disk until a restart). While it is written, the store's high-water mark is checked every few
+megabytes: a transfer that would cross it is cut off (the partial file removed at once, the
+rest of the dataset read and dropped) and answered 0xA700.
 """
 from __future__ import annotations
 
