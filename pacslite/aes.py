@@ -19,8 +19,13 @@ from .validation import AE_TITLE_PATTERN, N_, NotFound, ValidationError, choice,
 
 #: Worklist character sets a modality may be configured for: DICOM term → what pydicom encodes.
 CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
+#: What a configured AE may do over DICOM (verification is always allowed).
+RIGHTS = ("store", "worklist", "query", "retrieve", "mpps", "commitment")
+#: A modality's rights: what ``ae add`` gives without ``--may``, and what a caller gets when
+#: any caller is accepted (DICOM_ACCEPT_ANY_CALLER).
+MODALITY_RIGHTS = ("store", "worklist", "mpps", "commitment")
 REJECTION_REASONS = ("unknown_calling_ae", "wrong_called_ae")
-FIELDS = ("ae_title", "host", "port", "name", "location", "charset")
+FIELDS = ("ae_title", "host", "port", "name", "location", "charset", "rights")
 
 
 def clean_ae(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,7 +42,23 @@ def clean_ae(data: Mapping[str, Any]) -> dict[str, Any]:
         raise ValidationError("port", N_("A number from 1 to 65535."))
     return {"ae_title": ae_title, "host": host, "port": port,
             "name": text(data, "name", max_length=64), "location": text(data, "location", max_length=64),
-            "charset": choice(data, "charset", CHARSETS, required=False, default=CHARSETS[0])}
+            "charset": choice(data, "charset", CHARSETS, required=False, default=CHARSETS[0]),
+            "rights": clean_rights(data.get("rights", MODALITY_RIGHTS))}
+
+
+def clean_rights(value: Any) -> str:
+    """Rights as stored (comma-separated, in RIGHTS order) from a list or a comma-separated text."""
+    given = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
+    unknown = [v for v in given if v not in RIGHTS]
+    if unknown:
+        raise ValidationError("rights", N_("Rights are store, worklist, query, retrieve, mpps and commitment."))
+    return ",".join(r for r in RIGHTS if r in given)
+
+
+def rights_of(conn: sqlite3.Connection, ae_title: str) -> frozenset[str] | None:
+    """What a configured AE may do; None when it is not configured."""
+    row = find_ae(conn, ae_title)
+    return None if row is None else frozenset(r for r in row["rights"].split(",") if r)
 
 
 def list_aes(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -72,22 +93,24 @@ def add_ae(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]
     with transaction(conn):
         if find_ae(conn, fields["ae_title"]) is not None:
             raise ValidationError("ae_title", N_("This AE title is configured already."))
-        conn.execute("INSERT INTO application_entities (ae_title, host, port, name, location, charset, created_at,"
-                     " updated_at) VALUES (:ae_title, :host, :port, :name, :location, :charset, :now, :now)",
-                     {**fields, "now": now})
+        conn.execute("INSERT INTO application_entities (ae_title, host, port, name, location, charset, rights,"
+                     " created_at, updated_at) VALUES (:ae_title, :host, :port, :name, :location, :charset, :rights,"
+                     " :now, :now)", {**fields, "now": now})
         audit.record(conn, actor, "ae.add", f"ae:{fields['ae_title']}", detail=fields)
     return get_ae(conn, fields["ae_title"])
 
 
 def update_ae(conn: sqlite3.Connection, actor: audit.Actor, ae_title: str, data: Mapping[str, Any]) -> sqlite3.Row:
-    """Change a modality's settings; its AE title stays (remove and add to rename)."""
-    fields = clean_ae({**data, "ae_title": ae_title})
+    """Change a modality's settings; its AE title stays (remove and add to rename). What
+    ``data`` leaves out stays as it is."""
     with transaction(conn):
         before = get_ae(conn, ae_title)
+        fields = clean_ae({**{k: before[k] for k in FIELDS}, **data, "ae_title": ae_title})
         changed = {k: (before[k], fields[k]) for k in FIELDS if before[k] != fields[k]}
         if changed:
             conn.execute("UPDATE application_entities SET host = :host, port = :port, name = :name,"
-                         " location = :location, charset = :charset, updated_at = :now WHERE id = :id",
+                         " location = :location, charset = :charset, rights = :rights, updated_at = :now"
+                         " WHERE id = :id",
                          {**fields, "now": clock.to_db(clock.now()), "id": before["id"]})
             audit.record(conn, actor, "ae.update", f"ae:{ae_title}",
                          detail={"before": {k: v[0] for k, v in changed.items()},

@@ -7,7 +7,7 @@ import sqlite3
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 from flask import Flask, current_app
@@ -90,6 +90,10 @@ def audit_verify(anchors: str | None) -> None:
     click.echo(f"audit log intact: {total} rows")
 
 
+MAY_HELP = ("What it may use, comma-separated: " + ", ".join(aes.RIGHTS)
+            + f" (default for a new AE: a modality's, {','.join(aes.MODALITY_RIGHTS)}).")
+
+
 @ae_cli.command("add")
 @click.argument("ae_title")
 @click.option("--host", default="", help="Host name or IP address of the modality.")
@@ -97,13 +101,32 @@ def audit_verify(anchors: str | None) -> None:
 @click.option("--name", default="", help="A name people recognise, e.g. 'CT room 1'.")
 @click.option("--location", default="", help="Where it stands.")
 @click.option("--charset", default=aes.CHARSETS[0], type=click.Choice(aes.CHARSETS), show_default=True,
-              help="Character set of its worklist answers.")
-def ae_add(ae_title: str, host: str, port: int, name: str, location: str, charset: str) -> None:
-    """Allow the modality AE_TITLE to send images and query the worklist."""
+              help="Character set of its worklist and query answers.")
+@click.option("--may", default=",".join(aes.MODALITY_RIGHTS), help=MAY_HELP)
+def ae_add(ae_title: str, host: str, port: int, name: str, location: str, charset: str, may: str) -> None:
+    """Allow the AE AE_TITLE (a modality or a workstation) to connect for what it may use."""
     with _connection() as conn:
         ae = aes.add_ae(conn, CLI_ACTOR, {"ae_title": ae_title, "host": host, "port": port, "name": name,
-                                          "location": location, "charset": charset})
-    click.echo(f"added modality {ae['ae_title']} ({ae['host'] or 'any host'}:{ae['port']}, {ae['charset']})")
+                                          "location": location, "charset": charset, "rights": may})
+    click.echo(f"added modality {ae['ae_title']} ({ae['host'] or 'any host'}:{ae['port']}, {ae['charset']},"
+               f" may {ae['rights'] or 'nothing but echo'})")
+
+
+@ae_cli.command("update")
+@click.argument("ae_title")
+@click.option("--host", help="Host name or IP address.")
+@click.option("--port", type=int, help="Its DICOM port.")
+@click.option("--name", help="A name people recognise.")
+@click.option("--location", help="Where it stands.")
+@click.option("--charset", type=click.Choice(aes.CHARSETS), help="Character set of its answers.")
+@click.option("--may", help=MAY_HELP.replace("default for a new AE", "a new AE gets"))
+def ae_update(ae_title: str, **given: Any) -> None:
+    """Change what is given for the AE AE_TITLE; the rest stays."""
+    changes = {("rights" if k == "may" else k): v for k, v in given.items() if v is not None}
+    with _connection(missing=f"no modality {ae_title}") as conn:
+        ae = aes.update_ae(conn, CLI_ACTOR, ae_title, changes)
+    click.echo(f"updated {ae['ae_title']} ({ae['host'] or 'any host'}:{ae['port']}, {ae['charset']},"
+               f" may {ae['rights'] or 'nothing but echo'})")
 
 
 @ae_cli.command("list")
@@ -112,7 +135,8 @@ def ae_list() -> None:
     with _connection() as conn:
         rows = aes.list_aes(conn)
     for ae in rows:
-        click.echo(f"{ae['ae_title']:<16}  {ae['host'] or '-'}:{ae['port']}  {ae['charset']}  {ae['name']}")
+        click.echo(f"{ae['ae_title']:<16}  {ae['host'] or '-'}:{ae['port']}  {ae['charset']}  {ae['rights'] or '-'}"
+                   f"  {ae['name']}")
 
 
 @ae_cli.command("remove")

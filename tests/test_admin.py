@@ -86,3 +86,23 @@ def test_admin_manages_modalities_and_bad_input_changes_nothing(conn, client_as)
     assert admin.get(f"/admin/modalities/{ct['id']}").status_code == 404
     actions = [r["action"] for r in audit.search(conn, actor="boss")]
     assert (actions.count("ae.add"), actions.count("ae.update"), actions.count("ae.remove")) == (1, 1, 1)
+
+
+def test_an_ae_may_use_what_the_admin_ticks(conn, client_as) -> None:
+    """Issue 14: rights per AE on the Modalities page."""
+    admin = client_as("admin", username="boss2")
+    form = admin.get("/admin/modalities/new").get_data(as_text=True)
+    assert 'name="rights" value="store" checked' in form and 'name="rights" value="query" >' in form
+    assert post(admin, "/admin/modalities/new", {"ae_title": "READ01", "port": "104", "rights_given": "1",
+                                                 "rights": ["query", "retrieve"]}).status_code == 302
+    assert aes.get_ae(conn, "READ01")["rights"] == "query,retrieve"
+    ae_id = aes.get_ae(conn, "READ01")["id"]
+    assert post(admin, f"/admin/modalities/{ae_id}", {"port": "104", "rights_given": "1"}).status_code == 302
+    assert aes.rights_of(conn, "READ01") == frozenset()  # nothing ticked: nothing but echo
+    assert post(admin, f"/admin/modalities/{ae_id}", {"port": "104", "rights_given": "1",
+                                                     "rights": ["everything"]}).status_code == 400
+    # the one-click "add" of a refused caller gives a modality's rights
+    assert post(admin, "/admin/modalities/new", {"ae_title": "CT09", "host": "10.0.0.9", "port": "104"}).status_code == 302
+    assert aes.rights_of(conn, "CT09") == frozenset(aes.MODALITY_RIGHTS)
+    page = admin.get("/admin/modalities").get_data(as_text=True)
+    assert "Send images, Query the worklist" in page

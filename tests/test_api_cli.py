@@ -119,10 +119,17 @@ def test_cli_user_add_and_token_create(tmp_path) -> None:
 def test_cli_configures_modalities_and_refuses_bad_input(tmp_path) -> None:
     instance = tmp_path / "instance"
     added = flask_cli(instance, "ae", "add", "CT01", "--host", "10.1.2.3", "--port", "4006", "--charset", "GB18030")
-    assert added.returncode == 0 and "added modality CT01 (10.1.2.3:4006, GB18030)" in added.stdout, added.stderr
-    for bad in (["CT01"], ["BAD\\AE"], ["CT02", "--port", "0"], ["CT02", "--charset", "SJIS"]):
+    assert added.returncode == 0 and "added modality CT01 (10.1.2.3:4006, GB18030, may store,worklist,mpps,commitment)" \
+        in added.stdout, added.stderr  # without --may: a modality's rights
+    station = flask_cli(instance, "ae", "add", "READ01", "--may", "query,retrieve")
+    assert station.returncode == 0 and "may query,retrieve" in station.stdout, station.stderr
+    updated = flask_cli(instance, "ae", "update", "READ01", "--port", "11113", "--may", "retrieve,query,store")
+    assert updated.returncode == 0 and "(any host:11113, ISO_IR 192, may store,query,retrieve)" in updated.stdout
+    for bad in (["CT01"], ["BAD\\AE"], ["CT02", "--port", "0"], ["CT02", "--charset", "SJIS"], ["CT02", "--may", "all"]):
         refused = flask_cli(instance, "ae", "add", *bad)
         assert refused.returncode != 0 and "Error" in refused.stderr, bad
+    assert "no modality NOPE" in flask_cli(instance, "ae", "update", "NOPE", "--may", "query").stderr
+    assert flask_cli(instance, "ae", "remove", "READ01").returncode == 0
     listed = flask_cli(instance, "ae", "list")
     assert [line.split()[0] for line in listed.stdout.splitlines() if line.strip()] == ["CT01"]
     missing = flask_cli(instance, "ae", "remove", "NOPE")

@@ -420,3 +420,31 @@ def test_a_flood_of_unknown_callers_stays_bounded_and_real_refusals_stay_visible
     rejections = page[page.index('id="rejections"'):page.index('id="refused-services"')]
     assert "NEWCT" in rejections and "127.0.0.2" in rejections and "other AE titles" in rejections
     assert rejections.count("Add as modality") <= aes.REFUSAL_ROWS_PER_ADDRESS + 1
+
+
+def test_each_ae_is_offered_only_what_it_may_use(pacs) -> None:
+    """Issue 14: a workstation may query and retrieve, a modality store and read the worklist;
+    what an AE may not use is refused as "not permitted" and listed."""
+    from pacslite import aes, audit
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+    conn = pacs.conn()
+    try:
+        aes.add_ae(conn, audit.SYSTEM, {"ae_title": "WLONLY", "host": "127.0.0.1", "rights": "worklist"})
+        aes.add_ae(conn, audit.SYSTEM, {"ae_title": "STOREONLY", "host": "127.0.0.1", "rights": ["store"]})
+    finally:
+        conn.close()
+    worklist = str(ModalityWorklistInformationFind)
+    contexts = [(hostile.VERIFICATION, [hostile.IMPLICIT]), (str(CTImageStorage), [hostile.EXPLICIT]),
+                (worklist, [hostile.IMPLICIT]), (CSA_NON_IMAGE, [hostile.EXPLICIT])]
+    for calling, offered in (("WLONLY", {hostile.VERIFICATION, worklist}),
+                             ("STOREONLY", {hostile.VERIFICATION, str(CTImageStorage), CSA_NON_IMAGE})):
+        assoc = hostile.associate(pacs.port, contexts, calling=calling)
+        assert {assoc.abstract[cid] for cid in assoc.accepted} == offered, calling
+        assoc.release()
+    refused = {(r[0], r[1]): r[2] for r in pacs.query(
+        "SELECT calling_ae, abstract_syntax, reason FROM refused_contexts WHERE calling_ae IN ('WLONLY', 'STOREONLY')")}
+    assert refused == {("WLONLY", str(CTImageStorage)): "not_permitted",
+                       ("WLONLY", CSA_NON_IMAGE): "abstract_syntax_not_supported",  # private storage: a store right
+                       ("STOREONLY", worklist): "not_permitted"}, refused
+    page = admin_client(pacs).get("/admin/modalities").get_data(as_text=True)
+    assert "Not permitted for this AE" in page[page.index('id="refused-services"'):]

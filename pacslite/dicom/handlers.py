@@ -149,7 +149,9 @@ CONTEXT_REFUSALS = {0x01: "rejected_by_user", 0x02: "rejected", 0x03: "abstract_
 
 def on_accepted(event: events.Event, connections: Connections) -> None:
     """Record the services (presentation contexts) the association asked for and was refused."""
-    refused = [(names.printable(str(cx.abstract_syntax))[:64], CONTEXT_REFUSALS.get(cx.result, "rejected"))
+    withheld = getattr(event.assoc, "pacslite_withheld", set())  # offered to others, not to this AE
+    refused = [(names.printable(str(cx.abstract_syntax))[:64],
+                "not_permitted" if str(cx.abstract_syntax) in withheld else CONTEXT_REFUSALS.get(cx.result, "rejected"))
                for cx in event.assoc.rejected_contexts]
     if refused:
         source = source_of(event)

@@ -70,6 +70,23 @@ def accept_private_storage(assoc: Any) -> None:
         acceptor.supported_contexts = [*acceptor.supported_contexts, *added]
 
 
+#: The services each right opens (verification is open to every accepted caller).
+RIGHT_SERVICES: dict[str, frozenset[str]] = {
+    "store": frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
+    "worklist": frozenset({str(ModalityWorklistInformationFind)}),
+}
+
+
+def offer_only(assoc: Any, rights: frozenset[str]) -> None:
+    """Support, for this association, only the services its AE may use; remember the others
+    (its refused contexts are then listed as "not permitted", not "not supported")."""
+    acceptor = assoc.acceptor
+    allowed = {str(Verification)}.union(*(RIGHT_SERVICES.get(r, frozenset()) for r in rights))
+    offered = acceptor.supported_contexts
+    assoc.pacslite_withheld = {str(cx.abstract_syntax) for cx in offered if str(cx.abstract_syntax) not in allowed}
+    acceptor.supported_contexts = [cx for cx in offered if str(cx.abstract_syntax) in allowed]
+
+
 class DicomServer:
     """The listening AE. ``start()`` returns once it accepts connections; ``stop()`` closes it."""
 
@@ -79,15 +96,16 @@ class DicomServer:
         self.connections = handlers.Connections(self.database)
         self._server: Any = None
 
-    def allowed_callers(self) -> list[str] | None:
-        """Configured AE titles, or None when the setting accepts any caller."""
-        if self.settings["DICOM_ACCEPT_ANY_CALLER"]:
-            return None
+    def rights_of(self, calling: str) -> frozenset[str] | None:
+        """What the calling AE may do; None when it may not connect at all."""
         conn = db.connect(self.database)
         try:
-            return aes.known_titles(conn)
+            rights = aes.rights_of(conn, calling)
         finally:
             conn.close()
+        if rights is None and self.settings["DICOM_ACCEPT_ANY_CALLER"]:
+            return frozenset(aes.MODALITY_RIGHTS)
+        return rights
 
     def _make_ae(self) -> AE:
         s = self.settings
@@ -107,7 +125,8 @@ class DicomServer:
         return ae
 
     def _on_requested(self, event: Any) -> None:
-        """Refuse a wrong called AE title or an unknown caller, after recording the attempt.
+        """Refuse a wrong called AE title or an unknown caller, after recording the attempt;
+        offer an accepted caller only the services it may use.
 
         Done here rather than by pynetdicom's own checks so that the attempt is committed
         before the caller hears "rejected" (pynetdicom lets EVT_REQUESTED send the reject).
@@ -115,13 +134,14 @@ class DicomServer:
         primitive = event.assoc.requestor.primitive
         calling = str(primitive.calling_ae_title).strip()
         called = str(primitive.called_ae_title).strip()
-        allowed = self.allowed_callers()
+        rights = self.rights_of(calling)
         if called != self.settings["AE_TITLE"]:
             reason, diagnostic = "wrong_called_ae", 0x07
-        elif allowed is not None and calling not in allowed:
+        elif rights is None:
             reason, diagnostic = "unknown_calling_ae", 0x03
         else:
-            if self.settings["DICOM_ACCEPT_PRIVATE_STORAGE"]:
+            offer_only(event.assoc, rights)
+            if "store" in rights and self.settings["DICOM_ACCEPT_PRIVATE_STORAGE"]:
                 accept_private_storage(event.assoc)
             return
         handlers.record_refusal(event, self.database, reason)

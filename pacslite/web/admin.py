@@ -115,7 +115,10 @@ def _ae_or_404(ae_id: int) -> Any:
 
 
 def _ae_form() -> dict[str, Any]:
-    return {k: request.form.get(k, "") for k in AE_FORM_FIELDS}
+    values: dict[str, Any] = {k: request.form.get(k, "") for k in AE_FORM_FIELDS}
+    if request.form.get("rights_given"):  # the form's checkboxes (none ticked: no rights)
+        values["rights"] = request.form.getlist("rights")
+    return values  # the one-click "add" of a refused caller has none: a modality's rights
 
 
 def _ae_page(template: str, values: dict[str, Any], errors: dict[str, str], **extra: Any) -> Any:
@@ -135,7 +138,7 @@ def ae_list() -> Any:
 @access.allow(*ADMIN)
 def ae_new() -> Any:
     """The add form; also the one-click "add" of a refused caller (its values come with the POST)."""
-    values: dict[str, Any] = {"port": 104, "charset": aes.CHARSETS[0]}
+    values: dict[str, Any] = {"port": 104, "charset": aes.CHARSETS[0], "rights": list(aes.MODALITY_RIGHTS)}
     errors: dict[str, str] = {}
     if request.method == "POST":
         values = _ae_form()
@@ -144,8 +147,7 @@ def ae_new() -> Any:
         except ValidationError as exc:
             errors = errors_of(exc)
         else:
-            flash(gettext("Modality %(ae)s added: it may now send images and query the worklist.", ae=ae["ae_title"]),
-                  "success")
+            flash(gettext("%(ae)s added: it may now connect for what it may use.", ae=ae["ae_title"]), "success")
             return redirect(url_for("admin.ae_list"))
     return _ae_page("admin/modality_form.html", values, errors, ae=None)
 
