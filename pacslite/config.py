@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     # Largest PDU pacslite receives (longer ones are aborted); 0 = none announced (16 MiB still
     # refused). 128 KiB is the largest DCMTK sends.
     "DICOM_MAX_PDU": 131072,
+    # A Query/Retrieve C-FIND answers at most this many matches, then a warning (0xB001).
+    "QR_MAX_ANSWERS": 1000,
     "DICOM_ACSE_TIMEOUT": 30,
     "DICOM_DIMSE_TIMEOUT": 60,
     # A peer silent this long (mid-PDU, before associating, or idle) is dropped.

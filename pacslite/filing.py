@@ -74,8 +74,8 @@ class Outcome:
 # ---------------------------------------------------------------- reading
 
 _TAGS = ["SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
-         "AccessionNumber", "PatientID", "PatientName", "PatientSex", "PatientBirthDate", "StudyDate",
-         "StudyDescription", "Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber",
+         "AccessionNumber", "PatientID", "PatientName", "PatientSex", "PatientBirthDate", "StudyDate", "StudyTime",
+         "StudyID", "StudyDescription", "Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber",
          "DerivationDescription"]
 
 
@@ -123,7 +123,8 @@ def read_header(path: Path) -> Header:
             accession_number=_text(ds, "AccessionNumber"), patient_id=_text(ds, "PatientID"),
             patient_name=_text(ds, "PatientName"), name_groups=_name_groups(ds),
             patient_sex=_text(ds, "PatientSex").upper(), patient_birth_date=_text(ds, "PatientBirthDate"),
-            study_date=_text(ds, "StudyDate"), study_description=_text(ds, "StudyDescription"),
+            study_date=_text(ds, "StudyDate"), study_time=_text(ds, "StudyTime"), study_id=_text(ds, "StudyID"),
+            study_description=_text(ds, "StudyDescription"),
             modality=_text(ds, "Modality"), series_number=_text(ds, "SeriesNumber"),
             series_description=_text(ds, "SeriesDescription"), instance_number=_text(ds, "InstanceNumber"),
             derivation_description=_text(ds, "DerivationDescription"))

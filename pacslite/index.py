@@ -10,6 +10,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+#: What a peer may find and retrieve (SQL on ``studies s``): filed studies, not rejected.
+#: Quarantined studies may belong to someone else and are never answered as a patient's images.
+VISIBLE = "s.exam_ref IS NOT NULL AND s.rejected_at IS NULL"
+
 QUARANTINE_REASONS = ("no_accession", "unknown_accession", "patient_id_mismatch", "demographics_mismatch",
                       "exam_cancelled", "duplicate_conflict")
 
@@ -30,6 +34,8 @@ class Header:
     patient_sex: str = ""
     patient_birth_date: str = ""
     study_date: str = ""
+    study_time: str = ""
+    study_id: str = ""
     study_description: str = ""
     modality: str = ""
     series_number: str = ""
@@ -79,13 +85,14 @@ def _header_columns(header: Header) -> dict[str, str]:
 def add_study(conn: sqlite3.Connection, header: Header, source: Source, at: str, placement: Placement) -> sqlite3.Row:
     conn.execute(
         "INSERT INTO studies (study_instance_uid, exam_ref, quarantine_reason, quarantine_detail, accession_number,"
-        " patient_id, patient_name, patient_sex, patient_birth_date, study_date, study_description, calling_ae,"
-        " address, first_received_at, last_received_at) VALUES (:uid, :exam_ref, :reason, :detail, :accession_number,"
-        " :patient_id, :patient_name, :patient_sex, :patient_birth_date, :study_date, :study_description,"
-        " :calling_ae, :address, :at, :at)",
+        " patient_id, patient_name, patient_sex, patient_birth_date, study_date, study_time, study_id,"
+        " study_description, calling_ae, address, first_received_at, last_received_at) VALUES (:uid, :exam_ref,"
+        " :reason, :detail, :accession_number, :patient_id, :patient_name, :patient_sex, :patient_birth_date,"
+        " :study_date, :study_time, :study_id, :study_description, :calling_ae, :address, :at, :at)",
         {**_header_columns(header), "uid": header.study_instance_uid, "exam_ref": placement.exam_ref,
          "reason": placement.reason, "detail": json.dumps(placement.detail, ensure_ascii=False),
-         "study_date": header.study_date, "study_description": header.study_description,
+         "study_date": header.study_date, "study_time": header.study_time, "study_id": header.study_id,
+         "study_description": header.study_description,
          "calling_ae": source.calling_ae, "address": source.address, "at": at})
     study = find_study(conn, header.study_instance_uid)
     assert study is not None

@@ -142,3 +142,10 @@ def same_person_name(header_groups: tuple[str, ...], registered: str) -> bool | 
         elif _words(group) == _words(registered):
             return True
     return False
+
+
+def for_charset(charset: str, value: str) -> str:
+    """Text in a form a DICOM character set can carry: Latin-1 gets pinyin for ideographs."""
+    if charset == "ISO_IR 100" and is_chinese(value):
+        return pinyin_of(value)[0].upper()
+    return value

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
 from . import names
 
 #: Longer query values are refused (0xA900): no DICOM string VR is longer than 64 characters
@@ -119,3 +122,26 @@ def date_range(query: str) -> tuple[date | None, date | None]:
         return day, day
     start, _, end = query.partition("-")
     return (_parse_date(start) if start else None), (_parse_date(end) if end else None)
+
+
+def restrict(full: Dataset, requested: Dataset, top: bool = True) -> Dataset:
+    """An answer with only the keys the query asked for, each filled or empty; an empty
+    sequence item asks for all of the sequence's attributes."""
+    out = Dataset()
+    for element in requested:
+        keyword = element.keyword
+        if not keyword or keyword == "SpecificCharacterSet":
+            continue
+        if element.VR == "SQ":
+            ours = full.get(keyword)
+            if ours and element.value and len(element.value[0]):
+                setattr(out, keyword, Sequence([restrict(ours[0], element.value[0], top=False)]))
+            else:
+                setattr(out, keyword, ours if ours is not None else Sequence())
+        elif keyword in full:
+            setattr(out, keyword, full[keyword].value)
+        else:
+            out.add_new(element.tag, element.VR, None)
+    if top:
+        out.SpecificCharacterSet = full.SpecificCharacterSet
+    return out

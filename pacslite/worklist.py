@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from . import clock, names, patients
-from .query import date_range, matches_name, matches_text
+from .query import date_range, matches_name, matches_text, restrict
 
 SPS = "ScheduledProcedureStepSequence"
 
@@ -52,13 +52,6 @@ def find(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Data
             and matches_name(name, row["patient_name"])]
 
 
-def _text_for(charset: str, value: str) -> str:
-    """Text in a form the character set can carry: Latin-1 gets pinyin for ideographs."""
-    if charset == "ISO_IR 100" and names.is_chinese(value):
-        return names.pinyin_of(value)[0].upper()
-    return value
-
-
 def answer(exam: sqlite3.Row, settings: Mapping[str, Any], charset: str, station: str) -> Dataset:
     """Every worklist attribute pacslite knows for one exam."""
     local = clock.from_db(exam["scheduled_at"]).astimezone(clock.zone(settings["TIMEZONE"]))
@@ -71,7 +64,7 @@ def answer(exam: sqlite3.Row, settings: Mapping[str, Any], charset: str, station
     ds.PatientSex = exam["sex"]
     ds.AccessionNumber = exam["accession_number"]
     ds.RequestedProcedureID = exam["accession_number"]
-    ds.RequestedProcedureDescription = _text_for(charset, exam["procedure"])
+    ds.RequestedProcedureDescription = names.for_charset(charset, exam["procedure"])
     ds.StudyInstanceUID = exam["study_instance_uid"]
     physician = exam["requesting_physician"]
     ds.ReferringPhysicianName = names.dicom_person_name(physician, with_ideographs=ideographs) if physician else ""
@@ -83,32 +76,10 @@ def answer(exam: sqlite3.Row, settings: Mapping[str, Any], charset: str, station
     item.ScheduledProcedureStepStartDate = local.strftime("%Y%m%d")
     item.ScheduledProcedureStepStartTime = local.strftime("%H%M%S")
     item.ScheduledProcedureStepID = exam["accession_number"]
-    item.ScheduledProcedureStepDescription = _text_for(charset, exam["procedure"])
+    item.ScheduledProcedureStepDescription = names.for_charset(charset, exam["procedure"])
     item.ScheduledProcedureStepStatus = "SCHEDULED" if exam["instance_count"] == 0 else "STARTED"
     ds.ScheduledProcedureStepSequence = Sequence([item])
     return ds
-
-
-def _restrict(full: Dataset, requested: Dataset, top: bool = True) -> Dataset:
-    """Only the keys the query asked for, each filled or empty; an empty sequence item asks for all."""
-    out = Dataset()
-    for element in requested:
-        keyword = element.keyword
-        if not keyword or keyword == "SpecificCharacterSet":
-            continue
-        if element.VR == "SQ":
-            ours = full.get(keyword)
-            if ours and element.value and len(element.value[0]):
-                setattr(out, keyword, Sequence([_restrict(ours[0], element.value[0], top=False)]))
-            else:
-                setattr(out, keyword, ours if ours is not None else Sequence())
-        elif keyword in full:
-            setattr(out, keyword, full[keyword].value)
-        else:
-            out.add_new(element.tag, element.VR, None)
-    if top:
-        out.SpecificCharacterSet = full.SpecificCharacterSet
-    return out
 
 
 def query(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Dataset,
@@ -117,4 +88,4 @@ def query(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Dat
     station = _value(_sps_query(identifier), "ScheduledStationAETitle")
     station = "" if "*" in station or "?" in station else station
     for exam in find(conn, settings, identifier):
-        yield _restrict(answer(exam, settings, charset, station), identifier)
+        yield restrict(answer(exam, settings, charset, station), identifier)

@@ -93,6 +93,15 @@ def flask_cli(instance: Path, *args: str, stdin: str = "") -> subprocess.Complet
                           capture_output=True, text=True, timeout=60)
 
 
+def wait_for(condition: Any, what: str, seconds: float = 15) -> None:
+    """Poll ``condition`` (the state itself, not a delay) until it holds or ``seconds`` pass."""
+    import time
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -165,3 +165,17 @@ def findscu(port: int, keys: list[str], directory: Path, *, aet: str = "FINDSCU"
         args += ["-k", key]
     result = run([*args, "127.0.0.1", str(port)])
     return result, [dcmread(p) for p in sorted(directory.glob("rsp*.dcm"))]
+
+
+def qr_findscu(port: int, model: str, keys: list[str], directory: Path, *, aet: str = "WORKSTATION",
+               aec: str = "PACSLITE") -> tuple[subprocess.CompletedProcess, list[Dataset]]:
+    """A Query/Retrieve C-FIND (``model`` "P": patient root, "S": study root) with ``-k`` keys;
+    the answers as written by ``findscu -X``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("rsp*.dcm"):
+        old.unlink()
+    args = ["findscu", "-v", f"-{model}", "-X", "--output-directory", str(directory), "-aet", aet, "-aec", aec]
+    for key in keys:
+        args += ["-k", key]
+    result = run([*args, "127.0.0.1", str(port)])
+    return result, [dcmread(p) for p in sorted(directory.glob("rsp*.dcm"))]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import tempfile
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from pacslite import capacity, storage
 from tests import hostile
 from tests import server as pacs_server
-from tests.conftest import csrf_token, flask_cli
+from tests.conftest import csrf_token, flask_cli, wait_for
 from tests.dicomkit import dataset_bytes, make_ct
 
 CALLERS = ("HOSTILE", "FINDSCU", "STORESCU")
@@ -166,14 +165,6 @@ def test_silent_peers_are_dropped_and_one_address_cannot_take_every_slot(pacs) -
 
 def tmp_files(pacs: pacs_server.Pacs, store: Path | None = None) -> list[Path]:
     return [p for p in storage.tmp_dir(store or pacs.settings["STORAGE_DIR"]).iterdir() if p.is_file()]
-
-
-def wait_for(condition, what: str, seconds: float = 15) -> None:
-    """Poll ``condition`` (the state itself, not a delay) until it holds or ``seconds`` pass."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
 
 
 def half_sent_store(pacs: pacs_server.Pacs) -> hostile.Association:
@@ -353,6 +344,8 @@ def test_refused_services_are_listed_and_private_storage_is_accepted(pacs) -> No
                                               (PRINT_MANAGEMENT, [hostile.IMPLICIT])], calling="FINDSCU")
         assert set(assoc.accepted) == {1}
         assoc.release()
+    recorded = "SELECT attempts FROM refused_contexts WHERE abstract_syntax = ?"  # written after the accept
+    wait_for(lambda: [tuple(r) for r in pacs.query(recorded, PRINT_MANAGEMENT)] == [(2,)], "both are counted")
     [row] = pacs.query("SELECT calling_ae, address, reason, attempts FROM refused_contexts WHERE abstract_syntax = ?",
                        PRINT_MANAGEMENT)
     assert tuple(row) == ("FINDSCU", "127.0.0.1", "abstract_syntax_not_supported", 2)
@@ -441,6 +434,8 @@ def test_each_ae_is_offered_only_what_it_may_use(pacs) -> None:
         assoc = hostile.associate(pacs.port, contexts, calling=calling)
         assert {assoc.abstract[cid] for cid in assoc.accepted} == offered, calling
         assoc.release()
+    wait_for(lambda: len(pacs.query("SELECT 1 FROM refused_contexts WHERE calling_ae IN ('WLONLY', 'STOREONLY')")) == 3,
+             "the refusals are recorded (after the accept)")
     refused = {(r[0], r[1]): r[2] for r in pacs.query(
         "SELECT calling_ae, abstract_syntax, reason FROM refused_contexts WHERE calling_ae IN ('WLONLY', 'STOREONLY')")}
     assert refused == {("WLONLY", str(CTImageStorage)): "not_permitted",

@@ -13,9 +13,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 from pydicom.dataset import Dataset
 from pynetdicom import events
-from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (ModalityWorklistInformationFind,  # type: ignore[attr-defined]
+                                  PatientRootQueryRetrieveInformationModelFind,
+                                  StudyRootQueryRetrieveInformationModelFind)
 
-from .. import aes, db, filing, names, query, worklist
+from .. import aes, db, filing, names, qr, query, worklist
 from ..index import Source
 
 log = logging.getLogger(__name__)
@@ -104,29 +106,47 @@ def on_store(event: events.Event, connections: Connections, settings: Mapping[st
     return filing.SUCCESS
 
 
+#: The C-FIND information models pacslite answers, by SOP class.
+FIND_MODELS = {str(ModalityWorklistInformationFind): "worklist",
+               str(PatientRootQueryRetrieveInformationModelFind): qr.PATIENT_ROOT,
+               str(StudyRootQueryRetrieveInformationModelFind): qr.STUDY_ROOT}
+#: Warning (PS3.4 C.4.1.1.4): the response limit (QR_MAX_ANSWERS) was reached.
+FIND_TRUNCATED = 0xB001
+
+
+def _answers(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Any, model: str,
+             charset: str) -> Iterator[Any]:
+    if model == "worklist":
+        return worklist.query(conn, settings, identifier, charset)
+    return qr.find(conn, settings, identifier, model, charset)
+
+
 def on_find(event: events.Event, connections: Connections, settings: Mapping[str, Any]) -> Iterator[Any]:
-    """C-FIND on the Modality Worklist information model."""
-    if str(event.request.AffectedSOPClassUID) != ModalityWorklistInformationFind:
+    """C-FIND on the Modality Worklist or a Query/Retrieve information model. At most
+    QR_MAX_ANSWERS answers, then a warning: a broad query is never answered with everything."""
+    model = FIND_MODELS.get(str(event.request.AffectedSOPClassUID))
+    if model is None:
         yield FIND_UNABLE_TO_PROCESS, None
         return
     conn = connections.of(event.assoc)
     calling = source_of(event).calling_ae
+    limit = int(settings["QR_MAX_ANSWERS"])
     try:
-        identifier = event.identifier
-        answers = list(worklist.query(conn, settings, identifier, aes.charset_of(conn, calling)))
+        answers = _answers(conn, settings, event.identifier, model, aes.charset_of(conn, calling))
+        for count, answer in enumerate(answers):
+            if event.is_cancelled:
+                yield FIND_CANCELLED, None
+                return
+            if count == limit:
+                yield failure(FIND_TRUNCATED, f"more than {limit} matches: only the first {limit} were sent"), None
+                return
+            yield FIND_PENDING, answer
     except query.QueryError as exc:
-        log.warning("worklist query from %s refused: %s", calling, exc)
-        yield FIND_IDENTIFIER_MISMATCH, None
-        return
+        log.warning("%s query from %s refused: %s", model, calling, exc)
+        yield failure(FIND_IDENTIFIER_MISMATCH, str(exc)), None
     except (ValueError, TypeError, AttributeError, LookupError) as exc:
-        log.warning("worklist query from %s could not be read: %s", calling, exc)
+        log.warning("%s query from %s could not be read: %s", model, calling, exc)
         yield FIND_UNABLE_TO_PROCESS, None
-        return
-    for answer in answers:
-        if event.is_cancelled:
-            yield FIND_CANCELLED, None
-            return
-        yield FIND_PENDING, answer
 
 
 def record_refusal(event: events.Event, database: str, reason: str) -> None:

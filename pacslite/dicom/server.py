@@ -14,7 +14,9 @@ from typing import Any, Mapping
 from pynetdicom import AE, evt, register_uid
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
 from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (ModalityWorklistInformationFind,  # type: ignore[attr-defined]
+                                  PatientRootQueryRetrieveInformationModelFind,
+                                  StudyRootQueryRetrieveInformationModelFind, Verification)
 from pydicom import uid
 
 from .. import aes, db, filing, storage
@@ -74,6 +76,8 @@ def accept_private_storage(assoc: Any) -> None:
 RIGHT_SERVICES: dict[str, frozenset[str]] = {
     "store": frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
     "worklist": frozenset({str(ModalityWorklistInformationFind)}),
+    "query": frozenset({str(PatientRootQueryRetrieveInformationModelFind),
+                        str(StudyRootQueryRetrieveInformationModelFind)}),
 }
 
 
@@ -119,7 +123,9 @@ class DicomServer:
         ae.dimse_timeout = s["DICOM_DIMSE_TIMEOUT"]
         ae.network_timeout = s["DICOM_NETWORK_TIMEOUT"]
         ae.add_supported_context(Verification, PLAIN_TRANSFER_SYNTAXES)
-        ae.add_supported_context(ModalityWorklistInformationFind, PLAIN_TRANSFER_SYNTAXES)
+        for find in (ModalityWorklistInformationFind, PatientRootQueryRetrieveInformationModelFind,
+                     StudyRootQueryRetrieveInformationModelFind):
+            ae.add_supported_context(find, PLAIN_TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
         return ae
