@@ -42,7 +42,8 @@ _STUDY_COLUMNS = (", s.id AS study_ref, s.study_instance_uid, s.study_date, s.st
                   " e.requesting_physician")
 _SERIES_COLUMNS = (", se.id AS series_ref, se.series_instance_uid, se.modality, se.series_number,"
                    " se.series_description, se.instance_count AS series_instances")
-_IMAGE_COLUMNS = ", i.sop_class_uid, i.sop_instance_uid, i.instance_number, i.released_at"
+_IMAGE_COLUMNS = (", i.id AS instance_ref, i.sop_class_uid, i.sop_instance_uid, i.instance_number, i.released_at,"
+                  " i.storage_path, i.transfer_syntax_uid")
 _COLUMNS = {"PATIENT": _PATIENT_COLUMNS, "STUDY": _PATIENT_COLUMNS + _STUDY_COLUMNS,
             "SERIES": _PATIENT_COLUMNS + _STUDY_COLUMNS + _SERIES_COLUMNS,
             "IMAGE": _PATIENT_COLUMNS + _STUDY_COLUMNS + _SERIES_COLUMNS + _IMAGE_COLUMNS}
@@ -311,3 +312,27 @@ def find(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Data
     for row in _candidates(conn, query):
         if _matches(conn, query, row):
             yield restrict(answer(conn, query, row, settings, charset), identifier)
+
+
+# ---------------------------------------------------------------- what a retrieve sends
+
+#: The unique key of each level: a retrieve names what it wants by these (PS3.4 C.4.2.2.1).
+UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+               "IMAGE": "SOPInstanceUID"}
+
+
+def retrievable(conn: sqlite3.Connection, identifier: Dataset, model: str) -> list[sqlite3.Row]:
+    """The images a C-MOVE or C-GET identifier names (by the unique keys of its level and the
+    levels above), filed ones only, in study, series and image order."""
+    query = read_query(identifier, model)
+    wanted = Dataset()
+    wanted.QueryRetrieveLevel = "IMAGE"
+    depth = _DEPTH[query.level]
+    for level, keyword in UNIQUE_KEYS.items():
+        text = query.key(keyword)
+        if _DEPTH[level] <= depth and text:
+            setattr(wanted, keyword, text.split("\\") if "\\" in text else text)
+        elif _DEPTH[level] == depth:
+            raise QueryError(f"a {query.level} retrieve needs {keyword}")
+    images = Query(model, "IMAGE", wanted)
+    return [row for row in _candidates(conn, images) if _matches(conn, images, row)]

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind,  # type: igno
 from pydicom import uid
 
 from .. import aes, db, filing, storage
-from . import handlers, network, receive
+from . import handlers, network, receive, retrieve
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ RIGHT_SERVICES: dict[str, frozenset[str]] = {
     "worklist": frozenset({str(ModalityWorklistInformationFind)}),
     "query": frozenset({str(PatientRootQueryRetrieveInformationModelFind),
                         str(StudyRootQueryRetrieveInformationModelFind)}),
+    "retrieve": frozenset(retrieve.MOVE_MODELS),
 }
 
 
@@ -123,9 +124,9 @@ class DicomServer:
         ae.dimse_timeout = s["DICOM_DIMSE_TIMEOUT"]
         ae.network_timeout = s["DICOM_NETWORK_TIMEOUT"]
         ae.add_supported_context(Verification, PLAIN_TRANSFER_SYNTAXES)
-        for find in (ModalityWorklistInformationFind, PatientRootQueryRetrieveInformationModelFind,
-                     StudyRootQueryRetrieveInformationModelFind):
-            ae.add_supported_context(find, PLAIN_TRANSFER_SYNTAXES)
+        for service in (ModalityWorklistInformationFind, PatientRootQueryRetrieveInformationModelFind,
+                        StudyRootQueryRetrieveInformationModelFind, *retrieve.MOVE_MODELS):
+            ae.add_supported_context(service, PLAIN_TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
         return ae
@@ -146,6 +147,7 @@ class DicomServer:
         elif rights is None:
             reason, diagnostic = "unknown_calling_ae", 0x03
         else:
+            event.assoc.pacslite = self  # what the services pacslite serves itself (C-MOVE) need
             offer_only(event.assoc, rights)
             if "store" in rights and self.settings["DICOM_ACCEPT_PRIVATE_STORAGE"]:
                 accept_private_storage(event.assoc)
@@ -157,6 +159,7 @@ class DicomServer:
     def start(self) -> None:
         s = self.settings
         receive.receive_into(str(storage.tmp_dir(s["STORAGE_DIR"])), s["STORAGE_HIGH_WATER_PERCENT"])
+        retrieve.install()
         ae = self._make_ae()
         bound = [
             (evt.EVT_C_ECHO, handlers.on_echo),

@@ -1,0 +1,154 @@
+"""C-MOVE (and next C-GET) as pacslite serves them: pynetdicom's own C-MOVE service hands the
+images to send over as pydicom Datasets, which it encodes again, so an image would not arrive
+byte for byte as stored, and would sit whole in memory. This serves C-MOVE itself, in
+pynetdicom's place: the destination is an AE configured here (never an address from the
+request), the images are what :mod:`pacslite.qr` says the identifier names (filed ones only),
+each goes in the form :mod:`pacslite.outbound` chooses (the stored file streamed as it is, or
+decompressed), with pending responses carrying the counts and C-CANCEL honoured.
+"""
+from __future__ import annotations
+
+import logging
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config
+from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.dsutils import decode, encode
+from pynetdicom.service_class import QueryRetrieveServiceClass
+from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelMove,  # type: ignore[attr-defined]
+                                  StudyRootQueryRetrieveInformationModelMove)
+
+from .. import aes, outbound, qr
+from ..audit import Actor
+from ..query import QueryError
+
+log = logging.getLogger(__name__)
+
+MOVE_MODELS = {str(PatientRootQueryRetrieveInformationModelMove): qr.PATIENT_ROOT,
+               str(StudyRootQueryRetrieveInformationModelMove): qr.STUDY_ROOT}
+MOVE_DESTINATION_UNKNOWN, UNABLE_TO_PERFORM, IDENTIFIER_MISMATCH = 0xA801, 0xA702, 0xA900
+PENDING, CANCELLED, WARNING, SUCCESS = 0xFF00, 0xFE00, 0xB000, 0x0000
+
+
+def _respond(service: Any, req: Any, cx_id: int, status: int, transfer: outbound.Transfer | None,
+             syntax: Any, comment: str = "") -> None:
+    rsp = C_MOVE()
+    rsp.MessageIDBeingRespondedTo = req.MessageID
+    rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+    rsp.Status = status
+    if comment:
+        rsp.ErrorComment = "".join(c for c in comment if " " <= c <= "~" and c != "\\")[:64]
+    if transfer is not None:
+        if status == PENDING or status == CANCELLED:
+            rsp.NumberOfRemainingSuboperations = transfer.remaining
+        rsp.NumberOfCompletedSuboperations = transfer.completed
+        rsp.NumberOfFailedSuboperations = transfer.failed
+        rsp.NumberOfWarningSuboperations = transfer.warning
+        if status in (CANCELLED, WARNING, UNABLE_TO_PERFORM) and transfer.failed_uids:
+            failed = Dataset()
+            failed.FailedSOPInstanceUIDList = transfer.failed_uids
+            rsp.Identifier = BytesIO(encode(failed, syntax.is_implicit_VR, syntax.is_little_endian,
+                                            syntax.is_deflated))
+    service.dimse.send_msg(rsp, cx_id)
+
+
+def _open(settings: Any, destination: Any, contexts: list[tuple[str, list[str]]]) -> Any:
+    """An association to a configured AE, proposing ``contexts``; None if it cannot be made."""
+    ae = AE(settings["AE_TITLE"])
+    ae.acse_timeout = ae.network_timeout = settings["DICOM_NETWORK_TIMEOUT"]
+    ae.dimse_timeout = settings["DICOM_DIMSE_TIMEOUT"]
+    for sop_class, syntaxes in contexts:
+        ae.add_requested_context(sop_class, syntaxes)
+    assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"],
+                         max_pdu=settings["DICOM_MAX_PDU"])
+    return assoc if assoc.is_established else None
+
+
+def _accepted(assoc: Any) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for cx in assoc.accepted_contexts:
+        found.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+    return found
+
+
+def move_scp(service: QueryRetrieveServiceClass, req: Any, context: Any) -> None:
+    """pacslite's C-MOVE SCP (replaces ``QueryRetrieveServiceClass._move_scp``)."""
+    server = service.assoc.pacslite
+    settings, cx_id, syntax = server.settings, int(context.context_id), context.transfer_syntax[0]
+    conn = server.connections.of(service.assoc)
+    requestor = service.assoc.requestor
+    actor = Actor(f"ae:{str(requestor.ae_title).strip()}", str(requestor.address))
+    model = MOVE_MODELS.get(str(req.AffectedSOPClassUID))
+    try:
+        identifier = decode(req.Identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+        rows = qr.retrievable(conn, identifier, model) if model else None
+    except (QueryError, ValueError, TypeError, AttributeError, LookupError) as exc:
+        _respond(service, req, cx_id, IDENTIFIER_MISMATCH, None, syntax, str(exc))
+        return
+    if rows is None:
+        _respond(service, req, cx_id, UNABLE_TO_PERFORM, None, syntax, "not a C-MOVE information model")
+        return
+    destination = aes.find_ae(conn, str(req.MoveDestination or "").strip())
+    if destination is None or not destination["host"]:
+        log.warning("C-MOVE from %s to unknown destination %r refused", actor.name, str(req.MoveDestination))
+        _respond(service, req, cx_id, MOVE_DESTINATION_UNKNOWN, None, syntax, "move destination unknown")
+        return
+    transfer = outbound.Transfer(remaining=len(rows))
+    if rows:
+        _send(service, req, cx_id, syntax, settings, destination, rows, transfer)
+        if not service.assoc.is_established:
+            return
+    outbound.record(conn, actor, destination["ae_title"], transfer, "C-MOVE")
+    if transfer.remaining:  # cancelled
+        _respond(service, req, cx_id, CANCELLED, transfer, syntax)
+    elif transfer.failed or transfer.warning:
+        status = UNABLE_TO_PERFORM if not transfer.completed and not transfer.warning else WARNING
+        _respond(service, req, cx_id, status, transfer, syntax)
+    else:
+        _respond(service, req, cx_id, SUCCESS, transfer, syntax)
+
+
+def _send(service: Any, req: Any, cx_id: int, syntax: Any, settings: Any, destination: Any, rows: list[Any],
+          transfer: outbound.Transfer) -> None:
+    store = _open(settings, destination, outbound.contexts_for(rows))
+    if store is None:
+        for row in rows:
+            transfer.done(row, None)
+        log.warning("C-MOVE: cannot associate with %s (%s:%s)", destination["ae_title"], destination["host"],
+                    destination["port"])
+        return
+    accepted = _accepted(store)
+    try:
+        for number, row in enumerate(rows):
+            if service.is_cancelled(req.MessageID):
+                return
+            transfer.done(row, _store(store, settings, row, accepted.get(row["sop_class_uid"], set()),
+                                      req.MessageID, number))
+            if transfer.remaining:
+                _respond(service, req, cx_id, PENDING, transfer, syntax)
+    finally:
+        store.release()
+
+
+def _store(store: Any, settings: Any, row: Any, accepted: set[str], originator_id: int, number: int) -> int | None:
+    """One C-STORE sub-operation; its status (None: not sent)."""
+    try:
+        data = outbound.payload(settings["STORAGE_DIR"], row, accepted)
+    except outbound.Unsendable as exc:
+        log.warning("C-MOVE: %s not sent: %s", row["sop_instance_uid"], exc)
+        return None
+    try:
+        status = store.send_c_store(data, msg_id=(number % 65535) + 1, originator_aet=settings["AE_TITLE"],
+                                    originator_id=originator_id)
+    except Exception as exc:  # the destination went away, refused the context, …
+        log.warning("C-MOVE: %s not sent: %s", row["sop_instance_uid"], exc)
+        return None
+    return int(status.Status) if status and "Status" in status else None
+
+
+def install() -> None:
+    """Serve C-MOVE with :func:`move_scp`, and send stored files as they are (chunked)."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    QueryRetrieveServiceClass._move_scp = move_scp  # type: ignore[method-assign]

@@ -1,0 +1,99 @@
+"""C-MOVE with real DCMTK peers, run inside a private network namespace (storescp cannot be
+told to listen on loopback only): pacslite, two storescp destinations and the workstation's
+movescu all live there. Run by tests/test_retrieve.py as
+
+    unshare --net --map-root-user sh -c 'ip link set lo up && exec python -m tests.retrieve_scenario WORKDIR'
+
+and prints one JSON line of what happened, for the test to check."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.uid import RLELossless
+
+from pacslite import storage
+from tests import server as pacs_server
+from tests.conftest import flask_cli, free_port
+from tests.dicomkit import dataset_bytes, echoscu, make_ct, propose_option, run, store_results, storescu
+
+
+def start_storescp(aet: str, port: int, folder: Path, *options: str) -> subprocess.Popen:
+    folder.mkdir(parents=True)
+    process = subprocess.Popen(["storescp", "+B", *options, "-aet", aet, "-od", str(folder), "-fe", ".dcm", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while echoscu(port, aet="PACSLITE", aec=aet).returncode != 0:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise SystemExit(f"storescp {aet} did not start")
+        time.sleep(0.05)
+    return process
+
+
+def movescu(port: int, destination: str, *keys: str) -> subprocess.CompletedProcess:
+    args = ["movescu", "-v", "-S", "-aet", "WORKSTATION", "-aec", "PACSLITE", "-aem", destination]
+    for key in keys:
+        args += ["-k", key]
+    return run([*args, "127.0.0.1", str(port)])
+
+
+def main(work: Path) -> dict:
+    instance = work / "instance"
+    all_port, plain_port = free_port(), free_port()
+    for args in (["WORKSTATION", "--may", "query,retrieve"], ["STORESCU"],
+                 ["DEST_ALL", "--host", "127.0.0.1", "--port", str(all_port), "--may", ""],
+                 ["DEST_PLAIN", "--host", "127.0.0.1", "--port", str(plain_port), "--may", ""]):
+        added = flask_cli(instance, "ae", "add", *args)
+        assert added.returncode == 0, added.stderr
+    pacs = pacs_server.Pacs(instance)
+    destinations = [start_storescp("DEST_ALL", all_port, work / "all", "+xa"),
+                    start_storescp("DEST_PLAIN", plain_port, work / "plain")]
+    try:
+        reg = pacs.register(patient_id="MOVE01", name="张三", sex="M", birth_date="1980-02-03", station_ae="")
+        files = pacs.send_series(work / "sent", 3, accession=reg.accession_number, patient_id="MOVE01",
+                                 name="ZHANG^SAN", sex="M", birth_date="19800203")
+        study_uid = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+        rle = make_ct(work / "rle.dcm", study_uid=study_uid, accession=reg.accession_number, patient_id="MOVE01",
+                      name="ZHANG^SAN", sex="M", birth_date="19800203", instance_number=4)
+        rle.compress(RLELossless, generate_instance_uid=False)
+        rle.save_as(work / "rle.dcm", enforce_file_format=True)
+        sent = storescu(pacs.port, [work / "rle.dcm"], extra=propose_option(work / "rle.dcm"))
+        assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"], sent.stderr
+        stray = make_ct(work / "stray.dcm", accession="NOSUCH", patient_id="MOVE01", name="ZHANG^SAN")
+        storescu(pacs.port, [work / "stray.dcm"])
+
+        moved_all = movescu(pacs.port, "DEST_ALL", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study_uid}")
+        moved_plain = movescu(pacs.port, "DEST_PLAIN", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study_uid}")
+        unknown = movescu(pacs.port, "NOWHERE", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study_uid}")
+        quarantined = movescu(pacs.port, "DEST_ALL", "QueryRetrieveLevel=STUDY",
+                              f"StudyInstanceUID={stray.StudyInstanceUID}")
+        stored = {row[0]: dataset_bytes(storage.resolve(pacs.settings["STORAGE_DIR"], row[1])) for row in pacs.query(
+            "SELECT sop_instance_uid, storage_path FROM instances i JOIN series se ON se.id = i.series_ref"
+            " JOIN studies s ON s.id = se.study_ref WHERE s.study_instance_uid = ?", study_uid)}
+        received = {}
+        for name in ("all", "plain"):
+            received[name] = {}
+            for path in sorted((work / name).iterdir()):
+                ds = dcmread(path)
+                received[name][ds.SOPInstanceUID] = {
+                    "identical": dataset_bytes(path) == stored.get(ds.SOPInstanceUID),
+                    "syntax": str(ds.file_meta.TransferSyntaxUID)}
+        audits = [dict(row) for row in pacs.query("SELECT actor, target, patient_id, outcome, detail FROM audit_log"
+                                                   " WHERE action = 'image.transfer'")]
+        return {"moved_all": moved_all.returncode, "moved_plain": moved_plain.returncode,
+                "unknown": unknown.stderr[-3000:], "quarantined": quarantined.stderr[-3000:],
+                "moved_all_log": moved_all.stderr[-3000:], "stored": sorted(stored), "rle": rle.SOPInstanceUID,
+                "received": received, "audits": audits}
+    finally:
+        for process in destinations:
+            process.terminate()
+            process.wait()
+        assert pacs.server.stop() == 0
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(Path(sys.argv[1]))))

@@ -1,0 +1,40 @@
+"""C-MOVE (issue 14) with DCMTK's movescu as the workstation and storescp as the destination,
+all in a private network namespace (tests/retrieve_scenario.py): images arrive byte for byte
+as stored, decompressed for a destination that takes only uncompressed ones, never a
+quarantined study, never to an unknown destination, and every transfer is audited."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_a_workstation_moves_a_study_byte_identical_to_a_destination(tmp_path) -> None:
+    script = f'ip link set lo up && exec "{sys.executable}" -m tests.retrieve_scenario "{tmp_path}"'
+    done = subprocess.run(["unshare", "--net", "--map-root-user", "sh", "-c", script], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["moved_all"] == 0 and result["moved_plain"] == 0, result["moved_all_log"]
+    stored = set(result["stored"])
+    assert len(stored) == 4
+    # a destination that takes every syntax gets each image exactly as stored
+    assert set(result["received"]["all"]) == stored
+    assert all(image["identical"] for image in result["received"]["all"].values()), result["received"]["all"]
+    # one that takes only uncompressed images gets the RLE one decompressed, the others as stored
+    plain = result["received"]["plain"]
+    assert set(plain) == stored
+    assert plain[result["rle"]]["syntax"] in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+    assert not plain[result["rle"]]["identical"]
+    assert all(image["identical"] for uid, image in plain.items() if uid != result["rle"])
+    # an unknown destination, and a quarantined study
+    assert "Received Final Move Response (Refused: MoveDestinationUnknown)" in result["unknown"], result["unknown"]
+    # (the quarantined study was moved to DEST_ALL last: what it received is exactly the filed study)
+    assert "Received Final Move Response (Success)" in result["quarantined"], result["quarantined"]
+    # audited: per study, who, where to, the patient, how many
+    sent = [a for a in result["audits"] if a["outcome"] == "success"]
+    assert len(sent) == 2 and {a["patient_id"] for a in sent} == {"MOVE01"}
+    assert {json.loads(a["detail"])["destination"] for a in sent} == {"DEST_ALL", "DEST_PLAIN"}
+    assert all(json.loads(a["detail"])["images"] == 4 and a["actor"] == "ae:WORKSTATION" for a in sent)
