@@ -156,3 +156,45 @@ def test_only_an_ae_with_the_query_right_may_query(pacs, tmp_path) -> None:
     allowed, answers = qr_findscu(pacs.port, "S", ["QueryRetrieveLevel=STUDY", "PatientID=QR0001"], tmp_path / "b",
                                   aet="STORESCU")
     assert allowed.returncode == 0 and len(answers) == 1
+
+
+def getscu(pacs, aet: str, directory: Path, *keys: str):
+    from tests.dicomkit import run
+    directory.mkdir(parents=True, exist_ok=True)
+    args = ["getscu", "-v", "-S", "-aet", aet, "-aec", "PACSLITE", "-od", str(directory)]
+    for key in keys:
+        args += ["-k", key]
+    return run([*args, "127.0.0.1", str(pacs.port)])
+
+
+def test_a_workstation_gets_a_study_byte_identical_over_its_own_association(pacs, tmp_path) -> None:
+    """C-GET (issue 14): the images come back on the requesting association, as stored. (getscu
+    writes what it received in its own encoding, having no bit-preserving mode: the values are
+    compared here; the byte-for-byte comparison is C-MOVE's, which sends the same way.)"""
+    from pydicom import dcmread
+
+    from pacslite import storage
+    study = pacs.query("SELECT s.study_instance_uid FROM studies s JOIN exams e ON e.id = s.exam_ref"
+                       " WHERE e.accession_number = ?", pacs.zhang.accession_number)[0][0]
+    got = getscu(pacs, "WS_UTF8", tmp_path / "got", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
+    assert got.returncode == 0, got.stderr[-2000:]
+    received = {ds.SOPInstanceUID: ds for ds in map(dcmread, (tmp_path / "got").iterdir())}
+    stored = {ds.SOPInstanceUID: ds for ds in (dcmread(storage.resolve(pacs.settings["STORAGE_DIR"], r[0])) for r in
+              pacs.query("SELECT storage_path FROM instances i JOIN series se ON se.id = i.series_ref JOIN studies s"
+                         " ON s.id = se.study_ref WHERE s.study_instance_uid = ?", study))}
+    assert len(stored) == 2 and received.keys() == stored.keys()
+    for uid, ds in received.items():
+        assert list(ds) == list(stored[uid]), uid  # every element, its value included
+    audited = pacs.query("SELECT detail FROM audit_log WHERE action = 'image.transfer' AND target = ?",
+                         f"study:{study}")
+    assert any('"how": "C-GET"' in row[0] and '"images": 2' in row[0] for row in audited)
+
+    # the quarantined study is not retrieved, whoever asks
+    stray = dcmread(pacs.stray, stop_before_pixels=True).StudyInstanceUID
+    none = getscu(pacs, "WS_UTF8", tmp_path / "none", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={stray}")
+    assert none.returncode == 0 and not any((tmp_path / "none").iterdir())
+    # a modality may not retrieve, and a workstation may not store
+    refused = getscu(pacs, "STORESCU", tmp_path / "refused", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
+    assert refused.returncode != 0 and not any((tmp_path / "refused").iterdir())
+    stored_back = storescu(pacs.port, [pacs.stray], aet="WS_UTF8")
+    assert list(store_results(stored_back.stdout + stored_back.stderr).values()) != ["Success"]

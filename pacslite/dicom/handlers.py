@@ -22,6 +22,9 @@ from ..index import Source
 
 log = logging.getLogger(__name__)
 
+#: Refused: not authorized (PS3.7 C.5.18), a C-STORE from an AE without the store right.
+NOT_AUTHORIZED = 0x0124
+
 # C-FIND statuses (PS3.4 C.4.1.1.4)
 FIND_PENDING = 0xFF00
 FIND_CANCELLED = 0xFE00
@@ -84,6 +87,10 @@ def on_store(event: events.Event, connections: Connections, settings: Mapping[st
     request = event.request
     source = source_of(event)
     path = str(event.dataset_path)
+    if "store" not in getattr(event.assoc, "pacslite_rights", ()):  # offered for C-GET's replies only
+        claim(path)
+        Path(path).unlink(missing_ok=True)
+        return failure(NOT_AUTHORIZED, "this AE may not store images here")
     try:
         error = claim(path)
         if error is not None:

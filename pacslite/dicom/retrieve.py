@@ -1,10 +1,11 @@
-"""C-MOVE (and next C-GET) as pacslite serves them: pynetdicom's own C-MOVE service hands the
-images to send over as pydicom Datasets, which it encodes again, so an image would not arrive
-byte for byte as stored, and would sit whole in memory. This serves C-MOVE itself, in
-pynetdicom's place: the destination is an AE configured here (never an address from the
-request), the images are what :mod:`pacslite.qr` says the identifier names (filed ones only),
-each goes in the form :mod:`pacslite.outbound` chooses (the stored file streamed as it is, or
-decompressed), with pending responses carrying the counts and C-CANCEL honoured.
+"""C-MOVE and C-GET as pacslite serves them: pynetdicom's own services hand the images to send
+over as pydicom Datasets, which it encodes again, so an image would not arrive byte for byte
+as stored, and would sit whole in memory. This serves both itself, in pynetdicom's place: the
+images are what :mod:`pacslite.qr` says the identifier names (filed ones only), each goes in
+the form :mod:`pacslite.outbound` chooses (the stored file streamed as it is, or decompressed),
+with pending responses carrying the counts and C-CANCEL honoured. C-MOVE sends over its own
+association to a destination configured here (never an address taken from the request);
+C-GET over the requesting association, to the storage contexts it accepted in the SCP role.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config
-from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
-from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelMove,  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelGet,  # type: ignore[attr-defined]
+                                  PatientRootQueryRetrieveInformationModelMove,
+                                  StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove)
 
 from .. import aes, outbound, qr
@@ -28,13 +31,15 @@ log = logging.getLogger(__name__)
 
 MOVE_MODELS = {str(PatientRootQueryRetrieveInformationModelMove): qr.PATIENT_ROOT,
                str(StudyRootQueryRetrieveInformationModelMove): qr.STUDY_ROOT}
+GET_MODELS = {str(PatientRootQueryRetrieveInformationModelGet): qr.PATIENT_ROOT,
+              str(StudyRootQueryRetrieveInformationModelGet): qr.STUDY_ROOT}
 MOVE_DESTINATION_UNKNOWN, UNABLE_TO_PERFORM, IDENTIFIER_MISMATCH = 0xA801, 0xA702, 0xA900
 PENDING, CANCELLED, WARNING, SUCCESS = 0xFF00, 0xFE00, 0xB000, 0x0000
 
 
 def _respond(service: Any, req: Any, cx_id: int, status: int, transfer: outbound.Transfer | None,
              syntax: Any, comment: str = "") -> None:
-    rsp = C_MOVE()
+    rsp = C_GET() if str(req.AffectedSOPClassUID) in GET_MODELS else C_MOVE()
     rsp.MessageIDBeingRespondedTo = req.MessageID
     rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
     rsp.Status = status
@@ -66,21 +71,14 @@ def _open(settings: Any, destination: Any, contexts: list[tuple[str, list[str]]]
     return assoc if assoc.is_established else None
 
 
-def _accepted(assoc: Any) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for cx in assoc.accepted_contexts:
-        found.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
-    return found
-
-
-def move_scp(service: QueryRetrieveServiceClass, req: Any, context: Any) -> None:
-    """pacslite's C-MOVE SCP (replaces ``QueryRetrieveServiceClass._move_scp``)."""
+def _retrieve(service: QueryRetrieveServiceClass, req: Any, context: Any, how: str) -> None:
+    """C-MOVE or C-GET: the identifier read, the images found, sent, counted, audited, answered."""
     server = service.assoc.pacslite
     settings, cx_id, syntax = server.settings, int(context.context_id), context.transfer_syntax[0]
     conn = server.connections.of(service.assoc)
     requestor = service.assoc.requestor
     actor = Actor(f"ae:{str(requestor.ae_title).strip()}", str(requestor.address))
-    model = MOVE_MODELS.get(str(req.AffectedSOPClassUID))
+    model = (MOVE_MODELS if how == "C-MOVE" else GET_MODELS).get(str(req.AffectedSOPClassUID))
     try:
         identifier = decode(req.Identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
         rows = qr.retrievable(conn, identifier, model) if model else None
@@ -88,19 +86,25 @@ def move_scp(service: QueryRetrieveServiceClass, req: Any, context: Any) -> None
         _respond(service, req, cx_id, IDENTIFIER_MISMATCH, None, syntax, str(exc))
         return
     if rows is None:
-        _respond(service, req, cx_id, UNABLE_TO_PERFORM, None, syntax, "not a C-MOVE information model")
+        _respond(service, req, cx_id, UNABLE_TO_PERFORM, None, syntax, f"not a {how} information model")
         return
-    destination = aes.find_ae(conn, str(req.MoveDestination or "").strip())
-    if destination is None or not destination["host"]:
-        log.warning("C-MOVE from %s to unknown destination %r refused", actor.name, str(req.MoveDestination))
-        _respond(service, req, cx_id, MOVE_DESTINATION_UNKNOWN, None, syntax, "move destination unknown")
-        return
+    if how == "C-MOVE":
+        destination = aes.find_ae(conn, str(req.MoveDestination or "").strip())
+        if destination is None or not destination["host"]:
+            log.warning("C-MOVE from %s to unknown destination %r refused", actor.name, str(req.MoveDestination))
+            _respond(service, req, cx_id, MOVE_DESTINATION_UNKNOWN, None, syntax, "move destination unknown")
+            return
+        receiver, name = None, destination["ae_title"]
+    else:
+        receiver, name = service.assoc, actor.name.removeprefix("ae:")
     transfer = outbound.Transfer(remaining=len(rows))
     if rows:
-        _send(service, req, cx_id, syntax, settings, destination, rows, transfer)
+        if receiver is None:
+            receiver = _open(settings, destination, outbound.contexts_for(rows))
+        _send(service, req, cx_id, syntax, settings, receiver, rows, transfer, how)
         if not service.assoc.is_established:
             return
-    outbound.record(conn, actor, destination["ae_title"], transfer, "C-MOVE")
+    outbound.record(conn, actor, name, transfer, how)
     if transfer.remaining:  # cancelled
         _respond(service, req, cx_id, CANCELLED, transfer, syntax)
     elif transfer.failed or transfer.warning:
@@ -110,45 +114,68 @@ def move_scp(service: QueryRetrieveServiceClass, req: Any, context: Any) -> None
         _respond(service, req, cx_id, SUCCESS, transfer, syntax)
 
 
-def _send(service: Any, req: Any, cx_id: int, syntax: Any, settings: Any, destination: Any, rows: list[Any],
-          transfer: outbound.Transfer) -> None:
-    store = _open(settings, destination, outbound.contexts_for(rows))
-    if store is None:
+def move_scp(service: QueryRetrieveServiceClass, req: Any, context: Any) -> None:
+    """pacslite's C-MOVE SCP (replaces ``QueryRetrieveServiceClass._move_scp``)."""
+    _retrieve(service, req, context, "C-MOVE")
+
+
+def get_scp(service: QueryRetrieveServiceClass, req: Any, context: Any) -> None:
+    """pacslite's C-GET SCP (replaces ``QueryRetrieveServiceClass._get_scp``)."""
+    _retrieve(service, req, context, "C-GET")
+
+
+def _accepted_for_sending(assoc: Any, own: bool) -> dict[str, set[str]]:
+    """The syntaxes each SOP class may be sent in: every accepted context on our own
+    association (C-MOVE); on the requesting one (C-GET), those where we act as SCU."""
+    found: dict[str, set[str]] = {}
+    for cx in assoc.accepted_contexts:
+        if own or cx.as_scu:
+            found.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+    return found
+
+
+def _send(service: Any, req: Any, cx_id: int, syntax: Any, settings: Any, receiver: Any, rows: list[Any],
+          transfer: outbound.Transfer, how: str) -> None:
+    own = how == "C-MOVE"
+    if receiver is None:
         for row in rows:
             transfer.done(row, None)
-        log.warning("C-MOVE: cannot associate with %s (%s:%s)", destination["ae_title"], destination["host"],
-                    destination["port"])
+        log.warning("C-MOVE: cannot associate with the destination")
         return
-    accepted = _accepted(store)
+    accepted = _accepted_for_sending(receiver, own)
     try:
         for number, row in enumerate(rows):
             if service.is_cancelled(req.MessageID):
                 return
-            transfer.done(row, _store(store, settings, row, accepted.get(row["sop_class_uid"], set()),
-                                      req.MessageID, number))
+            transfer.done(row, _store(receiver, settings, row, accepted.get(row["sop_class_uid"], set()),
+                                      req.MessageID, number, how))
             if transfer.remaining:
                 _respond(service, req, cx_id, PENDING, transfer, syntax)
     finally:
-        store.release()
+        if own:
+            receiver.release()
 
 
-def _store(store: Any, settings: Any, row: Any, accepted: set[str], originator_id: int, number: int) -> int | None:
+def _store(receiver: Any, settings: Any, row: Any, accepted: set[str], originator_id: int, number: int,
+           how: str) -> int | None:
     """One C-STORE sub-operation; its status (None: not sent)."""
     try:
         data = outbound.payload(settings["STORAGE_DIR"], row, accepted)
     except outbound.Unsendable as exc:
-        log.warning("C-MOVE: %s not sent: %s", row["sop_instance_uid"], exc)
+        log.warning("%s: %s not sent: %s", how, row["sop_instance_uid"], exc)
         return None
     try:
-        status = store.send_c_store(data, msg_id=(number % 65535) + 1, originator_aet=settings["AE_TITLE"],
-                                    originator_id=originator_id)
-    except Exception as exc:  # the destination went away, refused the context, …
-        log.warning("C-MOVE: %s not sent: %s", row["sop_instance_uid"], exc)
+        status = receiver.send_c_store(data, msg_id=(number % 65535) + 1, originator_aet=settings["AE_TITLE"],
+                                       originator_id=originator_id)
+    except Exception as exc:  # the receiver went away, refused the context, …
+        log.warning("%s: %s not sent: %s", how, row["sop_instance_uid"], exc)
         return None
     return int(status.Status) if status and "Status" in status else None
 
 
 def install() -> None:
-    """Serve C-MOVE with :func:`move_scp`, and send stored files as they are (chunked)."""
+    """Serve C-MOVE and C-GET with :func:`move_scp` and :func:`get_scp`, and send stored files
+    as they are (chunked)."""
     _config.STORE_SEND_CHUNKED_DATASET = True
     QueryRetrieveServiceClass._move_scp = move_scp  # type: ignore[method-assign]
+    QueryRetrieveServiceClass._get_scp = get_scp  # type: ignore[method-assign]

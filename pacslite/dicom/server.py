@@ -78,7 +78,9 @@ RIGHT_SERVICES: dict[str, frozenset[str]] = {
     "worklist": frozenset({str(ModalityWorklistInformationFind)}),
     "query": frozenset({str(PatientRootQueryRetrieveInformationModelFind),
                         str(StudyRootQueryRetrieveInformationModelFind)}),
-    "retrieve": frozenset(retrieve.MOVE_MODELS),
+    # C-GET sends back over the same association: the storage contexts, in the SCP role
+    "retrieve": frozenset(retrieve.MOVE_MODELS) | frozenset(retrieve.GET_MODELS)
+    | frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
 }
 
 
@@ -125,10 +127,10 @@ class DicomServer:
         ae.network_timeout = s["DICOM_NETWORK_TIMEOUT"]
         ae.add_supported_context(Verification, PLAIN_TRANSFER_SYNTAXES)
         for service in (ModalityWorklistInformationFind, PatientRootQueryRetrieveInformationModelFind,
-                        StudyRootQueryRetrieveInformationModelFind, *retrieve.MOVE_MODELS):
+                        StudyRootQueryRetrieveInformationModelFind, *retrieve.MOVE_MODELS, *retrieve.GET_MODELS):
             ae.add_supported_context(service, PLAIN_TRANSFER_SYNTAXES)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
+        for context in AllStoragePresentationContexts:  # either role: a C-GET's requestor is the SCP
+            ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
         return ae
 
     def _on_requested(self, event: Any) -> None:
@@ -147,7 +149,8 @@ class DicomServer:
         elif rights is None:
             reason, diagnostic = "unknown_calling_ae", 0x03
         else:
-            event.assoc.pacslite = self  # what the services pacslite serves itself (C-MOVE) need
+            event.assoc.pacslite = self  # what the services pacslite serves itself (C-MOVE, C-GET) need
+            event.assoc.pacslite_rights = rights
             offer_only(event.assoc, rights)
             if "store" in rights and self.settings["DICOM_ACCEPT_PRIVATE_STORAGE"]:
                 accept_private_storage(event.assoc)
