@@ -12,8 +12,9 @@ from types import FrameType
 
 from waitress import create_server
 
-from pacslite import audit, create_app, db, filing, integrity, offsite
+from pacslite import audit, create_app, db, filing, integrity, offsite, routing
 from pacslite.background import Periodic
+from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
 from pacslite.web import limits
 from pacslite.jobs import JobRunner
@@ -32,9 +33,12 @@ def _recover(config) -> None:
     conn = db.connect(config["DATABASE"])
     try:
         tmp, unindexed = filing.recover(conn, config["STORAGE_DIR"])
+        resent = routing.recover(conn)
         missing = integrity.missing_files(conn, config["STORAGE_DIR"])
     finally:
         conn.close()
+    if resent:
+        log.warning("start-up: %d studies that were being sent are queued again", resent)
     if tmp or unindexed:
         log.warning("start-up: removed %d temporary and %d never-committed files", tmp, unindexed)
     if missing:
@@ -70,7 +74,8 @@ def main() -> int:
         print(f"pacslite: DICOM {app.config['AE_TITLE']} on {app.config['DICOM_HOST']}:{dicom.port}", flush=True)
         periodic = (offsite.ensure_job, integrity.ensure_scrub, integrity.backup_if_due)
         anchor = Periodic(app.config, "audit-anchor", audit.write_anchor, app.config["AUDIT_ANCHOR_MINUTES"] * 60)
-        for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor):
+        outgoing = routing.Sender(app.config, sender.send_to)
+        for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor, outgoing):
             service.start()
             services.append(service)
         print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)

@@ -13,7 +13,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import aes, audit, db, importing, integrity, sweep, users
+from . import aes, audit, db, importing, integrity, routing, sweep, users
 from .validation import Conflict, NotFound, ValidationError
 
 CLI_ACTOR = audit.Actor("cli")
@@ -178,6 +178,40 @@ def import_command(path: Path, accession: str, mapping: tuple[str, ...]) -> None
     click.echo("imported: " + ", ".join(f"{count} {result}" for result, count in sorted(report.counts().items())))
 
 
+forward_cli = AppGroup("forward", help="Forward rules: studies sent on to other AEs when they are filed.")
+
+
+@forward_cli.command("add")
+@click.option("--from-ae", "calling_ae", default="", help="Only studies from this calling AE (default: any).")
+@click.option("--modality", default="", help="Only series of this DICOM modality, e.g. CT (default: any).")
+@click.option("--to", "destination_ae", required=True, help="The destination: a configured AE with host and port.")
+def forward_add(calling_ae: str, modality: str, destination_ae: str) -> None:
+    """Send every study filed from an AE and/or of a modality on to another AE."""
+    with _connection() as conn:
+        rule_id = routing.add_rule(conn, CLI_ACTOR, {"calling_ae": calling_ae, "modality": modality,
+                                                     "destination_ae": destination_ae})
+    click.echo(f"rule {rule_id}: {calling_ae or 'any AE'} / {modality.upper() or 'any modality'} -> {destination_ae}")
+
+
+@forward_cli.command("list")
+def forward_list() -> None:
+    """The forward rules."""
+    with _connection() as conn:
+        rules = routing.list_rules(conn)
+    for rule in rules:
+        click.echo(f"{rule['id']:>4}  {rule['calling_ae'] or 'any AE':<16}  {rule['modality'] or 'any':<6}"
+                   f"  -> {rule['destination_ae']}")
+
+
+@forward_cli.command("remove")
+@click.argument("rule_id", type=int)
+def forward_remove(rule_id: int) -> None:
+    """Remove the forward rule RULE_ID (what is queued still goes)."""
+    with _connection(missing=f"no rule {rule_id}") as conn:
+        routing.remove_rule(conn, CLI_ACTOR, rule_id)
+    click.echo(f"removed rule {rule_id}")
+
+
 backup_cli = AppGroup("backup", help="Backups of the database, made while pacslite runs.")
 
 
@@ -190,5 +224,5 @@ def backup_db(target: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (user_cli, token_cli, audit_cli, ae_cli, sweep_cli, backup_cli, import_command):
+    for group in (user_cli, token_cli, audit_cli, ae_cli, sweep_cli, forward_cli, backup_cli, import_command):
         app.cli.add_command(group)

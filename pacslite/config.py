@@ -48,6 +48,13 @@ DEFAULTS: dict[str, Any] = {
     "DICOM_MAX_PDU": 131072,
     # A Query/Retrieve C-FIND answers at most this many matches, then a warning (0xB001).
     "QR_MAX_ANSWERS": 1000,
+    # Routing: a queued study goes once no image arrived for FORWARD_DELAY_SECONDS; a failed send
+    # is tried again after FORWARD_RETRY_FIRST_SECONDS, doubling (at most an hour), for
+    # FORWARD_RETRY_HOURS, then it fails with an alert. The queue is looked at every FORWARD_POLL_SECONDS.
+    "FORWARD_DELAY_SECONDS": 30.0,
+    "FORWARD_RETRY_FIRST_SECONDS": 60.0,
+    "FORWARD_RETRY_HOURS": 24.0,
+    "FORWARD_POLL_SECONDS": 2.0,
     "DICOM_ACSE_TIMEOUT": 30,
     "DICOM_DIMSE_TIMEOUT": 60,
     # A peer silent this long (mid-PDU, before associating, or idle) is dropped.

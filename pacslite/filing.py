@@ -33,7 +33,7 @@ from pydicom.filereader import read_partial
 from pydicom.filewriter import write_dataset
 from pydicom.pixels import iter_pixels
 
-from . import audit, capacity, clock, db, index, names, patients, storage, wellformed
+from . import audit, capacity, clock, db, index, names, patients, routing, storage, wellformed
 from .index import Header, Placement, Source, StoredFile
 
 log = logging.getLogger(__name__)
@@ -262,6 +262,7 @@ def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source
     if study["exam_ref"] is not None:
         exam = patients.find_exam(conn, exam_id=study["exam_ref"])
         patients.images_arrived(conn, exam, new_series, at)
+        routing.on_filed(conn, study["id"], source.calling_ae, header.modality, at)
         audit.record(conn, actor, "image.file", f"exam:{exam['accession_number']}",
                      patient_id=exam["patient_id"], detail={**detail, "instance": header.sop_instance_uid})
         return Outcome(FILED, header.sop_instance_uid, accession_number=exam["accession_number"])

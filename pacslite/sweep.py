@@ -29,10 +29,11 @@ from .db import transaction
 from .validation import N_, Conflict, NotFound, text
 
 log = logging.getLogger(__name__)
-#: The sweep's rules (it opens and clears these); the scrub raises file_missing and file_changed.
+#: The sweep's rules (it opens and clears these); the scrub raises file_missing and file_changed,
+#: the outbound queue forward_failed.
 SWEEP_RULES = ("missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict",
                "storage_low")
-RULES = (*SWEEP_RULES, "file_missing", "file_changed")
+RULES = (*SWEEP_RULES, "file_missing", "file_changed", "forward_failed")
 OPEN, RESOLVED, CLEARED = "open", "resolved", "cleared"
 
 

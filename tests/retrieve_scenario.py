@@ -95,5 +95,76 @@ def main(work: Path) -> dict:
         assert pacs.server.stop() == 0
 
 
+def wait_until(condition, seconds: float = 60) -> bool:
+    """Poll the state itself until it holds; False when ``seconds`` passed."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def routing(work: Path) -> dict:
+    """Forward rules and "send to…": a CT rule delivers at once; a destination that is down gets
+    the study after it comes back, across a restart of pacslite."""
+    instance = work / "instance"
+    now_port, later_port = free_port(), free_port()
+    for args in (["STORESCU"], ["DEST_NOW", "--host", "127.0.0.1", "--port", str(now_port), "--may", ""],
+                 ["DEST_LATER", "--host", "127.0.0.1", "--port", str(later_port), "--may", ""]):
+        assert flask_cli(instance, "ae", "add", *args).returncode == 0
+    rules = [flask_cli(instance, "forward", "add", "--modality", "CT", "--to", "DEST_NOW"),
+             flask_cli(instance, "forward", "add", "--from-ae", "STORESCU", "--to", "DEST_LATER")]
+    assert all(rule.returncode == 0 for rule in rules), [rule.stderr for rule in rules]
+    quick = {"PACSLITE_FORWARD_DELAY_SECONDS": "0.5", "PACSLITE_FORWARD_RETRY_FIRST_SECONDS": "0.5",
+             "PACSLITE_FORWARD_POLL_SECONDS": "0.2"}
+    pacs = pacs_server.Pacs(instance, **quick)
+    processes = [start_storescp("DEST_NOW", now_port, work / "now")]
+    result: dict = {}
+    try:
+        reg = pacs.register(patient_id="FWD01", name="张三", sex="M", birth_date="1980-02-03", station_ae="")
+        pacs.send_series(work / "sent", 2, accession=reg.accession_number, patient_id="FWD01",
+                         name="ZHANG^SAN", sex="M", birth_date="19800203")
+
+        def state(destination: str) -> list:
+            return [tuple(r) for r in pacs.query("SELECT state, attempts, images_sent FROM outbound_queue"
+                                                 " WHERE destination_ae = ? ORDER BY id", destination)]
+        result["now_sent"] = wait_until(lambda: state("DEST_NOW") and state("DEST_NOW")[-1][0] == "sent")
+        result["later_retrying"] = wait_until(lambda: state("DEST_LATER") and state("DEST_LATER")[-1][1] >= 2)
+        result["later_before"] = state("DEST_LATER")
+        assert pacs.server.stop() == 0
+        pacs.restart(**quick)
+        processes.append(start_storescp("DEST_LATER", later_port, work / "later"))
+        result["later_sent"] = wait_until(lambda: state("DEST_LATER")[-1][0] == "sent")
+        result["queue"] = {"DEST_NOW": state("DEST_NOW"), "DEST_LATER": state("DEST_LATER")}
+
+        # "Send to…" from the exam page, as a technologist
+        from pacslite import create_app
+        from tests.conftest import HOST_DISK_INDEPENDENT, csrf_token, login
+        pacs.add_user("tech_fwd", "technologist")
+        app = create_app({"INSTANCE_DIR": str(instance), "DEFAULT_LANGUAGE": "en", **HOST_DISK_INDEPENDENT})
+        client = app.test_client()
+        login(client, "tech_fwd", "Secret-pass-1")
+        page = client.get(f"/exams/{reg.accession_number}").get_data(as_text=True)
+        result["page_shows_queue"] = "DEST_LATER" in page and "Sent" in page and 'id="send-form"' in page
+        sent = client.post(f"/exams/{reg.accession_number}/send", data={
+            "csrf_token": csrf_token(client, f"/exams/{reg.accession_number}"), "destination_ae": "DEST_NOW"})
+        result["send_status"] = sent.status_code
+        result["send_delivered"] = wait_until(lambda: len(state("DEST_NOW")) == 2 and state("DEST_NOW")[-1][0] == "sent")
+        stored = {row[0]: dataset_bytes(storage.resolve(pacs.settings["STORAGE_DIR"], row[1])) for row in pacs.query(
+            "SELECT sop_instance_uid, storage_path FROM instances")}
+        result["received"] = {name: sorted(dataset_bytes(p) == stored.get(dcmread(p).SOPInstanceUID)
+                                           for p in (work / name).iterdir()) for name in ("now", "later")}
+        result["audits"] = [tuple(r) for r in pacs.query("SELECT action, actor, outcome FROM audit_log WHERE action"
+                                                          " IN ('image.transfer', 'forward.send') ORDER BY id")]
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait()
+        assert pacs.server.stop() == 0
+    return result
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]))))
+    scenario = routing if sys.argv[2:] == ["routing"] else main
+    print(json.dumps(scenario(Path(sys.argv[1]))))

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pacslite import aes, archive, audit, clock, documents, filing, refiling, reports, sweep, users
+from pacslite import aes, archive, audit, clock, documents, filing, refiling, reports, routing, sweep, users
 from pacslite.index import Source
 from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
 
@@ -86,7 +86,8 @@ def world(app, conn, client_as, tmp_path):
               "int:instance_id": str(conn.execute("SELECT id FROM instances").fetchone()[0]),
               "int:volume_id": str(archive.plan_volume(conn, audit.SYSTEM, {**app.config, "ARCHIVE_AGE_DAYS": 0})),
               "int:job_id": str(conn.execute("SELECT id FROM jobs").fetchone()[0]),
-              "int:import_id": str(_an_import(app, conn))}
+              "int:import_id": str(_an_import(app, conn)),
+              "int:rule_id": str(routing.add_rule(conn, audit.SYSTEM, {"destination_ae": "MATRIX_CT"}))}
     clients = {"anonymous": app.test_client()}
     tokens = {}
     for role in ROLES:

@@ -11,12 +11,17 @@ import sys
 from tests.conftest import ROOT
 
 
-def test_a_workstation_moves_a_study_byte_identical_to_a_destination(tmp_path) -> None:
-    script = f'ip link set lo up && exec "{sys.executable}" -m tests.retrieve_scenario "{tmp_path}"'
+def in_namespace(tmp_path, *args: str) -> dict:
+    """Run tests/retrieve_scenario.py in a private network namespace; what it printed."""
+    script = f'ip link set lo up && exec "{sys.executable}" -m tests.retrieve_scenario "{tmp_path}" {" ".join(args)}'
     done = subprocess.run(["unshare", "--net", "--map-root-user", "sh", "-c", script], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_workstation_moves_a_study_byte_identical_to_a_destination(tmp_path) -> None:
+    result = in_namespace(tmp_path)
     assert result["moved_all"] == 0 and result["moved_plain"] == 0, result["moved_all_log"]
     stored = set(result["stored"])
     assert len(stored) == 4
@@ -38,3 +43,23 @@ def test_a_workstation_moves_a_study_byte_identical_to_a_destination(tmp_path) -
     assert len(sent) == 2 and {a["patient_id"] for a in sent} == {"MOVE01"}
     assert {json.loads(a["detail"])["destination"] for a in sent} == {"DEST_ALL", "DEST_PLAIN"}
     assert all(json.loads(a["detail"])["images"] == 4 and a["actor"] == "ae:WORKSTATION" for a in sent)
+
+
+def test_forward_rules_deliver_and_a_destination_that_was_down_gets_the_study_later(tmp_path) -> None:
+    """Routing (issue 14): every CT to DEST_NOW at once; everything from STORESCU to DEST_LATER,
+    which is down, retried, delivered once it is up, across a restart; "Send to…" by hand."""
+    result = in_namespace(tmp_path, "routing")
+    assert result["now_sent"] and result["later_retrying"] and result["later_sent"], result
+    assert result["later_before"][-1][0] == "queued" and result["later_before"][-1][1] >= 2  # retried, not given up
+    assert result["queue"]["DEST_NOW"] == [["sent", 1, 2]]
+    assert result["queue"]["DEST_LATER"][-1][0] == "sent" and result["queue"]["DEST_LATER"][-1][2] == 2
+    assert result["received"]["later"] == [True, True]  # byte for byte as stored
+    assert result["received"]["now"] == [True, True]
+    assert result["page_shows_queue"] and result["send_status"] == 302 and result["send_delivered"]
+    audits = [tuple(a) for a in result["audits"]]
+    assert audits.count(("forward.send", "tech_fwd", "success")) == 1
+    transfers = [a for a in audits if a[0] == "image.transfer"]
+    assert [a for a in transfers if a[2] == "success"] == [("image.transfer", "forward-rule:1", "success"),
+                                                           ("image.transfer", "forward-rule:2", "success"),
+                                                           ("image.transfer", "user:tech_fwd", "success")]
+    assert len([a for a in transfers if a[2] == "failure"]) >= 2  # each failed attempt to DEST_LATER

@@ -14,7 +14,7 @@ from io import BytesIO
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config
+from pynetdicom import _config
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelGet,  
                                   StudyRootQueryRetrieveInformationModelMove)
 
 from .. import aes, outbound, qr
+from . import sender
 from ..audit import Actor
 from ..query import QueryError
 
@@ -59,18 +60,6 @@ def _respond(service: Any, req: Any, cx_id: int, status: int, transfer: outbound
     service.dimse.send_msg(rsp, cx_id)
 
 
-def _open(settings: Any, destination: Any, contexts: list[tuple[str, list[str]]]) -> Any:
-    """An association to a configured AE, proposing ``contexts``; None if it cannot be made."""
-    ae = AE(settings["AE_TITLE"])
-    ae.acse_timeout = ae.network_timeout = settings["DICOM_NETWORK_TIMEOUT"]
-    ae.dimse_timeout = settings["DICOM_DIMSE_TIMEOUT"]
-    for sop_class, syntaxes in contexts:
-        ae.add_requested_context(sop_class, syntaxes)
-    assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"],
-                         max_pdu=settings["DICOM_MAX_PDU"])
-    return assoc if assoc.is_established else None
-
-
 def _retrieve(service: QueryRetrieveServiceClass, req: Any, context: Any, how: str) -> None:
     """C-MOVE or C-GET: the identifier read, the images found, sent, counted, audited, answered."""
     server = service.assoc.pacslite
@@ -99,9 +88,12 @@ def _retrieve(service: QueryRetrieveServiceClass, req: Any, context: Any, how: s
         receiver, name = service.assoc, actor.name.removeprefix("ae:")
     transfer = outbound.Transfer(remaining=len(rows))
     if rows:
-        if receiver is None:
-            receiver = _open(settings, destination, outbound.contexts_for(rows))
-        _send(service, req, cx_id, syntax, settings, receiver, rows, transfer, how)
+        own = receiver is None
+        if own:
+            receiver = sender.open_to(settings, destination, rows)
+        sender.send(settings, receiver, own, rows, transfer, how, stop=lambda: service.is_cancelled(req.MessageID),
+                    progress=lambda: _respond(service, req, cx_id, PENDING, transfer, syntax),
+                    originator=(actor.name.removeprefix("ae:"), req.MessageID) if own else None)
         if not service.assoc.is_established:
             return
     outbound.record(conn, actor, name, transfer, how)
@@ -122,55 +114,6 @@ def move_scp(service: QueryRetrieveServiceClass, req: Any, context: Any) -> None
 def get_scp(service: QueryRetrieveServiceClass, req: Any, context: Any) -> None:
     """pacslite's C-GET SCP (replaces ``QueryRetrieveServiceClass._get_scp``)."""
     _retrieve(service, req, context, "C-GET")
-
-
-def _accepted_for_sending(assoc: Any, own: bool) -> dict[str, set[str]]:
-    """The syntaxes each SOP class may be sent in: every accepted context on our own
-    association (C-MOVE); on the requesting one (C-GET), those where we act as SCU."""
-    found: dict[str, set[str]] = {}
-    for cx in assoc.accepted_contexts:
-        if own or cx.as_scu:
-            found.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
-    return found
-
-
-def _send(service: Any, req: Any, cx_id: int, syntax: Any, settings: Any, receiver: Any, rows: list[Any],
-          transfer: outbound.Transfer, how: str) -> None:
-    own = how == "C-MOVE"
-    if receiver is None:
-        for row in rows:
-            transfer.done(row, None)
-        log.warning("C-MOVE: cannot associate with the destination")
-        return
-    accepted = _accepted_for_sending(receiver, own)
-    try:
-        for number, row in enumerate(rows):
-            if service.is_cancelled(req.MessageID):
-                return
-            transfer.done(row, _store(receiver, settings, row, accepted.get(row["sop_class_uid"], set()),
-                                      req.MessageID, number, how))
-            if transfer.remaining:
-                _respond(service, req, cx_id, PENDING, transfer, syntax)
-    finally:
-        if own:
-            receiver.release()
-
-
-def _store(receiver: Any, settings: Any, row: Any, accepted: set[str], originator_id: int, number: int,
-           how: str) -> int | None:
-    """One C-STORE sub-operation; its status (None: not sent)."""
-    try:
-        data = outbound.payload(settings["STORAGE_DIR"], row, accepted)
-    except outbound.Unsendable as exc:
-        log.warning("%s: %s not sent: %s", how, row["sop_instance_uid"], exc)
-        return None
-    try:
-        status = receiver.send_c_store(data, msg_id=(number % 65535) + 1, originator_aet=settings["AE_TITLE"],
-                                       originator_id=originator_id)
-    except Exception as exc:  # the receiver went away, refused the context, …
-        log.warning("%s: %s not sent: %s", how, row["sop_instance_uid"], exc)
-        return None
-    return int(status.Status) if status and "Status" in status else None
 
 
 def install() -> None:

@@ -7,8 +7,9 @@ from typing import Any
 from flask import (Blueprint, Response, current_app, flash, redirect, render_template, request,
                    send_file, url_for)
 from flask_babel import gettext
+from flask_login import current_user
 
-from .. import clock, documents, index, patients, receipts, storage
+from .. import clock, documents, index, patients, receipts, routing, storage
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx, limits
@@ -147,10 +148,14 @@ def _new_exam_defaults(patient_id: str) -> dict[str, Any]:
 @access.allow(*access.STAFF)
 def exam_view(accession: str, errors: dict[str, str] | None = None, status: int = 200) -> Any:
     exam = _exam_or_404(accession)
+    sending = current_user.has_any(("technologist",))
     return render_template("exams/view.html", exam=exam, forms=documents.of_exam(get_db(), exam["id"]),
                            series=index.series_of_exam(get_db(), exam["id"]),
                            can_cancel=patients.can_cancel(exam), errors=errors or {},
-                           age=receipts.age_of(exam, current_app.config)), status
+                           age=receipts.age_of(exam, current_app.config),
+                           outbound=routing.queue_of_exam(get_db(), exam["id"]) if sending else [],
+                           destination_options=[(d, d) for d in routing.destinations(get_db())] if sending else []), \
+        status
 
 
 @bp.route("/exams/<accession>/cancel", methods=["POST"])

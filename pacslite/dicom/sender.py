@@ -1,0 +1,88 @@
+"""The one DICOM sender: stored images to another AE, over an association pacslite opens
+(C-MOVE, forward rules, "send to…") or over the requesting one (C-GET). What goes and in
+which form is :mod:`pacslite.outbound`'s decision; this only knows pynetdicom."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping
+
+from pynetdicom import AE
+
+from .. import outbound
+
+log = logging.getLogger(__name__)
+
+
+def open_to(settings: Mapping[str, Any], destination: Mapping[str, Any], rows: list[Any]) -> Any:
+    """An association to a configured AE proposing what ``rows`` need; None if it cannot be made."""
+    ae = AE(settings["AE_TITLE"])
+    ae.acse_timeout = ae.network_timeout = settings["DICOM_NETWORK_TIMEOUT"]
+    ae.dimse_timeout = settings["DICOM_DIMSE_TIMEOUT"]
+    for sop_class, syntaxes in outbound.contexts_for(rows):
+        ae.add_requested_context(sop_class, syntaxes)
+    assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"],
+                         max_pdu=settings["DICOM_MAX_PDU"])
+    if not assoc.is_established:
+        log.warning("cannot associate with %s (%s:%s)", destination["ae_title"], destination["host"],
+                    destination["port"])
+        return None
+    return assoc
+
+
+def accepted_for_sending(assoc: Any, own: bool) -> dict[str, set[str]]:
+    """The syntaxes each SOP class may be sent in: every accepted context on an association
+    pacslite opened (``own``); on a requesting one (C-GET), those where pacslite acts as SCU."""
+    found: dict[str, set[str]] = {}
+    for cx in assoc.accepted_contexts:
+        if own or cx.as_scu:
+            found.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+    return found
+
+
+def store_one(assoc: Any, settings: Mapping[str, Any], row: Any, accepted: set[str], number: int,
+              how: str, originator: tuple[str, int] | None = None) -> int | None:
+    """One C-STORE of a stored image; its status (None: not sent, the reason logged).
+    ``originator``: the AE title and message ID of the C-MOVE this sub-operation serves."""
+    try:
+        data = outbound.payload(settings["STORAGE_DIR"], row, accepted)
+    except outbound.Unsendable as exc:
+        log.warning("%s: %s not sent: %s", how, row["sop_instance_uid"], exc)
+        return None
+    try:
+        status = assoc.send_c_store(data, msg_id=(number % 65535) + 1,
+                                    originator_aet=originator[0] if originator else None,
+                                    originator_id=originator[1] if originator else None)
+    except Exception as exc:  # the receiver went away, refused the context, …
+        log.warning("%s: %s not sent: %s", how, row["sop_instance_uid"], exc)
+        return None
+    return int(status.Status) if status and "Status" in status else None
+
+
+def send(settings: Mapping[str, Any], assoc: Any, own: bool, rows: list[Any], transfer: outbound.Transfer,
+         how: str, stop: Callable[[], bool] = lambda: False, progress: Callable[[], None] = lambda: None,
+         originator: tuple[str, int] | None = None) -> None:
+    """Send ``rows`` over ``assoc`` (None: it could not be opened, every image fails), counting
+    in ``transfer``; ``stop`` is asked before each image (a C-CANCEL), ``progress`` after it."""
+    if assoc is None:
+        for row in rows:
+            transfer.done(row, None)
+        return
+    accepted = accepted_for_sending(assoc, own)
+    try:
+        for number, row in enumerate(rows):
+            if stop():
+                return
+            transfer.done(row, store_one(assoc, settings, row, accepted.get(row["sop_class_uid"], set()), number,
+                                         how, originator))
+            if transfer.remaining:
+                progress()
+    finally:
+        if own:
+            assoc.release()
+
+
+def send_to(settings: Mapping[str, Any], destination: Mapping[str, Any], rows: list[Any], how: str) -> outbound.Transfer:
+    """Open an association to ``destination`` and send ``rows`` (forward rules, "send to…")."""
+    transfer = outbound.Transfer(remaining=len(rows))
+    send(settings, open_to(settings, destination, rows) if rows else None, True, rows, transfer, how)
+    return transfer
