@@ -165,6 +165,91 @@ def routing(work: Path) -> dict:
     return result
 
 
+def orthanc_rest(port: int, path: str, body: object | None = None) -> object:
+    import urllib.request
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST" if data else "GET")
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        raw = answer.read()
+    return raw if path.endswith("/file") else json.loads(raw or b"null")
+
+
+def start_orthanc(work: Path, dicom_port: int, http_port: int, pacs_port: int) -> subprocess.Popen:
+    """Orthanc (Debian's) as a workstation: pacslite is its modality "pacslite"."""
+    home = work / "orthanc"
+    home.mkdir()
+    config = {"Name": "ws", "StorageDirectory": str(home / "storage"), "IndexDirectory": str(home / "index"),
+              "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "Plugins": [],
+              "RemoteAccessAllowed": False, "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+              "DicomAlwaysAllowEcho": True, "DefaultEncoding": "Utf8",
+              "DicomModalities": {"pacslite": ["PACSLITE", "127.0.0.1", pacs_port]}}
+    (home / "orthanc.json").write_text(json.dumps(config))
+    process = subprocess.Popen(["Orthanc", str(home / "orthanc.json")], stdout=subprocess.DEVNULL,
+                               stderr=(home / "orthanc.log").open("w"))
+    if not wait_until(lambda: _answers(http_port), 60):
+        raise SystemExit("Orthanc did not start")
+    return process
+
+
+def _answers(http_port: int) -> bool:
+    try:
+        orthanc_rest(http_port, "/system")
+        return True
+    except OSError:
+        return False
+
+
+def orthanc(work: Path) -> dict:
+    """Orthanc as the workstation: finds the patient by name (ideographs and pinyin) through
+    its REST API (a C-FIND to pacslite), retrieves the study (C-MOVE to itself), never the
+    quarantined one."""
+    instance = work / "instance"
+    dicom_port, http_port = free_port(), free_port()
+    for args in (["STORESCU"], ["ORTHANC", "--host", "127.0.0.1", "--port", str(dicom_port), "--may",
+                                "query,retrieve"]):
+        assert flask_cli(instance, "ae", "add", *args).returncode == 0
+    pacs = pacs_server.Pacs(instance)
+    process = None
+    result: dict = {}
+    try:
+        reg = pacs.register(patient_id="ORT01", name="张三", sex="M", birth_date="1980-02-03", station_ae="")
+        files = pacs.send_series(work / "sent", 3, accession=reg.accession_number, patient_id="ORT01",
+                                 name="ZHANG^SAN", sex="M", birth_date="19800203")
+        stray = make_ct(work / "stray.dcm", accession="NOSUCH", patient_id="ORT01", name="ZHANG^SAN")
+        storescu(pacs.port, [work / "stray.dcm"])
+        process = start_orthanc(work, dicom_port, http_port, pacs.port)
+        found = {}
+        for name in ("张*", "ZHANG*"):
+            query = orthanc_rest(http_port, "/modalities/pacslite/query",
+                                 {"Level": "Study", "Query": {"PatientName": name, "StudyInstanceUID": "",
+                                                              "AccessionNumber": ""}})
+            answers = orthanc_rest(http_port, f"/queries/{query['ID']}/answers?expand&simplify")
+            found[name] = [(a.get("PatientName"), a.get("AccessionNumber")) for a in answers]
+        result["found"] = found
+        quarantined = orthanc_rest(http_port, "/modalities/pacslite/query",
+                                   {"Level": "Study", "Query": {"StudyInstanceUID": stray.StudyInstanceUID}})
+        result["quarantined_answers"] = len(orthanc_rest(http_port, f"/queries/{quarantined['ID']}/answers"))
+        query = orthanc_rest(http_port, "/modalities/pacslite/query",
+                             {"Level": "Study", "Query": {"PatientID": "ORT01", "StudyInstanceUID": ""}})
+        orthanc_rest(http_port, f"/queries/{query['ID']}/answers/0/retrieve",
+                     {"TargetAet": "ORTHANC", "Synchronous": True})
+        stored = {row[0]: dataset_bytes(storage.resolve(pacs.settings["STORAGE_DIR"], row[1])) for row in pacs.query(
+            "SELECT sop_instance_uid, storage_path FROM instances")}
+        received = {}
+        for orthanc_id in orthanc_rest(http_port, "/instances"):
+            (work / "got.dcm").write_bytes(orthanc_rest(http_port, f"/instances/{orthanc_id}/file"))
+            ds = dcmread(work / "got.dcm")
+            received[ds.SOPInstanceUID] = dataset_bytes(work / "got.dcm") == stored.get(ds.SOPInstanceUID)
+        result["received"] = received
+        result["sent"] = sorted(dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait()
+        assert pacs.server.stop() == 0
+    return result
+
+
 if __name__ == "__main__":
-    scenario = routing if sys.argv[2:] == ["routing"] else main
+    scenario = {"routing": routing, "orthanc": orthanc}.get(sys.argv[2] if len(sys.argv) > 2 else "", main)
     print(json.dumps(scenario(Path(sys.argv[1]))))

@@ -63,3 +63,15 @@ def test_forward_rules_deliver_and_a_destination_that_was_down_gets_the_study_la
                                                            ("image.transfer", "forward-rule:2", "success"),
                                                            ("image.transfer", "user:tech_fwd", "success")]
     assert len([a for a in transfers if a[2] == "failure"]) >= 2  # each failed attempt to DEST_LATER
+
+
+def test_orthanc_finds_the_patient_by_name_and_retrieves_the_study(tmp_path) -> None:
+    """Orthanc (Debian's) as a Q/R SCU through its REST API: C-FIND by ideographs and by
+    pinyin, C-MOVE to itself, never the quarantined study."""
+    result = in_namespace(tmp_path, "orthanc")
+    for name in ("张*", "ZHANG*"):
+        assert len(result["found"][name]) == 1, result["found"]
+        assert result["found"][name][0][0] in ("ZHANG^SAN=张^三", "ZHANG^SAN") and result["found"][name][0][1]
+    assert result["quarantined_answers"] == 0
+    assert sorted(result["received"]) == result["sent"]
+    assert all(result["received"].values()), result["received"]  # as stored, byte for byte
