@@ -69,6 +69,7 @@ def pinyin_of(name: str) -> tuple[str, str]:
     return words, initials
 
 
+@lru_cache(maxsize=65536)  # a pure function of the name, asked for every answer of a query
 def dicom_person_name(name: str, with_ideographs: bool = True) -> str:
     """The DICOM PN of a registered name: ``ZHANG^SAN=张^三`` (pinyin, then ideographs).
 

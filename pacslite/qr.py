@@ -128,23 +128,28 @@ def _narrowing(query: Query) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """[prefix, the next string after every one starting with prefix): an index range."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 def _name_prefix(pattern: str, params: list[Any]) -> list[str]:
-    """The literal start of a name query, as an index-friendly condition (GLOB on the lower-case
-    pinyin, or on the ideographs)."""
+    """The literal start of a name query as an index range: on the ideographs, or on the pinyin
+    written without spaces (``WANG^XIAOMING`` and ``wangxiao*`` start ``wangxiao``)."""
     groups = [g for g in pattern.split("=") if g]
     if len(groups) != 1:
         return []
-    literal = re.split(r"[*?]", groups[0], maxsplit=1)[0].split("^", 1)[0]
+    literal = re.split(r"[*?]", groups[0], maxsplit=1)[0]
     if names.is_chinese(literal):
-        surname = "".join(c for c in literal if names.is_chinese(c))
-        if surname and "?" not in surname:
-            params.append(surname + "*")
-            return ["p.name GLOB ?"]
+        ideographs = "".join(c for c in literal if names.is_chinese(c))
+        if ideographs and literal.replace("^", "").startswith(ideographs):
+            params.extend(_prefix_range(ideographs))
+            return ["p.name >= ? AND p.name < ?"]
         return []
-    letters = _PINYIN_PREFIX.match(literal)
+    letters = _PINYIN_PREFIX.match(literal.replace("^", "").replace(" ", ""))
     if letters and len(letters.group(0)) >= 2:
-        params.append(letters.group(0).lower() + "*")
-        return ["p.name_pinyin GLOB ?"]
+        params.extend(_prefix_range(letters.group(0).lower()))
+        return ["REPLACE(p.name_pinyin, ' ', '') >= ? AND REPLACE(p.name_pinyin, ' ', '') < ?"]
     return []
 
 
@@ -152,8 +157,10 @@ def _candidates(conn: sqlite3.Connection, query: Query) -> Iterator[sqlite3.Row]
     clauses, params = _narrowing(query)
     group = " GROUP BY p.id" if query.level == "PATIENT" else ""
     columns = _COLUMNS[query.level] + (", COUNT(DISTINCT s.id) AS studies" if query.level == "PATIENT" else "")
-    sql = (f"SELECT {columns} {_FROM[query.level]} WHERE {' AND '.join(clauses)}{group}"
-           f" ORDER BY {_ORDER[query.level]}")
+    order = _ORDER[query.level]
+    if len(clauses) > 1:  # narrowed by an index: sort what it finds, do not scan in id order to avoid sorting
+        order = ", ".join(f"+{column.strip()}" for column in order.split(","))
+    sql = f"SELECT {columns} {_FROM[query.level]} WHERE {' AND '.join(clauses)}{group} ORDER BY {order}"
     yield from conn.execute(sql, params)
 
 

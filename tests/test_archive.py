@@ -132,6 +132,15 @@ def test_build_verify_release_and_restore_a_volume(app, conn, tmp_path, client_a
     assert len(released) == 5
     assert not any(storage.resolve(settings["STORAGE_DIR"], r[0]).exists() for r in released)
 
+    # workstations cannot retrieve released images, and the study page says how to restore them
+    from pacslite import outbound
+    row = conn.execute("SELECT * FROM instances LIMIT 1").fetchone()
+    with pytest.raises(outbound.Unsendable, match="offline"):
+        outbound.payload(settings["STORAGE_DIR"], row, {row["transfer_syntax_uid"]})
+    study_id = conn.execute("SELECT s.id FROM studies s WHERE s.study_instance_uid = ?", (first,)).fetchone()[0]
+    page = client_as("admin").get(f"/studies/{study_id}").get_data(as_text=True)
+    assert 'id="offline-hint"' in page and volume["label"] in page and "Restore from the volume" in page
+
     with pytest.raises(Conflict, match="does not hold that study"):
         archive.restore_study(conn, audit.SYSTEM, settings, root, "1.2.3.4")
     assert archive.restore_study(conn, audit.SYSTEM, settings, root, first) == {"restored": 3}

@@ -42,8 +42,10 @@ ABORT_SOURCE, ABORT_REASON = 0x02, 0x06
 PDU_TYPES = range(0x01, 0x08)
 
 
-class PduTooLong(Exception):
-    pass
+def no_delay(sock: socket.socket) -> None:
+    """Send small PDUs at once: with Nagle's algorithm on (pynetdicom leaves it on), the last
+    PDU of a message waits for the peer's delayed ACK, about 40 ms, once per image sent."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class GuardedSocket(AssociationSocket):
@@ -67,6 +69,7 @@ class GuardedSocket(AssociationSocket):
             timeval = struct.pack("ll", seconds, int((network_timeout - seconds) * 1e6))
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+            no_delay(self.socket)
 
     def _cap(self, pdu_type: int) -> int:
         if self.assoc.dul.state_machine.current_state == "Sta2":  # awaiting the A-ASSOCIATE-RQ

@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping
 from pynetdicom import AE
 
 from .. import outbound
+from . import network
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ def open_to(settings: Mapping[str, Any], destination: Mapping[str, Any], rows: l
         log.warning("cannot associate with %s (%s:%s)", destination["ae_title"], destination["host"],
                     destination["port"])
         return None
+    network.no_delay(assoc.dul.socket.socket)
     return assoc
 
 
