@@ -45,6 +45,7 @@ class Transfer:
     failed: int = 0
     warning: int = 0
     failed_uids: list[str] = field(default_factory=list)
+    why: str = ""  # the first reason an image could not go (for the final response's comment)
     sent: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))  # (patient, study) → images
 
     def done(self, row: sqlite3.Row, status: int | None) -> None:
@@ -74,7 +75,7 @@ def payload(store: str | Path, row: sqlite3.Row, accepted: set[str]) -> Path | D
     """What to send for ``row`` to a receiver that accepted ``accepted`` for its SOP class: the
     stored file (byte for byte), or the image decompressed; Unsendable otherwise."""
     if row["released_at"]:
-        raise Unsendable("offline: its online copy was released after archiving; restore it from its volume")
+        raise Unsendable("offline: restore it from its archive volume")
     path = storage.resolve(store, row["storage_path"])
     if row["transfer_syntax_uid"] in accepted:
         return path

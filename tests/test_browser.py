@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from PIL import Image
 
 from tests import server as pacslite
-from tests.conftest import ROOT, flask_cli
+from tests.conftest import ROOT, flask_cli, free_port, wait_for
 from tests.dicomkit import make_ct, store_results, storescu
 
 pytestmark = pytest.mark.browser
@@ -437,3 +437,46 @@ def test_a_technologist_imports_scans_a_cd_and_old_dicom(browser, tmp_path, moda
     assert counts == {scans_exam.accession_number: 3, cd_exam.accession_number: 7, old_exam.accession_number: 3}
     assert problems == []
     shutil.rmtree(tmp_path / "cd")
+
+
+def test_an_admin_routes_ct_to_a_workstation_and_a_technologist_sees_it(browser, tmp_path, modality_pacs) -> None:
+    """Issue 14 in Chromium: rights on the Modalities page, a forward rule on Forwarding, the
+    queue on the exam page and "Send to…" (the workstation is down here: the study waits)."""
+    pacs = modality_pacs(PACSLITE_FORWARD_DELAY_SECONDS="0", PACSLITE_FORWARD_RETRY_FIRST_SECONDS="3600",
+                         PACSLITE_FORWARD_POLL_SECONDS="0.2")
+    exam = pacs.register(patient_id="RT0001", name="张三", station_ae="")
+    pacs.add_user("route_admin", "admin")
+    pacs.add_user("route_tech", "technologist")
+    problems: list[str] = []
+    admin = page_as(browser, pacs, "route_admin", problems)
+    admin.click("nav >> text=Modalities")
+    admin.click("text=Add modality")
+    admin.fill("#f-ae_title", "WS3D")
+    admin.fill("#f-host", "127.0.0.1")
+    admin.fill("#f-port", str(free_port()))
+    for right in ("store", "worklist", "mpps", "commitment"):
+        admin.uncheck(f"input[name=rights][value={right}]")
+    for right in ("query", "retrieve"):
+        admin.check(f"input[name=rights][value={right}]")
+    admin.click("form.form button[type=submit]")
+    expect(admin.locator("#modalities")).to_contain_text("Query images, Retrieve images")
+    admin.click("nav >> text=Forwarding")
+    admin.fill("#f-modality", "CT")
+    admin.select_option("#f-destination_ae", "WS3D")
+    admin.click("#rule-form button[type=submit]")
+    expect(admin.locator("#rules")).to_contain_text("WS3D")
+
+    pacs.send_series(tmp_path / "sent", 2, accession=exam.accession_number, patient_id="RT0001", name="ZHANG^SAN")
+    wait_for(lambda: pacs.query("SELECT attempts FROM outbound_queue WHERE attempts > 0"), "the first attempt")
+    admin.reload()
+    expect(admin.locator("#queue-rows")).to_contain_text(exam.accession_number)
+    expect(admin.locator("#queue-rows")).to_contain_text("not sent")
+
+    tech = page_as(browser, pacs, "route_tech", problems)
+    tech.goto(f"{pacs.server.url}/exams/{exam.accession_number}")
+    expect(tech.locator("#sending")).to_contain_text("WS3D")
+    expect(tech.locator("#sending")).to_contain_text("Queued")
+    tech.select_option("#send-form select", "WS3D")
+    tech.click("#send-form button[type=submit]")
+    expect(tech.locator("main")).to_contain_text("Already queued for WS3D")
+    assert problems == []

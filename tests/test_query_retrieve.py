@@ -128,8 +128,28 @@ def test_quarantined_images_are_never_found_and_released_ones_are_offline(pacs, 
         assert result.returncode == 0 and answers == [], (level, answers)
     assert pacs.query("SELECT quarantine_reason FROM studies WHERE study_instance_uid = ?",
                       stray.StudyInstanceUID)[0][0] == "unknown_accession"
-    _, [released] = find(pacs, "S", "STUDY", tmp_path, "PatientID=QR0002", "InstanceAvailability")
+    _, [released] = find(pacs, "S", "STUDY", tmp_path, "PatientID=QR0002", "InstanceAvailability",
+                         "StudyInstanceUID")
     assert released.InstanceAvailability == "OFFLINE"
+    # a retrieve of it fails with a clear status (0xA702), and says why in its Error Comment
+    got = getscu(pacs, "WS_UTF8", tmp_path / "offline", "QueryRetrieveLevel=STUDY",
+                 f"StudyInstanceUID={released.StudyInstanceUID}")
+    assert not any((tmp_path / "offline").iterdir())
+    assert "Received C-GET Response (Refused: OutOfResourcesSubOperations)" in got.stderr, got.stderr[-1500:]
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, build_role
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
+    ae = AE(ae_title="WS_UTF8")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", pacs.port, ae_title="PACSLITE", ext_neg=[build_role(CTImageStorage, scp_role=True)])
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", released.StudyInstanceUID
+    try:
+        [(final, _)] = list(assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet))
+    finally:
+        assoc.release()
+    assert final.Status == 0xA702 and final.ErrorComment == "offline: restore it from its archive volume"
 
 
 def test_a_broad_query_gets_the_first_answers_and_a_warning(pacs, tmp_path) -> None:

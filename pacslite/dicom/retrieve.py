@@ -101,7 +101,7 @@ def _retrieve(service: QueryRetrieveServiceClass, req: Any, context: Any, how: s
         _respond(service, req, cx_id, CANCELLED, transfer, syntax)
     elif transfer.failed or transfer.warning:
         status = UNABLE_TO_PERFORM if not transfer.completed and not transfer.warning else WARNING
-        _respond(service, req, cx_id, status, transfer, syntax)
+        _respond(service, req, cx_id, status, transfer, syntax, transfer.why)
     else:
         _respond(service, req, cx_id, SUCCESS, transfer, syntax)
 

@@ -42,13 +42,15 @@ def accepted_for_sending(assoc: Any, own: bool) -> dict[str, set[str]]:
 
 
 def store_one(assoc: Any, settings: Mapping[str, Any], row: Any, accepted: set[str], number: int,
-              how: str, originator: tuple[str, int] | None = None) -> int | None:
-    """One C-STORE of a stored image; its status (None: not sent, the reason logged).
-    ``originator``: the AE title and message ID of the C-MOVE this sub-operation serves."""
+              how: str, transfer: outbound.Transfer, originator: tuple[str, int] | None = None) -> int | None:
+    """One C-STORE of a stored image; its status (None: not sent, the reason logged and, the
+    first time, kept in ``transfer``). ``originator``: the AE title and message ID of the
+    C-MOVE this sub-operation serves."""
     try:
         data = outbound.payload(settings["STORAGE_DIR"], row, accepted)
     except outbound.Unsendable as exc:
         log.warning("%s: %s not sent: %s", how, row["sop_instance_uid"], exc)
+        transfer.why = transfer.why or str(exc)
         return None
     try:
         status = assoc.send_c_store(data, msg_id=(number % 65535) + 1,
@@ -75,7 +77,7 @@ def send(settings: Mapping[str, Any], assoc: Any, own: bool, rows: list[Any], tr
             if stop():
                 return
             transfer.done(row, store_one(assoc, settings, row, accepted.get(row["sop_class_uid"], set()), number,
-                                         how, originator))
+                                         how, transfer, originator))
             if transfer.remaining:
                 progress()
     finally:
