@@ -12,7 +12,7 @@ from types import FrameType
 
 from waitress import create_server
 
-from pacslite import audit, create_app, db, filing, integrity, offsite, routing
+from pacslite import audit, commitment, create_app, db, filing, integrity, offsite, routing, transmission
 from pacslite.background import Periodic
 from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
@@ -33,12 +33,12 @@ def _recover(config) -> None:
     conn = db.connect(config["DATABASE"])
     try:
         tmp, unindexed = filing.recover(conn, config["STORAGE_DIR"])
-        resent = routing.recover(conn)
+        resent = routing.recover(conn) + commitment.recover(conn)
         missing = integrity.missing_files(conn, config["STORAGE_DIR"])
     finally:
         conn.close()
     if resent:
-        log.warning("start-up: %d studies that were being sent are queued again", resent)
+        log.warning("start-up: %d studies or commitment reports that were being sent are queued again", resent)
     if tmp or unindexed:
         log.warning("start-up: removed %d temporary and %d never-committed files", tmp, unindexed)
     if missing:
@@ -75,7 +75,11 @@ def main() -> int:
         periodic = (offsite.ensure_job, integrity.ensure_scrub, integrity.backup_if_due)
         anchor = Periodic(app.config, "audit-anchor", audit.write_anchor, app.config["AUDIT_ANCHOR_MINUTES"] * 60)
         outgoing = routing.Sender(app.config, sender.send_to)
-        for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor, outgoing):
+        reports = Periodic(app.config, "commitment-reports",
+                           lambda conn, config: commitment.run_due(conn, config, sender.send_commitment_report),
+                           app.config["FORWARD_POLL_SECONDS"])
+        expected = Periodic(app.config, "expected-images", transmission.run_due, transmission.poll_seconds(app.config))
+        for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor, outgoing, reports, expected):
             service.start()
             services.append(service)
         print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)

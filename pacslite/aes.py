@@ -15,17 +15,18 @@ from typing import Any, Mapping
 
 from . import audit, clock
 from .db import transaction
+from .query import matches_text
 from .validation import AE_TITLE_PATTERN, N_, NotFound, ValidationError, choice, matches, text
 
 #: Worklist character sets a modality may be configured for: DICOM term → what pydicom encodes.
-CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
+CHARSETS = ("ISO_IR 192", "GB18030", "ISO 2022 IR 58", "ISO_IR 100")
 #: What a configured AE may do over DICOM (verification is always allowed).
 RIGHTS = ("store", "worklist", "query", "retrieve", "mpps", "commitment")
 #: A modality's rights: what ``ae add`` gives without ``--may``, and what a caller gets when
 #: any caller is accepted (DICOM_ACCEPT_ANY_CALLER).
 MODALITY_RIGHTS = ("store", "worklist", "mpps", "commitment")
 REJECTION_REASONS = ("unknown_calling_ae", "wrong_called_ae")
-FIELDS = ("ae_title", "host", "port", "name", "location", "charset", "rights")
+FIELDS = ("ae_title", "host", "port", "name", "location", "modality", "charset", "rights")
 
 
 def clean_ae(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,8 +41,11 @@ def clean_ae(data: Mapping[str, Any]) -> dict[str, Any]:
         raise ValidationError("port", N_("A number from 1 to 65535.")) from None
     if not 1 <= port <= 65535:
         raise ValidationError("port", N_("A number from 1 to 65535."))
+    modality = matches(text(data, "modality", max_length=16).upper(), "modality", r"[A-Z0-9]{1,16}",
+                       N_("A DICOM modality code such as CT, MR or DX."))
     return {"ae_title": ae_title, "host": host, "port": port,
             "name": text(data, "name", max_length=64), "location": text(data, "location", max_length=64),
+            "modality": modality,
             "charset": choice(data, "charset", CHARSETS, required=False, default=CHARSETS[0]),
             "rights": clean_rights(data.get("rights", MODALITY_RIGHTS))}
 
@@ -93,9 +97,9 @@ def add_ae(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]
     with transaction(conn):
         if find_ae(conn, fields["ae_title"]) is not None:
             raise ValidationError("ae_title", N_("This AE title is configured already."))
-        conn.execute("INSERT INTO application_entities (ae_title, host, port, name, location, charset, rights,"
-                     " created_at, updated_at) VALUES (:ae_title, :host, :port, :name, :location, :charset, :rights,"
-                     " :now, :now)", {**fields, "now": now})
+        conn.execute("INSERT INTO application_entities (ae_title, host, port, name, location, modality, charset,"
+                     " rights, created_at, updated_at) VALUES (:ae_title, :host, :port, :name, :location, :modality,"
+                     " :charset, :rights, :now, :now)", {**fields, "now": now})
         audit.record(conn, actor, "ae.add", f"ae:{fields['ae_title']}", detail=fields)
     return get_ae(conn, fields["ae_title"])
 
@@ -109,7 +113,8 @@ def update_ae(conn: sqlite3.Connection, actor: audit.Actor, ae_title: str, data:
         changed = {k: (before[k], fields[k]) for k in FIELDS if before[k] != fields[k]}
         if changed:
             conn.execute("UPDATE application_entities SET host = :host, port = :port, name = :name,"
-                         " location = :location, charset = :charset, rights = :rights, updated_at = :now"
+                         " location = :location, modality = :modality, charset = :charset, rights = :rights,"
+                         " updated_at = :now"
                          " WHERE id = :id",
                          {**fields, "now": clock.to_db(clock.now()), "id": before["id"]})
             audit.record(conn, actor, "ae.update", f"ae:{ae_title}",
@@ -211,6 +216,13 @@ def record_refused_contexts(conn: sqlite3.Connection, calling_ae: str, address: 
 def list_refused_contexts(conn: sqlite3.Connection, limit: int = 100) -> list[sqlite3.Row]:
     """Refused services, newest first."""
     return conn.execute("SELECT * FROM refused_contexts ORDER BY last_at DESC LIMIT ?", (limit,)).fetchall()
+
+
+def station_modalities(conn: sqlite3.Connection, station_query: str) -> set[str]:
+    """The DICOM modalities of the configured AEs a worklist's ScheduledStationAETitle names
+    (a title, or a wildcard): an exam scheduled on no station is offered only to those."""
+    return {row["modality"] for row in list_aes(conn)
+            if row["modality"] and matches_text(station_query, row["ae_title"])}
 
 
 def charset_of(conn: sqlite3.Connection, ae_title: str) -> str:

@@ -92,6 +92,8 @@ def audit_verify(anchors: str | None) -> None:
 
 MAY_HELP = ("What it may use, comma-separated: " + ", ".join(aes.RIGHTS)
             + f" (default for a new AE: a modality's, {','.join(aes.MODALITY_RIGHTS)}).")
+MODALITY_HELP = ("Its DICOM modality (CT, MR, DX…): a worklist query by its AE title also gets the exams of"
+                 " this modality scheduled on no particular station.")
 
 
 @ae_cli.command("add")
@@ -100,14 +102,17 @@ MAY_HELP = ("What it may use, comma-separated: " + ", ".join(aes.RIGHTS)
 @click.option("--port", default=104, type=int, show_default=True, help="Its DICOM port.")
 @click.option("--name", default="", help="A name people recognise, e.g. 'CT room 1'.")
 @click.option("--location", default="", help="Where it stands.")
+@click.option("--modality", default="", help=MODALITY_HELP)
 @click.option("--charset", default=aes.CHARSETS[0], type=click.Choice(aes.CHARSETS), show_default=True,
               help="Character set of its worklist and query answers.")
 @click.option("--may", default=",".join(aes.MODALITY_RIGHTS), help=MAY_HELP)
-def ae_add(ae_title: str, host: str, port: int, name: str, location: str, charset: str, may: str) -> None:
+def ae_add(ae_title: str, host: str, port: int, name: str, location: str, modality: str, charset: str,
+           may: str) -> None:
     """Allow the AE AE_TITLE (a modality or a workstation) to connect for what it may use."""
     with _connection() as conn:
         ae = aes.add_ae(conn, CLI_ACTOR, {"ae_title": ae_title, "host": host, "port": port, "name": name,
-                                          "location": location, "charset": charset, "rights": may})
+                                          "location": location, "modality": modality, "charset": charset,
+                                          "rights": may})
     click.echo(f"added modality {ae['ae_title']} ({ae['host'] or 'any host'}:{ae['port']}, {ae['charset']},"
                f" may {ae['rights'] or 'nothing but echo'})")
 
@@ -118,6 +123,7 @@ def ae_add(ae_title: str, host: str, port: int, name: str, location: str, charse
 @click.option("--port", type=int, help="Its DICOM port.")
 @click.option("--name", help="A name people recognise.")
 @click.option("--location", help="Where it stands.")
+@click.option("--modality", help=MODALITY_HELP)
 @click.option("--charset", type=click.Choice(aes.CHARSETS), help="Character set of its answers.")
 @click.option("--may", help=MAY_HELP.replace("default for a new AE", "a new AE gets"))
 def ae_update(ae_title: str, **given: Any) -> None:
@@ -135,8 +141,8 @@ def ae_list() -> None:
     with _connection() as conn:
         rows = aes.list_aes(conn)
     for ae in rows:
-        click.echo(f"{ae['ae_title']:<16}  {ae['host'] or '-'}:{ae['port']}  {ae['charset']}  {ae['rights'] or '-'}"
-                   f"  {ae['name']}")
+        click.echo(f"{ae['ae_title']:<16}  {ae['host'] or '-'}:{ae['port']}  {ae['modality'] or '-'}  {ae['charset']}"
+                   f"  {ae['rights'] or '-'}  {ae['name']}")
 
 
 @ae_cli.command("remove")

@@ -69,6 +69,16 @@ DEFAULTS: dict[str, Any] = {
     # Report targets that differ by patient source, "MODALITY/source": hours, e.g.
     # {"CT/emergency": 1, "CT/outpatient": 2}; others use the modality's turnaround_hours.
     "TURNAROUND_BY_SOURCE": {},
+    # Reports: with review on, a final report is signed only after a preliminary one.
+    "REPORT_REVIEW": False,
+    # MPPS and "exam done": this many minutes after an exam was performed, images the modality
+    # said it acquired and pacslite has not received raise incomplete_transmission (0.05 = 3 s).
+    "MPPS_GRACE_MINUTES": 10.0,
+    # Storage commitment: a report the requesting AE did not take on its association is sent on
+    # a new one, tried again after COMMITMENT_RETRY_FIRST_SECONDS, doubling, for
+    # COMMITMENT_RETRY_HOURS, then given up with an alert.
+    "COMMITMENT_RETRY_FIRST_SECONDS": 30.0,
+    "COMMITMENT_RETRY_HOURS": 24.0,
     # The sweep: how often, and after how long each finding becomes an alert.
     "SWEEP_INTERVAL_MINUTES": 15,
     "SWEEP_MISSING_IMAGES_HOURS": 24,

@@ -33,7 +33,7 @@ from pydicom.filereader import read_partial
 from pydicom.filewriter import write_dataset
 from pydicom.pixels import iter_pixels
 
-from . import audit, capacity, clock, db, index, names, patients, routing, storage, wellformed
+from . import audit, capacity, clock, db, exams, index, names, patients, routing, storage, wellformed
 from .index import Header, Placement, Source, StoredFile
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ def place_study(conn: sqlite3.Connection, header: Header) -> Placement:
         exam = patients.find_exam(conn, accession=header.accession_number)
         if exam is None:
             return Placement(reason="unknown_accession", detail={"accession_number": header.accession_number})
-    if exam["status"] == patients.CANCELLED:
+    if exam["status"] == exams.CANCELLED:
         return Placement(reason="exam_cancelled", detail={"accession_number": exam["accession_number"]})
     if header.patient_id != exam["patient_id"] and (by_uid is None or header.patient_id):
         return Placement(reason="patient_id_mismatch", detail={
@@ -261,7 +261,7 @@ def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source
               "sha256": stored.sha256, "path": stored.path}
     if study["exam_ref"] is not None:
         exam = patients.find_exam(conn, exam_id=study["exam_ref"])
-        patients.images_arrived(conn, exam, new_series, at)
+        exams.images_arrived(conn, exam, new_series, at)
         routing.on_filed(conn, study["id"], source.calling_ae, header.modality, at)
         audit.record(conn, actor, "image.file", f"exam:{exam['accession_number']}",
                      patient_id=exam["patient_id"], detail={**detail, "instance": header.sop_instance_uid})

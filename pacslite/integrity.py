@@ -7,7 +7,6 @@ so pacslite keeps running while one is made.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -16,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import audit, clock, db, jobs, storage
+from . import alerts, audit, clock, db, jobs, storage
 from .db import transaction
 
 log = logging.getLogger(__name__)
@@ -26,16 +25,13 @@ BATCH = 50
 # ---------------------------------------------------------------- alerts of the scrub
 
 def _raise(conn: sqlite3.Connection, rule: str, instance: sqlite3.Row, detail: dict[str, Any]) -> None:
-    conn.execute("INSERT OR IGNORE INTO alerts (rule, subject, study_ref, state, detail, opened_at)"
-                 " VALUES (?, ?, (SELECT study_ref FROM series WHERE id = ?), 'open', ?, ?)",
-                 (rule, f"instance:{instance['id']}", instance["series_ref"], json.dumps(detail),
-                  clock.to_db(clock.now())))
+    study_ref = conn.execute("SELECT study_ref FROM series WHERE id = ?", (instance["series_ref"],)).fetchone()[0]
+    alerts.raise_alert(conn, rule, f"instance:{instance['id']}", clock.to_db(clock.now()), detail, study_ref=study_ref)
 
 
 def _clear(conn: sqlite3.Connection, instance_id: int) -> None:
-    conn.execute("UPDATE alerts SET state = 'cleared', closed_at = ?, closed_by = 'scrub' WHERE state = 'open'"
-                 " AND rule IN ('file_missing', 'file_changed') AND subject = ?",
-                 (clock.to_db(clock.now()), f"instance:{instance_id}"))
+    alerts.clear_alert(conn, ("file_missing", "file_changed"), f"instance:{instance_id}", clock.to_db(clock.now()),
+                       "scrub")
 
 
 def check(conn: sqlite3.Connection, store: str | Path, instance: sqlite3.Row) -> str:

@@ -11,7 +11,15 @@ import re
 import unicodedata
 from functools import lru_cache
 
+import pydicom.charset
 from pypinyin import Style, lazy_pinyin, pinyin
+
+# pydicom believes Python's codec strips and writes the escape sequence of ISO 2022 IR 58 (GB2312
+# with code extensions); Python's gb2312 knows no escape sequences, so pydicom would write the
+# bytes without ESC $ ) A and read ESC $ ) A back as text. Left to pydicom's own code-extension
+# handling, as for the single-byte sets, both directions are right (PS3.5 6.1.2.5.3: designated
+# again after each ^ and = of a person name).
+pydicom.charset.handled_encodings = tuple(e for e in pydicom.charset.handled_encodings if e != "iso_ir_58")
 
 #: Surnames read differently from the character's everyday reading, and two-character surnames.
 SURNAME_READINGS: dict[str, str] = {
@@ -145,8 +153,30 @@ def same_person_name(header_groups: tuple[str, ...], registered: str) -> bool | 
     return False
 
 
+def specific_character_set(charset: str) -> str | list[str]:
+    """SpecificCharacterSet for a modality's character set: a code-extension set (ISO 2022 …)
+    follows the default repertoire as value 1."""
+    return ["", charset] if charset.startswith("ISO 2022") else charset
+
+
+def encodable(charset: str, value: str) -> bool:
+    """Whether ``value`` can be written in the DICOM character set (GB2312 lacks rare ideographs)."""
+    try:
+        value.encode(pydicom.charset.python_encoding[charset])
+    except (UnicodeError, LookupError):
+        return False
+    return True
+
+
 def for_charset(charset: str, value: str) -> str:
-    """Text in a form a DICOM character set can carry: Latin-1 gets pinyin for ideographs."""
-    if charset == "ISO_IR 100" and is_chinese(value):
+    """Text in a form a DICOM character set can carry: pinyin for ideographs it lacks (Latin-1
+    has none)."""
+    if is_chinese(value) and (charset == "ISO_IR 100" or not encodable(charset, value)):
         return pinyin_of(value)[0].upper()
     return value
+
+
+def person_name_for(charset: str, name: str) -> str:
+    """The DICOM PN of a registered name in a modality's character set: pinyin alone when the
+    set cannot carry its ideographs."""
+    return dicom_person_name(name, with_ideographs=charset != "ISO_IR 100" and encodable(charset, name))

@@ -14,24 +14,17 @@ from typing import Any, Mapping
 
 from stdnum import damm
 
-from . import audit, clock, config, uids
+from . import audit, clock, config, exams, uids
 from .names import pinyin_of
 from .db import transaction
-from .validation import AE_TITLE_PATTERN, N_, Conflict, NotFound, ValidationError, choice, matches, text
+from .validation import AE_TITLE_PATTERN, N_, NotFound, ValidationError, choice, matches, text
 
 SEXES = ("M", "F", "O")
 SOURCES = ("outpatient", "inpatient", "emergency", "physical_exam")
 PRIORITIES = ("stat", "urgent", "routine")
 
-# The one place that knows the life of an exam. Later stages (reported …) extend this table.
-REGISTERED, IMAGES_RECEIVED, COMPLETED, CANCELLED = "registered", "images_received", "completed", "cancelled"
-EXAM_STATES = (REGISTERED, IMAGES_RECEIVED, COMPLETED, CANCELLED)
-TRANSITIONS: dict[str, frozenset[str]] = {
-    REGISTERED: frozenset({IMAGES_RECEIVED, CANCELLED}),
-    IMAGES_RECEIVED: frozenset({COMPLETED}),
-    COMPLETED: frozenset(),
-    CANCELLED: frozenset(),
-}
+# The exam's life cycle is owned by exams.py.
+EXAM_STATES = exams.STATES
 
 PATIENT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 DEMOGRAPHICS = ("name", "sex", "birth_date")
@@ -274,10 +267,10 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
             " :requesting_department, :requesting_physician, :clinical_note, :priority, :scheduled_at, :station_ae,"
             " :study_uid, :status, :now, :actor, :now)",
             {**exam_fields, "accession": accession, "patient_ref": patient_ref, "study_uid": study_uid,
-             "status": REGISTERED, "now": now, "actor": actor.name})
+             "status": exams.SCHEDULED, "now": now, "actor": actor.name})
         audit.record(conn, actor, "exam.register", f"exam:{accession}", patient_id=patient_fields["patient_id"],
                      detail={**exam_fields, "study_instance_uid": study_uid})
-    return Registration(accession, study_uid, patient_fields["patient_id"], REGISTERED, existing is None)
+    return Registration(accession, study_uid, patient_fields["patient_id"], exams.SCHEDULED, existing is None)
 
 
 _EXAM_SELECT = ("SELECT e.*, p.patient_id, p.name AS patient_name, p.name_pinyin, p.sex, p.birth_date, p.phone"
@@ -306,8 +299,9 @@ def find_exam(conn: sqlite3.Connection, *, accession: str = "", study_uid: str =
 
 
 def open_exams(conn: sqlite3.Connection, start: str | None, end: str | None) -> list[sqlite3.Row]:
-    """Exams neither completed nor cancelled, scheduled in [start, end) (UTC text; None: open)."""
-    clauses, params = ["e.status NOT IN (?, ?)"], [COMPLETED, CANCELLED]
+    """Exams the worklist offers (scheduled or in progress), scheduled in [start, end) (UTC
+    text; None: open)."""
+    clauses, params = [f"e.status IN ({', '.join('?' * len(exams.WORKLIST_STATES))})"], list(exams.WORKLIST_STATES)
     if start is not None:
         clauses.append("e.scheduled_at >= ?")
         params.append(start)
@@ -360,40 +354,6 @@ def list_exams(conn: sqlite3.Connection, settings: Mapping[str, Any], *, day: da
                         (*params, limit)).fetchall()
 
 
-def _move(conn: sqlite3.Connection, exam: sqlite3.Row, new_status: str) -> None:
-    """Change an exam's state, refusing a transition the state machine does not allow."""
-    if new_status not in TRANSITIONS[exam["status"]]:
-        raise Conflict(N_("An exam in state %(status)s cannot become %(new)s."), status=exam["status"], new=new_status)
-    conn.execute("UPDATE exams SET status = ?, updated_at = ? WHERE id = ?",
-                 (new_status, clock.to_db(clock.now()), exam["id"]))
-
-
-def images_arrived(conn: sqlite3.Connection, exam: sqlite3.Row, new_series: bool, at: str) -> None:
-    """An image was filed to the exam: count it; a registered exam becomes "images received";
-    an "images missing" flag clears itself."""
-    if exam["status"] == REGISTERED:
-        _move(conn, exam, IMAGES_RECEIVED)
-    conn.execute("UPDATE exams SET instance_count = instance_count + 1, series_count = series_count + ?,"
-                 " images_first_at = COALESCE(images_first_at, ?), images_last_at = ?,"
-                 " images_missing_at = NULL, images_missing_by = NULL WHERE id = ?",
-                 (int(new_series), at, at, exam["id"]))
-    if exam["images_missing_at"]:
-        audit.record(conn, audit.SYSTEM, "exam.images_missing_clear", f"exam:{exam['accession_number']}",
-                     patient_id=exam["patient_id"], detail={"flagged_at": exam["images_missing_at"],
-                                                            "flagged_by": exam["images_missing_by"]})
-
-
-def set_image_counts(conn: sqlite3.Connection, exam: sqlite3.Row, series: int, instances: int,
-                     first_at: str | None, last_at: str | None) -> None:
-    """Images were moved to or from the exam (re-filing): its counts and arrival times as
-    counted again from the index; a registered exam that now has images becomes "images received"."""
-    if exam["status"] == REGISTERED and instances > 0:
-        _move(conn, exam, IMAGES_RECEIVED)
-    conn.execute("UPDATE exams SET series_count = ?, instance_count = ?, images_first_at = ?, images_last_at = ?,"
-                 " images_missing_at = CASE WHEN ? > 0 THEN NULL ELSE images_missing_at END WHERE id = ?",
-                 (series, instances, first_at, last_at, instances, exam["id"]))
-
-
 def flag_images_missing(conn: sqlite3.Connection, exam: sqlite3.Row, by: str, at: str) -> None:
     """A radiologist found no images: the exam is flagged until images are filed (inside the
     caller's transaction, which audits it)."""
@@ -401,29 +361,19 @@ def flag_images_missing(conn: sqlite3.Connection, exam: sqlite3.Row, by: str, at
 
 
 def flagged_missing_images(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    return conn.execute(f"{_EXAM_SELECT} WHERE e.images_missing_at IS NOT NULL ORDER BY e.images_missing_at").fetchall()
+    return conn.execute(f"{_EXAM_SELECT} WHERE e.images_missing_at IS NOT NULL ORDER BY e.images_missing_at"
+                        f" LIMIT 500").fetchall()
 
 
 def count_flagged_missing_images(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM exams WHERE images_missing_at IS NOT NULL").fetchone()[0]
 
 
-def can_cancel(exam: Mapping[str, Any]) -> bool:
-    return CANCELLED in TRANSITIONS[exam["status"]] and exam["instance_count"] == 0
-
-
 def cancel_exam(conn: sqlite3.Connection, actor: audit.Actor, accession: str, data: Mapping[str, Any]) -> None:
     """Cancel an exam that has no images, with a reason."""
     reason = text(data, "reason", required=True, max_length=200)
     with transaction(conn):
-        exam = get_exam(conn, accession)
-        if exam["instance_count"] > 0:
-            raise Conflict(N_("This exam has images and cannot be cancelled."))
-        _move(conn, exam, CANCELLED)
-        conn.execute("UPDATE exams SET cancel_reason = ?, cancelled_at = ?, cancelled_by = ? WHERE id = ?",
-                     (reason, clock.to_db(clock.now()), actor.name, exam["id"]))
-        audit.record(conn, actor, "exam.cancel", f"exam:{accession}", patient_id=exam["patient_id"],
-                     detail={"reason": reason})
+        exams.cancel(conn, actor, get_exam(conn, accession), reason)
 
 
 def api_view(exam: sqlite3.Row) -> dict[str, Any]:
@@ -447,5 +397,8 @@ def api_view(exam: sqlite3.Row) -> dict[str, Any]:
         "station_ae": exam["station_ae"],
         "registered_at": exam["registered_at"],
         "cancel_reason": exam["cancel_reason"],
-        "images": {"series": exam["series_count"], "instances": exam["instance_count"]},
+        "images": {"series": exam["series_count"], "instances": exam["instance_count"],
+                   "expected": exam["images_expected"]},
+        "performed_at": exam["performed_at"],
+        "report_amended": exam["amended_at"] is not None,
     }

@@ -272,12 +272,11 @@ def _patient_counts(conn: sqlite3.Connection, patient_ref: int) -> tuple[int, in
 def answer(conn: sqlite3.Connection, query: Query, row: sqlite3.Row, settings: Mapping[str, Any],
            charset: str) -> Dataset:
     """Every attribute pacslite knows at the query's level (the caller keeps the requested ones)."""
-    ideographs = charset != "ISO_IR 100"
     ds = Dataset()
-    ds.SpecificCharacterSet = charset
+    ds.SpecificCharacterSet = names.specific_character_set(charset)
     ds.QueryRetrieveLevel = query.level
     ds.RetrieveAETitle = settings["AE_TITLE"]
-    ds.PatientName = names.dicom_person_name(row["patient_name"], with_ideographs=ideographs)
+    ds.PatientName = names.person_name_for(charset, row["patient_name"])
     ds.PatientID = row["patient_id"]
     ds.PatientBirthDate = (row["birth_date"] or "").replace("-", "")
     ds.PatientSex = row["sex"] or ""
@@ -292,7 +291,8 @@ def answer(conn: sqlite3.Connection, query: Query, row: sqlite3.Row, settings: M
     ds.StudyDate, ds.StudyTime, ds.StudyID = row["study_date"], row["study_time"], row["study_id"]
     ds.AccessionNumber = row["accession_number"]
     ds.StudyDescription = names.for_charset(charset, _description(row))
-    ds.ReferringPhysicianName = _physician(row, ideographs)
+    physician = row["requesting_physician"] or ""
+    ds.ReferringPhysicianName = names.person_name_for(charset, physician) if physician else ""
     ds.ModalitiesInStudy = _modalities(conn, row["study_ref"])
     ds.NumberOfStudyRelatedSeries, ds.NumberOfStudyRelatedInstances = row["series_count"], row["instance_count"]
     if query.level == "STUDY":

@@ -83,7 +83,7 @@ def matches_text(query: str, value: str, *, ignore_case: bool = False) -> bool:
 
 
 def matches_name(query: str, registered: str) -> bool:
-    """A PN query against a registered name: any given component group may match its form.
+    """A PN query against a registered name: every given component group must match its form.
 
     Letters match the pinyin form (``ZHANG^SAN``, with or without the ``^``), case-insensitive;
     ideographs match the ideographic form (``张^三`` or ``张三``).
@@ -98,11 +98,9 @@ def matches_name(query: str, registered: str) -> bool:
     else:
         ideographic = []
     letters = [alphabetic, alphabetic.replace("^", ""), registered]
-    for group in groups:
-        candidates = ideographic if names.is_chinese(group) else letters
-        if any(matches_text(group, c, ignore_case=True) for c in candidates):
-            return True
-    return False
+    return all(any(matches_text(group, c, ignore_case=True)
+                   for c in (ideographic if names.is_chinese(group) else letters))
+               for group in groups)
 
 
 def _parse_date(text: str) -> date:

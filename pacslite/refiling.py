@@ -26,7 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from rapidfuzz.distance import DamerauLevenshtein
 
-from . import audit, clock, filing, index, names, patients, storage
+from . import audit, clock, exams, filing, index, names, patients, storage
 from .db import transaction
 from .validation import N_, Conflict, NotFound, ValidationError, text
 
@@ -94,7 +94,7 @@ def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], limit: int = 
     rows = conn.execute(
         f"{patients.exam_select()} WHERE e.status <> ? AND e.id IS NOT ? AND ((e.scheduled_at >= ?"
         " AND e.scheduled_at < ?) OR e.accession_number = ? OR p.patient_id = ?)",
-        (patients.CANCELLED, study["exam_ref"], clock.to_db(arrived - CANDIDATE_WINDOW),
+        (exams.CANCELLED, study["exam_ref"], clock.to_db(arrived - CANDIDATE_WINDOW),
          clock.to_db(arrived + CANDIDATE_WINDOW), study["accession_number"], study["patient_id"])).fetchall()
     modalities = {r[0] for r in conn.execute("SELECT DISTINCT modality FROM series WHERE study_ref = ?",
                                              (study["id"],))}
@@ -219,7 +219,7 @@ def _recount(conn: sqlite3.Connection, exam_id: int) -> None:
                        " MIN(first_received_at), MAX(last_received_at) FROM studies WHERE exam_ref = ?",
                        (exam_id,)).fetchone()
     exam = patients.find_exam(conn, exam_id=exam_id)
-    patients.set_image_counts(conn, exam, row[0], row[1], row[2], row[3])
+    exams.set_image_counts(conn, exam, row[0], row[1], row[2], row[3])
 
 
 def _header_of(study: Mapping[str, Any]) -> dict[str, str]:
@@ -233,7 +233,7 @@ def _target(conn: sqlite3.Connection, study: sqlite3.Row, data: Mapping[str, Any
     exam = patients.find_exam(conn, accession=accession)
     if exam is None:
         raise Conflict(N_("No exam has the accession number %(accession)s."), accession=accession)
-    if exam["status"] == patients.CANCELLED:
+    if exam["status"] == exams.CANCELLED:
         raise Conflict(N_("Exam %(accession)s is cancelled."), accession=accession)
     if study["exam_ref"] == exam["id"]:
         raise Conflict(N_("The study is already filed to exam %(accession)s."), accession=accession)

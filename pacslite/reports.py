@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 
-from . import audit, clock, config, index, patients
+from . import audit, clock, config, exams, index, patients
 from .db import transaction
 from .validation import N_, Conflict, ValidationError, choice, text
 
@@ -101,7 +101,7 @@ def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modal
     clauses, params = patients.exam_filter(modality=modality, source=source, priority=priority, query=query)
     clauses += ["e.instance_count > 0", "e.status <> ?",
                 "NOT EXISTS (SELECT 1 FROM report_versions r WHERE r.exam_ref = e.id AND r.status = ?)"]
-    params += [patients.CANCELLED, FINAL]
+    params += [exams.CANCELLED, FINAL]
     if day is not None:
         start, end = clock.local_day_bounds(day, settings["TIMEZONE"])
         clauses += ["e.images_first_at >= ?", "e.images_first_at < ?"]
@@ -148,7 +148,7 @@ def _revision(data: Mapping[str, Any]) -> int:
 def can_edit(exam: Mapping[str, Any], current: sqlite3.Row | None) -> bool:
     """Whether the report may be edited now: the exam has images and is not cancelled, and
     the report is not final (a final report is amended instead)."""
-    return (not is_locked(exam) and exam["status"] != patients.CANCELLED
+    return (not is_locked(exam) and exam["status"] != exams.CANCELLED
             and (current is None or current["status"] != FINAL))
 
 
@@ -196,8 +196,10 @@ def save(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
     return saved
 
 
-def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: Mapping[str, Any]) -> sqlite3.Row:
-    """Save and sign, preliminary or final (``data["level"]``); refused while the exam has no images."""
+def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: Mapping[str, Any],
+         review: bool = False) -> sqlite3.Row:
+    """Save and sign, preliminary or final (``data["level"]``); refused while the exam has no
+    images. The exam's state follows (:func:`exams.report_signed`; ``review``: REPORT_REVIEW)."""
     level = choice(data, "level", SIGN_LEVELS)
     _refuse_if_locked(conn, actor, exam, "report.sign")
     if level == FINAL and not text(data, "impression", max_length=TEXT_MAX, multiline=True):
@@ -210,6 +212,7 @@ def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
         changes.update(signed_at=now, signed_by=actor.name, held_by=None, held_at=None)
     with transaction(conn):  # signed preliminary again: the newest preliminary signature counts
         signed = _write(conn, actor, exam, data, changes)
+        exams.report_signed(conn, actor, exam, level, review)
         audit.record(conn, actor, "report.sign", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
                      detail={"version": signed["version"], "level": level})
     return signed

@@ -14,7 +14,6 @@ The sending itself (a DICOM association) is the DICOM layer's: the thread is giv
 """
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from datetime import timedelta
@@ -22,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from pydicom.dataset import Dataset
 
-from . import aes, audit, clock, index, outbound, qr
+from . import aes, alerts, audit, clock, index, outbound, qr
 from .background import BackgroundThread
 from .db import transaction
 from .validation import AE_TITLE_PATTERN, N_, Conflict, NotFound, ValidationError, matches, text
@@ -30,7 +29,6 @@ from .validation import AE_TITLE_PATTERN, N_, Conflict, NotFound, ValidationErro
 log = logging.getLogger(__name__)
 
 QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
-MAX_PAUSE_SECONDS = 3600
 BATCH = 5
 
 
@@ -165,20 +163,17 @@ def _finish(conn: sqlite3.Connection, settings: Mapping[str, Any], item: sqlite3
             conn.execute("UPDATE outbound_queue SET state = ?, attempts = attempts + 1, images_sent = ?, last_error = '',"
                          " updated_at = ? WHERE id = ?", (SENT, transfer.completed + transfer.warning,
                                                           clock.to_db(now), item["id"]))
-            conn.execute("UPDATE alerts SET state = 'cleared', closed_at = ?, closed_by = 'outbound'"
-                         " WHERE rule = 'forward_failed' AND subject = ? AND state = 'open'", (clock.to_db(now), subject))
+            alerts.clear_alert(conn, ("forward_failed",), subject, clock.to_db(now), "outbound")
             return SENT
         attempts = item["attempts"] + 1
         if now - clock.from_db(item["created_at"]) >= timedelta(hours=float(settings["FORWARD_RETRY_HOURS"])):
             conn.execute("UPDATE outbound_queue SET state = ?, attempts = ?, last_error = ?, updated_at = ? WHERE id = ?",
                          (FAILED, attempts, error[:500], clock.to_db(now), item["id"]))
-            conn.execute("INSERT OR IGNORE INTO alerts (rule, subject, study_ref, state, detail, opened_at)"
-                         " VALUES ('forward_failed', ?, ?, 'open', ?, ?)",
-                         (subject, item["study_ref"], json.dumps({"destination": item["destination_ae"],
-                                                                  "error": error[:500], "attempts": attempts}),
-                          clock.to_db(now)))
+            alerts.raise_alert(conn, "forward_failed", subject, clock.to_db(now),
+                               {"destination": item["destination_ae"], "error": error[:500], "attempts": attempts},
+                               study_ref=item["study_ref"])
             return FAILED
-        pause = min(float(settings["FORWARD_RETRY_FIRST_SECONDS"]) * 2 ** (attempts - 1), MAX_PAUSE_SECONDS)
+        pause = outbound.retry_pause(float(settings["FORWARD_RETRY_FIRST_SECONDS"]), attempts)
         conn.execute("UPDATE outbound_queue SET state = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
                      " updated_at = ? WHERE id = ?", (QUEUED, attempts, error[:500],
                                                       clock.to_db(now + timedelta(seconds=pause)), clock.to_db(now),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Iterable, Mapping
 
-from . import clock, config, patients
+from . import clock, config, exams
 
 DIMENSIONS = ("modality", "source", "station")
 
@@ -125,7 +125,7 @@ def _study_rows(conn: sqlite3.Connection, since: str, until: str) -> list[sqlite
 
 def _add_exam(group: Group, exam: sqlite3.Row, settings: Mapping[str, Any]) -> None:
     group.registered += 1
-    if exam["status"] == patients.CANCELLED:
+    if exam["status"] == exams.CANCELLED:
         group.cancelled += 1
         return
     if exam["instance_count"] > 0:

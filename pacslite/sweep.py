@@ -23,18 +23,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from . import audit, capacity, clock, config, patients
+from . import audit, capacity, clock, config, exams
 from .background import BackgroundThread
+from .alerts import CLEARED, OPEN, RESOLVED  # noqa: F401 (RESOLVED: the alert pages use sweep.RESOLVED)
 from .db import transaction
 from .validation import N_, Conflict, NotFound, text
 
 log = logging.getLogger(__name__)
 #: The sweep's rules (it opens and clears these); the scrub raises file_missing and file_changed,
-#: the outbound queue forward_failed.
+#: the outbound queue forward_failed, the expected-image check incomplete_transmission, storage
+#: commitment commitment_failed.
 SWEEP_RULES = ("missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict",
                "storage_low")
-RULES = (*SWEEP_RULES, "file_missing", "file_changed", "forward_failed")
-OPEN, RESOLVED, CLEARED = "open", "resolved", "cleared"
+RULES = (*SWEEP_RULES, "file_missing", "file_changed", "forward_failed", "incomplete_transmission",
+         "commitment_failed")
 
 
 @dataclass(frozen=True)
@@ -55,18 +57,20 @@ class Outcome:
 
 
 def _exam_findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime) -> list[Finding]:
+    """Exams still without images some hours after their scheduled time (stale after days),
+    and acquired exams whose final report is overdue."""
     found = []
     missing_before = clock.to_db(now - timedelta(hours=settings["SWEEP_MISSING_IMAGES_HOURS"]))
     stale_before = clock.to_db(now - timedelta(days=settings["SWEEP_STALE_DAYS"]))
-    for row in conn.execute("SELECT id, registered_at FROM exams WHERE status = ? AND instance_count = 0"
-                            " AND registered_at <= ?", (patients.REGISTERED, missing_before)):
+    for row in conn.execute("SELECT id, scheduled_at FROM exams WHERE status = ? AND scheduled_at <= ?"
+                            " AND instance_count = 0", (exams.SCHEDULED, missing_before)):
         found.append(Finding("missing_images", f"exam:{row['id']}", row["id"], None, {}))
-        if row["registered_at"] <= stale_before:
+        if row["scheduled_at"] <= stale_before:
             found.append(Finding("stale_registration", f"exam:{row['id']}", row["id"], None, {}))
     for row in conn.execute(
-            "SELECT e.id, e.modality, e.source, e.images_first_at FROM exams e WHERE e.status = ?"
-            " AND e.instance_count > 0 AND NOT EXISTS (SELECT 1 FROM report_versions v WHERE v.exam_ref = e.id"
-            " AND v.status = 'final')", (patients.IMAGES_RECEIVED,)):
+            f"SELECT e.id, e.modality, e.source, e.images_first_at FROM exams e"
+            f" WHERE e.status IN ({', '.join('?' * len(exams.AWAITING_FINAL))}) AND e.instance_count > 0",
+            exams.AWAITING_FINAL):
         hours = config.turnaround_hours(settings, row["modality"], row["source"])
         due = clock.from_db(row["images_first_at"]) + timedelta(hours=hours)
         if due < now:
@@ -83,7 +87,7 @@ def _study_findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: 
         found.append(Finding("unfiled_images", f"study:{row['id']}", None, row["id"],
                              {"reason": row["quarantine_reason"]}))
     for row in conn.execute("SELECT s.id, s.exam_ref FROM studies s JOIN exams e ON e.id = s.exam_ref"
-                            " WHERE e.status = ?", (patients.CANCELLED,)):
+                            " WHERE e.status = ?", (exams.CANCELLED,)):
         found.append(Finding("conflict", f"study:{row['id']}", row["exam_ref"], row["id"],
                              {"problem": "images_filed_to_cancelled_exam"}))
     return found

@@ -4,7 +4,9 @@ Matching follows PS3.4 C.2.2.2 as IHE Scheduled Workflow uses it (the engine is
 :mod:`pacslite.query`): single value, wildcard (``*`` and ``?``), date range and universal
 (empty) matching on the keys below; every key the query asks for is returned, empty when
 pacslite has no value for it. An exam without a station AE title is scheduled on no particular
-station, so it matches any ScheduledStationAETitle.
+station: a query by station gets it only when its modality is the station's (the modality set
+for that AE), so a CT console is never offered an MR. Only exams scheduled or in progress are
+offered (:data:`pacslite.exams.WORKLIST_STATES`).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any, Iterator, Mapping
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from . import clock, names, patients
+from . import aes, clock, exams, names, patients
 from .query import date_range, matches_name, matches_text, restrict
 
 SPS = "ScheduledProcedureStepSequence"
@@ -41,24 +43,34 @@ def find(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Data
                                clock.local_day_bounds(end, tz)[1] if end else None)
     modality = _value(sps, "Modality")
     station = _value(sps, "ScheduledStationAETitle")
+    unassigned = None if station in ("", "*") else aes.station_modalities(conn, station)
     patient_id = _value(identifier, "PatientID")
     accession = _value(identifier, "AccessionNumber")
     name = _value(identifier, "PatientName")
     return [row for row in rows
             if matches_text(modality, row["dicom_modality"])
-            and (not row["station_ae"] or matches_text(station, row["station_ae"]))
+            and _on_station(station, unassigned, row)
             and matches_text(patient_id, row["patient_id"])
             and matches_text(accession, row["accession_number"])
             and matches_name(name, row["patient_name"])]
 
 
+def _on_station(station: str, unassigned: set[str] | None, exam: sqlite3.Row) -> bool:
+    """Whether the exam is scheduled on the queried station: its own station AE title matches;
+    without one, its modality is one of the queried stations' (``unassigned``; None: any station)."""
+    if unassigned is None:
+        return True
+    if exam["station_ae"]:
+        return matches_text(station, exam["station_ae"])
+    return exam["dicom_modality"] in unassigned
+
+
 def answer(exam: sqlite3.Row, settings: Mapping[str, Any], charset: str, station: str) -> Dataset:
     """Every worklist attribute pacslite knows for one exam."""
     local = clock.from_db(exam["scheduled_at"]).astimezone(clock.zone(settings["TIMEZONE"]))
-    ideographs = charset != "ISO_IR 100"
     ds = Dataset()
-    ds.SpecificCharacterSet = charset
-    ds.PatientName = names.dicom_person_name(exam["patient_name"], with_ideographs=ideographs)
+    ds.SpecificCharacterSet = names.specific_character_set(charset)
+    ds.PatientName = names.person_name_for(charset, exam["patient_name"])
     ds.PatientID = exam["patient_id"]
     ds.PatientBirthDate = (exam["birth_date"] or "").replace("-", "")
     ds.PatientSex = exam["sex"]
@@ -67,7 +79,7 @@ def answer(exam: sqlite3.Row, settings: Mapping[str, Any], charset: str, station
     ds.RequestedProcedureDescription = names.for_charset(charset, exam["procedure"])
     ds.StudyInstanceUID = exam["study_instance_uid"]
     physician = exam["requesting_physician"]
-    ds.ReferringPhysicianName = names.dicom_person_name(physician, with_ideographs=ideographs) if physician else ""
+    ds.ReferringPhysicianName = names.person_name_for(charset, physician) if physician else ""
     ds.RequestingPhysician = ds.ReferringPhysicianName
     ds.RequestedProcedurePriority = {"stat": "STAT", "urgent": "HIGH"}.get(exam["priority"], "ROUTINE")
     item = Dataset()
@@ -77,7 +89,7 @@ def answer(exam: sqlite3.Row, settings: Mapping[str, Any], charset: str, station
     item.ScheduledProcedureStepStartTime = local.strftime("%H%M%S")
     item.ScheduledProcedureStepID = exam["accession_number"]
     item.ScheduledProcedureStepDescription = names.for_charset(charset, exam["procedure"])
-    item.ScheduledProcedureStepStatus = "SCHEDULED" if exam["instance_count"] == 0 else "STARTED"
+    item.ScheduledProcedureStepStatus = "STARTED" if exam["status"] == exams.IN_PROGRESS else "SCHEDULED"
     ds.ScheduledProcedureStepSequence = Sequence([item])
     return ds
 

@@ -120,7 +120,7 @@ def wire_bytes(path: Path, transfer_syntax: str, directory: Path, extra: tuple[s
 
 
 def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=timeout)
 
 
 def echoscu(port: int, *, aet: str = "ECHOSCU", aec: str = "PACSLITE") -> subprocess.CompletedProcess:

@@ -58,6 +58,19 @@ def _an_import(app, conn) -> int:
     return importing.create(conn, audit.SYSTEM, Path(folder), refused)
 
 
+def _an_unlinked_step(app, conn) -> int:
+    """A procedure step a modality reported for no known exam."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+    from pacslite import mpps
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = "IN PROGRESS"
+    ds.ScheduledStepAttributesSequence = Sequence([Dataset()])
+    ds.PatientID = "UNSCHEDULED"
+    return mpps.create(conn, app.config, audit.Actor("ae:MATRIX_CT"), generate_uid(), ds)["id"]
+
+
 def _an_alert(app, conn) -> int:
     """The sweep, run as if two days had passed: an exam without images raises an alert."""
     from datetime import timedelta
@@ -87,7 +100,8 @@ def world(app, conn, client_as, tmp_path):
               "int:volume_id": str(archive.plan_volume(conn, audit.SYSTEM, {**app.config, "ARCHIVE_AGE_DAYS": 0})),
               "int:job_id": str(conn.execute("SELECT id FROM jobs").fetchone()[0]),
               "int:import_id": str(_an_import(app, conn)),
-              "int:rule_id": str(routing.add_rule(conn, audit.SYSTEM, {"destination_ae": "MATRIX_CT"}))}
+              "int:rule_id": str(routing.add_rule(conn, audit.SYSTEM, {"destination_ae": "MATRIX_CT"})),
+              "int:step_id": str(_an_unlinked_step(app, conn))}
     clients = {"anonymous": app.test_client()}
     tokens = {}
     for role in ROLES:

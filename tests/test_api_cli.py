@@ -23,13 +23,13 @@ def test_register_through_the_api(app, conn, token) -> None:
     response = client.post("/api/v1/exams", json=BODY, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 201, response.json
     data = response.json
-    assert data["patient_id"] == "HIS001" and data["status"] == "registered" and data["patient_created"] is True
+    assert data["patient_id"] == "HIS001" and data["status"] == "scheduled" and data["patient_created"] is True
     assert patients.is_valid_accession(data["accession_number"], "A")
     assert data["study_instance_uid"].startswith("2.25.")
     assert data["scheduled_at"] == "2026-11-25T06:00:00+00:00"
     got = client.get(f"/api/v1/exams/{data['accession_number']}", headers={"Authorization": f"Bearer {token}"})
     assert got.status_code == 200
-    assert got.json["status"] == "registered" and got.json["images"] == {"series": 0, "instances": 0}
+    assert got.json["status"] == "scheduled" and got.json["images"] == {"series": 0, "instances": 0, "expected": None}
     row = audit.search(conn, action="exam.register")[0]
     assert row["actor"] == "his" and row["patient_id"] == "HIS001"
 

@@ -246,3 +246,39 @@ def test_group_transaction_shares_one_commit_and_isolates_a_failure(tmp_path) ->
     assert sorted(rows) == ["a", "b", "c", "d", "first"]
     assert len({rows[name] for name in "abcd"}) == 1, "the followers were written in one transaction"
 
+
+
+def test_exams_are_migrated_to_the_state_their_data_says(tmp_path: Path) -> None:
+    """Issue 15: registered → scheduled; images without a report → in progress; reported →
+    preliminary or final (an amended final report marked so); cancelled stays."""
+    from tests.conftest import EXAM_FORM
+    conn = db.connect(tmp_path / "old.db")
+    db.migrate(conn, target=16)
+    with conn:
+        conn.execute("INSERT INTO patients (patient_id, name, name_pinyin, sex, created_at, updated_at)"
+                     " VALUES ('M1', '张三', 'zhang san', 'M', '2026-01-01', '2026-01-01')")
+    states = {}
+    for accession, old in (("A1", "registered"), ("A2", "images_received"), ("A3", "images_received"),
+                           ("A4", "images_received"), ("A5", "cancelled"), ("A6", "completed")):
+        with conn:
+            conn.execute(
+                "INSERT INTO exams (accession_number, patient_ref, modality, dicom_modality, source, procedure,"
+                " priority, scheduled_at, study_instance_uid, status, registered_at, registered_by, updated_at)"
+                " VALUES (?, 1, 'CT', 'CT', 'outpatient', ?, 'routine', '2026-01-01T00:00:00', ?, ?, '2026-01-01',"
+                " 'x', '2026-01-01')", (accession, EXAM_FORM["procedure"], f"1.2.{len(states)}", old))
+        states[accession] = old
+    versions = {"A3": [("preliminary", None)], "A4": [("final", "2026-01-02"), ("final", "2026-01-03")],
+                "A6": [("final", "2026-01-02")]}
+    for accession, rows in versions.items():
+        for number, (status, signed) in enumerate(rows, start=1):
+            with conn:
+                conn.execute("INSERT INTO report_versions (exam_ref, version, status, revision, created_at, created_by,"
+                             " updated_at, updated_by, preliminary_at, signed_at, signed_by, amendment_reason)"
+                             " SELECT id, ?, ?, 1, 'x', 'x', 'x', 'x', ?, ?, ?, ? FROM exams WHERE accession_number = ?",
+                             (number, status, "2026-01-02" if status == "preliminary" else None, signed,
+                              "dr" if signed else None, "" if number == 1 else "typo", accession))
+    db.migrate(conn)
+    got = {r[0]: (r[1], r[2] is not None) for r in conn.execute(
+        "SELECT accession_number, status, amended_at FROM exams ORDER BY accession_number")}
+    assert got == {"A1": ("scheduled", False), "A2": ("in_progress", False), "A3": ("preliminary", False),
+                   "A4": ("final", True), "A5": ("cancelled", False), "A6": ("final", False)}

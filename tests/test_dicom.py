@@ -1,6 +1,7 @@
 """The DICOM services of the real process (app.py), driven by DCMTK's echoscu, findscu and storescu."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -19,7 +20,11 @@ from tests.dicomkit import (CT_SMALL, TEST_FILES, dataset_bytes, echoscu, findsc
                             store_results, storescu, wire_bytes)
 
 CHARSET_FILES = TEST_FILES.parent / "charset_files"
-CALLERS = {"STORESCU": "ISO_IR 192", "FINDSCU": "ISO_IR 192", "GBSCU": "GB18030", "LATINSCU": "ISO_IR 100"}
+CALLERS = {"STORESCU": "ISO_IR 192", "FINDSCU": "ISO_IR 192", "GBSCU": "GB18030", "LATINSCU": "ISO_IR 100",
+           "IR58SCU": "ISO 2022 IR 58"}
+#: Stations with their modality: a query by one of them gets the exams of its modality
+#: scheduled on no particular station (MR02 has none set: only exams scheduled on it).
+STATIONS = {"CT09": "CT", "MR01": "MR", "MR02": ""}
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +33,9 @@ def pacs(tmp_path_factory) -> pacs_server.Pacs:
     for title, charset in CALLERS.items():
         added = flask_cli(instance, "ae", "add", title, "--host", "127.0.0.1", "--charset", charset)
         assert added.returncode == 0 and f"added modality {title}" in added.stdout, added.stderr
+    for title, modality in STATIONS.items():
+        added = flask_cli(instance, "ae", "add", title, "--modality", modality, "--may", "worklist")
+        assert added.returncode == 0, added.stderr
     running = pacs_server.Pacs(instance)
     yield running
     assert running.server.stop() == 0
@@ -108,7 +116,7 @@ def test_worklist_then_store_then_filed(pacs, tmp_path) -> None:
     # filed as soon as storescu has its answers: the exam, the API and the exam page say so
     exam = pacs.query("SELECT status, series_count, instance_count FROM exams WHERE accession_number = ?",
                       reg.accession_number)[0]
-    assert tuple(exam) == ("images_received", 1, 3)
+    assert tuple(exam) == ("in_progress", 1, 3)
 
 
 @pytest.mark.parametrize("keys, expected", [
@@ -117,12 +125,21 @@ def test_worklist_then_store_then_filed(pacs, tmp_path) -> None:
     (["SpecificCharacterSet=ISO_IR 192", "PatientName=张*"], {"MW0001"}),
     (["PatientName=SHAN^TIANFANG"], {"MW0002"}),
     (["PatientID=MW0002"], {"MW0002"}),
-    (["ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20320101-20320102"], {"MW0001", "MW0002"}),
+    (["ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20320101-20320102"],
+     {"MW0001", "MW0002", "MW0004"}),
     (["ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=-20320101"], {"MW0001"}),
-    (["ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20320102-"], {"MW0002", "MW0003"}),
-    (["ScheduledProcedureStepSequence[0].Modality=MR"], {"MW0002"}),
-    (["ScheduledProcedureStepSequence[0].ScheduledStationAETitle=MR01"], {"MW0001", "MW0002"}),
+    (["ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20320102-"], {"MW0002", "MW0003", "MW0004"}),
+    (["ScheduledProcedureStepSequence[0].Modality=MR"], {"MW0002", "MW0004"}),
+    # a station gets what is scheduled on it, and what is scheduled nowhere for its modality only
+    (["ScheduledProcedureStepSequence[0].ScheduledStationAETitle=MR01"], {"MW0002", "MW0004"}),
     (["ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CT09"], {"MW0001"}),
+    (["ScheduledProcedureStepSequence[0].ScheduledStationAETitle=MR02"], set()),
+    (["ScheduledProcedureStepSequence[0].ScheduledStationAETitle=MR*"], {"MW0002", "MW0004"}),
+    (["ScheduledProcedureStepSequence[0].ScheduledStationAETitle=XA01"], set()),
+    # name component groups must all match
+    (["SpecificCharacterSet=ISO_IR 192", "PatientName=ZHANG*=张*"], {"MW0001"}),
+    (["SpecificCharacterSet=ISO_IR 192", "PatientName=ZHANG*=单*"], set()),
+    (["SpecificCharacterSet=ISO_IR 192", "PatientName=SHAN*=单*"], {"MW0002"}),
 ])
 def test_worklist_matching(pacs, tmp_path, keys, expected) -> None:
     if not pacs.query("SELECT 1 FROM patients WHERE patient_id = 'MW0001'"):
@@ -131,6 +148,8 @@ def test_worklist_matching(pacs, tmp_path, keys, expected) -> None:
                       scheduled_time="08:00", station_ae="MR01")
         cancelled = pacs.register(patient_id="MW0003", name="王五", scheduled_date="2032-01-03", scheduled_time="08:00")
         pacs.register(patient_id="MW0003", name="王五", scheduled_date="2032-01-04", scheduled_time="08:00")
+        pacs.register(patient_id="MW0004", name="赵六", modality="MR", scheduled_date="2032-01-02",
+                      scheduled_time="09:00", station_ae="")
         conn = pacs.conn()
         patients.cancel_exam(conn, audit.SYSTEM, cancelled.accession_number, {"reason": "not performed"})
         conn.close()
@@ -153,8 +172,10 @@ def test_a_malformed_worklist_date_is_refused(pacs, tmp_path, date) -> None:
 
 
 @pytest.mark.parametrize("caller, charset, encoded", [
-    ("GBSCU", "GB18030", "张三".encode("gb18030")),
-    ("FINDSCU", "ISO_IR 192", "张三".encode("utf-8")),
+    ("GBSCU", "GB18030", "张^三".encode("gb18030")),
+    ("FINDSCU", "ISO_IR 192", "张^三".encode("utf-8")),
+    # GB2312 with code extensions: designated (ESC $ ) A) again after the ^ (PS3.5 6.1.2.5.3)
+    ("IR58SCU", ["", "ISO 2022 IR 58"], b"\x1b$)A" + "张".encode("gb2312") + b"^\x1b$)A" + "三".encode("gb2312")),
     ("LATINSCU", "ISO_IR 100", None),
 ])
 def test_worklist_answers_in_the_modality_charset(pacs, tmp_path, caller, charset, encoded) -> None:
@@ -170,7 +191,22 @@ def test_worklist_answers_in_the_modality_charset(pacs, tmp_path, caller, charse
         assert str(answer.PatientName) == "ZHANG^SAN"
         assert str(answer.ScheduledProcedureStepSequence[0].ScheduledProcedureStepDescription) == "XIONG BU CT"
     else:
-        assert str(answer.PatientName) == "ZHANG^SAN=张^三" and encoded[:2] in raw
+        assert encoded in raw
+        assert str(answer.PatientName) == "ZHANG^SAN=张^三"
+        assert str(answer.ScheduledProcedureStepSequence[0].ScheduledProcedureStepDescription) == "胸部CT"
+
+
+def test_a_worklist_query_in_gb2312_with_code_extensions_is_decoded(pacs, tmp_path) -> None:
+    """An older console asks for 张* in ISO 2022 IR 58: the escape sequence is not part of the name."""
+    reg = pacs.register(patient_id="IR58Q", name="张三", scheduled_date="2033-04-04", scheduled_time="08:00")
+    pacs.register(patient_id="IR58R", name="李四", scheduled_date="2033-04-04", scheduled_time="09:00")
+    name = os.fsdecode(b"=\x1b$)A" + "张".encode("gb2312") + b"*")  # the ideographic group only
+    result, answers = findscu(pacs.port, _worklist_keys(
+        "SpecificCharacterSet=\\ISO 2022 IR 58", f"PatientName={name}",
+        "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20330404"), tmp_path / "ir58",
+        aet="IR58SCU")
+    assert result.returncode == 0, result.stderr
+    assert [a.AccessionNumber for a in answers] == [reg.accession_number]
 
 
 def test_a_typo_in_the_accession_number_lands_in_quarantine(pacs, tmp_path) -> None:
@@ -185,7 +221,7 @@ def test_a_typo_in_the_accession_number_lands_in_quarantine(pacs, tmp_path) -> N
     mine = [i for i in items if i["accession_number"] == typo]
     assert [(i["reason"], i["calling_ae"], i["patient_id"], i["instances"]) for i in mine] == \
         [("unknown_accession", "STORESCU", "TY0001", 1)]
-    assert pacs.query("SELECT status FROM exams WHERE accession_number = ?", reg.accession_number)[0][0] == "registered"
+    assert pacs.query("SELECT status FROM exams WHERE accession_number = ?", reg.accession_number)[0][0] == "scheduled"
 
 
 def _valid_storage_instance(path: Path) -> bool:

@@ -131,7 +131,7 @@ def test_no_acknowledged_image_is_lost_when_the_server_is_killed(tmp_path, start
     assert len(_check_index_matches_disk(pacs, store)) == 100
     exam = pacs.query("SELECT status, series_count, instance_count FROM exams WHERE accession_number = ?",
                       reg.accession_number)[0]
-    assert tuple(exam) == ("images_received", 1, 100)
+    assert tuple(exam) == ("in_progress", 1, 100)
     assert pacs.server.stop() == 0
 
 

@@ -40,7 +40,7 @@ def test_filed_by_preassigned_study_uid(app, conn, tmp_path) -> None:
                                          name="ZHANG^SAN=张^三", sex="M", birth_date="19800203"))
     assert (outcome.result, outcome.accession_number) == (filing.FILED, reg.accession_number)
     exam = patients.get_exam(conn, reg.accession_number)
-    assert (exam["status"], exam["series_count"], exam["instance_count"]) == ("images_received", 1, 1)
+    assert (exam["status"], exam["series_count"], exam["instance_count"]) == ("in_progress", 1, 1)
     assert exam["images_first_at"] and exam["images_last_at"]
     stored = conn.execute("SELECT storage_path, sha256 FROM instances").fetchone()
     path = storage.resolve(app.config["STORAGE_DIR"], stored["storage_path"])
@@ -78,7 +78,7 @@ def test_quarantine_reasons(app, conn, tmp_path, fields, reason) -> None:
     outcome = ingest(app, conn, ct_bytes(tmp_path, **values))
     assert (outcome.result, outcome.reason) == (filing.QUARANTINED, reason)
     exam = patients.get_exam(conn, reg.accession_number)
-    assert (exam["status"], exam["instance_count"]) == ("registered", 0)
+    assert (exam["status"], exam["instance_count"]) == ("scheduled", 0)
     study = conn.execute("SELECT * FROM studies").fetchone()
     assert (study["quarantine_reason"], study["exam_ref"], study["calling_ae"]) == (reason, None, "CT01")
 
@@ -168,7 +168,7 @@ def test_a_failed_commit_leaves_no_file_and_no_row(app, conn, tmp_path) -> None:
         ingest(app, conn, ct_bytes(tmp_path, accession=reg.accession_number, patient_id="P0001"))
     assert refused.value.status == filing.OUT_OF_RESOURCES
     assert (count(conn, "instances"), count(conn, "studies"), files_outside_tmp(app)) == (0, 0, [])
-    assert patients.get_exam(conn, reg.accession_number)["status"] == "registered"
+    assert patients.get_exam(conn, reg.accession_number)["status"] == "scheduled"
 
 
 def test_recover_removes_leftovers_and_keeps_what_was_committed(app, conn, tmp_path) -> None:

@@ -5,7 +5,7 @@ from datetime import date
 import pytest
 from stdnum import damm
 
-from pacslite import audit, patients
+from pacslite import audit, exams, patients
 from pacslite.validation import Conflict, ValidationError
 from tests.conftest import count
 
@@ -54,7 +54,7 @@ def test_registration_is_audited_with_the_patient(app, conn) -> None:
     assert ("exam.register", "P100", "desk1", "127.0.0.1") in actions
     assert ("patient.create", "P100", "desk1", "127.0.0.1") in actions
     exam = patients.get_exam(conn, reg.accession_number)
-    assert exam["dicom_modality"] == "DX" and exam["status"] == patients.REGISTERED
+    assert exam["dicom_modality"] == "DX" and exam["status"] == exams.SCHEDULED
     # 09:30 in Shanghai is 01:30 UTC
     assert exam["scheduled_at"] == "2026-11-24T01:30:00+00:00"
 
@@ -127,7 +127,7 @@ def test_cancel_needs_a_reason_and_no_images(app, conn) -> None:
     conn.execute("UPDATE exams SET instance_count = 0 WHERE accession_number = ?", (reg.accession_number,))
     patients.cancel_exam(conn, ACTOR, reg.accession_number, {"reason": "patient left"})
     exam = patients.get_exam(conn, reg.accession_number)
-    assert exam["status"] == patients.CANCELLED and exam["cancel_reason"] == "patient left"
+    assert exam["status"] == exams.CANCELLED and exam["cancel_reason"] == "patient left"
     with pytest.raises(Conflict):  # the state machine: cancelled is final
         patients.cancel_exam(conn, ACTOR, reg.accession_number, {"reason": "again"})
     assert len(audit.search(conn, action="exam.cancel")) == 1

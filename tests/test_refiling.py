@@ -81,7 +81,7 @@ def test_refile_rewrites_the_headers_keeps_the_originals_and_can_be_undone(app, 
     assert (moved["exam_ref"], moved["quarantine_reason"], moved["accession_number"]) == \
         (patients.get_exam(conn, exam.accession_number)["id"], None, exam.accession_number)
     filed = patients.get_exam(conn, exam.accession_number)
-    assert (filed["status"], filed["series_count"], filed["instance_count"]) == ("images_received", 2, 2)
+    assert (filed["status"], filed["series_count"], filed["instance_count"]) == ("in_progress", 2, 2)
 
     for path in stored_files(app, conn, study["id"]):
         ds = dcmread(path)

@@ -97,7 +97,7 @@ def test_the_api_and_the_navigation_count(app, conn, client_as) -> None:
 def test_the_command_runs_one_sweep(app, conn, tmp_path) -> None:
     register(app, conn)
     with conn:
-        conn.execute("UPDATE exams SET registered_at = ?", (clock.to_db(clock.now() - timedelta(days=2)),))
+        conn.execute("UPDATE exams SET scheduled_at = ?", (clock.to_db(clock.now() - timedelta(days=2)),))
     result = flask_cli(tmp_path / "instance", "sweep", "run")
     assert result.returncode == 0 and "sweep: 1 alerts opened, 0 cleared, 1 open" in result.stdout, result.stderr
     again = flask_cli(tmp_path / "instance", "sweep", "run")
@@ -128,3 +128,13 @@ def test_a_malformed_statistics_period_says_so_and_shows_the_last_30_days(app, c
     assert "That is not a valid period" not in admin.get("/statistics?start=2026-11-01&end=2026-11-20").get_data(
         as_text=True)
     assert admin.get("/statistics.csv?start=2026-11-20&end=2026-11-01").status_code == 400
+
+
+def test_missing_images_count_from_the_scheduled_time_not_the_registration(app, conn) -> None:
+    """An MR booked for the day after tomorrow, registered today, is not late today nor tomorrow."""
+    booked = clock.now() + timedelta(days=2)
+    accession = register(app, conn, patient_id="S9", scheduled_at=booked.isoformat())
+    sweep.run(conn, app.config, now=clock.now() + timedelta(days=1, hours=1))
+    assert open_alerts(conn) == set()
+    sweep.run(conn, app.config, now=booked + timedelta(hours=25))
+    assert open_alerts(conn) == {("missing_images", accession)}

@@ -88,7 +88,7 @@ def test_cancel_with_reason(client_as, conn) -> None:
     desk = client_as("registrar")
     accession = register(desk)
     assert post(desk, f"/exams/{accession}/cancel", {"reason": ""}).status_code == 400
-    assert patients.get_exam(conn, accession)["status"] == "registered"
+    assert patients.get_exam(conn, accession)["status"] == "scheduled"
     assert post(desk, f"/exams/{accession}/cancel", {"reason": "never came"}).status_code == 302
     exam = patients.get_exam(conn, accession)
     assert exam["status"] == "cancelled" and exam["cancel_reason"] == "never came"

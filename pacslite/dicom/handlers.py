@@ -17,7 +17,7 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind,  # type: igno
                                   PatientRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelFind)
 
-from .. import aes, db, filing, names, qr, query, worklist
+from .. import aes, audit, commitment, db, filing, mpps, names, qr, query, uids, worklist
 from ..index import Source
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,87 @@ def on_find(event: events.Event, connections: Connections, settings: Mapping[str
     except (ValueError, TypeError, AttributeError, LookupError) as exc:
         log.warning("%s query from %s could not be read: %s", model, calling, exc)
         yield FIND_UNABLE_TO_PROCESS, None
+
+
+# ---------------------------------------------------------------- MPPS and storage commitment
+
+def _actor(event: events.Event) -> audit.Actor:
+    source = source_of(event)
+    return audit.Actor(f"ae:{source.calling_ae}", source.address)
+
+
+def _may(event: events.Event, right: str) -> bool:
+    return right in getattr(event.assoc, "pacslite_rights", ())
+
+
+def on_n_create(event: events.Event, connections: Connections, settings: Mapping[str, Any]) -> tuple[Any, Any]:
+    """N-CREATE of a Modality Performed Procedure Step (IN PROGRESS)."""
+    if not _may(event, "mpps"):
+        return failure(NOT_AUTHORIZED, "this AE may not report procedure steps"), None
+    uid = str(event.request.AffectedSOPInstanceUID or "") or uids.new_uid(settings["UID_ROOT"])
+    try:
+        mpps.create(connections.of(event.assoc), settings, _actor(event), uid, event.attribute_list)
+    except mpps.MppsError as exc:
+        log.warning("MPPS N-CREATE %s from %s refused with 0x%04X: %s", uid, source_of(event).calling_ae,
+                    exc.status, exc)
+        return failure(exc.status, str(exc)), None
+    except Exception as exc:  # an undecodable attribute list, …
+        log.warning("MPPS N-CREATE %s from %s could not be read: %s", uid, source_of(event).calling_ae, exc)
+        return failure(mpps.PROCESSING_FAILURE, "the attribute list could not be read"), None
+    created = Dataset()
+    if not event.request.AffectedSOPInstanceUID:  # PS3.7 10.1.5.1.4: the SCP names the instance it made
+        created.AffectedSOPInstanceUID = uid
+    return 0x0000, created
+
+
+def on_n_set(event: events.Event, connections: Connections, settings: Mapping[str, Any]) -> tuple[Any, Any]:
+    """N-SET of a Modality Performed Procedure Step (COMPLETED, DISCONTINUED, or more values)."""
+    if not _may(event, "mpps"):
+        return failure(NOT_AUTHORIZED, "this AE may not report procedure steps"), None
+    uid = str(event.request.RequestedSOPInstanceUID or "")
+    try:
+        mpps.update(connections.of(event.assoc), settings, _actor(event), uid, event.modification_list)
+    except mpps.MppsError as exc:
+        log.warning("MPPS N-SET %s from %s refused with 0x%04X: %s", uid, source_of(event).calling_ae,
+                    exc.status, exc)
+        answer = failure(exc.status, str(exc))
+        if exc.error_id is not None:
+            answer.ErrorID = exc.error_id
+        return answer, None
+    except Exception as exc:
+        log.warning("MPPS N-SET %s from %s could not be read: %s", uid, source_of(event).calling_ae, exc)
+        return failure(mpps.PROCESSING_FAILURE, "the modification list could not be read"), None
+    return 0x0000, None
+
+
+#: Storage Commitment Push Model's well-known SOP Instance (PS3.4 J.3.5) and its one action.
+COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+REQUEST_COMMITMENT = 1
+NO_SUCH_ACTION = 0x0123
+
+
+def on_n_action(event: events.Event, connections: Connections) -> tuple[Any, Any]:
+    """N-ACTION "request storage commitment": decided and kept at once; the report follows
+    (on this association if it stays open: :mod:`pacslite.dicom.commitment`)."""
+    calling = source_of(event).calling_ae
+    if not _may(event, "commitment"):
+        return failure(NOT_AUTHORIZED, "this AE may not ask for storage commitment"), None
+    if str(event.request.RequestedSOPInstanceUID) != COMMITMENT_INSTANCE:
+        return failure(commitment.NO_SUCH_INSTANCE, "not the Storage Commitment well-known instance"), None
+    if event.request.ActionTypeID != REQUEST_COMMITMENT:
+        return failure(NO_SUCH_ACTION, "the only action is 1, request storage commitment"), None
+    try:
+        transaction_uid, pairs = commitment.references(event.action_information)
+        kept = commitment.request(connections.of(event.assoc), _actor(event), calling, transaction_uid, pairs,
+                                  on_association=True)
+    except commitment.CommitmentError as exc:
+        log.warning("storage commitment from %s refused with 0x%04X: %s", calling, exc.status, exc)
+        return failure(exc.status, str(exc)), None
+    except Exception as exc:
+        log.warning("storage commitment from %s could not be read: %s", calling, exc)
+        return failure(commitment.PROCESSING_FAILURE, "the action information could not be read"), None
+    event.assoc.pacslite_commitments = [*getattr(event.assoc, "pacslite_commitments", []), kept["id"]]
+    return 0x0000, None
 
 
 def record_refusal(event: events.Event, database: str, reason: str) -> None:

@@ -1,24 +1,34 @@
 """The one DICOM sender: stored images to another AE, over an association pacslite opens
-(C-MOVE, forward rules, "send to…") or over the requesting one (C-GET). What goes and in
-which form is :mod:`pacslite.outbound`'s decision; this only knows pynetdicom."""
+(C-MOVE, forward rules, "send to…") or over the requesting one (C-GET); and storage
+commitment reports that could not go on the requesting association. What goes and in which
+form is :mod:`pacslite.outbound`'s (and :mod:`pacslite.commitment`'s) decision; this only
+knows pynetdicom."""
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Mapping
 
-from pynetdicom import AE
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role
+from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from .. import outbound
 from . import network
+from .handlers import COMMITMENT_INSTANCE
 
 log = logging.getLogger(__name__)
 
 
-def open_to(settings: Mapping[str, Any], destination: Mapping[str, Any], rows: list[Any]) -> Any:
-    """An association to a configured AE proposing what ``rows`` need; None if it cannot be made."""
+def _requestor(settings: Mapping[str, Any]) -> AE:
     ae = AE(settings["AE_TITLE"])
     ae.acse_timeout = ae.network_timeout = settings["DICOM_NETWORK_TIMEOUT"]
     ae.dimse_timeout = settings["DICOM_DIMSE_TIMEOUT"]
+    return ae
+
+
+def open_to(settings: Mapping[str, Any], destination: Mapping[str, Any], rows: list[Any]) -> Any:
+    """An association to a configured AE proposing what ``rows`` need; None if it cannot be made."""
+    ae = _requestor(settings)
     for sop_class, syntaxes in outbound.contexts_for(rows):
         ae.add_requested_context(sop_class, syntaxes)
     assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"],
@@ -90,3 +100,29 @@ def send_to(settings: Mapping[str, Any], destination: Mapping[str, Any], rows: l
     transfer = outbound.Transfer(remaining=len(rows))
     send(settings, open_to(settings, destination, rows) if rows else None, True, rows, transfer, how)
     return transfer
+
+
+def send_commitment_report(settings: Mapping[str, Any], destination: Mapping[str, Any], event_type: int,
+                           info: Dataset) -> str:
+    """A storage commitment report (N-EVENT-REPORT) on a new association to the requesting AE,
+    pacslite in the SCP role (PS3.4 J.3.3); '' when it was acknowledged with success."""
+    ae = _requestor(settings)
+    ae.add_requested_context(StorageCommitmentPushModel, list(outbound.UNCOMPRESSED))
+    role = build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    try:
+        assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"],
+                             max_pdu=settings["DICOM_MAX_PDU"], ext_neg=[role])
+    except Exception as exc:
+        return f"cannot associate with {destination['ae_title']}: {exc}"
+    if not assoc.is_established:
+        return f"cannot associate with {destination['ae_title']} ({destination['host']}:{destination['port']})"
+    try:
+        status, _ = assoc.send_n_event_report(info, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+    except Exception as exc:  # the context was refused, the peer went away
+        return f"{destination['ae_title']} did not take the report: {exc}"
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    if not status or "Status" not in status:
+        return f"{destination['ae_title']} did not answer the report"
+    return "" if status.Status == 0x0000 else f"{destination['ae_title']} answered the report with 0x{status.Status:04X}"

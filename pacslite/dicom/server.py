@@ -1,5 +1,6 @@
 """The DICOM server: one pynetdicom AE with Verification, Storage (private SOP classes of
-configured modalities included) and Modality Worklist.
+configured modalities included), Modality Worklist, Query/Retrieve, Modality Performed
+Procedure Step and Storage Commitment.
 
 Started by ``app.py`` next to the web server and stopped with it. Everything it does goes
 through the domain modules; this file only knows pynetdicom.
@@ -14,13 +15,14 @@ from typing import Any, Mapping
 from pynetdicom import AE, evt, register_uid
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
 from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import (ModalityWorklistInformationFind,  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (ModalityPerformedProcedureStep,  # type: ignore[attr-defined]
+                                  ModalityWorklistInformationFind, StorageCommitmentPushModel,
                                   PatientRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelFind, Verification)
 from pydicom import uid
 
 from .. import aes, db, filing, storage
-from . import handlers, network, receive, retrieve
+from . import commitment, handlers, network, receive, retrieve
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ RIGHT_SERVICES: dict[str, frozenset[str]] = {
     # C-GET sends back over the same association: the storage contexts, in the SCP role
     "retrieve": frozenset(retrieve.MOVE_MODELS) | frozenset(retrieve.GET_MODELS)
     | frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
+    "mpps": frozenset({str(ModalityPerformedProcedureStep)}),
+    "commitment": frozenset({str(StorageCommitmentPushModel)}),
 }
 
 
@@ -127,7 +131,8 @@ class DicomServer:
         ae.network_timeout = s["DICOM_NETWORK_TIMEOUT"]
         ae.add_supported_context(Verification, PLAIN_TRANSFER_SYNTAXES)
         for service in (ModalityWorklistInformationFind, PatientRootQueryRetrieveInformationModelFind,
-                        StudyRootQueryRetrieveInformationModelFind, *retrieve.MOVE_MODELS, *retrieve.GET_MODELS):
+                        StudyRootQueryRetrieveInformationModelFind, *retrieve.MOVE_MODELS, *retrieve.GET_MODELS,
+                        ModalityPerformedProcedureStep, StorageCommitmentPushModel):
             ae.add_supported_context(service, PLAIN_TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts:  # either role: a C-GET's requestor is the SCP
             ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
@@ -163,11 +168,15 @@ class DicomServer:
         s = self.settings
         receive.receive_into(str(storage.tmp_dir(s["STORAGE_DIR"])), s["STORAGE_HIGH_WATER_PERCENT"])
         retrieve.install()
+        commitment.install()
         ae = self._make_ae()
         bound = [
             (evt.EVT_C_ECHO, handlers.on_echo),
             (evt.EVT_C_STORE, handlers.on_store, [self.connections, s, receive.ReceiveFile.claim]),
             (evt.EVT_C_FIND, handlers.on_find, [self.connections, s]),
+            (evt.EVT_N_CREATE, handlers.on_n_create, [self.connections, s]),
+            (evt.EVT_N_SET, handlers.on_n_set, [self.connections, s]),
+            (evt.EVT_N_ACTION, handlers.on_n_action, [self.connections]),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, handlers.on_accepted, [self.connections]),
         ]

@@ -35,7 +35,7 @@ def is_htmx() -> bool:
 
 def init_app(app: Flask) -> None:
     from . import (admin, alerts, api, archive, auth, images, imports, quarantine, registration, reports, routing,
-                   stats)
+                   stats, workflow)
 
     i18n.init_app(app)
     login_manager.init_app(app)
@@ -46,7 +46,7 @@ def init_app(app: Flask) -> None:
     access.init_app(app)  # before CSRF: a denied request is refused (and audited) as denied
     csrf.init_app(app)
     for blueprint in (auth.bp, registration.bp, reports.bp, images.bp, imports.bp, quarantine.bp, alerts.bp, stats.bp,
-                      archive.bp, admin.bp, routing.bp, api.bp):
+                      archive.bp, admin.bp, routing.bp, workflow.bp, api.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # bearer tokens only, no cookies: nothing for a forged request to ride on
     app.jinja_env.globals.update(label=label, options=options, uid_name=uid_name, is_htmx=is_htmx,

@@ -107,7 +107,7 @@ def audit_log() -> Any:
 
 # ---------------------------------------------------------------- modalities (DICOM AEs)
 
-AE_FORM_FIELDS = ("ae_title", "host", "port", "name", "location", "charset")
+AE_FORM_FIELDS = ("ae_title", "host", "port", "name", "location", "modality", "charset")
 
 
 def _ae_or_404(ae_id: int) -> Any:

@@ -58,6 +58,15 @@ def localtime(value: str | None, fmt: str = "yyyy-MM-dd HH:mm") -> str:
     return format_datetime(moment, fmt) if moment else ""
 
 
+def dicom_datetime(value: str | None) -> str:
+    """A DICOM date and time as a modality sent it (its own clock, no zone): 2026-11-29 10:30."""
+    digits = "".join(c for c in (value or "") if c.isdigit())
+    if len(digits) < 8:
+        return ""
+    shown = f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}"
+    return f"{shown} {digits[8:10]}:{digits[10:12]}" if len(digits) >= 12 else shown
+
+
 def duration(value: timedelta) -> str:
     """A waiting time in hours and minutes (days past two days)."""
     minutes = max(int(value.total_seconds() // 60), 0)
@@ -94,6 +103,7 @@ def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, timezone_selector=select_timezone)
     app.jinja_env.filters["localtime"] = localtime
     app.jinja_env.filters["duration"] = duration
+    app.jinja_env.filters["dicom_datetime"] = dicom_datetime
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["hours"] = hours
     app.jinja_env.filters["filesize"] = filesize

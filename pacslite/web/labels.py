@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 
 LABELS = {
     "sex": {"M": _l("Male"), "F": _l("Female"), "O": _l("Other")},
     "source": {"outpatient": _l("Outpatient"), "inpatient": _l("Inpatient"), "emergency": _l("Emergency"),
                "physical_exam": _l("Physical exam")},
     "priority": {"stat": _l("STAT"), "urgent": _l("Urgent"), "routine": _l("Routine")},
-    "status": {"registered": _l("Registered"), "images_received": _l("Images received"),
-               "completed": _l("Completed"), "cancelled": _l("Cancelled")},
+    "status": {"scheduled": lazy_pgettext("exam state", "Scheduled"), "in_progress": _l("In progress"), "performed": _l("Performed"),
+               "preliminary": _l("Preliminary report"), "final": _l("Final report"),
+               "discontinued": _l("Discontinued"), "cancelled": _l("Cancelled")},
     "role": {"registrar": _l("Registrar"), "technologist": _l("Technologist"), "radiologist": _l("Radiologist"),
              "clinician": _l("Clinician"), "admin": _l("Administrator")},
     "outcome": {"success": _l("Success"), "failure": _l("Failure"), "denied": _l("Denied")},
     "charset": {"ISO_IR 192": _l("Unicode UTF-8 (ISO_IR 192)"), "GB18030": _l("Chinese GB18030"),
+                "ISO 2022 IR 58": _l("Chinese GB2312 with code extensions (ISO 2022 IR 58), older consoles"),
                 "ISO_IR 100": _l("Latin-1 (ISO_IR 100), names in pinyin")},
     "rejection": {"unknown_calling_ae": _l("Unknown calling AE title"),
                   "wrong_called_ae": _l("Called a wrong AE title")},
@@ -28,6 +31,9 @@ LABELS = {
                    "demographics_mismatch": _l("Demographics do not match the patient (possible wrong patient)"),
                    "exam_cancelled": _l("The exam was cancelled"),
                    "duplicate_conflict": _l("Sent again with different content")},
+    "mpps": {"IN PROGRESS": _l("In progress"), "COMPLETED": _l("Completed"), "DISCONTINUED": _l("Discontinued")},
+    "commitment": {"pending": _l("Waiting to be sent"), "sending": _l("Sending"), "delivered": _l("Delivered"),
+                   "failed": _l("Not delivered")},
     "report": {"": _l("Not started"), "draft": _l("Draft"), "preliminary": _l("Preliminary"),
                "final": _l("Final")},
     "candidate": {"accession_equal": _l("same accession number"),
@@ -42,7 +48,9 @@ LABELS = {
               "stale_registration": _l("Stale registration"), "overdue_report": _l("Overdue report"),
               "conflict": _l("Images filed to a cancelled exam"), "storage_low": _l("Storage running out"),
               "file_missing": _l("Stored file missing"), "file_changed": _l("Stored file changed"),
-              "forward_failed": _l("Sending to another AE failed")},
+              "forward_failed": _l("Sending to another AE failed"),
+              "incomplete_transmission": _l("Incomplete transmission"),
+              "commitment_failed": _l("Storage commitment report not delivered")},
     "outbound": {"queued": _l("Queued"), "sending": _l("Sending"), "sent": _l("Sent"), "failed": _l("Failed")},
     "alert_state": {"open": _l("Open"), "resolved": _l("Resolved"), "cleared": _l("Cleared by itself"),
                     "": _l("All")},

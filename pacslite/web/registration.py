@@ -9,7 +9,7 @@ from flask import (Blueprint, Response, current_app, flash, redirect, render_tem
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import clock, documents, index, patients, receipts, routing, storage
+from .. import clock, documents, exams, index, mpps, patients, receipts, routing, storage, transmission
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx, limits
@@ -100,10 +100,10 @@ def exam_list() -> Any:
     except ValueError:
         day = clock.local_today(settings["TIMEZONE"])
     filters["day"] = day.isoformat()
-    exams = patients.list_exams(get_db(), settings, day=day, modality=filters["modality"],
+    found = patients.list_exams(get_db(), settings, day=day, modality=filters["modality"],
                                 source=filters["source"], status=filters["status"], query=filters["q"])
     template = "exams/_table.html" if is_htmx() else "exams/list.html"
-    return render_template(template, exams=exams, filters=filters, states=patients.EXAM_STATES)
+    return render_template(template, exams=found, filters=filters, states=exams.STATES)
 
 
 @bp.route("/exams/new", methods=["GET", "POST"])
@@ -151,7 +151,10 @@ def exam_view(accession: str, errors: dict[str, str] | None = None, status: int 
     sending = current_user.has_any(("technologist",))
     return render_template("exams/view.html", exam=exam, forms=documents.of_exam(get_db(), exam["id"]),
                            series=index.series_of_exam(get_db(), exam["id"]),
-                           can_cancel=patients.can_cancel(exam), errors=errors or {},
+                           can_cancel=exams.can_cancel(exam), errors=errors or {},
+                           can_mark_done=exams.can_mark_done(exam) and sending,
+                           expected=transmission.expected_of(get_db(), exam),
+                           steps=mpps.of_exam(get_db(), exam["id"]),
                            age=receipts.age_of(exam, current_app.config),
                            outbound=routing.queue_of_exam(get_db(), exam["id"]) if sending else [],
                            destination_options=[(d, d) for d in routing.destinations(get_db())] if sending else []), \
@@ -169,6 +172,23 @@ def exam_cancel(accession: str) -> Any:
     except Conflict as exc:
         return exam_view(accession, errors={"reason": message(exc)}, status=409)
     flash(gettext("Exam %(accession)s cancelled.", accession=accession), "success")
+    return redirect(url_for("registration.exam_view", accession=accession))
+
+
+@bp.route("/exams/<accession>/done", methods=["POST"])
+@access.allow("technologist")
+def exam_done(accession: str) -> Any:
+    """"Exam done" (检查完成), from the exam page or the missing-images page (``from``)."""
+    exam = _exam_or_404(accession)
+    try:
+        exams.mark_done(get_db(), access.actor(), exam, request.form, current_app.config["MPPS_GRACE_MINUTES"])
+    except ValidationError as exc:
+        return exam_view(accession, errors={"images_acquired": message(exc)}, status=400)
+    except Conflict as exc:
+        return exam_view(accession, errors={"images_acquired": message(exc)}, status=409)
+    flash(gettext("Exam %(accession)s marked done.", accession=accession), "success")
+    if request.form.get("from") == "missing-images":
+        return redirect(url_for("reports.missing_images"))
     return redirect(url_for("registration.exam_view", accession=accession))
 
 

@@ -9,7 +9,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import patients, reports
+from .. import exams, patients, reports
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx
@@ -110,7 +110,7 @@ def report_sign(accession: str) -> Any:
     exam = _exam_or_404(accession)
     values = {k: request.form.get(k, "") for k in ("findings", "impression", "revision")}
     try:
-        signed = reports.sign(get_db(), access.actor(), exam, request.form)
+        signed = reports.sign(get_db(), access.actor(), exam, request.form, current_app.config["REPORT_REVIEW"])
     except reports.StaleReport as exc:
         return _report_page(exam, values=values, stale=exc.current, status=409)
     except reports.ReportLocked as exc:
@@ -192,7 +192,8 @@ def report_print(accession: str) -> Any:
 @bp.route("/missing-images")
 @access.allow(*TECHNOLOGIST)
 def missing_images() -> Any:
-    return render_template("reports/missing.html", exams=patients.flagged_missing_images(get_db()))
+    return render_template("reports/missing.html", exams=patients.flagged_missing_images(get_db()),
+                           done_states=(exams.SCHEDULED, *exams.ACQUIRED_STATES))
 
 
 @bp.app_context_processor

@@ -1,0 +1,180 @@
+"""The exam's life cycle, in one place: the only code that changes an exam's state.
+
+    scheduled ─→ in_progress ─→ performed ─→ preliminary ─→ final
+        │            │    └──────────┴───────────┴──────────↗
+        ├→ cancelled  └→ discontinued ─→ (in_progress, performed, a report)
+        └→ performed (the technologist: "exam done")
+
+- ``in_progress``: the modality's MPPS IN PROGRESS, or the first image filed;
+- ``performed``: MPPS COMPLETED, or a technologist's "Exam done" (检查完成);
+- ``preliminary`` / ``final``: the report signed so; an amendment keeps ``final``;
+- ``discontinued``: MPPS DISCONTINUED; ``cancelled``: never performed, with a reason.
+
+Every change is audited (``exam.state``) in the caller's transaction. The worklist offers only
+``scheduled`` and ``in_progress`` exams.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Mapping
+
+from . import audit, clock, transmission
+from .db import transaction
+from .validation import N_, Conflict, ValidationError, text
+
+SCHEDULED, IN_PROGRESS, PERFORMED = "scheduled", "in_progress", "performed"
+PRELIMINARY, FINAL, DISCONTINUED, CANCELLED = "preliminary", "final", "discontinued", "cancelled"
+STATES = (SCHEDULED, IN_PROGRESS, PERFORMED, PRELIMINARY, FINAL, DISCONTINUED, CANCELLED)
+TRANSITIONS: dict[str, frozenset[str]] = {
+    SCHEDULED: frozenset({IN_PROGRESS, PERFORMED, DISCONTINUED, CANCELLED}),
+    IN_PROGRESS: frozenset({PERFORMED, DISCONTINUED, PRELIMINARY, FINAL}),
+    PERFORMED: frozenset({PRELIMINARY, FINAL}),
+    DISCONTINUED: frozenset({IN_PROGRESS, PERFORMED, PRELIMINARY, FINAL}),
+    PRELIMINARY: frozenset({FINAL}),
+    FINAL: frozenset(),
+    CANCELLED: frozenset(),
+}
+#: What the modality worklist offers: not yet acquired, or being acquired.
+WORKLIST_STATES = (SCHEDULED, IN_PROGRESS)
+#: Acquired: a technologist may still say it is done, a report may be signed.
+ACQUIRED_STATES = (IN_PROGRESS, PERFORMED, DISCONTINUED)
+#: Images came, the final report has not been signed (the sweep's overdue_report).
+AWAITING_FINAL = (*ACQUIRED_STATES, PRELIMINARY)
+
+
+def current_state(conn: sqlite3.Connection, exam_id: int) -> str:
+    return conn.execute("SELECT status FROM exams WHERE id = ?", (exam_id,)).fetchone()[0]
+
+
+def move(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], new: str, cause: str) -> None:
+    """Change the exam's state (inside the caller's transaction, from the state it has there,
+    not the one ``exam`` was read with), audited with its cause; Conflict when the life cycle
+    does not allow it."""
+    old = current_state(conn, exam["id"])
+    if new not in TRANSITIONS[old]:
+        raise Conflict(N_("An exam in state %(status)s cannot become %(new)s."), status=old, new=new)
+    conn.execute("UPDATE exams SET status = ?, updated_at = ? WHERE id = ?", (new, clock.to_db(clock.now()), exam["id"]))
+    audit.record(conn, actor, "exam.state", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
+                 detail={"from": old, "to": new, "cause": cause})
+
+
+def advance(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], new: str, cause: str) -> bool:
+    """Move forward if the life cycle allows it, else leave the state as it is (an MPPS or an
+    image that arrives after the report, say); True if it moved."""
+    if new in TRANSITIONS[current_state(conn, exam["id"])]:
+        move(conn, actor, exam, new, cause)
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- images
+
+def images_arrived(conn: sqlite3.Connection, exam: Mapping[str, Any], new_series: bool, at: str) -> None:
+    """An image was filed to the exam: count it; a scheduled exam is in progress; an "images
+    missing" flag clears itself."""
+    if current_state(conn, exam["id"]) == SCHEDULED:
+        move(conn, audit.SYSTEM, exam, IN_PROGRESS, "first image filed")
+    conn.execute("UPDATE exams SET instance_count = instance_count + 1, series_count = series_count + ?,"
+                 " images_first_at = COALESCE(images_first_at, ?), images_last_at = ?,"
+                 " images_missing_at = NULL, images_missing_by = NULL WHERE id = ?",
+                 (int(new_series), at, at, exam["id"]))
+    if exam["images_missing_at"]:
+        audit.record(conn, audit.SYSTEM, "exam.images_missing_clear", f"exam:{exam['accession_number']}",
+                     patient_id=exam["patient_id"], detail={"flagged_at": exam["images_missing_at"],
+                                                            "flagged_by": exam["images_missing_by"]})
+
+
+def set_image_counts(conn: sqlite3.Connection, exam: Mapping[str, Any], series: int, instances: int,
+                     first_at: str | None, last_at: str | None) -> None:
+    """Images were moved to or from the exam (re-filing): its counts and arrival times as
+    counted again from the index; a scheduled exam that now has images is in progress."""
+    if instances > 0 and current_state(conn, exam["id"]) == SCHEDULED:
+        move(conn, audit.SYSTEM, exam, IN_PROGRESS, "images re-filed to it")
+    conn.execute("UPDATE exams SET series_count = ?, instance_count = ?, images_first_at = ?, images_last_at = ?,"
+                 " images_missing_at = CASE WHEN ? > 0 THEN NULL ELSE images_missing_at END WHERE id = ?",
+                 (series, instances, first_at, last_at, instances, exam["id"]))
+
+
+# ---------------------------------------------------------------- people and modalities
+
+def can_mark_done(exam: Mapping[str, Any]) -> bool:
+    """Whether a technologist may say the exam is done: not yet reported, not cancelled."""
+    return exam["status"] in (SCHEDULED, *ACQUIRED_STATES)
+
+
+def can_cancel(exam: Mapping[str, Any]) -> bool:
+    return CANCELLED in TRANSITIONS[exam["status"]] and exam["instance_count"] == 0
+
+
+def cancel(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], reason: str) -> None:
+    """Cancel an exam never performed (no images), with a reason."""
+    if exam["instance_count"] > 0:
+        raise Conflict(N_("This exam has images and cannot be cancelled."))
+    move(conn, actor, exam, CANCELLED, reason)
+    conn.execute("UPDATE exams SET cancel_reason = ?, cancelled_at = ?, cancelled_by = ? WHERE id = ?",
+                 (reason, clock.to_db(clock.now()), actor.name, exam["id"]))
+    audit.record(conn, actor, "exam.cancel", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
+                 detail={"reason": reason})
+
+
+def performed(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], cause: str,
+              grace_minutes: float, images_expected: int | None = None) -> None:
+    """The exam was performed (MPPS COMPLETED, or a technologist's "exam done"), with the
+    number of images acquired when it is known; the expected-image check is scheduled. A report
+    signed already keeps the exam's state (a modality's late MPPS)."""
+    state = current_state(conn, exam["id"])
+    if state == CANCELLED:
+        raise Conflict(N_("An exam in state %(status)s cannot become %(new)s."), status=state, new=PERFORMED)
+    now = clock.now()
+    advance(conn, actor, exam, PERFORMED, cause)
+    conn.execute("UPDATE exams SET performed_at = ?, performed_by = ?, images_expected = COALESCE(?, images_expected)"
+                 " WHERE id = ?", (clock.to_db(now), actor.name, images_expected, exam["id"]))
+    transmission.schedule(conn, exam, grace_minutes, now)
+
+
+#: The most images a technologist may say one exam acquired.
+MAX_IMAGES_ACQUIRED = 100000
+
+
+def mark_done(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], data: Mapping[str, Any],
+              grace_minutes: float) -> None:
+    """A technologist's "Exam done" (检查完成), for modalities without MPPS, with the number of
+    images acquired if they give it (the expected-image check then waits for that many)."""
+    raw = text(data, "images_acquired", max_length=7)
+    count = None
+    if raw:
+        if not raw.isdigit() or int(raw) > MAX_IMAGES_ACQUIRED:
+            raise ValidationError("images_acquired", N_("A number of images from 0 to 100000, or nothing."))
+        count = int(raw)
+    if not can_mark_done(exam):
+        raise Conflict(N_("An exam in state %(status)s cannot become %(new)s."), status=exam["status"], new=PERFORMED)
+    with transaction(conn):
+        performed(conn, actor, exam, "technologist: exam done", grace_minutes, count)
+        audit.record(conn, actor, "exam.done", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
+                     detail={"images_acquired": count})
+
+
+def discontinued(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], cause: str,
+                 grace_minutes: float, images_expected: int | None = None) -> None:
+    """The modality discontinued the procedure (MPPS DISCONTINUED): what it did acquire is
+    still expected. An exam already performed or reported keeps its state."""
+    advance(conn, actor, exam, DISCONTINUED, cause)
+    conn.execute("UPDATE exams SET images_expected = COALESCE(?, images_expected) WHERE id = ?",
+                 (images_expected, exam["id"]))
+    transmission.schedule(conn, exam, grace_minutes, clock.now())
+
+
+def report_signed(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], level: str,
+                  review: bool = False) -> None:
+    """A report was signed preliminary or final: the exam follows. A final signature on a final
+    exam is an amendment (the exam stays final, marked amended). With ``review`` (the setting
+    REPORT_REVIEW) a final report needs a preliminary one first."""
+    state = current_state(conn, exam["id"])
+    if level != FINAL:
+        advance(conn, actor, exam, PRELIMINARY, "report signed preliminary")
+    elif state == FINAL:
+        conn.execute("UPDATE exams SET amended_at = ? WHERE id = ?", (clock.to_db(clock.now()), exam["id"]))
+    elif review and state != PRELIMINARY:
+        raise Conflict(N_("Reports are reviewed here: sign this report preliminary first."))
+    else:
+        move(conn, actor, exam, FINAL, "report signed final")
