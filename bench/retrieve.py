@@ -145,7 +145,7 @@ def fill(conn, count: int) -> None:
         pinyin, initials = readings[name]
         patients.append((n, f"P{n:08d}", name, pinyin, initials, "M", "1980-01-01", now, now))
         exams.append((n, f"B{n:011d}", n, "CT", "CT", "outpatient", "CT", "routine", now, f"2.25.1{n}",
-                      "images_received", 1, 10, now, "bench", now))
+                      "final", 1, 10, now, "bench", now))
         studies.append((n, f"2.25.1{n}", n, f"B{n:011d}", f"P{n:08d}", "20260101", "胸部CT", now))
         series.append((n, n, f"2.25.2{n}", "CT", now))
     conn.execute("BEGIN")

@@ -38,6 +38,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 WORKLIST_STATES = (SCHEDULED, IN_PROGRESS)
 #: Acquired: a technologist may still say it is done, a report may be signed.
 ACQUIRED_STATES = (IN_PROGRESS, PERFORMED, DISCONTINUED)
+#: From where a technologist may say "exam done" (not twice, not once reported or cancelled).
+DONE_FROM = (SCHEDULED, IN_PROGRESS, DISCONTINUED)
 #: Images came, the final report has not been signed (the sweep's overdue_report).
 AWAITING_FINAL = (*ACQUIRED_STATES, PRELIMINARY)
 
@@ -98,8 +100,8 @@ def set_image_counts(conn: sqlite3.Connection, exam: Mapping[str, Any], series: 
 # ---------------------------------------------------------------- people and modalities
 
 def can_mark_done(exam: Mapping[str, Any]) -> bool:
-    """Whether a technologist may say the exam is done: not yet reported, not cancelled."""
-    return exam["status"] in (SCHEDULED, *ACQUIRED_STATES)
+    """Whether a technologist may say the exam is done: not yet performed or reported, not cancelled."""
+    return exam["status"] in DONE_FROM
 
 
 def can_cancel(exam: Mapping[str, Any]) -> bool:

@@ -250,6 +250,47 @@ def orthanc(work: Path) -> dict:
     return result
 
 
+def commitment(work: Path) -> dict:
+    """Orthanc as a storage commitment SCU through its REST API: it asks pacslite about three
+    stored images and one it never sent, and gets the report back on its own DICOM port."""
+    instance = work / "instance"
+    dicom_port, http_port = free_port(), free_port()
+    for args in (["STORESCU"], ["ORTHANC", "--host", "127.0.0.1", "--port", str(dicom_port), "--may", "commitment"]):
+        assert flask_cli(instance, "ae", "add", *args).returncode == 0
+    pacs = pacs_server.Pacs(instance, PACSLITE_FORWARD_POLL_SECONDS="0.5")
+    process = None
+    result: dict = {}
+    try:
+        reg = pacs.register(patient_id="SC01", name="张三", sex="M", birth_date="1980-02-03", station_ae="")
+        files = pacs.send_series(work / "sent", 3, accession=reg.accession_number, patient_id="SC01",
+                                 name="ZHANG^SAN", sex="M", birth_date="19800203")
+        process = start_orthanc(work, dicom_port, http_port, pacs.port)
+        stored = [[str(ds.SOPClassUID), str(ds.SOPInstanceUID)] for ds in
+                  (dcmread(f, stop_before_pixels=True) for f in files)]
+        unknown = [stored[0][0], "1.2.826.0.1.3680043.9.9999.1"]
+        asked = orthanc_rest(http_port, "/modalities/pacslite/storage-commitment",
+                             {"DicomInstances": [*stored, unknown], "Timeout": 60})
+        report: dict = {}
+
+        def reported() -> bool:
+            report.update(orthanc_rest(http_port, f"/storage-commitment/{asked['ID']}"))
+            return report.get("Status") != "Pending"
+        result["answered"] = wait_until(reported, 60)
+        result["report"] = report
+        result["stored"] = [uid for _, uid in stored]
+        result["unknown"] = unknown[1]
+        wait_until(lambda: pacs.query("SELECT state FROM commitments")[0][0] in ("delivered", "failed"), 30)
+        result["kept"] = [list(r) for r in pacs.query("SELECT transaction_uid, state, delivered_on, requested, committed"
+                                                       " FROM commitments")]
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait()
+        assert pacs.server.stop() == 0
+    return result
+
+
 if __name__ == "__main__":
-    scenario = {"routing": routing, "orthanc": orthanc}.get(sys.argv[2] if len(sys.argv) > 2 else "", main)
+    scenario = {"routing": routing, "orthanc": orthanc, "commitment": commitment}.get(
+        sys.argv[2] if len(sys.argv) > 2 else "", main)
     print(json.dumps(scenario(Path(sys.argv[1]))))

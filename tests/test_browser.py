@@ -480,3 +480,38 @@ def test_an_admin_routes_ct_to_a_workstation_and_a_technologist_sees_it(browser,
     tech.click("#send-form button[type=submit]")
     expect(tech.locator("main")).to_contain_text("Already queued for WS3D")
     assert problems == []
+
+
+def test_a_technologist_marks_an_exam_done_and_the_missing_images_show(browser, tmp_path, modality_pacs) -> None:
+    """Issue 15 in Chromium: "Exam done" with a count on the exam page; the alert names what is
+    missing; the images arrive; a clinician's exam list shows the state and filters by it."""
+    pacs = modality_pacs(PACSLITE_MPPS_GRACE_MINUTES="0.02")
+    exam = pacs.register(patient_id="DN0001", name="张三", station_ae="")
+    pacs.add_user("done_tech", "technologist")
+    pacs.add_user("done_ward", "clinician")
+    problems: list[str] = []
+    tech = page_as(browser, pacs, "done_tech", problems)
+    tech.goto(f"{pacs.server.url}/exams/{exam.accession_number}")
+    expect(tech.locator("#exam-status")).to_have_text("Scheduled")
+    tech.fill("#exam-done input[name=images_acquired]", "2")
+    tech.click("#exam-done button[type=submit]")
+    expect(tech.locator("#exam-status")).to_have_text("Performed")
+    expect(tech.locator("#acquired-received")).to_contain_text("acquired 2 · received 0")
+    tech.click("nav >> text=Alerts")
+    expect(tech.locator("#alerts")).to_contain_text("Incomplete transmission")
+    expect(tech.locator("#alerts")).to_contain_text(exam.accession_number)
+
+    pacs.send_series(tmp_path / "sent", 2, accession=exam.accession_number, patient_id="DN0001", name="ZHANG^SAN",
+                     sex="M", birth_date="19800203")
+    wait_for(lambda: pacs.query("SELECT state FROM alerts WHERE rule = 'incomplete_transmission'")[0][0] == "cleared",
+             "the alert cleared itself")
+    tech.goto(f"{pacs.server.url}/exams/{exam.accession_number}")
+    expect(tech.locator("#acquired-received")).to_contain_text("acquired 2 · received 2")
+    expect(tech.locator("#exam-done")).to_have_count(0)  # done once
+
+    ward = page_as(browser, pacs, "done_ward", problems)
+    ward.select_option("select[name=status]", "performed")
+    expect(ward.locator("table.exams")).to_contain_text(exam.accession_number)
+    ward.select_option("select[name=status]", "final")
+    expect(ward.locator("main")).to_contain_text("No exams.")
+    assert problems == []

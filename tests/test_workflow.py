@@ -437,3 +437,65 @@ def test_a_technologist_says_exam_done_with_a_count(pacs, tmp_path) -> None:
     wait_for(lambda: alert(pacs, reg.accession_number)["state"] == "cleared", "the alert cleared itself")
     audited = pacs.query("SELECT detail FROM audit_log WHERE action = 'exam.done' AND target = ?", f"exam:{reg.accession_number}")
     assert [json.loads(d[0]) for d in audited] == [{"images_acquired": 4}]
+
+
+def test_orthanc_asks_for_storage_commitment_through_its_rest_api(tmp_path) -> None:
+    """Orthanc (Debian's) as the storage commitment SCU: 3 stored images and 1 never sent; its
+    report (received on its own DICOM port) lists 3 successes and 1 failure 0x0112 (274)."""
+    from tests.test_retrieve import in_namespace
+    result = in_namespace(tmp_path, "commitment")
+    assert result["answered"], result
+    report = result["report"]
+    assert (report["Status"], report["RemoteAET"]) == ("Failure", "PACSLITE")
+    assert sorted(s["SOPInstanceUID"] for s in report["Success"]) == sorted(result["stored"])
+    assert [(f["SOPInstanceUID"], f["FailureReason"]) for f in report["Failures"]] == [(result["unknown"], 0x0112)]
+    [(_, state, delivered_on, requested, committed)] = result["kept"]
+    assert (state, delivered_on, requested, committed) == ("delivered", "new", 4, 3)
+
+
+def test_a_report_nobody_takes_is_retried_then_given_up_with_an_alert(app, conn) -> None:
+    """The requesting AE is down: the report waits and is tried again (real associations to a
+    port nobody listens on), then given up with commitment_failed; a restart resumes what was
+    being sent."""
+    from pacslite import aes, audit, commitment
+    from pacslite.dicom import sender
+    aes.add_ae(conn, audit.SYSTEM, {"ae_title": "DOWNSCU", "host": "127.0.0.1", "port": free_port()})
+    kept = commitment.request(conn, audit.Actor("ae:DOWNSCU", "127.0.0.1"), "DOWNSCU", generate_uid(),
+                              [(CT_IMAGE, generate_uid())], on_association=False)
+    settings = {**app.config, "COMMITMENT_RETRY_FIRST_SECONDS": 3600, "DICOM_NETWORK_TIMEOUT": 5}
+    assert commitment.run_due(conn, settings, sender.send_commitment_report) == 1
+    row = commitment.get(conn, kept["id"])
+    assert (row["state"], row["attempts"]) == ("pending", 1) and "cannot associate" in row["last_error"]
+    assert commitment.run_due(conn, settings, sender.send_commitment_report) == 0  # not due for an hour
+    with conn:
+        conn.execute("UPDATE commitments SET state = 'sending' WHERE id = ?", (kept["id"],))
+    assert commitment.recover(conn) == 1  # pacslite stopped while sending: it waits again, due now
+    given_up = {**settings, "COMMITMENT_RETRY_HOURS": 0}
+    assert commitment.run_due(conn, given_up, sender.send_commitment_report) == 1
+    row = commitment.get(conn, kept["id"])
+    assert (row["state"], row["attempts"]) == ("failed", 2)
+    alert_row = conn.execute("SELECT state, detail FROM alerts WHERE rule = 'commitment_failed'").fetchone()
+    assert alert_row["state"] == "open" and json.loads(alert_row["detail"])["calling_ae"] == "DOWNSCU"
+    assert [r[0] for r in conn.execute("SELECT outcome FROM audit_log WHERE action LIKE 'commitment.%' ORDER BY id")] \
+        == ["success", "failure"]
+
+
+def test_a_step_or_a_commitment_naming_too_many_instances_is_refused_whole(pacs, tmp_path) -> None:
+    """A hostile modality cannot fill the database with one N-SET or one N-ACTION."""
+    reg = pacs.register(patient_id="WF0007", name="吴九", station_ae="CT01", scheduled_date="2026-12-01",
+                        scheduled_time="16:00")
+    (answer,) = [a for a in worklist(pacs, tmp_path / "wl") if a.PatientID == "WF0007"]
+    assoc = associate(pacs)
+    status, uid = create(assoc, in_progress(answer))
+    assert status == 0x0000
+    flood = [generate_uid() for _ in range(20001)]
+    assert set_step(assoc, uid, final("COMPLETED", generate_uid(), flood)).Status == 0x0106
+    status, _ = assoc.send_n_action(commitment_request(generate_uid(), [(CT_IMAGE, u) for u in flood]), 1,
+                                    StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+    assert status.Status == 0x0213
+    assoc.release()
+    assert pacs.query("SELECT state, instance_count FROM mpps WHERE sop_instance_uid = ?", uid)[0][:] == \
+        ("IN PROGRESS", 0)
+    assert pacs.query("SELECT COUNT(*) FROM mpps_instances")[0][0] == \
+        pacs.query("SELECT COALESCE(SUM(instance_count), 0) FROM mpps")[0][0]
+    assert status_of(pacs, reg.accession_number) == "in_progress"

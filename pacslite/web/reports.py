@@ -193,7 +193,7 @@ def report_print(accession: str) -> Any:
 @access.allow(*TECHNOLOGIST)
 def missing_images() -> Any:
     return render_template("reports/missing.html", exams=patients.flagged_missing_images(get_db()),
-                           done_states=(exams.SCHEDULED, *exams.ACQUIRED_STATES))
+                           done_states=exams.DONE_FROM)
 
 
 @bp.app_context_processor
