@@ -171,7 +171,22 @@ def test_an_amendment_is_a_new_version_and_the_old_one_stays(app, conn, rad, ima
         (2, "I2", "dr_wang", "Nodule missed")
     page = rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
     assert "Version 1" in page and "Version 2" in page and "I1" in page and "I2" in page
+    exam = patients.get_exam(conn, imaged)  # the exam stays final, marked amended
+    assert exam["status"] == "final" and exam["amended_at"] is not None
+    assert "amended" in rad.get(f"/exams/{imaged}").get_data(as_text=True)
     assert send(rad, f"/exams/{imaged}/report/amend", {"reason": "again"}).status_code == 302  # of version 2
+
+
+def test_with_review_a_final_report_needs_a_preliminary_one_first(app, conn, rad, imaged) -> None:
+    app.config["REPORT_REVIEW"] = True
+    texts = {"findings": "F", "impression": "I"}
+    refused = send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "0", **texts})
+    assert refused.status_code == 409 and "sign this report preliminary first" in refused.get_data(as_text=True)
+    assert version_rows(conn, imaged) == [] and patients.get_exam(conn, imaged)["status"] == "in_progress"
+    assert send(rad, f"/exams/{imaged}/report/sign", {"level": "preliminary", "revision": "0", **texts}).status_code \
+        == 302
+    assert send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "1", **texts}).status_code == 302
+    assert patients.get_exam(conn, imaged)["status"] == "final"
 
 
 def _token(conn, client_as) -> dict[str, str]:

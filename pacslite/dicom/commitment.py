@@ -84,7 +84,12 @@ def serve(service: Any, req: Any, context: Any) -> None:
     try:
         for number, commitment_id in enumerate(ids, start=1):
             row = commitment.get(conn, commitment_id)
-            error = report_here(service, context, row, number) if service.assoc.is_established else "the association ended"
+            try:
+                error = report_here(service, context, row, number) if service.assoc.is_established \
+                    else "the association ended"
+            except Exception as exc:  # never leave a report marked as being sent: a new association follows
+                log.exception("storage commitment %s: sending the report failed", row["transaction_uid"])
+                error = f"sending the report failed: {exc}"
             if error:
                 log.info("storage commitment %s: report not taken on the association (%s); a new one follows",
                          row["transaction_uid"], error)
