@@ -265,6 +265,7 @@ def test_a_transfer_that_stopped_short_raises_incomplete_transmission_until_the_
     technologist = web_client(pacs, "wf_tech")
     page = technologist.get(f"/exams/{reg.accession_number}").get_data(as_text=True)
     assert "acquired 5 · received 3" in page and "Chest 5mm: 2 of 5 missing" in page
+    assert "2 of 5 images not received" in technologist.get("/alerts").get_data(as_text=True)
     send(pacs, files[3:])  # the rest is sent again
     wait_for(lambda: alert(pacs, reg.accession_number)["state"] == "cleared", "the alert cleared itself")
     assert "acquired 5 · received 5" in technologist.get(f"/exams/{reg.accession_number}").get_data(as_text=True)

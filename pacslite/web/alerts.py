@@ -1,6 +1,7 @@
 """The sweep's alerts: the dashboard, the count in the navigation bar, resolving one."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -26,7 +27,9 @@ def alert_list(status: int = 200) -> Any:
     rule = request.args.get("rule", "")
     rule = rule if rule in sweep.RULES else ""
     alerts = sweep.list_alerts(get_db(), state=state, rule=rule)
-    return render_template("alerts/list.html", alerts=alerts, state=state, rule=rule, rules=sweep.RULES), status
+    details = {a["id"]: json.loads(a["detail"]) for a in alerts}
+    return render_template("alerts/list.html", alerts=alerts, details=details, state=state, rule=rule,
+                           rules=sweep.RULES), status
 
 
 @bp.route("/alerts/count")
