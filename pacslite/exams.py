@@ -36,7 +36,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 #: What the modality worklist offers: not yet acquired, or being acquired.
 WORKLIST_STATES = (SCHEDULED, IN_PROGRESS)
-#: Acquired: a technologist may still say it is done, a report may be signed.
+#: Acquired (wholly or in part), not yet reported.
 ACQUIRED_STATES = (IN_PROGRESS, PERFORMED, DISCONTINUED)
 #: From where a technologist may say "exam done" (not twice, not once reported or cancelled).
 DONE_FROM = (SCHEDULED, IN_PROGRESS, DISCONTINUED)
