@@ -15,6 +15,7 @@ sequences nested 500 deep.
 """
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
@@ -35,6 +36,9 @@ NATIVE = (IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE, *DEFLATED)
 VALID_VRS = frozenset(vr.encode() for vr in (
     "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()))
 LONG_VRS = frozenset(vr.encode() for vr in "OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())
+#: Binary VRs pydicom converts value by value: their length must be a multiple of the size, or
+#: the element cannot be read back (an SL of 2 bytes raises BytesLengthException).
+FIXED_SIZE = {b"AT": 4, b"FD": 8, b"FL": 4, b"SL": 4, b"SS": 2, b"UL": 4, b"US": 2, b"SV": 8, b"UV": 8}
 SHORT_VRS = VALID_VRS - LONG_VRS
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -55,6 +59,13 @@ class Malformed(ValueError):
 
 def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> bytes | None:
+    """The VR an implicit-VR element has by the dictionary (the smallest of "US or SS")."""
+    entry = DicomDictionary.get(tag)
+    return entry[0].split(" or ")[0].encode() if entry else None
 
 
 def _is_sequence_in_dictionary(tag: int) -> bool:
@@ -124,6 +135,10 @@ class _Walker:
             if value + length > end:
                 raise Malformed(f"{_tag_text(tag)} declares {length} bytes at offset {at} but only"
                                 f" {end - value} remain: the data set is truncated")
+            size = FIXED_SIZE.get(vr if vr is not None else _dictionary_vr(tag))
+            if size and length % size:
+                raise Malformed(f"{_tag_text(tag)} has {length} bytes at offset {at}, not a multiple of the"
+                                f" {size} bytes of one value: it cannot be read back")
             if vr == b"SQ" or (vr is None and _is_sequence_in_dictionary(tag)):
                 self.sequence(value, value + length, depth + 1, implicit)
             elif top and tag in NOTED_TAGS:

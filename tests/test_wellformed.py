@@ -73,6 +73,19 @@ def test_a_length_beyond_the_end_is_refused(tmp_path) -> None:
         check(tmp_path, cut)
 
 
+@pytest.mark.parametrize("implicit", [False, True])
+def test_a_binary_value_of_the_wrong_length_is_refused(tmp_path, implicit) -> None:
+    """Found by the fuzz: an SL of 2 bytes parses as a structure but cannot be read back."""
+    tag = struct.pack("<HH", 0x0018, 0x6020)  # Reference Pixel X0, SL
+    element = tag + (struct.pack("<L", 2) if implicit else b"SL" + struct.pack("<H", 2)) + b"05"
+    body = with_element_before_pixels(encode(ct(), implicit=implicit), element, implicit)
+    with pytest.raises(wellformed.Malformed, match=r"\(0018,6020\) has 2 bytes .* not a multiple of the 4 bytes"):
+        check(tmp_path, body, ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian)
+    with pytest.raises(Exception):  # what the check prevents: pydicom cannot read it back
+        ds = dcmread(part10(tmp_path / "y.dcm", body, ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian))
+        [element.value for element in ds.iterall()]
+
+
 def test_implicit_vr_bytes_in_an_explicit_context_are_refused(tmp_path) -> None:
     with pytest.raises(wellformed.Malformed, match="no valid VR"):
         check(tmp_path, encode(ct(), implicit=True), ExplicitVRLittleEndian)
