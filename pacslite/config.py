@@ -110,6 +110,11 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_KEEP": 14,
     # Imports: a ZIP that would expand beyond this is refused before anything is extracted.
     "IMPORT_MAX_BYTES": 2 * 1024 * 1024 * 1024,
+    # The address clients reach pacslite by (``https://pacs.hospital.local``), for the URLs DICOMweb
+    # answers carry (RetrieveURL, BulkDataURI); empty: the Host header of each request.
+    "PUBLIC_URL": "",
+    # The largest STOW-RS request body (every part together).
+    "STOW_MAX_BYTES": 1024 * 1024 * 1024,
     # Rendered images (PNG) for the browser: a cache under the instance folder, at most this big.
     "RENDER_CACHE_MB": 512,
     # Corrections: how long the files a re-filing replaced, and rejected studies, are kept

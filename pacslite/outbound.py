@@ -1,9 +1,10 @@
 """Sending stored images to another AE: what goes, in which form, and the record of it. The
-one place for C-MOVE and C-GET (and the forward rules and "send to…" that come next).
+one place for C-MOVE, C-GET, the forward rules and WADO-RS to decide the form an image goes in.
 
 An image goes **as stored**, byte for byte, when the receiver accepted its transfer syntax. When
 it did not, a compressed image is decompressed (the result is what pacslite holds, never a
-lossy re-compression) and sent uncompressed if the receiver takes that; otherwise that image
+lossy re-compression) and an uncompressed one re-encoded, if the receiver takes an
+uncompressed syntax; otherwise that image
 fails, with the reason logged. Released (offline) images fail: their study page says how to
 restore them. Every transfer is audited once per study, as PS3.15's "DICOM Instances
 Transferred": who asked, the destination, the patient, the study and how many images.
@@ -86,14 +87,15 @@ def payload(store: str | Path, row: sqlite3.Row, accepted: set[str]) -> Path | D
     path = storage.resolve(store, row["storage_path"])
     if row["transfer_syntax_uid"] in accepted:
         return path
-    if not UID(row["transfer_syntax_uid"]).is_compressed or not accepted & set(UNCOMPRESSED):
+    if not accepted & set(UNCOMPRESSED):
         raise Unsendable(f"the receiver accepts none of {row['transfer_syntax_uid']} or an uncompressed syntax")
     try:
         ds = dcmread(path)
-        ds.decompress(generate_instance_uid=False)  # the same image, not a new instance
+        if UID(row["transfer_syntax_uid"]).is_compressed:
+            ds.decompress(generate_instance_uid=False)  # the same image, not a new instance
     except Exception as exc:  # a codec pydicom lacks, or a stream it cannot decode
         raise Unsendable(f"cannot be decompressed for this receiver: {exc}") from exc
-    return ds
+    return ds  # uncompressed: the sender encodes it in the syntax the receiver took
 
 
 def record(conn: sqlite3.Connection, actor: audit.Actor, destination: str, transfer: Transfer, how: str) -> None:

@@ -43,7 +43,7 @@ _STUDY_COLUMNS = (", s.id AS study_ref, s.study_instance_uid, s.study_date, s.st
 _SERIES_COLUMNS = (", se.id AS series_ref, se.series_instance_uid, se.modality, se.series_number,"
                    " se.series_description, se.instance_count AS series_instances")
 _IMAGE_COLUMNS = (", i.id AS instance_ref, i.sop_class_uid, i.sop_instance_uid, i.instance_number, i.released_at,"
-                  " i.storage_path, i.transfer_syntax_uid")
+                  " i.sha256, i.storage_path, i.transfer_syntax_uid")
 _COLUMNS = {"PATIENT": _PATIENT_COLUMNS, "STUDY": _PATIENT_COLUMNS + _STUDY_COLUMNS,
             "SERIES": _PATIENT_COLUMNS + _STUDY_COLUMNS + _SERIES_COLUMNS,
             "IMAGE": _PATIENT_COLUMNS + _STUDY_COLUMNS + _SERIES_COLUMNS + _IMAGE_COLUMNS}

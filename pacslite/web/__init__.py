@@ -34,8 +34,8 @@ def is_htmx() -> bool:
 
 
 def init_app(app: Flask) -> None:
-    from . import (admin, alerts, api, archive, auth, images, imports, quarantine, registration, reports, routing,
-                   stats, workflow)
+    from . import (admin, alerts, api, archive, auth, dicomweb, images, imports, quarantine, registration, reports,
+                   routing, stats, workflow)
 
     i18n.init_app(app)
     login_manager.init_app(app)
@@ -46,9 +46,10 @@ def init_app(app: Flask) -> None:
     access.init_app(app)  # before CSRF: a denied request is refused (and audited) as denied
     csrf.init_app(app)
     for blueprint in (auth.bp, registration.bp, reports.bp, images.bp, imports.bp, quarantine.bp, alerts.bp, stats.bp,
-                      archive.bp, admin.bp, routing.bp, workflow.bp, api.bp):
+                      archive.bp, admin.bp, routing.bp, workflow.bp, api.bp, dicomweb.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # bearer tokens only, no cookies: nothing for a forged request to ride on
+    csrf.exempt(dicomweb.bp)  # STOW checks the CSRF header itself when it rides on the session
     app.jinja_env.globals.update(label=label, options=options, uid_name=uid_name, is_htmx=is_htmx,
                                  current_locale=lambda: "zh_CN" if get_locale().language == "zh" else "en",
                                  modalities=lambda: app.config["MODALITIES"],
@@ -59,7 +60,7 @@ def init_app(app: Flask) -> None:
 
 
 def _http_error(exc: HTTPException) -> Any:
-    if access.is_api_request():
+    if access.takes_token():
         return jsonify(error=exc.description or exc.name, field=None), exc.code
     messages = {
         403: gettext("You do not have permission to open this page."),

@@ -1,8 +1,9 @@
 """Who may use which route. Enforced in one place, before every request, and closed by default.
 
-A view declares its access with :func:`allow` (roles), :func:`public` or :func:`api` (roles,
-bearer token only). A view that declares nothing is refused to everybody, so a forgotten check
-fails safe. Admin may do everything any role may.
+A view declares its access with :func:`allow` (roles, the web session), :func:`api` (roles,
+bearer token only), :func:`session_or_token` (roles, either: DICOMweb, used by browsers and by
+programs) or :func:`public`. A view that declares nothing is refused to everybody, so a
+forgotten check fails safe. Admin may do everything any role may.
 """
 from __future__ import annotations
 
@@ -19,16 +20,26 @@ STAFF = users.ROLES
 #: Who sees (and, later, re-files) images that were not filed: the technologists and admins.
 IMAGE_CONTROL = ("technologist", "admin")
 PUBLIC = "public"
+#: How a view's user proves who they are.
+SESSION, TOKEN, EITHER = "session", "token", "either"
+#: Paths where a bearer token is taken (everywhere else only the session cookie).
+TOKEN_PATHS = ("/api/", "/dicom-web/", "/wado")
 
 
 def allow(*roles: str) -> Callable:
     """The page may be used by a logged-in user holding one of ``roles`` (or admin)."""
-    return _declare(frozenset(roles), via_token=False)
+    return _declare(frozenset(roles), SESSION)
 
 
 def api(*roles: str) -> Callable:
     """The JSON endpoint may be used with a bearer token of a user holding one of ``roles``."""
-    return _declare(frozenset(roles), via_token=True)
+    return _declare(frozenset(roles), TOKEN)
+
+
+def session_or_token(*roles: str) -> Callable:
+    """The endpoint may be used with the web session or a bearer token of a user holding one
+    of ``roles``; it answers 401 and 403 itself, never with the login page."""
+    return _declare(frozenset(roles), EITHER)
 
 
 def public(view: Callable) -> Callable:
@@ -36,14 +47,14 @@ def public(view: Callable) -> Callable:
     return view
 
 
-def _declare(roles: frozenset[str], via_token: bool) -> Callable:
+def _declare(roles: frozenset[str], credentials: str) -> Callable:
     unknown = roles - set(users.ROLES)
     if unknown:
         raise ValueError(f"unknown roles {unknown}")
 
     def decorate(view: Callable) -> Callable:
         view.access = roles
-        view.via_token = via_token
+        view.credentials = credentials
         return view
     return decorate
 
@@ -58,6 +69,11 @@ def is_api_request() -> bool:
     return request.path.startswith("/api/")
 
 
+def takes_token() -> bool:
+    """Whether the path takes a bearer token (the API and DICOMweb); their errors go as JSON."""
+    return request.path.startswith(TOKEN_PATHS)
+
+
 def enforce() -> Any:
     """before_request: refuse the request unless the view's declaration lets this user in."""
     view = current_app.view_functions.get(request.endpoint or "")
@@ -66,12 +82,12 @@ def enforce() -> Any:
     access = getattr(view, "access", None)
     if access == PUBLIC:
         return None
-    via_token = getattr(view, "via_token", False)
-    if not current_user.is_authenticated or (via_token and g.get("auth_via") != "token"):
-        return _unauthenticated(api_call=via_token)
+    credentials = getattr(view, "credentials", SESSION)
+    if not current_user.is_authenticated or (credentials == TOKEN and g.get("auth_via") != "token"):
+        return _unauthenticated(api_call=credentials != SESSION)
     if access is None or not current_user.has_any(access):
         _audit_denied()
-        if via_token:
+        if credentials != SESSION:
             return jsonify(error="forbidden", field=None), 403
         abort(403)
     return None
@@ -79,7 +95,8 @@ def enforce() -> Any:
 
 def _unauthenticated(api_call: bool) -> Any:
     if api_call:
-        return jsonify(error="authentication required: send 'Authorization: Bearer <token>'", field=None), 401
+        return (jsonify(error="authentication required: send 'Authorization: Bearer <token>'", field=None), 401,
+                {"WWW-Authenticate": 'Bearer realm="pacslite"'})
     target = url_for("auth.login", next=request.full_path.rstrip("?") if request.method == "GET" else None)
     if request.headers.get("HX-Request"):
         return "", 401, {"HX-Redirect": target}
@@ -94,8 +111,8 @@ def _audit_denied() -> None:
 
 
 def load_token_user(_request: Any = None) -> users.User | None:
-    """Flask-Login request loader: a bearer token, accepted on the JSON API only."""
-    if not is_api_request():
+    """Flask-Login request loader: a bearer token, accepted on the JSON API and DICOMweb only."""
+    if not takes_token():
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

@@ -1,0 +1,139 @@
+"""multipart/related bodies (RFC 2387) as DICOMweb uses them, both ways, streamed: a response
+is written part by part from the stored files, a request is split part by part into files,
+so neither a study nor an upload is ever held whole in memory."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from werkzeug.http import parse_list_header, parse_options_header
+
+CHUNK = 1024 * 1024
+#: The most a part's headers (or the preamble before the first part) may take.
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class MultipartError(ValueError):
+    """The body is not the multipart/related it says it is."""
+
+
+def new_boundary() -> str:
+    return uuid.uuid4().hex
+
+
+def media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
+    """An Accept header as (media type, parameters) pairs, in the order given; ``*/*`` if empty."""
+    ranges = []
+    for item in parse_list_header(accept or "*/*"):
+        media_type, params = parse_options_header(item)
+        if media_type:
+            ranges.append((media_type.lower(), {k.lower(): v for k, v in params.items()}))
+    return ranges
+
+
+def write(parts: Iterable[tuple[str, Path | bytes]], boundary: str) -> Iterator[bytes]:
+    """The body of a multipart/related response: each (content type, file or bytes) a part."""
+    for content_type, body in parts:
+        yield f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
+        if isinstance(body, Path):
+            with open(body, "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    yield chunk
+        else:
+            yield body
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+class _Reader:
+    """A body read in chunks into a buffer that keeps only what is not yet consumed."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+        self.ended = False
+
+    def more(self) -> bool:
+        chunk = b"" if self.ended else self.stream.read(CHUNK)
+        if not chunk:
+            self.ended = True
+            return False
+        self.buffer += chunk
+        return True
+
+    def until(self, marker: bytes, limit: int, what: str) -> bytes:
+        """Everything before ``marker`` (which is consumed too); at most ``limit`` bytes."""
+        while True:
+            at = self.buffer.find(marker)
+            if at >= 0:
+                found = bytes(self.buffer[:at])
+                del self.buffer[:at + len(marker)]
+                return found
+            if len(self.buffer) > limit + len(marker):
+                raise MultipartError(f"the {what} is longer than {limit} bytes")
+            if not self.more():
+                raise MultipartError(f"the body ends inside the {what}")
+
+    def need(self, count: int) -> bytes:
+        while len(self.buffer) < count and self.more():
+            pass
+        return bytes(self.buffer[:count])
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    headers = {}
+    for line in block.decode("latin-1").split("\r\n"):
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise MultipartError(f"not a header line: {line[:60]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def read(stream: BinaryIO, boundary: str, directory: Path) -> Iterator[tuple[dict[str, str], Path]]:
+    """Each part of a multipart body with its headers, written to a new file in ``directory``.
+    The caller owns the file (and removes it) before asking for the next part."""
+    if not boundary or len(boundary) > 70:
+        raise MultipartError("the Content-Type names no usable boundary")
+    reader = _Reader(stream)
+    reader.buffer += b"\r\n"  # the first delimiter may open the body, without a line break before it
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    reader.until(delimiter, MAX_HEADER_BYTES, "preamble")
+    while True:
+        after = reader.need(2)
+        if after == b"--":
+            return
+        reader.buffer[:] = reader.buffer.lstrip(b" \t")
+        if reader.need(2) != b"\r\n":
+            raise MultipartError("a boundary is not followed by a line break")
+        del reader.buffer[:2]
+        if reader.need(2) == b"\r\n":
+            headers: dict[str, str] = {}
+            del reader.buffer[:2]
+        else:
+            headers = _headers(reader.until(b"\r\n\r\n", MAX_HEADER_BYTES, "part's headers"))
+        path = directory / f"{uuid.uuid4().hex}.part"
+        try:
+            _copy_body(reader, delimiter, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        yield headers, path
+
+
+def _copy_body(reader: _Reader, delimiter: bytes, path: Path) -> None:
+    """The part's body, up to the next delimiter, into ``path``."""
+    keep = len(delimiter) - 1
+    with open(path, "xb") as out:
+        while True:
+            at = reader.buffer.find(delimiter)
+            if at >= 0:
+                out.write(reader.buffer[:at])
+                del reader.buffer[:at + len(delimiter)]
+                return
+            if len(reader.buffer) > keep:
+                out.write(reader.buffer[:-keep])
+                del reader.buffer[:-keep]
+            if not reader.more():
+                raise MultipartError("the body ends inside a part: no closing boundary")

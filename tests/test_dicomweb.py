@@ -1,0 +1,320 @@
+"""DICOMweb (issue 16) against the real process, with dicomweb-client (PyPI) as the independent
+client: QIDO-RS search with the C-FIND rules, WADO-RS retrieval (byte for byte with
+transfer-syntax=*), metadata, frames, rendered, STOW-RS through the one ingest, WADO-URI,
+tokens and roles, and hostile bodies that must change nothing."""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from PIL import Image
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from requests.exceptions import HTTPError
+
+from tests import server as pacs_server
+from tests.dicomkit import make_ct
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """张三's CT (3 images, sent with storescu, filed), a stray study under his patient ID
+    (quarantined: never found), 李四's MR (released: offline); a token per role."""
+    instance = tmp_path_factory.mktemp("dicomweb")
+    from tests.conftest import flask_cli
+    assert flask_cli(instance, "ae", "add", "STORESCU").returncode == 0
+    running = pacs_server.Pacs(instance)
+    work = tmp_path_factory.mktemp("dicomweb-files")
+    zhang = running.register(patient_id="DW0001", name="张三", sex="M", birth_date="1980-02-03", modality="CT",
+                             procedure="胸部CT平扫", station_ae="")
+    running.zhang = zhang
+    running.files = running.send_series(work / "zhang", 3, accession=zhang.accession_number, patient_id="DW0001",
+                                        name="ZHANG^SAN", sex="M", birth_date="19800203", size=64)
+    running.stray = running.send_series(work / "stray", 1, accession="NOSUCH01", patient_id="DW0001",
+                                        name="ZHANG^SAN", sex="M", birth_date="19800203")
+    li = running.register(patient_id="DW0002", name="李四", sex="F", birth_date="1975-06-07", modality="MR",
+                          procedure="头颅MR", station_ae="")
+    running.li_files = running.send_series(work / "li", 1, accession=li.accession_number, patient_id="DW0002",
+                                           name="LI^SI", sex="F", birth_date="19750607")
+    conn = running.conn()
+    conn.execute("UPDATE instances SET released_at = '2026-11-01T00:00:00+00:00' WHERE sop_instance_uid = ?",
+                 (dcmread(running.li_files[0]).SOPInstanceUID,))
+    conn.commit()
+    conn.close()
+    running.tokens = {role: running.token(f"dw_{role}", role)
+                      for role in ("radiologist", "technologist", "registrar", "clinician")}
+    running.work = work
+    yield running
+    assert running.server.stop() == 0
+
+
+def client(pacs, role: str | None) -> DICOMwebClient:
+    headers = {"Authorization": f"Bearer {pacs.tokens[role]}"} if role else {}
+    return DICOMwebClient(url=f"{pacs.server.url}/dicom-web", headers=headers)
+
+
+def uids(path: Path) -> tuple[str, str, str]:
+    ds = dcmread(path, stop_before_pixels=True)
+    return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+
+
+def parts_of(response: requests.Response) -> list[tuple[str, bytes]]:
+    """The parts of a multipart/related response: (content type, body), split by hand."""
+    boundary = re.search(r"boundary=([^;\s]+)", response.headers["Content-Type"]).group(1).strip('"')
+    chunks = response.content.split(b"--" + boundary.encode())
+    parts = []
+    for chunk in chunks[1:-1]:
+        head, _, body = chunk[2:].partition(b"\r\n\r\n")
+        content_type = re.search(rb"Content-Type: ([^\r\n]+)", head, re.I).group(1).decode()
+        parts.append((content_type, body[:-2]))
+    return parts
+
+
+def stored_path(pacs, sop_uid: str) -> Path:
+    relative = pacs.query("SELECT storage_path FROM instances WHERE sop_instance_uid = ?", sop_uid)[0][0]
+    return Path(pacs.settings["STORAGE_DIR"]) / relative
+
+
+def test_dicomweb_client_searches_retrieves_and_stores_with_a_token(pacs) -> None:
+    reader = client(pacs, "radiologist")
+    studies = reader.search_for_studies(search_filters={"PatientID": "DW0001"})
+    assert len(studies) == 1  # the quarantined study under the same patient ID is never found
+    study = studies[0]
+    study_uid, series_uid, _ = uids(pacs.files[0])
+    assert study["0020000D"]["Value"] == [study_uid]
+    assert study["00100010"]["Value"] == [{"Alphabetic": "ZHANG^SAN", "Ideographic": "张^三"}]
+    assert study["00080050"]["Value"] == [pacs.zhang.accession_number]
+    assert study["00201208"]["Value"] == [3]
+    # dicomweb-client sends "Host: 127.0.0.1" without the port, so only the path can be compared here
+    assert study["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{study_uid}")
+    by_name = reader.search_for_studies(search_filters={"PatientName": "张*"})
+    assert [s["0020000D"]["Value"][0] for s in by_name] == [study_uid]
+
+    series = reader.search_for_series(study_uid)
+    assert [s["0020000E"]["Value"][0] for s in series] == [series_uid]
+    instances = reader.search_for_instances(study_uid, series_uid)
+    assert sorted(i["00080018"]["Value"][0] for i in instances) == sorted(uids(f)[2] for f in pacs.files)
+
+    retrieved = reader.retrieve_study(study_uid)
+    assert sorted(ds.SOPInstanceUID for ds in retrieved) == sorted(uids(f)[2] for f in pacs.files)
+    assert all(str(ds.PatientID) == "DW0001" for ds in retrieved)
+
+    metadata = reader.retrieve_series_metadata(study_uid, series_uid)
+    assert len(metadata) == 3
+    first = metadata[0]
+    assert first["00100010"]["Value"] == [{"Alphabetic": "ZHANG^SAN", "Ideographic": "张^三"}]
+    assert first["7FE00010"]["BulkDataURI"].endswith("/bulkdata/7FE00010")
+    assert first["00280010"]["Value"] == [64]
+
+    sop_uid = first["00080018"]["Value"][0]
+    original = dcmread(stored_path(pacs, sop_uid))
+    frames = reader.retrieve_instance_frames(study_uid, series_uid, sop_uid, frame_numbers=[1])
+    assert frames == [original.PixelData]
+    rendered = reader.retrieve_instance_rendered(study_uid, series_uid, sop_uid, media_types=("image/jpeg",))
+    assert Image.open(io.BytesIO(rendered)).size == (64, 64)
+
+    writer = client(pacs, "technologist")
+    new = pacs.work / "stowed.dcm"
+    ds = make_ct(new, study_uid=study_uid, series_uid=generate_uid(), accession=pacs.zhang.accession_number,
+                 patient_id="DW0001", name="ZHANG^SAN", sex="M", birth_date="19800203")
+    answer = writer.store_instances([ds])
+    assert answer.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    assert "FailedSOPSequence" not in answer
+    assert len(reader.search_for_series(study_uid)) == 2
+    assert reader.retrieve_instance(study_uid, ds.SeriesInstanceUID, ds.SOPInstanceUID).SOPInstanceUID == \
+        ds.SOPInstanceUID
+
+
+def test_transfer_syntax_any_gives_the_stored_bytes_unchanged(pacs) -> None:
+    study_uid, series_uid, sop_uid = uids(pacs.files[1])
+    url = f"{pacs.server.url}/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    headers = {"Authorization": f"Bearer {pacs.tokens['clinician']}",
+               "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    response = requests.get(url, headers=headers, timeout=30)
+    assert response.status_code == 200
+    [(content_type, body)] = parts_of(response)
+    assert content_type == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
+    assert body == stored_path(pacs, sop_uid).read_bytes()
+    study = requests.get(f"{pacs.server.url}/dicom-web/studies/{study_uid}", headers=headers, timeout=30)
+    retrieved = {body for _, body in parts_of(study)}
+    assert {stored_path(pacs, uids(f)[2]).read_bytes() for f in pacs.files} <= retrieved
+
+
+def test_a_compressed_image_goes_as_stored_or_decompressed_as_asked(pacs) -> None:
+    path = pacs.work / "rle.dcm"
+    study_uid, series_uid, _ = uids(pacs.files[0])
+    ds = make_ct(path, study_uid=study_uid, series_uid=generate_uid(), accession=pacs.zhang.accession_number,
+                 patient_id="DW0001", name="ZHANG^SAN", sex="M", birth_date="19800203", size=32)
+    pixels = ds.PixelData
+    ds.compress(RLELossless)
+    ds.save_as(path, enforce_file_format=True)
+    client(pacs, "technologist").store_instances([dcmread(path)])
+    sop_uid, series_uid = ds.SOPInstanceUID, ds.SeriesInstanceUID
+    base = f"{pacs.server.url}/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    auth = {"Authorization": f"Bearer {pacs.tokens['radiologist']}"}
+    as_stored = requests.get(base, headers={**auth, "Accept": 'multipart/related; type="application/dicom";'
+                                                              ' transfer-syntax=*'}, timeout=30)
+    [(content_type, body)] = parts_of(as_stored)
+    assert content_type.endswith(RLELossless) and body == stored_path(pacs, sop_uid).read_bytes()
+    default = requests.get(base, headers={**auth, "Accept": 'multipart/related; type="application/dicom"'},
+                           timeout=30)
+    [(content_type, body)] = parts_of(default)
+    decoded = dcmread(io.BytesIO(body))
+    assert content_type.endswith(ExplicitVRLittleEndian)
+    assert decoded.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and decoded.PixelData == pixels
+    reader = client(pacs, "radiologist")
+    assert reader.retrieve_instance_frames(study_uid, series_uid, sop_uid, [1]) == [pixels]
+    raw = reader.retrieve_instance_frames(study_uid, series_uid, sop_uid, [1],
+                                          media_types=(("application/octet-stream", "*"),))
+    assert raw != [pixels] and len(raw[0]) > 0
+    refused = requests.get(base, headers={**auth, "Accept": 'multipart/related; type="application/dicom";'
+                                                            ' transfer-syntax=1.2.840.10008.1.2.4.50'}, timeout=30)
+    assert refused.status_code == 406
+
+
+def test_search_follows_the_c_find_rules(pacs) -> None:
+    reader = client(pacs, "clinician")
+    li = reader.search_for_studies(search_filters={"PatientID": "DW0002"})
+    assert li[0]["00080056"]["Value"] == ["OFFLINE"]
+    study_uid = li[0]["0020000D"]["Value"][0]
+    with pytest.raises(HTTPError) as refused:
+        reader.retrieve_study(study_uid)
+    assert refused.value.response.status_code == 404 and "offline" in refused.value.response.text
+    stray_study = uids(pacs.stray[0])[0]
+    assert reader.search_for_studies(search_filters={"StudyInstanceUID": stray_study}) == []
+    with pytest.raises(HTTPError) as hidden:
+        reader.retrieve_study(stray_study)
+    assert hidden.value.response.status_code == 404
+    fuzzy = reader.search_for_studies(search_filters={"PatientName": "zhang"}, fuzzymatching=True)
+    assert len(fuzzy) == 1
+    assert reader.search_for_studies(search_filters={"PatientName": "zhang"}) == []
+    both = reader.search_for_studies(search_filters={"PatientID": "DW000*"})
+    assert len(both) == 2
+    paged = reader.search_for_studies(search_filters={"PatientID": "DW000*"}, limit=1, offset=1)
+    assert len(paged) == 1 and paged[0] != both[0] and paged[0] in both
+    with_fields = reader.search_for_series(search_filters={"PatientID": "DW0001"}, fields=["all"])
+    assert all(s["00100020"]["Value"] == ["DW0001"] for s in with_fields)
+    url = f"{pacs.server.url}/dicom-web/studies"
+    auth = {"Authorization": f"Bearer {pacs.tokens['clinician']}"}
+    for bad in ({"NoSuchAttribute": "x"}, {"limit": "-1"}, {"StudyDate": "2026-99"},
+                {"PatientName": "*" * 2000}):
+        response = requests.get(url, params=bad, headers=auth, timeout=30)
+        assert response.status_code == 400, (bad, response.status_code)
+        assert "error" in response.json()
+
+
+def test_credentials_and_roles(pacs) -> None:
+    study_uid = uids(pacs.files[0])[0]
+    with pytest.raises(HTTPError) as anonymous:
+        client(pacs, None).search_for_studies()
+    assert anonymous.value.response.status_code == 401
+    with pytest.raises(HTTPError) as registrar:
+        client(pacs, "registrar").search_for_studies()
+    assert registrar.value.response.status_code == 403
+    with pytest.raises(HTTPError) as registrar_retrieve:
+        client(pacs, "registrar").retrieve_study(study_uid)
+    assert registrar_retrieve.value.response.status_code == 403
+    ds = make_ct(pacs.work / "refused.dcm", accession=pacs.zhang.accession_number, patient_id="DW0001")
+    before = pacs.query("SELECT COUNT(*) FROM instances")[0][0]
+    for role in ("registrar", "radiologist", None):
+        with pytest.raises(HTTPError) as refused:
+            client(pacs, role).store_instances([ds])
+        assert refused.value.response.status_code == (401 if role is None else 403)
+    assert pacs.query("SELECT COUNT(*) FROM instances")[0][0] == before
+    bogus = requests.get(f"{pacs.server.url}/dicom-web/studies", timeout=30,
+                         headers={"Authorization": "Bearer not-a-token"})
+    assert bogus.status_code == 401
+
+
+def test_views_are_audited_once_per_series(pacs) -> None:
+    study_uid, series_uid, _ = uids(pacs.files[0])
+    reader = client(pacs, "clinician")
+    reader.retrieve_series_metadata(study_uid, series_uid)
+    reader.retrieve_series(study_uid, series_uid)
+    rows = pacs.query("SELECT patient_id, detail FROM audit_log WHERE action = 'image.view' AND actor = 'dw_clinician'"
+                      " AND target = ?", f"series:{series_uid}")
+    assert len(rows) == 1 and rows[0][0] == "DW0001" and json.loads(rows[0][1])["study"] == study_uid
+
+
+def stow(pacs, body: bytes, content_type: str, role: str = "technologist", study: str = "") -> requests.Response:
+    url = f"{pacs.server.url}/dicom-web/studies" + (f"/{study}" if study else "")
+    return requests.post(url, data=body, timeout=60, headers={"Authorization": f"Bearer {pacs.tokens[role]}",
+                                                              "Content-Type": content_type})
+
+
+def multipart_body(parts: list[tuple[str, bytes]], boundary: str = "XbOuNdArY") -> bytes:
+    body = b"".join(f"--{boundary}\r\nContent-Type: {t}\r\n\r\n".encode() + data + b"\r\n" for t, data in parts)
+    return body + f"--{boundary}--\r\n".encode()
+
+
+RELATED = 'multipart/related; type="application/dicom"; boundary=XbOuNdArY'
+
+
+def test_stow_reports_each_part_and_files_or_quarantines_like_c_store(pacs) -> None:
+    good = pacs.work / "good.dcm"
+    make_ct(good, accession=pacs.zhang.accession_number, patient_id="DW0001", name="ZHANG^SAN", sex="M",
+            birth_date="19800203")
+    stray = pacs.work / "stray-stow.dcm"
+    make_ct(stray, accession="NOSUCH02", patient_id="DW9999")
+    truncated = good.read_bytes()[:-100]
+    response = stow(pacs, multipart_body([("application/dicom", good.read_bytes()),
+                                          ("application/dicom", stray.read_bytes()),
+                                          ("application/dicom", truncated),
+                                          ("text/plain", b"hello")]), RELATED)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    referenced = body["00081199"]["Value"]
+    assert [r["00081155"]["Value"][0] for r in referenced] == [uids(good)[2], uids(stray)[2]]
+    assert "00081190" not in referenced[1]  # quarantined: nothing to retrieve yet
+    failed = body["00081198"]["Value"]
+    assert [f["00081197"]["Value"][0] for f in failed] == [0xC000, 0xC000]
+    assert "quarantine" in response.headers["Warning"]
+    quarantined = pacs.query("SELECT s.quarantine_reason FROM instances i JOIN series se ON se.id = i.series_ref"
+                             " JOIN studies s ON s.id = se.study_ref WHERE i.sop_instance_uid = ?", uids(stray)[2])
+    assert quarantined and quarantined[0][0]
+    other_study = stow(pacs, multipart_body([("application/dicom", good.read_bytes())]), RELATED,
+                       study="1.2.3.4")
+    assert other_study.status_code == 409
+    assert other_study.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+
+
+def test_hostile_stow_bodies_change_nothing(pacs, tmp_path) -> None:
+    before = pacs.query("SELECT COUNT(*) FROM instances")[0][0]
+    good = pacs.work / "hostile-good.dcm"
+    make_ct(good, accession=pacs.zhang.accession_number, patient_id="DW0001")
+    cases = {
+        "no boundary": (b"--x\r\n\r\nabc\r\n--x--", 'multipart/related; type="application/dicom"'),
+        "not multipart": (good.read_bytes(), "application/dicom"),
+        "no closing boundary": (b"--XbOuNdArY\r\nContent-Type: application/dicom\r\n\r\n" + good.read_bytes(),
+                                RELATED),
+        "endless headers": (b"--XbOuNdArY\r\n" + b"X-Pad: " + b"a" * 100_000, RELATED),
+        "empty": (b"", RELATED),
+    }
+    for name, (body, content_type) in cases.items():
+        response = stow(pacs, body, content_type)
+        assert response.status_code in (400, 409, 415), (name, response.status_code, response.text)
+        assert "error" in response.json() or "00081198" in response.json(), name
+    assert pacs.query("SELECT COUNT(*) FROM instances")[0][0] == before
+    tmp = Path(pacs.settings["STORAGE_DIR"]) / "tmp"
+    assert [p for p in tmp.iterdir() if p.suffix == ".part"] == []
+
+
+def test_wado_uri_gives_the_file_or_a_picture(pacs) -> None:
+    study_uid, series_uid, sop_uid = uids(pacs.files[2])
+    params = {"requestType": "WADO", "studyUID": study_uid, "seriesUID": series_uid, "objectUID": sop_uid}
+    auth = {"Authorization": f"Bearer {pacs.tokens['radiologist']}"}
+    dicom = requests.get(f"{pacs.server.url}/wado", params={**params, "contentType": "application/dicom"},
+                         headers=auth, timeout=30)
+    assert dicom.status_code == 200 and dicom.content == stored_path(pacs, sop_uid).read_bytes()
+    jpeg = requests.get(f"{pacs.server.url}/wado", params=params, headers=auth, timeout=30)
+    assert jpeg.headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
+    assert requests.get(f"{pacs.server.url}/wado", params=params, timeout=30).status_code == 401
+    missing = requests.get(f"{pacs.server.url}/wado", params={**params, "objectUID": "1.2.3"}, headers=auth,
+                           timeout=30)
+    assert missing.status_code == 404
