@@ -28,3 +28,10 @@ make_venv() {
   fi
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$1"
 }
+
+# install_ohif: the OHIF Viewer (pinned, integrity-checked npm package) into vendor/ohif. If it
+# cannot be installed pacslite still runs, and its pages say the viewer is unavailable.
+install_ohif() {
+  apt_install npm || { echo "pacslite: npm could not be installed; OHIF is unavailable" >&2; return 0; }
+  "$VENV/bin/python" -m pacslite.ohif || true
+}

@@ -113,6 +113,9 @@ DEFAULTS: dict[str, Any] = {
     # The address clients reach pacslite by (``https://pacs.hospital.local``), for the URLs DICOMweb
     # answers carry (RetrieveURL, BulkDataURI); empty: the Host header of each request.
     "PUBLIC_URL": "",
+    # Where the OHIF Viewer is installed (empty: vendor/ohif in the code folder, where the
+    # README's commands put it).
+    "OHIF_DIR": "",
     # The largest STOW-RS request body (every part together).
     "STOW_MAX_BYTES": 1024 * 1024 * 1024,
     # Rendered images (PNG) for the browser: a cache under the instance folder, at most this big.

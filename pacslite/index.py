@@ -153,6 +153,13 @@ def series_of_exam(conn: sqlite3.Connection, exam_ref: int) -> list[sqlite3.Row]
         (exam_ref,)).fetchall()
 
 
+def filed_study_uids(conn: sqlite3.Connection, exam_ref: int) -> list[str]:
+    """The UIDs of the exam's studies that are filed and not rejected, oldest first."""
+    rows = conn.execute(f"SELECT s.study_instance_uid FROM studies s WHERE s.exam_ref = ? AND {VISIBLE} ORDER BY s.id",
+                        (exam_ref,))
+    return [row[0] for row in rows]
+
+
 def quarantine(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
     """Quarantined studies (not rejected) and kept-aside duplicates, newest first, in one shape."""
     rows = conn.execute(

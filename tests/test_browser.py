@@ -515,3 +515,74 @@ def test_a_technologist_marks_an_exam_done_and_the_missing_images_show(browser, 
     ward.select_option("select[name=status]", "final")
     expect(ward.locator("main")).to_contain_text("No exams.")
     assert problems == []
+
+
+def canvas_pixels(page) -> list[int]:
+    """[non-black pixels, distinct grey levels] of OHIF's viewport canvas."""
+    return page.evaluate("""() => {
+      const c = document.querySelector('canvas.cornerstone-canvas');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let lit = 0; const levels = new Set();
+      for (let i = 0; i < d.length; i += 4) { if (d[i] || d[i + 1] || d[i + 2]) lit++; levels.add(d[i]); }
+      return [lit, levels.size]; }""")
+
+
+def drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=5)
+    page.mouse.move(*end, steps=5)
+    page.mouse.up()
+
+
+def test_a_radiologist_reads_a_ct_in_ohif_with_measurements(browser, tmp_path, modality_pacs) -> None:
+    """Issue 16's "done when": Open in OHIF on the reading list, the CT shown, a length and a
+    CT-number ROI measured; every DICOMweb request answered 200; a registrar refused."""
+    pacs = modality_pacs()
+    reg = pacs.register(patient_id="OH0001", name="张三")
+    pacs.send_series(tmp_path / "sent", 5, accession=reg.accession_number, patient_id="OH0001", name="ZHANG^SAN")
+    pacs.add_user("dr_ohif", "radiologist")
+    pacs.add_user("desk_ohif", "registrar")
+    problems: list[str] = []
+    page = page_as(browser, pacs, "dr_ohif", problems, viewport={"width": 1400, "height": 900})
+    page.goto(f"{pacs.server.url}/reading")
+    row = page.locator("tr", has=page.locator(f"text={reg.accession_number}"))
+    with page.context.expect_page() as opened:
+        row.locator("a.ohif-link").click()
+    ohif = opened.value
+    dicomweb: list[tuple[int, str]] = []
+    blocked: list[str] = []
+    ohif.on("response", lambda r: dicomweb.append((r.status, r.url)) if "/dicom-web/" in r.url else None)
+    ohif.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    ohif.wait_for_url(re.compile(r"/ohif/viewer\?StudyInstanceUIDs="))
+    ohif.wait_for_selector("canvas.cornerstone-canvas", timeout=60_000)
+    ohif.wait_for_function("""() => { const c = document.querySelector('canvas.cornerstone-canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        for (let i = 0; i < d.length; i += 4) if (d[i] > 40) return true; return false; }""", timeout=60_000)
+    lit, levels = canvas_pixels(ohif)
+    assert lit > 10_000 and levels > 50, (lit, levels)  # a CT slice, not a blank or flat canvas
+    if ohif.locator("text=Skip all").count():
+        ohif.click("text=Skip all")
+    box = ohif.locator("[data-cy=viewport-pane]").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    ohif.click("[data-cy=Length-btn]")
+    drag(ohif, (cx - 120, cy), (cx + 80, cy + 40))
+    expect(ohif.locator("svg text", has_text=re.compile(r"\d+(\.\d+)? mm"))).to_have_count(1)
+    if ohif.locator("[data-cy=prompt-begin-tracking-yes-btn]").count():
+        ohif.click("[data-cy=prompt-begin-tracking-yes-btn]")
+    ohif.click("[data-cy=MeasurementTools-split-button-secondary]")
+    ohif.locator("div[data-cy=EllipticalROI]").last.click()
+    drag(ohif, (cx - 40, cy - 40), (cx + 20, cy + 10))
+    expect(ohif.locator("svg text", has_text=re.compile(r"HU"))).not_to_have_count(0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    ohif.screenshot(path=str(ARTIFACTS / "ohif-ct.png"))
+    assert dicomweb and all(status == 200 for status, _ in dicomweb), [d for d in dicomweb if d[0] != 200]
+    assert any("/frames/" in url for _, url in dicomweb) and any("/metadata" in url for _, url in dicomweb)
+    assert blocked == []
+    views = pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'image.view' AND actor = 'dr_ohif'")[0][0]
+    assert views >= 1
+
+    desk = page_as(browser, pacs, "desk_ohif", problems)
+    for path in (f"/exams/{reg.accession_number}/ohif", "/ohif/viewer", "/ohif/app-config.js"):
+        assert desk.goto(f"{pacs.server.url}{path}").status == 403, path
+    assert desk.request.get(f"{pacs.server.url}/dicom-web/studies").status == 403

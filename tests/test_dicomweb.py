@@ -4,6 +4,8 @@ transfer-syntax=*), metadata, frames, rendered, STOW-RS through the one ingest, 
 tokens and roles, and hostile bodies that must change nothing."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import re
@@ -318,3 +320,72 @@ def test_wado_uri_gives_the_file_or_a_picture(pacs) -> None:
     missing = requests.get(f"{pacs.server.url}/wado", params={**params, "objectUID": "1.2.3"}, headers=auth,
                            timeout=30)
     assert missing.status_code == 404
+
+
+def test_stow_on_the_browser_session_needs_the_csrf_header(app, client_as, tmp_path) -> None:
+    from tests.conftest import csrf_token
+    tech = client_as("technologist")
+    path = tmp_path / "session.dcm"
+    make_ct(path, accession="NOSUCH03", patient_id="SS0001")
+    body = multipart_body([("application/dicom", path.read_bytes())])
+    forged = tech.post("/dicom-web/studies", data=body, content_type=RELATED)
+    assert forged.status_code == 400
+    from pacslite import db
+    conn = db.connect(app.config["DATABASE"])
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
+        sent = tech.post("/dicom-web/studies", data=body, content_type=RELATED,
+                         headers={"X-CSRFToken": csrf_token(tech, "/exams")})
+        assert sent.status_code == 200, sent.get_data(as_text=True)
+        assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+def test_without_ohif_pacslite_runs_and_says_the_viewer_is_unavailable(tmp_path) -> None:
+    from pacslite import create_app
+    from tests.conftest import HOST_DISK_INDEPENDENT, login, make_user
+    app = create_app({"INSTANCE_DIR": str(tmp_path / "instance"), "DEFAULT_LANGUAGE": "en",
+                      "OHIF_DIR": str(tmp_path / "no-ohif"), **HOST_DISK_INDEPENDENT})
+    from pacslite import db
+    conn = db.connect(app.config["DATABASE"])
+    make_user(conn, "dr_no_ohif", "radiologist")
+    conn.close()
+    browser = app.test_client()
+    login(browser, "dr_no_ohif")
+    page = browser.get("/ohif/viewer?StudyInstanceUIDs=1.2.3")
+    assert page.status_code == 503 and "OHIF viewer is not installed" in page.get_data(as_text=True)
+    assert browser.get("/exams/A1/ohif").status_code == 503
+
+
+def test_the_ohif_package_is_unpacked_and_rebased_onto_its_path(tmp_path) -> None:
+    """unpack() on a package shaped like @ohif/app's: dist served from /ohif/, not from /."""
+    import tarfile
+
+    from pacslite import ohif
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text('<script>window.PUBLIC_URL="/"</script><link href="/app.css">'
+                                     '<script src="/app-config.js"></script><script rel="preload" as="script"'
+                                     ' type="module" src="/init-service-worker.js"></script>'
+                                     '<a href="//elsewhere.example/x">x</a>')
+    (dist / "app.bundle.js").write_text('__webpack_require__.p = "/";')
+    (dist / "app.css").write_text("@font-face{src:url(/f.woff2)}")
+    (dist / "app-config.js").write_text("window.config = {}")
+    tarball = tmp_path / "ohif-app.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(dist, arcname="package/dist")
+    target = tmp_path / "vendor" / "ohif"
+    target.parent.mkdir()
+    assert not ohif.installed(target)
+    ohif.unpack(tarball, target)
+    assert ohif.installed(target)
+    html = (target / "index.html").read_text()
+    assert 'window.PUBLIC_URL="/ohif/"' in html and 'href="/ohif/app.css"' in html
+    assert 'src="/ohif/app-config.js"' in html and "init-service-worker" not in html
+    assert 'href="//elsewhere.example/x"' in html
+    assert (target / "app.bundle.js").read_text() == '__webpack_require__.p = "/ohif/";'
+    assert (target / "app.css").read_text() == "@font-face{src:url(/ohif/f.woff2)}"
+    assert not (target / "app-config.js").exists()  # pacslite serves its own
+    expected = base64.b64encode(hashlib.sha256(b'window.PUBLIC_URL="/ohif/"').digest()).decode()
+    assert ohif.inline_script_hashes(html) == [f"'sha256-{expected}'"]

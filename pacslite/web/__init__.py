@@ -34,8 +34,8 @@ def is_htmx() -> bool:
 
 
 def init_app(app: Flask) -> None:
-    from . import (admin, alerts, api, archive, auth, dicomweb, images, imports, quarantine, registration, reports,
-                   routing, stats, workflow)
+    from . import (admin, alerts, api, archive, auth, dicomweb, images, imports, ohif, quarantine, registration,
+                   reports, routing, stats, workflow)
 
     i18n.init_app(app)
     login_manager.init_app(app)
@@ -46,13 +46,14 @@ def init_app(app: Flask) -> None:
     access.init_app(app)  # before CSRF: a denied request is refused (and audited) as denied
     csrf.init_app(app)
     for blueprint in (auth.bp, registration.bp, reports.bp, images.bp, imports.bp, quarantine.bp, alerts.bp, stats.bp,
-                      archive.bp, admin.bp, routing.bp, workflow.bp, api.bp, dicomweb.bp):
+                      archive.bp, admin.bp, routing.bp, workflow.bp, api.bp, dicomweb.bp, ohif.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # bearer tokens only, no cookies: nothing for a forged request to ride on
     csrf.exempt(dicomweb.bp)  # STOW checks the CSRF header itself when it rides on the session
     app.jinja_env.globals.update(label=label, options=options, uid_name=uid_name, is_htmx=is_htmx,
                                  current_locale=lambda: "zh_CN" if get_locale().language == "zh" else "en",
-                                 modalities=lambda: app.config["MODALITIES"],
+                                 modalities=lambda: app.config["MODALITIES"], ohif_available=ohif.available,
+                                 ohif_url=ohif.study_url,
                                  modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]])
     app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)

@@ -14,7 +14,6 @@ from typing import Any, Iterable, Sequence
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
-from werkzeug.http import parse_options_header
 
 from .. import dicomweb, imaging, storage
 from ..db import get_db
@@ -399,7 +398,7 @@ def _store(study: str | None) -> Response:
     if g.get("auth_via") != "token":
         from . import csrf
         csrf.protect()  # a browser's session: the request must come from pacslite's own pages
-    media_type, params = parse_options_header(request.headers.get("Content-Type", ""))
+    media_type, params = multipart.media_type(request.headers.get("Content-Type", ""))
     if media_type != "multipart/related" or params.get("type", "application/dicom") != "application/dicom":
         return _error(415, 'store takes multipart/related; type="application/dicom"')
     settings = current_app.config
@@ -409,7 +408,7 @@ def _store(study: str | None) -> Response:
     try:
         for headers, path in multipart.read(request.stream, params.get("boundary", ""), directory):
             try:
-                part_type = parse_options_header(headers.get("content-type", "application/dicom"))[0]
+                part_type = multipart.media_type(headers.get("content-type", "application/dicom"))[0]
                 if part_type != "application/dicom":
                     results.append(dicomweb.unreadable_part(f"a part of type {part_type[:60]}"))
                 else:

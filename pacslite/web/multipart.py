@@ -3,15 +3,18 @@ is written part by part from the stored files, a request is split part by part i
 so neither a study nor an upload is ever held whole in memory."""
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
-from werkzeug.http import parse_list_header, parse_options_header
+from werkzeug.http import parse_list_header
 
 CHUNK = 1024 * 1024
 #: The most a part's headers (or the preamble before the first part) may take.
 MAX_HEADER_BYTES = 16 * 1024
+#: One ``;``-separated piece of a media type: quoted strings kept whole.
+_PARAMETER = re.compile(r';((?:[^;"]|"(?:[^"\\]|\\.)*")*)')
 
 
 class MultipartError(ValueError):
@@ -22,13 +25,29 @@ def new_boundary() -> str:
     return uuid.uuid4().hex
 
 
+def media_type(text: str) -> tuple[str, dict[str, str]]:
+    """``multipart/related; type=application/dicom; boundary="x"`` → the type and its parameters.
+    Values may be quoted or not: OHIF sends ``type=application/octet-stream`` bare, which the
+    HTTP token grammar (and werkzeug's parser) would cut at the ``/``."""
+    pieces = [piece.strip() for piece in _PARAMETER.findall(";" + text)]
+    params = {}
+    for piece in pieces[1:]:
+        name, equals, value = piece.partition("=")
+        if equals:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1].replace('\\"', '"')
+            params[name.strip().lower()] = value
+    return (pieces[0].lower() if pieces else ""), params
+
+
 def media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
     """An Accept header as (media type, parameters) pairs, in the order given; ``*/*`` if empty."""
     ranges = []
     for item in parse_list_header(accept or "*/*"):
-        media_type, params = parse_options_header(item)
-        if media_type:
-            ranges.append((media_type.lower(), {k.lower(): v for k, v in params.items()}))
+        kind, params = media_type(item)
+        if kind:
+            ranges.append((kind, params))
     return ranges
 
 
