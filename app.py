@@ -61,7 +61,11 @@ def main() -> int:
     app = create_app()
     server = create_server(app, host=app.config["HTTP_HOST"], port=app.config["HTTP_PORT"],
                            threads=app.config["HTTP_THREADS"], ident="pacslite",
-                           max_request_body_size=limits.largest_body(app) + 1)
+                           max_request_body_size=limits.largest_body(app) + 1,
+                           # a response waiting for a slow client stays in memory up to 8 MiB (then the
+                           # thread writing it waits), never spooled to a temporary file: DICOMweb
+                           # retrieves are hundreds of MB
+                           outbuf_overflow=8 * 1024 * 1024, outbuf_high_watermark=8 * 1024 * 1024)
     limits.bound_waitress(server, app)
     services: list = []  # things with .stop(): the DICOM server and the background threads
     signal.signal(signal.SIGTERM, _stop)

@@ -120,6 +120,8 @@ DEFAULTS: dict[str, Any] = {
     "STOW_MAX_BYTES": 1024 * 1024 * 1024,
     # Rendered images (PNG) for the browser: a cache under the instance folder, at most this big.
     "RENDER_CACHE_MB": 512,
+    # DICOMweb metadata read from the files (JSON, about 10 KB an image), kept under the instance folder.
+    "METADATA_CACHE_MB": 1024,
     # Corrections: how long the files a re-filing replaced, and rejected studies, are kept
     # (restorable) before an admin's purge removes them.
     "REFILE_RETENTION_DAYS": 90,

@@ -16,8 +16,10 @@ bodies) is in :mod:`pacslite.web.dicomweb`; this module takes a database connect
 """
 from __future__ import annotations
 
+import functools
 import io
 import itertools
+import json
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -212,11 +214,16 @@ def online(rows: Sequence[sqlite3.Row]) -> tuple[list[sqlite3.Row], int]:
 
 # ---------------------------------------------------------------- WADO-RS: instances
 
+def goes_as_stored(row: Mapping[str, Any], syntaxes: Sequence[str]) -> bool:
+    """Whether the client takes the instance in the transfer syntax it is stored in."""
+    return "*" in syntaxes or row["transfer_syntax_uid"] in syntaxes
+
+
 def instance_bytes(store: str | Path, row: sqlite3.Row, syntaxes: Sequence[str]) -> tuple[Path | bytes, str]:
     """The instance as a Part 10 file in the first of ``syntaxes`` pacslite can give ("*": as
     stored): the stored file unchanged, or the image decompressed. NotAcceptable otherwise."""
     stored = row["transfer_syntax_uid"]
-    if "*" in syntaxes or stored in syntaxes:
+    if goes_as_stored(row, syntaxes):
         return storage.resolve(store, row["storage_path"]), stored
     for syntax in syntaxes:
         try:
@@ -252,12 +259,45 @@ def with_registered_demographics(ds: Dataset, row: Mapping[str, Any]) -> Dataset
     return ds
 
 
-def metadata(store: str | Path, row: sqlite3.Row, instance_url: str) -> dict[str, Any]:
-    """The instance's DICOM JSON metadata; binary values over :data:`BULK_THRESHOLD` bytes (the
-    pixel data among them) are referenced by BulkDataURI under ``instance_url``. Large values
-    are deferred by the reader, so the pixel data is never read for this."""
-    ds = dcmread(storage.resolve(store, row["storage_path"]), defer_size=BULK_THRESHOLD)
-    with_registered_demographics(ds, row)
+#: The version of what the metadata cache holds; a new one ignores the old files.
+METADATA_FORMAT = "dicomweb-metadata-1"
+_BULK = "bulkdata/"
+
+
+def metadata(store: str | Path, row: Mapping[str, Any], instance_url: str, cache: imaging.Cache) -> dict[str, Any]:
+    """The instance's DICOM JSON metadata with the registered demographics; binary values over
+    :data:`BULK_THRESHOLD` bytes (the pixel data among them) referenced by BulkDataURI under
+    ``instance_url``. What comes from the file is cached by its hash: the file never changes
+    under it, and reading a header through pydicom costs milliseconds per instance."""
+    key = f"{row['sha256']}:{METADATA_FORMAT}"
+    cached = cache.read(key)
+    if cached is None:
+        from_file = _file_metadata(storage.resolve(store, row["storage_path"]))
+        cache.write(key, json.dumps(from_file, separators=(",", ":")).encode())
+    else:
+        from_file = json.loads(cached)
+    out = {**from_file, **_registered_json(row["patient_name"], row["patient_id"], row["birth_date"] or "",
+                                           row["sex"] or "", row["accession_number"])}
+    for key, value in out.items():
+        uri = value.get("BulkDataURI")
+        if uri and uri.startswith(_BULK):
+            out[key] = {**value, "BulkDataURI": f"{instance_url}/{uri}"}
+    out["00083002"] = {"vr": "UI", "Value": [row["transfer_syntax_uid"]]}  # AvailableTransferSyntaxUID
+    return dict(sorted(out.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _registered_json(name: str, patient_id: str, birth_date: str, sex: str, accession: str) -> dict[str, Any]:
+    ds = with_registered_demographics(Dataset(), {"patient_name": name, "patient_id": patient_id,
+                                                  "birth_date": birth_date, "sex": sex,
+                                                  "accession_number": accession})
+    return ds.to_json_dict()
+
+
+def _file_metadata(path: Path) -> dict[str, Any]:
+    """The file's data set as DICOM JSON, large binary values as relative ``bulkdata/<tag>``
+    URIs. Large values are deferred by the reader, so the pixel data is never read for this."""
+    ds = dcmread(path, defer_size=BULK_THRESHOLD)
     out: dict[str, Any] = {}
     for tag in list(ds.keys()):
         raw = ds.get_item(tag)
@@ -266,15 +306,14 @@ def metadata(store: str | Path, row: sqlite3.Row, instance_url: str) -> dict[str
         if deferred:
             vr = raw.VR or _dictionary_vr(int(tag))
             if vr in BINARY_VRS:
-                out[key] = {"vr": vr, "BulkDataURI": f"{instance_url}/bulkdata/{key}"}
+                out[key] = {"vr": vr, "BulkDataURI": f"{_BULK}{key}"}
                 continue
         element = ds[tag]
         if element.VR in BINARY_VRS and element.value is not None and len(element.value) > BULK_THRESHOLD:
-            out[key] = {"vr": element.VR, "BulkDataURI": f"{instance_url}/bulkdata/{key}"}
+            out[key] = {"vr": element.VR, "BulkDataURI": f"{_BULK}{key}"}
         else:
             out[key] = element.to_json_dict(None, BULK_THRESHOLD)
-    out["00083002"] = {"vr": "UI", "Value": [row["transfer_syntax_uid"]]}  # AvailableTransferSyntaxUID
-    return dict(sorted(out.items()))
+    return out
 
 
 def _dictionary_vr(tag: int) -> str:

@@ -163,36 +163,44 @@ def render_file(path: Path, view: View) -> Rendered:
 
 
 class Cache:
-    """Rendered PNGs on disk, keyed by the stored file's SHA-256 and the view; oldest first out."""
+    """Files on disk named by a key (rendered PNGs, DICOMweb metadata); oldest first out when
+    the folder grows past ``max_bytes``. A cache may be lost, never half-written."""
 
-    def __init__(self, directory: str | Path, max_bytes: int) -> None:
+    def __init__(self, directory: str | Path, max_bytes: int, suffix: str = ".png") -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
+        self.suffix = suffix
         self._writes = 0
 
-    def _path(self, sha256: str, view: View) -> Path:
-        name = hashlib.sha256(f"{sha256}:{view.key()}".encode()).hexdigest()
-        return self.directory / name[:2] / f"{name}.png"
+    def _path(self, key: str) -> Path:
+        name = hashlib.sha256(key.encode()).hexdigest()
+        return self.directory / name[:2] / f"{name}{self.suffix}"
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def get_or_render(self, sha256: str, path: Path, view: View) -> Rendered:
-        cached = self._path(sha256, view)
-        try:
-            return Rendered(cached.read_bytes(), False)
-        except FileNotFoundError:
-            pass
+        key = f"{sha256}:{view.key()}"
+        cached = self.read(key)
+        if cached is not None:
+            return Rendered(cached, False)
         rendered = render_file(path, view)
         if not rendered.placeholder:
-            self._store(cached, rendered.data)
+            self.write(key, rendered.data)
         return rendered
 
-    def _store(self, target: Path, data: bytes) -> None:
+    def write(self, key: str, data: bytes) -> None:
+        target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{uuid.uuid4().hex}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, target)  # no fsync: a cache may be lost, never half-written
         except OSError as exc:
-            log.warning("render cache: %s", exc)
+            log.warning("cache %s: %s", self.directory.name, exc)
             return
         self._writes += 1
         if self._writes % 200 == 0:
@@ -200,7 +208,7 @@ class Cache:
 
     def prune(self) -> None:
         """Remove the least recently written files until the cache is under its size."""
-        files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.directory.glob("*/*.png")]
+        files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.directory.glob(f"*/*{self.suffix}")]
         total = sum(size for _, size, _ in files)
         for _, size, path in sorted(files):
             if total <= self.max_bytes:

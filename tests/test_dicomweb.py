@@ -389,3 +389,28 @@ def test_the_ohif_package_is_unpacked_and_rebased_onto_its_path(tmp_path) -> Non
     assert not (target / "app-config.js").exists()  # pacslite serves its own
     expected = base64.b64encode(hashlib.sha256(b'window.PUBLIC_URL="/ohif/"').digest()).decode()
     assert ohif.inline_script_hashes(html) == [f"'sha256-{expected}'"]
+
+
+def test_a_concatenation_reads_like_the_joined_pieces(tmp_path) -> None:
+    """The body the HTTP server sends for stored files: any read at any position is the bytes
+    of the pieces joined, whatever the piece boundaries."""
+    import random
+
+    from pacslite.web.multipart import Concatenation
+    files = []
+    for n, size in enumerate((0, 1, 4096, 70_000)):
+        path = tmp_path / f"piece{n}"
+        path.write_bytes(random.Random(n).randbytes(size))
+        files.append(path)
+    pieces = [b"--b\r\n", files[0], b"", files[1], b"x" * 10, files[2], files[3], b"--b--\r\n"]
+    joined = b"".join(p if isinstance(p, bytes) else p.read_bytes() for p in pieces)
+    body = Concatenation(pieces)
+    assert body.size == len(joined) and body.read() == joined
+    rng = random.Random(1)
+    for _ in range(300):
+        start, size = rng.randrange(len(joined) + 5), rng.randrange(-1, 9000)
+        body.seek(start)
+        expected = joined[start:] if size < 0 else joined[start:start + size]
+        assert body.read(size) == expected, (start, size)
+        assert body.tell() == min(start, len(joined)) + len(expected)
+    body.close()

@@ -8,10 +8,12 @@ Used by browsers (OHIF, with the web session; STOW then needs the CSRF header) a
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.wsgi import wrap_file
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -22,6 +24,7 @@ from ..query import QueryError
 from . import access, limits, multipart
 from .images import VIEWERS, cache
 
+log = logging.getLogger(__name__)
 bp = Blueprint("dicomweb", __name__)
 ROOT = "/dicom-web"
 STORERS = ("technologist",)
@@ -164,6 +167,18 @@ def _dicom_syntaxes() -> list[str] | None:
 
 
 def _multipart(parts: Iterable[tuple[str, Path | bytes]], part_type: str) -> Response:
+    """A multipart/related response of parts known now (stored files, bytes): one seekable body
+    the HTTP server sends itself, its length given."""
+    boundary = multipart.new_boundary()
+    body = multipart.Concatenation(multipart.pieces(parts, boundary))
+    response = Response(wrap_file(request.environ, body, multipart.CHUNK), direct_passthrough=True,
+                        content_type=f'multipart/related; type="{part_type}"; boundary={boundary}')
+    response.content_length = body.size
+    return _with_offline_warning(response)
+
+
+def _streamed_multipart(parts: Iterable[tuple[str, Path | bytes]], part_type: str) -> Response:
+    """A multipart/related response whose parts are made as it goes (decompressed images)."""
     boundary = multipart.new_boundary()
     response = Response(multipart.write(parts, boundary),  # needs no request context: it may outlive it
                         content_type=f'multipart/related; type="{part_type}"; boundary={boundary}')
@@ -177,7 +192,11 @@ def _retrieve(rows: list[Any] | Response) -> Response:
     if syntaxes is None:
         return _error(406, 'instances are given as multipart/related; type="application/dicom"')
     store = current_app.config["STORAGE_DIR"]
-    try:  # every form is decided before the first byte goes, so a refusal is a clean 406
+    if all(dicomweb.goes_as_stored(row, syntaxes) for row in rows):
+        _audit_views(rows, "dicomweb")
+        return _multipart(((f"application/dicom; transfer-syntax={row['transfer_syntax_uid']}",
+                            storage.resolve(store, row["storage_path"])) for row in rows), "application/dicom")
+    try:  # the first conversion is made before the first byte goes, so a refusal is a clean 406
         first = dicomweb.instance_bytes(store, rows[0], syntaxes)
     except dicomweb.NotAcceptable as exc:
         return _error(406, str(exc))
@@ -185,9 +204,13 @@ def _retrieve(rows: list[Any] | Response) -> Response:
 
     def parts() -> Iterable[tuple[str, Path | bytes]]:
         for position, row in enumerate(rows):
-            body, syntax = first if position == 0 else dicomweb.instance_bytes(store, row, syntaxes)
+            try:
+                body, syntax = first if position == 0 else dicomweb.instance_bytes(store, row, syntaxes)
+            except dicomweb.NotAcceptable as exc:  # the status is sent: end the body short, say why in the log
+                log.warning("WADO-RS stopped at %s: %s", row["sop_instance_uid"], exc)
+                return
             yield f"application/dicom; transfer-syntax={syntax}", body
-    return _multipart(parts(), "application/dicom")
+    return _streamed_multipart(parts(), "application/dicom")
 
 
 @bp.route(ROOT + STUDY)
@@ -222,7 +245,16 @@ def _metadata(rows: list[Any] | Response) -> Response:
         return _error(406, f"metadata is given as {DICOM_JSON}")
     store = current_app.config["STORAGE_DIR"]
     _audit_views(rows, "dicomweb metadata")
-    return _with_offline_warning(_json([dicomweb.metadata(store, row, _instance_url(row)) for row in rows]))
+    cache = metadata_cache()
+    return _with_offline_warning(_json([dicomweb.metadata(store, row, _instance_url(row), cache) for row in rows]))
+
+
+def metadata_cache() -> imaging.Cache:
+    if "metadata_cache" not in current_app.extensions:
+        current_app.extensions["metadata_cache"] = imaging.Cache(
+            Path(current_app.instance_path) / "cache" / "metadata", current_app.config["METADATA_CACHE_MB"] * 1024 * 1024,
+            suffix=".json")
+    return current_app.extensions["metadata_cache"]
 
 
 @bp.route(ROOT + STUDY + "/metadata")

@@ -3,6 +3,8 @@ is written part by part from the stored files, a request is split part by part i
 so neither a study nor an upload is ever held whole in memory."""
 from __future__ import annotations
 
+import bisect
+import io
 import re
 import uuid
 from pathlib import Path
@@ -53,14 +55,95 @@ def media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
 
 def write(parts: Iterable[tuple[str, Path | bytes]], boundary: str) -> Iterator[bytes]:
     """The body of a multipart/related response: each (content type, file or bytes) a part."""
-    for content_type, body in parts:
-        yield f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
-        if isinstance(body, Path):
-            with open(body, "rb") as handle:
+    for piece in pieces(parts, boundary):
+        if isinstance(piece, Path):
+            with open(piece, "rb") as handle:
                 while chunk := handle.read(CHUNK):
                     yield chunk
         else:
-            yield body
+            yield piece
+
+
+class Concatenation(io.RawIOBase):
+    """Byte strings and whole files read as one seekable file, without copying them anywhere
+    first: a multipart body of stored files that the HTTP server sends itself
+    (``wsgi.file_wrapper``), with its length known before the first byte goes."""
+
+    def __init__(self, pieces: Iterable[bytes | Path]) -> None:
+        super().__init__()
+        self.pieces: list[bytes | Path] = []
+        self.starts: list[int] = []
+        size = 0
+        for piece in pieces:
+            self.pieces.append(piece)
+            self.starts.append(size)
+            size += len(piece) if isinstance(piece, bytes) else piece.stat().st_size
+        self.size, self.position = size, 0
+        self._open: tuple[int, BinaryIO] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = min(max(base + offset, 0), self.size)
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self.size - self.position if size is None or size < 0 else min(size, self.size - self.position)
+        chunks, got = [], 0
+        while got < wanted:
+            chunk = self._read_piece(wanted - got)
+            chunks.append(chunk)
+            got += len(chunk)
+            self.position += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _read_piece(self, most: int) -> bytes:
+        """Up to ``most`` bytes from the piece the position is in (never past its end)."""
+        index = bisect.bisect_right(self.starts, self.position) - 1
+        inside = self.position - self.starts[index]
+        piece = self.pieces[index]
+        if isinstance(piece, bytes):
+            return piece[inside:inside + most]
+        handle = self._handle(index, piece)
+        if handle.tell() != inside:
+            handle.seek(inside)
+        chunk = handle.read(min(most, self._end(index) - self.position))
+        if not chunk:
+            raise OSError(f"{piece} ended early")
+        return chunk
+
+    def _end(self, index: int) -> int:
+        return self.starts[index + 1] if index + 1 < len(self.starts) else self.size
+
+    def _handle(self, index: int, path: Path) -> BinaryIO:
+        if self._open is None or self._open[0] != index:
+            self._close_handle()
+            self._open = (index, open(path, "rb"))
+        return self._open[1]
+
+    def _close_handle(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+    def close(self) -> None:
+        self._close_handle()
+        super().close()
+
+
+def pieces(parts: Iterable[tuple[str, Path | bytes]], boundary: str) -> Iterator[bytes | Path]:
+    """The multipart body of :func:`write` as byte strings and files, for :class:`Concatenation`."""
+    for content_type, body in parts:
+        yield f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
+        yield body
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode()
 
