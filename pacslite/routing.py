@@ -87,7 +87,7 @@ def _enqueue(conn: sqlite3.Connection, study_ref: int, destination: str, reason:
         return False
     if conn.execute("SELECT 1 FROM outbound_queue WHERE study_ref = ? AND destination_ae = ? AND state = ?",
                     (study_ref, destination, SENDING)).fetchone():
-        return False  # being sent: the images that arrive meanwhile queue it again when it is done
+        return False  # being sent: _finish queues it again for the images that arrived meanwhile
     conn.execute("INSERT INTO outbound_queue (study_ref, destination_ae, reason, state, next_attempt_at, created_at,"
                  " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", (study_ref, destination, reason, QUEUED, due, now, now))
     return True
@@ -133,7 +133,9 @@ def _claim(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> list[sqlite
     now = clock.to_db(moment)
     quiet = clock.to_db(moment - timedelta(seconds=float(settings["FORWARD_DELAY_SECONDS"])))
     with transaction(conn):
-        due = conn.execute("SELECT q.* FROM outbound_queue q JOIN studies s ON s.id = q.study_ref"
+        due = conn.execute("SELECT q.*, s.last_received_at AS study_received_at, s.instance_count AS study_instances"
+                           " FROM outbound_queue q"
+                           " JOIN studies s ON s.id = q.study_ref"
                            " WHERE q.state = ? AND q.next_attempt_at <= ? AND s.last_received_at <= ?"
                            " ORDER BY q.next_attempt_at LIMIT ?", (QUEUED, now, quiet, BATCH)).fetchall()
         for item in due:
@@ -164,6 +166,7 @@ def _finish(conn: sqlite3.Connection, settings: Mapping[str, Any], item: sqlite3
                          " updated_at = ? WHERE id = ?", (SENT, transfer.completed + transfer.warning,
                                                           clock.to_db(now), item["id"]))
             alerts.clear_alert(conn, ("forward_failed",), subject, clock.to_db(now), "outbound")
+            _queue_what_arrived_meanwhile(conn, item, clock.to_db(now))
             return SENT
         attempts = item["attempts"] + 1
         if now - clock.from_db(item["created_at"]) >= timedelta(hours=float(settings["FORWARD_RETRY_HOURS"])):
@@ -179,6 +182,16 @@ def _finish(conn: sqlite3.Connection, settings: Mapping[str, Any], item: sqlite3
                                                       clock.to_db(now + timedelta(seconds=pause)), clock.to_db(now),
                                                       item["id"]))
         return QUEUED
+
+
+def _queue_what_arrived_meanwhile(conn: sqlite3.Connection, item: sqlite3.Row, now: str) -> None:
+    """Images filed while the study was being sent found it ``sending`` and queued nothing: queue
+    it again (the whole study goes; a receiver keeps duplicates once)."""
+    study = conn.execute("SELECT last_received_at, instance_count FROM studies WHERE id = ?",
+                         (item["study_ref"],)).fetchone()
+    if study is not None and (study["last_received_at"], study["instance_count"]) != (item["study_received_at"],
+                                                                                      item["study_instances"]):
+        _enqueue(conn, item["study_ref"], item["destination_ae"], item["reason"], now, now)
 
 
 Send = Callable[[Mapping[str, Any], Mapping[str, Any], list[sqlite3.Row], str], outbound.Transfer]

@@ -46,8 +46,9 @@ def test_the_command_line_manages_rules(app, closed_port_ae, tmp_path):
     assert flask_cli(instance, "forward", "remove", "1").returncode == 0
 
 
-def file_a_ct(app, conn, accession: str, tmp_path, calling: str = "CT01", study_uid: str | None = None) -> None:
-    path = tmp_path / f"{accession}.dcm"
+def file_a_ct(app, conn, accession: str, tmp_path, calling: str = "CT01", study_uid: str | None = None,
+              name: str = "") -> None:
+    path = tmp_path / f"{name or accession}.dcm"
     make_ct(path, accession=accession, patient_id="P0001", name="ZHANG^SAN", sex="M", birth_date="19800203",
             study_uid=study_uid)
     outcome = filing.ingest_bytes(conn, app.config["STORAGE_DIR"], path.read_bytes(), Source(calling, "10.0.0.1"))
@@ -87,3 +88,42 @@ def test_what_was_being_sent_when_pacslite_stopped_is_queued_again(app, conn, cl
     conn.execute("UPDATE outbound_queue SET state = 'sending'")
     assert routing.recover(conn) == 1
     assert conn.execute("SELECT state FROM outbound_queue").fetchone()[0] == routing.QUEUED
+
+
+def test_an_image_filed_while_its_study_is_being_sent_is_sent_too(app, conn, client_as, tmp_path):
+    """The queue's row is 'sending' when the study's next image is filed: once the send is done
+    the study is queued again, so that image reaches the destination too (found by a flaky run
+    of test_retrieve's routing scenario)."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+    received: list[str] = []
+
+    def on_store(event):
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    port = free_port()
+    listener = AE(ae_title="DEST01")
+    listener.supported_contexts = AllStoragePresentationContexts
+    server = listener.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        aes.add_ae(conn, audit.SYSTEM, {"ae_title": "DEST01", "host": "127.0.0.1", "port": port, "rights": ""})
+        routing.add_rule(conn, audit.SYSTEM, {"modality": "CT", "destination_ae": "DEST01"})
+        accession = register(client_as("registrar"))
+        study_uid = "1.2.826.0.1.3680043.10.999.78"
+        file_a_ct(app, conn, accession, tmp_path, study_uid=study_uid)
+        settings = {**app.config, "FORWARD_DELAY_SECONDS": 0}
+
+        def send_while_the_next_image_arrives(settings_, destination, rows, how):
+            file_a_ct(app, conn, accession, tmp_path, study_uid=study_uid, name="next")
+            return sender.send_to(settings_, destination, rows, how)
+
+        assert routing.run_due(conn, settings, send_while_the_next_image_arrives) == 1
+        rows = conn.execute("SELECT state, images_sent FROM outbound_queue ORDER BY id").fetchall()
+        assert [tuple(r) for r in rows] == [(routing.SENT, 1), (routing.QUEUED, 0)]
+        assert routing.run_due(conn, settings, sender.send_to) == 1
+        rows = conn.execute("SELECT state, images_sent FROM outbound_queue ORDER BY id").fetchall()
+        assert [tuple(r) for r in rows] == [(routing.SENT, 1), (routing.SENT, 2)]
+        filed = {r[0] for r in conn.execute("SELECT sop_instance_uid FROM instances")}
+        assert set(received) == filed and len(filed) == 2
+    finally:
+        server.shutdown()
