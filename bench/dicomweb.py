@@ -31,8 +31,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import HEADER, PATIENT, enter_private_network, machine, make_study, send, wait_for_echo  # noqa: E402
-from tests.conftest import flask_cli, free_port  # noqa: E402
+from bench.ingest import (HEADER, PATIENT, enter_private_network, first_accession, fresh_pacslite, machine,  # noqa: E402
+                          make_study, send, wait_for_echo)
+from tests.conftest import free_port  # noqa: E402
 from tests.server import Pacs  # noqa: E402
 
 ORTHANC_PLUGINS = "/usr/share/orthanc/plugins"
@@ -93,11 +94,7 @@ def measure(target: Target, study_uid: str, series_uid: str, count: int, repeat:
 
 
 def pacslite_target(work: Path, files: list[Path], accession: str) -> tuple[Target, Pacs]:
-    instance = work / "pacslite"
-    added = flask_cli(instance, "ae", "add", "STORESCU")
-    if added.returncode:
-        raise SystemExit(added.stderr)
-    pacs = Pacs(instance)
+    pacs = fresh_pacslite(work, "pacslite")
     if pacs.register(**PATIENT).accession_number != accession:
         raise SystemExit("the accession number changed between runs (midnight?): run again")
     send(pacs.port, "PACSLITE", files, 4)
@@ -131,11 +128,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pacslite-dicomweb-"))
     results = {}
     try:
-        probe = work / "probe"
-        flask_cli(probe, "ae", "add", "STORESCU")
-        pacs = Pacs(probe)
-        accession = pacs.register(**PATIENT).accession_number
-        pacs.server.stop()
+        accession = first_accession(work)
         print(f"generating {args.count} CT images of 512×512 16-bit ...", flush=True)
         files = make_study(work / "study", args.count, accession)
         from pydicom import dcmread

@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import HEADER, PATIENT, enter_private_network, machine, make_study, send, wait_for_echo  # noqa: E402
+from bench.ingest import (HEADER, PATIENT, enter_private_network, first_accession, machine, make_study,  # noqa: E402
+                          send, wait_for_echo)
 from tests.conftest import flask_cli, free_port  # noqa: E402
 from tests.dicomkit import run  # noqa: E402
 from tests.server import Pacs  # noqa: E402
@@ -207,11 +208,7 @@ def main() -> None:
     enter_private_network()
     work = Path(tempfile.mkdtemp(prefix="pacslite-retrieve-"))
     try:
-        probe = work / "probe"
-        flask_cli(probe, "ae", "add", "STORESCU")
-        pacs = Pacs(probe)
-        accession = pacs.register(**PATIENT).accession_number
-        pacs.server.stop()
+        accession = first_accession(work)
         print(f"generating {args.count} CT images of 512×512 16-bit ...", flush=True)
         files = make_study(work / "study", args.count, accession)
         from pydicom import dcmread
