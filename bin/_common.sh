@@ -32,6 +32,8 @@ make_venv() {
 # install_ohif: the OHIF Viewer (pinned, integrity-checked npm package) into vendor/ohif. If it
 # cannot be installed pacslite still runs, and its pages say the viewer is unavailable.
 install_ohif() {
-  apt_install npm || { echo "pacslite: npm could not be installed; OHIF is unavailable" >&2; return 0; }
+  if ! command -v npm >/dev/null; then  # Debian's npm, unless one came with another Node.js package
+    apt_install npm || { echo "pacslite: npm could not be installed; OHIF is unavailable" >&2; return 0; }
+  fi
   "$VENV/bin/python" -m pacslite.ohif || true
 }

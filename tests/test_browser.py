@@ -545,6 +545,10 @@ def test_a_radiologist_reads_a_ct_in_ohif_with_measurements(browser, tmp_path, m
     pacs.add_user("desk_ohif", "registrar")
     problems: list[str] = []
     page = page_as(browser, pacs, "dr_ohif", problems, viewport={"width": 1400, "height": 900})
+    ohif_page = f"/exams/{reg.accession_number}/ohif"
+    for where in (f"/exams/{reg.accession_number}", f"/exams/{reg.accession_number}/report"):
+        page.goto(f"{pacs.server.url}{where}")
+        expect(page.locator("a.ohif-link")).to_have_attribute("href", ohif_page)
     page.goto(f"{pacs.server.url}/reading")
     row = page.locator("tr", has=page.locator(f"text={reg.accession_number}"))
     with page.context.expect_page() as opened:
