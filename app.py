@@ -28,22 +28,19 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def _recover(config) -> None:
-    """Before accepting images: clear what a killed process left half-done, and report rows
-    whose file is missing."""
+    """Before accepting images: clear what a killed process left half-done. Only that: files
+    are checked by the scrub's thread (its quick pass starts at once), so start-up takes
+    seconds whatever the number of stored files."""
     conn = db.connect(config["DATABASE"])
     try:
         tmp, unindexed = filing.recover(conn, config["STORAGE_DIR"])
         resent = routing.recover(conn) + commitment.recover(conn)
-        missing = integrity.missing_files(conn, config["STORAGE_DIR"])
     finally:
         conn.close()
     if resent:
         log.warning("start-up: %d studies or commitment reports that were being sent are queued again", resent)
     if tmp or unindexed:
         log.warning("start-up: removed %d temporary and %d never-committed files", tmp, unindexed)
-    if missing:
-        log.warning("start-up: %d indexed images have no file (alerts raised): %s", len(missing),
-                    ", ".join(row["storage_path"] for row in missing[:10]))
 
 
 def _write_anchor(config) -> None:
@@ -76,14 +73,15 @@ def main() -> int:
         dicom.start()
         services.append(dicom)
         print(f"pacslite: DICOM {app.config['AE_TITLE']} on {app.config['DICOM_HOST']}:{dicom.port}", flush=True)
-        periodic = (offsite.ensure_job, integrity.ensure_scrub, integrity.backup_if_due)
+        periodic = (offsite.ensure_job, integrity.backup_if_due)
         anchor = Periodic(app.config, "audit-anchor", audit.write_anchor, app.config["AUDIT_ANCHOR_MINUTES"] * 60)
         outgoing = routing.Sender(app.config, sender.send_to)
         reports = Periodic(app.config, "commitment-reports",
                            lambda conn, config: commitment.run_due(conn, config, sender.send_commitment_report),
                            app.config["FORWARD_POLL_SECONDS"])
         expected = Periodic(app.config, "expected-images", transmission.run_due, transmission.poll_seconds(app.config))
-        for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor, outgoing, reports, expected):
+        for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor, outgoing, reports, expected,
+                        integrity.Scrubber(app.config)):
             service.start()
             services.append(service)
         print(f"pacslite: listening on http://{app.config['HTTP_HOST']}:{server.effective_port}/", flush=True)

@@ -99,12 +99,13 @@ DEFAULTS: dict[str, Any] = {
     # OFFSITE_DIR (another disk or a mounted share; empty: no off-site copy).
     "OFFSITE_DIR": "",
     "OFFSITE_RATIO": 10.0,
-    # Integrity: the scrub re-reads every stored file against its SHA-256 once a round
-    # (every SCRUB_INTERVAL_HOURS), no faster than SCRUB_MB_PER_SECOND; the database is backed
-    # up every BACKUP_INTERVAL_HOURS into BACKUP_DIR (empty: <INSTANCE_DIR>/backups), the
-    # newest BACKUP_KEEP kept.
+    # Integrity: the scrub looks at every stored file (there, with its size) every
+    # SCRUB_INTERVAL_HOURS, and re-reads every file against its SHA-256 once in SCRUB_FULL_DAYS,
+    # no faster than SCRUB_MB_PER_SECOND; the database is backed up every BACKUP_INTERVAL_HOURS
+    # into BACKUP_DIR (empty: <INSTANCE_DIR>/backups), the newest BACKUP_KEEP kept.
     "SCRUB_MB_PER_SECOND": 20.0,
     "SCRUB_INTERVAL_HOURS": 24,
+    "SCRUB_FULL_DAYS": 30,
     "BACKUP_DIR": "",
     "BACKUP_INTERVAL_HOURS": 24,
     "BACKUP_KEEP": 14,

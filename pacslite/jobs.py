@@ -1,4 +1,4 @@
-"""Long jobs (building and verifying volumes, the off-site copy, the scrub), run step by step in
+"""Long jobs (building and verifying volumes, the off-site copy, imports), run step by step in
 a thread of the server's own process.
 
 A job's progress (``done`` of ``total``) and its ``cursor`` (where to go on) are in the

@@ -217,26 +217,44 @@ def test_the_archive_page_says_when_no_offsite_location_is_configured(app, clien
 
 
 def test_the_scrub_finds_missing_and_changed_files_and_clears_when_right(app, conn, tmp_path) -> None:
-    from pacslite import integrity, jobs, storage
-    add_study(app, conn, tmp_path, register(app, conn), images=3)
-    changed, missing, _ = conn.execute("SELECT * FROM instances ORDER BY id").fetchall()
-    changed_path = storage.resolve(app.config["STORAGE_DIR"], changed["storage_path"])
-    missing_path = storage.resolve(app.config["STORAGE_DIR"], missing["storage_path"])
-    good = changed_path.read_bytes()
-    changed_path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    kept = missing_path.read_bytes()
-    missing_path.unlink()
-    assert [r["id"] for r in integrity.missing_files(conn, app.config["STORAGE_DIR"])] == [missing["id"]]
-    assert integrity.ensure_scrub(conn, app.config) is not None
-    jobs.run_until_idle(conn, app.config)
-    found = {(a["rule"], a["subject"]) for a in sweep.list_alerts(conn)}
-    assert found == {("file_changed", f"instance:{changed['id']}"), ("file_missing", f"instance:{missing['id']}")}
-    assert integrity.ensure_scrub(conn, app.config) is None  # a round just finished
-    changed_path.write_bytes(good)
-    missing_path.write_bytes(kept)
-    jobs.start(conn, audit.SYSTEM, "scrub", "store")
-    jobs.run_until_idle(conn, app.config)
-    assert sweep.list_alerts(conn) == [] and len(sweep.list_alerts(conn, state="cleared")) == 2
+    """The quick pass (daily) finds a missing file and one whose size changed; the full pass
+    (SHA-256) also finds one changed in place; both clear their alerts once the files are right."""
+    from pacslite import integrity, storage
+    add_study(app, conn, tmp_path, register(app, conn), images=4)
+    flipped, missing, shortened, _ = conn.execute("SELECT * FROM instances ORDER BY id").fetchall()
+    paths = {row["id"]: storage.resolve(app.config["STORAGE_DIR"], row["storage_path"])
+             for row in (flipped, missing, shortened)}
+    kept = {row_id: path.read_bytes() for row_id, path in paths.items()}
+    good = kept[flipped["id"]]
+    paths[flipped["id"]].write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, other bytes
+    paths[missing["id"]].unlink()
+    paths[shortened["id"]].write_bytes(kept[shortened["id"]][:-10])
+
+    def found() -> set[tuple[str, str]]:
+        return {(a["rule"], a["subject"]) for a in sweep.list_alerts(conn)}
+
+    while integrity.quick_step(conn, app.config) and integrity.passes(conn)["quick"].done_at is None:
+        pass
+    assert found() == {("file_missing", f"instance:{missing['id']}"), ("file_changed", f"instance:{shortened['id']}")}
+    assert not integrity.quick_step(conn, app.config)  # a round just ended: not due for a day
+    while integrity.full_step(conn, app.config, float("inf")) >= 0 and integrity.passes(conn)["full"].done_at is None:
+        pass
+    assert ("file_changed", f"instance:{flipped['id']}") in found() and len(found()) == 3
+    assert integrity.full_step(conn, app.config, float("inf")) == -1  # the next full round is in SCRUB_FULL_DAYS
+    for row_id, path in paths.items():
+        path.write_bytes(kept[row_id])
+    integrity.scrub_until_done(conn, {**app.config, "SCRUB_INTERVAL_HOURS": 0, "SCRUB_FULL_DAYS": 0})
+    assert sweep.list_alerts(conn) == [] and len(sweep.list_alerts(conn, state="cleared")) == 3
+
+
+def test_the_full_pass_reads_the_store_once_in_its_days_at_a_bounded_rate(app, conn, tmp_path) -> None:
+    from pacslite import integrity
+    add_study(app, conn, tmp_path, register(app, conn), images=2)
+    settings = {**app.config, "SCRUB_MB_PER_SECOND": 20, "SCRUB_FULL_DAYS": 30}
+    assert integrity.full_rate(conn, settings) == 1024 * 1024  # a small store: the 1 MiB/s floor
+    conn.execute("UPDATE instances SET size = 2 * 1024 * 1024 * 1024 * 1024")  # as if 4 TiB were stored
+    assert integrity.full_rate(conn, settings) == pytest.approx(4 * 1024 ** 4 / (30 * 86400))
+    assert integrity.full_rate(conn, {**settings, "SCRUB_FULL_DAYS": 1}) == 20 * 1024 * 1024  # the cap
 
 
 def test_an_online_backup_restores_into_a_fresh_instance(app, conn, tmp_path) -> None:
@@ -272,3 +290,26 @@ def test_a_study_page_says_where_the_study_lives(app, conn, tmp_path, client_as)
     where = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", re.search(r'id="study-locations">(.*?)</dd>', page, re.S)
                                        .group(1)))
     assert where.strip() == "online: 2 of 2 images · offline volumes: PL000001 (Built) · off-site copy: 2 of 2 images"
+
+
+def test_start_up_does_not_wait_for_the_files_and_the_scrub_finds_one_gone_meanwhile(tmp_path) -> None:
+    """Start-up recovers only what a crash left; the scrub's quick pass, started by start-up in
+    its own thread, finds a file deleted while pacslite was stopped."""
+    from tests import server as pacs_server
+    from tests.conftest import wait_for
+    instance = tmp_path / "instance"
+    assert flask_cli(instance, "ae", "add", "STORESCU").returncode == 0
+    pacs = pacs_server.Pacs(instance)
+    try:
+        reg = pacs.register(patient_id="SC0001")
+        pacs.send_series(tmp_path / "sent", 2, accession=reg.accession_number, patient_id="SC0001")
+        assert pacs.server.stop() == 0
+        gone = pacs.query("SELECT id, storage_path FROM instances ORDER BY id")[0]
+        (Path(pacs.settings["STORAGE_DIR"]) / gone[1]).unlink()
+        pacs.restart()
+        wait_for(lambda: [r[0] for r in pacs.query("SELECT subject FROM alerts WHERE rule = 'file_missing'"
+                                                   " AND state = 'open'")] == [f"instance:{gone[0]}"],
+                 "the quick pass's file_missing alert")
+        assert not any("indexed images have no file" in line for line in pacs.server.output)
+    finally:
+        pacs.server.stop()

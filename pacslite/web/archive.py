@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import archive, capacity, jobs, offsite
+from .. import archive, capacity, integrity, jobs, offsite
 from ..db import get_db
 from ..validation import Conflict, NotFound, ValidationError
 from . import access, is_htmx
@@ -26,7 +26,9 @@ def overview() -> Any:
                            high_water=settings["STORAGE_HIGH_WATER_PERCENT"], warn=settings["STORAGE_WARN_PERCENT"],
                            volumes=archive.list_volumes(conn), jobs=jobs.recent(conn),
                            age_days=settings["ARCHIVE_AGE_DAYS"], offsite_dir=settings["OFFSITE_DIR"],
-                           pending=offsite.pending(conn), copied=offsite.copied(conn))
+                           pending=offsite.pending(conn), copied=offsite.copied(conn),
+                           scrub=integrity.passes(conn), scrub_hours=settings["SCRUB_INTERVAL_HOURS"],
+                           scrub_days=settings["SCRUB_FULL_DAYS"])
 
 
 @bp.route("/offsite/copy", methods=["POST"])
