@@ -106,6 +106,7 @@ DEFAULTS: dict[str, Any] = {
     "SCRUB_MB_PER_SECOND": 20.0,
     "SCRUB_INTERVAL_HOURS": 24,
     "SCRUB_FULL_DAYS": 30,
+    "SCRUB_AT_START": True,
     "BACKUP_DIR": "",
     "BACKUP_INTERVAL_HOURS": 24,
     "BACKUP_KEEP": 14,

@@ -225,7 +225,8 @@ class Scrubber(BackgroundThread):
 
     def tick(self, conn: sqlite3.Connection) -> float:
         if not self._started:
-            begin_quick_round(conn)
+            if self.settings["SCRUB_AT_START"]:
+                begin_quick_round(conn)
             self._started = True
         if quick_step(conn, self.settings):
             return 0.01  # a short breath between batches of stats

@@ -99,9 +99,10 @@ def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modal
                  limit: int = 500) -> list[ReadingItem]:
     """Exams with images and no final report: urgent first, then overdue, then longest waiting."""
     clauses, params = patients.exam_filter(modality=modality, source=source, priority=priority, query=query)
-    clauses += ["e.instance_count > 0", "e.status <> ?",
-                "NOT EXISTS (SELECT 1 FROM report_versions r WHERE r.exam_ref = e.id AND r.status = ?)"]
-    params += [exams.CANCELLED, FINAL]
+    # the exam's state says there is no final report yet (exams.py moves it to final when one is
+    # signed): an index range over the few exams waiting, not a NOT EXISTS over every exam
+    clauses += ["e.instance_count > 0", f"e.status IN ({', '.join('?' * len(exams.AWAITING_FINAL))})"]
+    params += list(exams.AWAITING_FINAL)
     if day is not None:
         start, end = clock.local_day_bounds(day, settings["TIMEZONE"])
         clauses += ["e.images_first_at >= ?", "e.images_first_at < ?"]

@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""Paper scale: a department's two years in one instance folder, and how fast pacslite is on it.
+
+Builds (direct SQL, rows shaped as the application writes them) 120,000 patients, 200,000
+exams over two years, one filed study each with 3 series and 4.9 M instances in all, 200
+quarantined studies, reports, alerts, re-filings, and an audit log of 7.1 M chained rows (keyed
+HMAC, so ``audit verify`` has real work); ``--scale 0.1`` builds a tenth. Files exist for a
+sample of 200 instances only (the scrub rate is measured on them). Then prints one table:
+
+- start-up until HTTP and DICOM answer (``python app.py`` on that folder);
+- each page's median and p95 over 20 requests, logged in (admin, or the role the page is for);
+- worklist and Q/R C-FIND, the sweep, 2-year statistics, a backup, ``audit verify``, the scrub.
+
+    .venv/bin/python bench/scale.py [--scale 1.0] [--keep DIR] [--reuse DIR]
+
+``--keep DIR`` builds into DIR and leaves it; ``--reuse DIR`` measures a folder built before.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import random
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.ingest import machine  # noqa: E402
+from bench.retrieve import GIVEN, SURNAMES  # noqa: E402
+
+PATIENTS, EXAMS, INSTANCES, AUDIT_ROWS, QUARANTINED = 120_000, 200_000, 4_900_000, 7_100_000, 200
+SERIES_PER_STUDY = 3
+SAMPLE_FILES = 200
+PASSWORD = "Bench-pass-1"
+MODALITIES = [("CT", "CT"), ("DR", "DX"), ("MR", "MR"), ("CR", "CR"), ("DSA", "XA")]
+SOURCES = ["outpatient", "inpatient", "emergency", "physical_exam"]
+#: Targets from issue 17 (ms): pages, lists, the 2-year statistics.
+PAGE_P95, LIST_P95, STATS_MS, CFIND_MS, STARTUP_S = 200, 100, 1000, 50, 10
+
+
+# ---------------------------------------------------------------- building
+
+def _quiet_app(instance: Path) -> Any:
+    from pacslite import create_app
+    with contextlib.redirect_stdout(io.StringIO()):
+        return create_app({"INSTANCE_DIR": str(instance), "DEFAULT_LANGUAGE": "en"})
+
+
+def build(instance: Path, scale: float) -> dict[str, float]:
+    from pacslite import audit, clock, db, names, users
+    app = _quiet_app(instance)
+    conn = db.connect(app.config["DATABASE"])
+    rng = random.Random(17)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    n_patients, n_exams = int(PATIENTS * scale), int(EXAMS * scale)
+    readings = {s + g: names.pinyin_of(s + g) for s in SURNAMES for g in GIVEN}
+    pool = list(readings)
+    now = clock.now()
+    first_day = now - timedelta(days=730)
+    patients, exams, studies, reports = [], [], [], []
+    for n in range(1, n_patients + 1):
+        name = rng.choice(pool)
+        pinyin, initials = readings[name]
+        at = clock.to_db(first_day + timedelta(days=730) * (n / n_patients))
+        patients.append((n, f"P{n:08d}", name, pinyin, initials, "MF"[n % 2], f"19{40 + n % 60}-0{1 + n % 9}-1{n % 9}",
+                         at, at))
+    step = timedelta(days=730) / n_exams
+    for n in range(1, n_exams + 1):
+        scheduled = first_day + step * n
+        code, dicom = MODALITIES[n % len(MODALITIES)]
+        age = now - scheduled
+        status = "final" if age > timedelta(days=1) else "performed" if age > timedelta(hours=2) else "scheduled"
+        imaged = status != "scheduled" and n % 1000 != 0
+        at = clock.to_db(scheduled)
+        first = clock.to_db(scheduled + timedelta(minutes=20)) if imaged else None
+        exams.append((n, f"B{n:011d}", 1 + (n * 7919) % n_patients, code, dicom, SOURCES[n % 4], f"{code} exam",
+                      "routine", at, f"2.25.1{n}", status if imaged or status == "scheduled" else "scheduled",
+                      SERIES_PER_STUDY if imaged else 0, at, "bench", at, first, first,
+                      ("CT01", "MR01", "")[n % 3]))
+        if imaged:
+            studies.append((n, f"2.25.1{n}", n, f"B{n:011d}", scheduled.strftime("%Y%m%d"), first))
+            if status == "final":
+                signed = clock.to_db(scheduled + timedelta(hours=2))
+                reports.append((n, signed))
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO patients (id, patient_id, name, name_pinyin, name_initials, sex, birth_date,"
+                     " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", patients)
+    conn.executemany("INSERT INTO exams (id, accession_number, patient_ref, modality, dicom_modality, source,"
+                     " procedure, priority, scheduled_at, study_instance_uid, status, series_count, registered_at,"
+                     " registered_by, updated_at, images_first_at, images_last_at, station_ae)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", exams)
+    conn.executemany("INSERT INTO studies (id, study_instance_uid, exam_ref, accession_number, study_date,"
+                     " first_received_at, last_received_at, series_count, calling_ae)"
+                     " VALUES (?, ?, ?, ?, ?, ?6, ?6, 3, 'CT01')", studies)
+    conn.executemany("INSERT INTO report_versions (exam_ref, version, status, findings, impression, created_at,"
+                     " created_by, updated_at, updated_by, signed_at, signed_by)"
+                     " VALUES (?, 1, 'final', 'No abnormality.', 'Normal.', ?2, 'dr', ?2, 'dr', ?2, 'dr')", reports)
+    quarantined = [(n_exams + q, f"2.25.9{q}", "unknown_accession", f"X{q:07d}", f"P{1 + q * 37:08d}", "ZHANG^SAN",
+                    clock.to_db(now - timedelta(hours=q)), "CT01") for q in range(1, int(QUARANTINED * max(scale, 0.1)) + 1)]
+    conn.executemany("INSERT INTO studies (id, study_instance_uid, quarantine_reason, accession_number, patient_id,"
+                     " patient_name, first_received_at, last_received_at, series_count, calling_ae)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?7, ?7, 3, ?)", quarantined)
+    conn.execute("INSERT INTO series (id, study_ref, series_instance_uid, modality, series_number, instance_count,"
+                 " first_received_at, last_received_at) SELECT s.id * 3 + k.n, s.id, s.study_instance_uid || '.' || k.n,"
+                 " 'CT', k.n, 0, s.first_received_at, s.last_received_at FROM studies s"
+                 " CROSS JOIN (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2) k")
+    per_series = max(int(INSTANCES * scale) // (len(studies) * SERIES_PER_STUDY), 1)
+    conn.execute("WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < ?)"
+                 " INSERT INTO instances (series_ref, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
+                 " instance_number, storage_path, size, sha256, calling_ae, received_at)"
+                 " SELECT se.id, se.series_instance_uid || '.' || k.n, '1.2.840.10008.5.1.4.1.1.2',"
+                 " '1.2.840.10008.1.2.1', k.n, 'dicom/' || substr(se.first_received_at, 1, 4) || '/'"
+                 " || substr(se.first_received_at, 6, 2) || '/' || substr(se.first_received_at, 9, 2) || '/'"
+                 " || se.id || '-' || k.n || '.dcm', 524288,"
+                 " printf('%064d', se.id * 1000 + k.n), 'CT01', se.first_received_at FROM series se CROSS JOIN k",
+                 (per_series,))
+    conn.execute("UPDATE series SET instance_count = ?", (per_series,))
+    conn.execute("UPDATE studies SET instance_count = ?", (per_series * SERIES_PER_STUDY,))
+    conn.execute("UPDATE exams SET instance_count = ? WHERE series_count > 0", (per_series * SERIES_PER_STUDY,))
+    conn.execute("INSERT INTO alerts (rule, subject, exam_ref, state, detail, opened_at, closed_at, closed_by)"
+                 " SELECT 'missing_images', 'exam:' || id, id, 'cleared', '{}', scheduled_at, updated_at, 'sweep'"
+                 " FROM exams WHERE id % 20 = 0")
+    conn.execute("COMMIT")
+    timings["rows"] = time.perf_counter() - started
+    started = time.perf_counter()
+    _audit_rows(conn, int(AUDIT_ROWS * scale), n_exams)
+    timings["audit"] = time.perf_counter() - started
+    users.create(conn, audit.SYSTEM, {"username": "bench_admin", "password": PASSWORD, "roles": ["admin"]})
+    _sample_files(app.config, conn)
+    conn.execute("INSERT OR REPLACE INTO scrub_state (id, last_instance, rounds, updated_at, quick_done_at,"
+                 " full_done_at) VALUES (1, 0, 1, ?1, ?1, ?1)", (clock.to_db(now),))
+    conn.execute("ANALYZE")
+    conn.close()
+    return timings
+
+
+def _audit_rows(conn: Any, count: int, exams: int) -> None:
+    """The chain as the application writes it: one row per stored image, and the rest."""
+    from pacslite import audit, clock
+    key = audit.chain_key(conn)
+    start = clock.now() - timedelta(days=730)
+    last = conn.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+    prev, first = (last["hash"], last["id"] + 1) if last else (audit.GENESIS, 1)
+    batch: list[tuple] = []
+    actions = ["image.store"] * 7 + ["image.view", "exam.register", "report.sign"]
+    for n in range(first, first + count):
+        action = actions[n % len(actions)]
+        exam = 1 + (n * 31) % max(exams, 1)
+        row = (clock.to_db(start + timedelta(days=730) * (n / count)), "ae:CT01" if action == "image.store" else "dr",
+               "10.0.0.5", action, f"exam:B{exam:011d}", f"P{exam % 120_000 + 1:08d}", "success", "{}")
+        digest = audit._digest(key, n, prev, row)  # the chain as audit.record makes it
+        batch.append((n, *row, prev, digest))
+        prev = digest
+        if len(batch) == 100_000 or n == first + count - 1:
+            conn.execute("BEGIN")  # one transaction a batch: the connection commits every statement otherwise
+            conn.executemany("INSERT INTO audit_log (id, at, actor, address, action, target, patient_id, outcome,"
+                             " detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
+            conn.execute("COMMIT")
+            batch.clear()
+
+
+def _sample_files(settings: Any, conn: Any) -> None:
+    """Real files (512 KiB) behind the first SAMPLE_FILES instances, with their true SHA-256."""
+    from pacslite import storage
+    rng = random.Random(3)
+    rows = conn.execute("SELECT id, storage_path FROM instances ORDER BY id LIMIT ?", (SAMPLE_FILES,)).fetchall()
+    for row in rows:
+        data = rng.randbytes(524288)
+        path = storage.resolve(settings["STORAGE_DIR"], row["storage_path"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        conn.execute("UPDATE instances SET sha256 = ? WHERE id = ?", (storage.sha256_hex(data), row["id"]))
+
+
+# ---------------------------------------------------------------- measuring
+
+def timed(action: Callable[[], object], runs: int) -> tuple[float, float]:
+    """(median, p95) in milliseconds of ``runs`` calls."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(int(len(times) * 0.95), len(times) - 1)]
+
+
+def log_in(url: str) -> requests.Session:
+    session = requests.Session()
+    page = session.get(f"{url}/login", timeout=60).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    answer = session.post(f"{url}/login", data={"username": "bench_admin", "password": PASSWORD, "csrf_token": token},
+                          allow_redirects=False, timeout=60)
+    if answer.status_code != 302:
+        raise SystemExit(f"login failed: {answer.status_code}")
+    return session
+
+
+def pages(url: str, runs: int, accession: str) -> list[tuple[str, float, float, int]]:
+    from pacslite import clock
+    session = log_in(url)
+    today = clock.now().date()
+    two_years = f"start={today - timedelta(days=730)}&end={today}"
+    month = f"start={today - timedelta(days=30)}&end={today}"
+    wanted = [("exam list", "/exams", LIST_P95), ("exam list, CT today", "/exams?modality=CT", LIST_P95),
+              ("patient search 王小", "/patients?q=王小", LIST_P95), ("patient search P0001", "/patients?q=P0001", LIST_P95),
+              ("reading list", "/reading", LIST_P95), ("quarantine", "/quarantine/", LIST_P95),
+              ("alerts (open)", "/alerts", LIST_P95), ("alerts (cleared)", "/alerts?state=cleared", LIST_P95),
+              ("audit log", "/admin/audit", LIST_P95), ("audit log, action", "/admin/audit?action=report.sign", LIST_P95),
+              ("audit log, patient", "/admin/audit?patient_id=P00000042", LIST_P95),
+              ("missing images", "/missing-images", LIST_P95), ("exam page", f"/exams/{accession}", PAGE_P95),
+              ("statistics, 30 days", f"/statistics?{month}", PAGE_P95),
+              ("statistics, 2 years", f"/statistics?{two_years}", STATS_MS),
+              ("statistics CSV, 2 years", f"/statistics.csv?{two_years}", STATS_MS),
+              ("archive page", "/archive/", PAGE_P95)]
+    results = []
+    for label, path, target in wanted:
+        status = session.get(url + path, timeout=600).status_code
+        if status != 200:
+            raise SystemExit(f"{path} answered {status}")
+        median, p95 = timed(lambda: session.get(url + path, timeout=600), runs)
+        results.append((label, median, p95, target))
+    return results
+
+
+def in_process(instance: Path) -> list[tuple[str, float, float, int]]:
+    """C-FIND, the sweep, a backup, audit verify and the scrub, in this process."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from pacslite import audit, clock, db, integrity, qr, sweep, worklist
+    app = _quiet_app(instance)
+    conn = db.connect(app.config["DATABASE"])
+    today = clock.local_today(app.config["TIMEZONE"]).strftime("%Y%m%d")
+    results = []
+
+    def worklist_today() -> int:
+        identifier = Dataset()
+        identifier.PatientName = ""
+        step = Dataset()
+        step.Modality = "CT"
+        step.ScheduledProcedureStepStartDate = today
+        identifier.ScheduledProcedureStepSequence = Sequence([step])
+        return sum(1 for _ in worklist.query(conn, app.config, identifier, "ISO_IR 192"))
+
+    def qr_today() -> int:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyDate = today
+        identifier.StudyInstanceUID = ""
+        identifier.PatientName = ""
+        return sum(1 for _ in qr.find(conn, app.config, identifier, qr.STUDY_ROOT, "ISO_IR 192"))
+
+    for label, action, runs, target in (("worklist C-FIND, CT today", worklist_today, 20, CFIND_MS),
+                                        ("Q/R C-FIND, studies today", qr_today, 20, CFIND_MS),
+                                        ("sweep", lambda: sweep.run(conn, app.config), 3, 0),
+                                        ("audit verify", lambda: audit.verify(conn), 1, 0)):
+        median, p95 = timed(action, runs)
+        results.append((label, median, p95, target))
+    backups = Path(tempfile.mkdtemp(prefix="pacslite-backup-"))
+    try:
+        median, p95 = timed(lambda: integrity.backup_database(app.config, backups), 1)
+        size = sum(p.stat().st_size for p in backups.glob("*.db"))
+        results.append((f"backup ({size / 1e9:.1f} GB)", median, p95, 0))
+    finally:
+        shutil.rmtree(backups, ignore_errors=True)
+    rows = conn.execute("SELECT id, series_ref, storage_path, size, sha256 FROM instances ORDER BY id LIMIT ?",
+                        (SAMPLE_FILES,)).fetchall()
+    started = time.perf_counter()
+    for row in rows:
+        integrity._look(app.config["STORAGE_DIR"], row)
+    quick = len(rows) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for row in rows:
+        integrity._read(app.config["STORAGE_DIR"], row)
+    full = sum(r["size"] for r in rows) / (time.perf_counter() - started) / 1e6
+    total = conn.execute("SELECT COUNT(*), SUM(size) FROM instances").fetchone()
+    results.append((f"scrub quick pass: {quick:,.0f} files/s, the store in {total[0] / quick / 3600:.1f} h", 0, 0, 0))
+    results.append((f"scrub full pass: {full:.0f} MB/s here; the store ({total[1] / 1e12:.2f} TB) over"
+                    f" {app.config['SCRUB_FULL_DAYS']} days needs"
+                    f" {integrity.full_rate(conn, app.config) / 1e6:.1f} MB/s", 0, 0, 0))
+    conn.close()
+    return results
+
+
+def middle_accession(instance: Path) -> str:
+    import sqlite3
+    conn = sqlite3.connect(instance / "pacslite.db")
+    try:
+        return conn.execute("SELECT accession_number FROM exams WHERE id = (SELECT MAX(id) / 2 FROM exams)").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def start_up(instance: Path) -> tuple[float, Any]:
+    from tests import server
+    started = time.perf_counter()
+    running = server.start(instance, timeout=3600, PACSLITE_SCRUB_AT_START="0")
+    return time.perf_counter() - started, running
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the paper's numbers (default 1)")
+    parser.add_argument("--keep", type=Path, help="build into this folder and leave it")
+    parser.add_argument("--reuse", type=Path, help="measure a folder built before with --keep")
+    parser.add_argument("--runs", type=int, default=20, help="requests per page (default 20)")
+    args = parser.parse_args()
+    instance = args.reuse or args.keep or Path(tempfile.mkdtemp(prefix="pacslite-scale-")) / "instance"
+    built: dict[str, float] = {}
+    try:
+        if not args.reuse:
+            print(f"building {args.scale:g} × the paper's scale in {instance} ...", flush=True)
+            built = build(instance, args.scale)
+        seconds, running = start_up(instance)
+        try:
+            page_results = pages(running.url, args.runs, middle_accession(instance))
+        finally:
+            running.stop()
+        other = in_process(instance)
+    finally:
+        if not args.keep and not args.reuse:
+            shutil.rmtree(instance.parent, ignore_errors=True)
+    print()
+    for line in machine():
+        print(line)
+    if built:
+        print(f"built     rows in {built['rows']:.0f} s, audit chain in {built['audit']:.0f} s")
+    print(f"scale     {args.scale:g} × (120,000 patients, 200,000 exams, 4.9 M instances, 7.1 M audit rows)")
+    print()
+    print(f"{'what':<46} {'median ms':>10} {'p95 ms':>10} {'target':>8}  ok")
+    print(f"{'start-up until HTTP and DICOM answer':<46} {seconds * 1000:>10.0f} {'':>10} {STARTUP_S * 1000:>8}"
+          f"  {'yes' if seconds < STARTUP_S else 'NO'}")
+    for label, median, p95, target in page_results + other:
+        if not median and not p95:
+            print(f"{label}")
+            continue
+        ok = "" if not target else "yes" if p95 < target else "NO"
+        print(f"{label:<46} {median:>10.1f} {p95:>10.1f} {target or '':>8}  {ok}")
+
+
+if __name__ == "__main__":
+    main()
