@@ -105,6 +105,7 @@ def _readings(character: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+@lru_cache(maxsize=4096)
 def _letters(value: str) -> str:
     decomposed = unicodedata.normalize("NFKD", value.lower())
     return "".join(c for c in decomposed if c.isalnum() and not unicodedata.combining(c))

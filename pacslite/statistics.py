@@ -104,53 +104,70 @@ class Report:
         return stats.median(self.minutes_to_refile) if self.minutes_to_refile else None
 
 
-def _exam_rows(conn: sqlite3.Connection, since: str, until: str) -> list[sqlite3.Row]:
+def _exam_rows(conn: sqlite3.Connection, since: str, until: str) -> list[tuple]:
+    """(id, modality, source, station, status, images, turnaround hours or None) of the exams
+    registered in the period; the hours computed by SQLite, not per row in Python."""
     return conn.execute(
-        "SELECT e.id, e.modality, e.source, e.station_ae, e.status, e.instance_count, e.images_first_at,"
-        " EXISTS (SELECT 1 FROM refilings r WHERE r.to_exam_ref = e.id AND r.undone_at IS NULL) AS refiled,"
-        " (SELECT MIN(v.signed_at) FROM report_versions v WHERE v.exam_ref = e.id AND v.status = 'final')"
-        " AS reported_at FROM exams e WHERE e.registered_at >= ? AND e.registered_at < ?", (since, until)).fetchall()
+        "SELECT e.id, e.modality, e.source, e.station_ae, e.status, e.instance_count,"
+        " (julianday((SELECT MIN(v.signed_at) FROM report_versions v WHERE v.exam_ref = e.id AND v.status = 'final'))"
+        " - julianday(e.images_first_at)) * 24"
+        " FROM exams e WHERE e.registered_at >= ? AND e.registered_at < ?", (since, until)).fetchall()
 
 
-def _study_rows(conn: sqlite3.Connection, since: str, until: str) -> list[sqlite3.Row]:
-    """The studies received in the period, with their exam's groups and how they were filed."""
+def _study_rows(conn: sqlite3.Connection, since: str, until: str) -> list[tuple]:
+    """(id, exam, quarantine reason, rejected at, images, received at, modality, source, station)
+    of the studies received in the period."""
     return conn.execute(
         "SELECT st.id, st.exam_ref, st.quarantine_reason, st.rejected_at, st.instance_count, st.first_received_at,"
-        " e.modality, e.source, e.station_ae,"
-        " (SELECT MIN(r.at) FROM refilings r WHERE r.study_ref = st.id AND r.undone_at IS NULL) AS refiled_at,"
-        " EXISTS (SELECT 1 FROM refilings r WHERE r.study_ref = st.id AND r.from_quarantine_reason IS NOT NULL)"
-        " AS was_quarantined FROM studies st LEFT JOIN exams e ON e.id = st.exam_ref"
+        " e.modality, e.source, e.station_ae FROM studies st LEFT JOIN exams e ON e.id = st.exam_ref"
         " WHERE st.first_received_at >= ? AND st.first_received_at < ?", (since, until)).fetchall()
 
 
-def _add_exam(group: Group, exam: sqlite3.Row, settings: Mapping[str, Any]) -> None:
+@dataclass
+class _Refilings:
+    """What re-filing did, read once (re-filings are few) instead of once per exam and study."""
+
+    exams: set[int]  # exams something was re-filed to (not undone)
+    first_at: dict[int, str]  # study → its first re-filing not undone
+    from_quarantine: set[int]  # studies re-filed out of the quarantine
+
+
+def _refilings(conn: sqlite3.Connection) -> _Refilings:
+    found = _Refilings(set(), {}, set())
+    for study, exam, at, undone, from_reason in conn.execute(
+            "SELECT study_ref, to_exam_ref, at, undone_at, from_quarantine_reason FROM refilings"):
+        if from_reason is not None:
+            found.from_quarantine.add(study)
+        if undone is None:
+            found.exams.add(exam)
+            if study not in found.first_at or at < found.first_at[study]:
+                found.first_at[study] = at
+    return found
+
+
+def _add_exam(group: Group, status: str, images: int, refiled: int, hours: float | None, target: float) -> None:
     group.registered += 1
-    if exam["status"] == exams.CANCELLED:
+    if status == exams.CANCELLED:
         group.cancelled += 1
         return
-    if exam["instance_count"] > 0:
+    if images > 0:
         group.with_images += 1
-        group.images += exam["instance_count"]
-        group.exams_refiled += int(bool(exam["refiled"]))
+        group.images += images
+        group.exams_refiled += refiled
     else:
         group.missing_images += 1
-    if exam["reported_at"] and exam["images_first_at"]:
-        hours = (clock.from_db(exam["reported_at"]) - clock.from_db(exam["images_first_at"])).total_seconds() / 3600
+    if hours is not None:
         group.reported += 1
         group.turnaround_hours.append(hours)
-        if hours <= config.turnaround_hours(settings, exam["modality"], exam["source"]):
+        if hours <= target:
             group.within_target += 1
 
 
-def _add_study(group: Group, study: sqlite3.Row) -> None:
-    if study["refiled_at"]:
+def _add_study(group: Group, refiled: bool) -> None:
+    if refiled:
         group.studies_refiled += 1
     else:
         group.studies_auto += 1
-
-
-def _key(row: sqlite3.Row, dimension: str) -> str:
-    return {"modality": row["modality"], "source": row["source"], "station": row["station_ae"] or "—"}[dimension]
 
 
 def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, end: date) -> Report:
@@ -159,29 +176,43 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
     _, until = clock.local_day_bounds(end, settings["TIMEZONE"])
     total = Group("all")
     groups: dict[str, dict[str, Group]] = {d: {} for d in DIMENSIONS}
+    by_key: dict[tuple[str, str, str], list[Group]] = {}  # (modality, source, station) → the groups it counts in
 
-    def groups_of(row: sqlite3.Row) -> list[Group]:
-        return [total] + [groups[d].setdefault(_key(row, d), Group(_key(row, d))) for d in DIMENSIONS]
+    def groups_of(modality: str, source: str, station: str) -> list[Group]:
+        key = (modality, source, station or "—")
+        found = by_key.get(key)
+        if found is None:
+            found = by_key[key] = [total] + [groups[d].setdefault(name, Group(name))
+                                             for d, name in zip(DIMENSIONS, key)]
+        return found
 
-    for exam in _exam_rows(conn, since, until):
-        for group in groups_of(exam):
-            _add_exam(group, exam, settings)
+    refilings = _refilings(conn)
+    targets: dict[tuple[str, str], float] = {}
+    for exam_id, modality, source, station, status, images, hours in _exam_rows(conn, since, until):
+        target = targets.get((modality, source))
+        if target is None:
+            target = targets[(modality, source)] = config.turnaround_hours(settings, modality, source)
+        refiled = int(exam_id in refilings.exams)
+        for group in groups_of(modality, source, station):
+            _add_exam(group, status, images, refiled, hours, target)
     received = quarantined = on_arrival = images = 0
     minutes = []
-    for study in _study_rows(conn, since, until):
-        if study["rejected_at"]:
+    for study_id, exam_ref, reason, rejected, count, arrived, modality, source, station in _study_rows(conn, since,
+                                                                                                       until):
+        if rejected:
             continue
         received += 1
-        images += study["instance_count"]
-        on_arrival += int(study["quarantine_reason"] is not None or bool(study["was_quarantined"]))
-        if study["exam_ref"] is None:
+        images += count
+        was_quarantined = study_id in refilings.from_quarantine
+        on_arrival += int(reason is not None or was_quarantined)
+        if exam_ref is None:
             quarantined += 1
             continue
-        for group in groups_of(study):
-            _add_study(group, study)
-        if study["refiled_at"] and study["was_quarantined"]:
-            arrived, filed = clock.from_db(study["first_received_at"]), clock.from_db(study["refiled_at"])
-            minutes.append((filed - arrived).total_seconds() / 60)
+        refiled_at = refilings.first_at.get(study_id)
+        for group in groups_of(modality, source, station):
+            _add_study(group, refiled_at is not None)
+        if refiled_at and was_quarantined:
+            minutes.append((clock.from_db(refiled_at) - clock.from_db(arrived)).total_seconds() / 60)
     return Report(start, end, total, {d: sorted(g.values(), key=lambda x: x.name) for d, g in groups.items()},
                   images_received=images, studies_received=received, studies_quarantined=quarantined,
                   studies_quarantined_on_arrival=on_arrival, minutes_to_refile=minutes)

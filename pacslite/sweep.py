@@ -140,7 +140,14 @@ _ALERT_SELECT = ("SELECT a.*, e.accession_number, p.patient_id, p.name AS patien
                  " LEFT JOIN studies s ON s.id = a.study_ref")
 
 
-def list_alerts(conn: sqlite3.Connection, state: str = OPEN, rule: str = "", limit: int = 1000) -> list[sqlite3.Row]:
+#: Alerts shown on one page; older ones follow by id.
+ALERTS_PAGE = 100
+
+
+def list_alerts(conn: sqlite3.Connection, state: str = OPEN, rule: str = "", limit: int = ALERTS_PAGE,
+                before_id: int | None = None) -> list[sqlite3.Row]:
+    """Alerts, newest first (by id: an alert is inserted when it opens), ``limit`` of them, before
+    ``before_id`` when paging; the state filter reads its index in id order, with no sort."""
     clauses, params = [], []
     if state:
         clauses.append("a.state = ?")
@@ -148,9 +155,11 @@ def list_alerts(conn: sqlite3.Connection, state: str = OPEN, rule: str = "", lim
     if rule:
         clauses.append("a.rule = ?")
         params.append(rule)
+    if before_id:
+        clauses.append("a.id < ?")
+        params.append(before_id)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    return conn.execute(f"{_ALERT_SELECT}{where} ORDER BY a.opened_at DESC, a.id DESC LIMIT ?",
-                        (*params, limit)).fetchall()
+    return conn.execute(f"{_ALERT_SELECT}{where} ORDER BY a.id DESC LIMIT ?", (*params, limit)).fetchall()
 
 
 def count_open(conn: sqlite3.Connection) -> int:

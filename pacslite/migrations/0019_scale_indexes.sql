@@ -3,6 +3,5 @@
 CREATE INDEX IF NOT EXISTS exams_registered ON exams (registered_at);
 CREATE INDEX IF NOT EXISTS studies_first_received ON studies (first_received_at);
 CREATE INDEX IF NOT EXISTS refilings_to_exam ON refilings (to_exam_ref);
-CREATE INDEX IF NOT EXISTS alerts_state_opened ON alerts (state, opened_at);
 CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log (action);
 CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor);

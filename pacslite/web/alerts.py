@@ -26,10 +26,10 @@ def alert_list(status: int = 200) -> Any:
     state = state if state in (sweep.OPEN, sweep.RESOLVED, sweep.CLEARED, "") else sweep.OPEN
     rule = request.args.get("rule", "")
     rule = rule if rule in sweep.RULES else ""
-    alerts = sweep.list_alerts(get_db(), state=state, rule=rule)
+    alerts = sweep.list_alerts(get_db(), state=state, rule=rule, before_id=request.args.get("before", type=int))
     details = {a["id"]: json.loads(a["detail"]) for a in alerts}
     return render_template("alerts/list.html", alerts=alerts, details=details, state=state, rule=rule,
-                           rules=sweep.RULES), status
+                           rules=sweep.RULES, more=len(alerts) == sweep.ALERTS_PAGE), status
 
 
 @bp.route("/alerts/count")

@@ -95,10 +95,14 @@ def quarantine_list() -> Any:
 @bp.route("/alerts")
 @access.api(*access.STAFF)
 def alert_list() -> Any:
-    """The sweep's alerts, open ones unless ``?state=resolved|cleared|all``."""
+    """The sweep's alerts, open ones unless ``?state=resolved|cleared|all``, newest first, 100 a
+    page; ``before`` in the answer (when not null) asks for the next page."""
     state = request.args.get("state", sweep.OPEN)
     if state not in (sweep.OPEN, sweep.RESOLVED, sweep.CLEARED, "all"):
         return _error(400, "state must be open, resolved, cleared or all", "state")
-    alerts = sweep.list_alerts(get_db(), state="" if state == "all" else state)
-    return jsonify({"items": [sweep.api_view(a) for a in alerts], "count": len(alerts)})
+    alerts = sweep.list_alerts(get_db(), state="" if state == "all" else state,
+                               before_id=request.args.get("before", type=int))
+    more = len(alerts) == sweep.ALERTS_PAGE
+    return jsonify({"items": [sweep.api_view(a) for a in alerts], "count": len(alerts),
+                    "before": alerts[-1]["id"] if more else None})
 

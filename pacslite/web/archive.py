@@ -26,7 +26,8 @@ def overview() -> Any:
                            high_water=settings["STORAGE_HIGH_WATER_PERCENT"], warn=settings["STORAGE_WARN_PERCENT"],
                            volumes=archive.list_volumes(conn), jobs=jobs.recent(conn),
                            age_days=settings["ARCHIVE_AGE_DAYS"], offsite_dir=settings["OFFSITE_DIR"],
-                           pending=offsite.pending(conn), copied=offsite.copied(conn),
+                           pending=offsite.pending(conn) if offsite.configured(settings) else None,
+                           copied=offsite.copied(conn),
                            scrub=integrity.passes(conn), scrub_hours=settings["SCRUB_INTERVAL_HOURS"],
                            scrub_days=settings["SCRUB_FULL_DAYS"])
 
