@@ -65,25 +65,31 @@ def _distance_reason(header: str, registered: str, equal: str, typo: str, close:
     return close if close and distance == 2 else None
 
 
-def _reasons(study: Mapping[str, Any], modalities: set[str], exam: sqlite3.Row) -> list[str]:
-    reasons = [_distance_reason(study["accession_number"], exam["accession_number"], "accession_equal",
-                                "accession_typo", "accession_close"),
-               _distance_reason(study["patient_id"], exam["patient_id"], "patient_id_equal", "patient_id_typo", None)]
-    if names.same_person_name(tuple(study["patient_name"].split("=")), exam["patient_name"]):
-        reasons.append("name_similar")
+def _reasons(study: Mapping[str, Any], modalities: set[str], exam: sqlite3.Row, minimum: int = 0) -> list[str] | None:
+    """Why ``exam`` may be the study's, in display order; None when it cannot score ``minimum``
+    even with a name match (the name comparison, the costly part, is then not made)."""
+    ids = [_distance_reason(study["accession_number"], exam["accession_number"], "accession_equal",
+                            "accession_typo", "accession_close"),
+           _distance_reason(study["patient_id"], exam["patient_id"], "patient_id_equal", "patient_id_typo", None)]
+    others = []
     birth = (exam["birth_date"] or "").replace("-", "")
     if study["patient_birth_date"] and study["patient_birth_date"] == birth:
-        reasons.append("birth_date_equal")
+        others.append("birth_date_equal")
     if study["patient_sex"] and study["patient_sex"] == exam["sex"]:
-        reasons.append("sex_equal")
+        others.append("sex_equal")
     if exam["dicom_modality"] in modalities:
-        reasons.append("same_modality")
+        others.append("same_modality")
     arrived = clock.from_db(study["first_received_at"])
     if abs(clock.from_db(exam["scheduled_at"]) - arrived) <= timedelta(days=1):
-        reasons.append("scheduled_within_day")
+        others.append("scheduled_within_day")
     if exam["station_ae"] and exam["station_ae"] == study["calling_ae"]:
-        reasons.append("station_is_caller")
-    return [r for r in reasons if r]
+        others.append("station_is_caller")
+    found = [r for r in ids if r] + others
+    if sum(SCORES[r] for r in found) + SCORES["name_similar"] < minimum:
+        return None
+    name = ["name_similar"] if names.same_person_name(tuple(study["patient_name"].split("=")),
+                                                       exam["patient_name"]) else []
+    return [r for r in ids if r] + name + others
 
 
 def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], limit: int = 5) -> list[Candidate]:
@@ -103,8 +109,8 @@ def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], limit: int = 
                                              (study["id"],))}
     ranked = []
     for exam in rows:
-        reasons = _reasons(study, modalities, exam)
-        score = sum(SCORES[r] for r in reasons)
+        reasons = _reasons(study, modalities, exam, MINIMUM_SCORE)
+        score = sum(SCORES[r] for r in reasons) if reasons is not None else 0
         if score >= MINIMUM_SCORE:
             distance = abs(clock.from_db(exam["scheduled_at"]) - arrived)
             ranked.append((-score, distance, exam["id"], Candidate(exam, score, tuple(reasons))))

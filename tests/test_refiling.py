@@ -289,3 +289,18 @@ def test_refiling_to_an_unknown_or_cancelled_exam_is_refused_and_changes_nothing
     assert study_of(conn, uid)["quarantine_reason"] == "unknown_accession" and count(conn, "refilings") == 0
     assert sorted(p.name for p in (Path(app.config["STORAGE_DIR"]) / "dicom").rglob("*.dcm")) == files_before
     assert post(admin, "/refilings/999999/undo", {"reason": "x"}).status_code == 404
+
+
+def test_the_quarantine_list_loads_each_studys_candidates_as_its_row_is_shown(app, conn, tmp_path, client_as) -> None:
+    exam = register(app, conn)
+    send(app, conn, tmp_path, n=1, accession=typo_of(exam.accession_number), patient_id="P0001")
+    study_id = conn.execute("SELECT id FROM studies WHERE exam_ref IS NULL").fetchone()[0]
+    tech = client_as("technologist")
+    page = tech.get("/quarantine/").get_data(as_text=True)
+    fragment = f"/quarantine/studies/{study_id}/candidates"
+    assert f'hx-get="{fragment}"' in page and exam.accession_number not in page  # the list does not rank
+    partial = tech.get(fragment, headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert '<ol class="candidates">' in partial and exam.accession_number in partial
+    assert tech.get(fragment).location.endswith(f"/studies/{study_id}")  # not htmx: the study's page
+    assert client_as("registrar").get(fragment, headers={"HX-Request": "true"}).status_code == 403
+    assert tech.get("/quarantine/studies/999999/candidates", headers={"HX-Request": "true"}).status_code == 404

@@ -10,7 +10,7 @@ from flask_babel import gettext
 from .. import archive, index, patients, refiling
 from ..db import get_db
 from ..validation import Conflict, NotFound, ValidationError
-from . import access
+from . import access, is_htmx
 from .forms import found_or_404, message
 
 bp = Blueprint("quarantine", __name__)
@@ -21,7 +21,20 @@ REFILING = ("admin",)
 @bp.route("/quarantine/")
 @access.allow(*access.IMAGE_CONTROL)
 def quarantine_list() -> Any:
-    return render_template("quarantine/list.html", items=refiling.quarantine_with_candidates(get_db()))
+    """The quarantine; each study's likely exams arrive as their row is shown (htmx), since
+    ranking them reads the exams of a week, which for 200 studies took seconds."""
+    return render_template("quarantine/list.html", items=index.quarantine(get_db()))
+
+
+@bp.route("/quarantine/studies/<int:study_id>/candidates")
+@access.allow(*access.IMAGE_CONTROL)
+def study_candidates(study_id: int) -> Any:
+    """One study's ranked candidate exams: the partial for the quarantine list, or its page."""
+    conn = get_db()
+    study = found_or_404(refiling.get_study, conn, study_id)
+    if not is_htmx():
+        return redirect(url_for("quarantine.study_view", study_id=study_id))
+    return render_template("quarantine/_candidates.html", candidates=refiling.candidates(conn, study))
 
 
 @bp.route("/quarantine/rejected")
