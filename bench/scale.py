@@ -208,7 +208,7 @@ def log_in(url: str) -> requests.Session:
     return session
 
 
-def pages(url: str, runs: int, accession: str) -> list[tuple[str, float, float, int]]:
+def pages(url: str, runs: int, accession: str, quarantined: int) -> list[tuple[str, float, float, int]]:
     from pacslite import clock
     session = log_in(url)
     today = clock.now().date()
@@ -217,6 +217,7 @@ def pages(url: str, runs: int, accession: str) -> list[tuple[str, float, float, 
     wanted = [("exam list", "/exams", LIST_P95), ("exam list, CT today", "/exams?modality=CT", LIST_P95),
               ("patient search 王小", "/patients?q=王小", LIST_P95), ("patient search P0001", "/patients?q=P0001", LIST_P95),
               ("reading list", "/reading", LIST_P95), ("quarantine", "/quarantine/", LIST_P95),
+              ("quarantine: one study's candidates (htmx)", f"/quarantine/studies/{quarantined}/candidates", LIST_P95),
               ("alerts (open)", "/alerts", LIST_P95), ("alerts (cleared)", "/alerts?state=cleared", LIST_P95),
               ("audit log", "/admin/audit", LIST_P95), ("audit log, action", "/admin/audit?action=report.sign", LIST_P95),
               ("audit log, patient", "/admin/audit?patient_id=P00000042", LIST_P95),
@@ -227,10 +228,11 @@ def pages(url: str, runs: int, accession: str) -> list[tuple[str, float, float, 
               ("archive page", "/archive/", PAGE_P95)]
     results = []
     for label, path, target in wanted:
-        status = session.get(url + path, timeout=600).status_code
+        headers = {"HX-Request": "true"} if "htmx" in label else {}
+        status = session.get(url + path, headers=headers, timeout=600).status_code
         if status != 200:
             raise SystemExit(f"{path} answered {status}")
-        median, p95 = timed(lambda: session.get(url + path, timeout=600), runs)
+        median, p95 = timed(lambda: session.get(url + path, headers=headers, timeout=600), runs)
         results.append((label, median, p95, target))
     return results
 
@@ -295,11 +297,14 @@ def in_process(instance: Path) -> list[tuple[str, float, float, int]]:
     return results
 
 
-def middle_accession(instance: Path) -> str:
+def samples(instance: Path) -> tuple[str, int]:
+    """An exam in the middle of the two years, and a quarantined study."""
     import sqlite3
     conn = sqlite3.connect(instance / "pacslite.db")
     try:
-        return conn.execute("SELECT accession_number FROM exams WHERE id = (SELECT MAX(id) / 2 FROM exams)").fetchone()[0]
+        accession = conn.execute("SELECT accession_number FROM exams WHERE id = (SELECT MAX(id) / 2 FROM exams)")
+        study = conn.execute("SELECT id FROM studies WHERE exam_ref IS NULL LIMIT 1")
+        return accession.fetchone()[0], study.fetchone()[0]
     finally:
         conn.close()
 
@@ -326,7 +331,7 @@ def main() -> None:
             built = build(instance, args.scale)
         seconds, running = start_up(instance)
         try:
-            page_results = pages(running.url, args.runs, middle_accession(instance))
+            page_results = pages(running.url, args.runs, *samples(instance))
         finally:
             running.stop()
         other = in_process(instance)
