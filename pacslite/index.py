@@ -160,8 +160,9 @@ def filed_study_uids(conn: sqlite3.Connection, exam_ref: int) -> list[str]:
     return [row[0] for row in rows]
 
 
-def quarantine(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
-    """Quarantined studies (not rejected) and kept-aside duplicates, newest first, in one shape."""
+def quarantine(conn: sqlite3.Connection, limit: int = 500, offset: int = 0) -> list[dict[str, Any]]:
+    """Quarantined studies (not rejected) and kept-aside duplicates, newest first, in one shape;
+    ``limit`` of them from ``offset``."""
     rows = conn.execute(
         "SELECT 'study' AS kind, id, quarantine_reason AS reason, quarantine_detail AS detail, study_instance_uid,"
         " '' AS sop_instance_uid, accession_number, patient_id, patient_name, patient_sex, patient_birth_date,"
@@ -172,7 +173,7 @@ def quarantine(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any
         " SELECT 'conflict', id, 'duplicate_conflict', '{}', study_instance_uid, sop_instance_uid, accession_number,"
         " patient_id, patient_name, patient_sex, patient_birth_date, '', '', calling_ae, address, 1, 1,"
         " received_at, received_at, NULL FROM instance_conflicts"
-        " ORDER BY last_received_at DESC LIMIT ?", (limit,)).fetchall()
+        " ORDER BY last_received_at DESC, kind, id LIMIT ? OFFSET ?", (limit, offset)).fetchall()
     return [{**dict(row), "detail": json.loads(row["detail"])} for row in rows]
 
 

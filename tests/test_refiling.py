@@ -304,3 +304,18 @@ def test_the_quarantine_list_loads_each_studys_candidates_as_its_row_is_shown(ap
     assert tech.get(fragment).location.endswith(f"/studies/{study_id}")  # not htmx: the study's page
     assert client_as("registrar").get(fragment, headers={"HX-Request": "true"}).status_code == 403
     assert tech.get("/quarantine/studies/999999/candidates", headers={"HX-Request": "true"}).status_code == 404
+
+
+def test_the_api_pages_the_quarantine_five_at_a_time(app, conn, tmp_path) -> None:
+    for n in range(6):
+        send(app, conn, tmp_path, n=1, accession=f"NOSUCH{n:02d}", patient_id="P0001")
+    token = users.create_token(conn, audit.SYSTEM, users.create(conn, audit.SYSTEM, {
+        "username": "tech_pages", "password": "Secret-pass-1", "roles": ["technologist"]}).username)
+    client, auth = app.test_client(), {"Authorization": f"Bearer {token}"}
+    first = client.get("/api/v1/quarantine", headers=auth).get_json()
+    assert first["count"] == 5 and first["next_offset"] == 5
+    second = client.get(f"/api/v1/quarantine?offset={first['next_offset']}", headers=auth).get_json()
+    assert second["count"] == 1 and second["next_offset"] is None
+    seen = {i["accession_number"] for i in first["items"] + second["items"]}
+    assert seen == {f"NOSUCH{n:02d}" for n in range(6)}  # every study once, across the pages
+    assert client.get("/api/v1/quarantine?offset=-1", headers=auth).status_code == 400
