@@ -384,9 +384,12 @@ def frames(store: str | Path, row: sqlite3.Row, numbers: Sequence[int] | None, s
     return Frames([bytes(pixels[(n - 1) * size:n * size]) for n in numbers], syntax)
 
 
-def rendered(cache: imaging.Cache, store: str | Path, row: sqlite3.Row, view: imaging.View) -> imaging.Rendered:
-    """A frame as the browser's viewer shows it (PNG), through the render cache."""
-    return cache.get_or_render(row["sha256"], storage.resolve(store, row["storage_path"]), view)
+def rendered(cache: imaging.Cache, store: str | Path, row: Mapping[str, Any], view: imaging.View,
+             image_type: str) -> bytes:
+    """A frame as the browser's viewer shows it, through the render cache: image/png as
+    cached, or image/jpeg (DICOMweb's default) made from it."""
+    data = cache.get_or_render(row["sha256"], storage.resolve(store, row["storage_path"]), view).data
+    return imaging.jpeg(data) if image_type == "image/jpeg" else data
 
 
 # ---------------------------------------------------------------- STOW-RS

@@ -136,6 +136,13 @@ def png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+def jpeg(png_data: bytes, quality: int = 90) -> bytes:
+    """A rendered PNG as JPEG (for clients that take only JPEG: DICOMweb's default, WADO-URI)."""
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png_data)).convert("RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
 def placeholder(text: str, size: int = 256) -> bytes:
     """A grey square saying the image cannot be shown."""
     image = Image.new("L", (size, size), 40)

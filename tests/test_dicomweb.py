@@ -414,3 +414,46 @@ def test_a_concatenation_reads_like_the_joined_pieces(tmp_path) -> None:
         assert body.read(size) == expected, (start, size)
         assert body.tell() == min(start, len(joined)) + len(expected)
     body.close()
+
+
+def test_bad_dicomweb_and_wado_requests_get_clear_errors_and_record_no_view(pacs) -> None:
+    study_uid, series_uid, sop_uid = uids(pacs.files[0])
+    instance = f"{pacs.server.url}/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    auth = {"Authorization": f"Bearer {pacs.tokens['technologist']}"}
+    views = "SELECT COUNT(*) FROM audit_log WHERE action = 'image.view' AND actor = 'dw_technologist'"
+    before = pacs.query(views)[0][0]
+    wado = {"requestType": "WADO", "studyUID": study_uid, "seriesUID": series_uid, "objectUID": sop_uid}
+    cases = [
+        (f"{instance}/frames/0", {}, 400), (f"{instance}/frames/1,x", {}, 400), (f"{instance}/frames/9", {}, 404),
+        (f"{instance}/bulkdata/zz", {}, 404), (f"{instance}/bulkdata/00100010", {}, 404),
+        (f"{instance}/rendered?viewport=99999,10", {}, 400), (f"{instance}/rendered?window=a,b", {}, 400),
+        (f"{instance}/rendered", {"Accept": "image/gif"}, 406), (f"{instance}/metadata", {"Accept": "text/html"}, 406),
+        (f"{instance}", {"Accept": "text/html"}, 406),
+        (f"{pacs.server.url}/dicom-web/studies/1.2.3/metadata", {}, 404),
+        (f"{pacs.server.url}/dicom-web/studies/not-a-uid", {}, 404),
+        (f"{pacs.server.url}/wado?" + "&".join(f"{k}={v}" for k, v in {**wado, "requestType": "X"}.items()), {}, 400),
+        (f"{pacs.server.url}/wado?requestType=WADO&studyUID={study_uid}", {}, 400),
+        (f"{pacs.server.url}/wado?" + "&".join(f"{k}={v}" for k, v in wado.items()) + "&contentType=text/html", {},
+         406),
+        (f"{pacs.server.url}/wado?" + "&".join(f"{k}={v}" for k, v in wado.items()) + "&frameNumber=0", {}, 400),
+    ]
+    for url, headers, status in cases:
+        response = requests.get(url, headers={**auth, **headers}, timeout=30)
+        assert response.status_code == status, (url, headers, response.status_code, response.text[:200])
+        assert response.json()["error"], url
+    assert pacs.query(views)[0][0] == before  # nothing was shown, so no view is recorded
+
+
+def test_a_stored_file_gone_missing_is_said_plainly(pacs) -> None:
+    path = pacs.work / "to-lose.dcm"
+    ds = make_ct(path, accession=pacs.zhang.accession_number, patient_id="DW0001", name="ZHANG^SAN", sex="M",
+                 birth_date="19800203")
+    client(pacs, "technologist").store_instances([ds])
+    stored_path(pacs, ds.SOPInstanceUID).unlink()
+    url = (f"{pacs.server.url}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}")
+    auth = {"Authorization": f"Bearer {pacs.tokens['radiologist']}"}
+    for suffix, accept in (("", 'multipart/related; type="application/dicom"; transfer-syntax=*'),
+                           ("/metadata", "application/dicom+json"), ("/frames/1", "*/*")):
+        response = requests.get(url + suffix, headers={**auth, "Accept": accept}, timeout=30)
+        assert response.status_code == 500 and "cannot be read" in response.json()["error"], (suffix, response.text)

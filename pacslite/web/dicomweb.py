@@ -7,14 +7,12 @@ Used by browsers (OHIF, with the web session; STOW then needs the CSRF header) a
 """
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.wsgi import wrap_file
-from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
 
 from .. import dicomweb, imaging, storage
@@ -22,7 +20,7 @@ from ..db import get_db
 from ..index import Source
 from ..query import QueryError
 from . import access, limits, multipart
-from .images import VIEWERS, cache
+from .images import VIEWERS, cache, metadata_cache
 
 log = logging.getLogger(__name__)
 bp = Blueprint("dicomweb", __name__)
@@ -96,6 +94,14 @@ def _with_offline_warning(response: Response) -> Response:
     if offline:
         response.headers["Warning"] = f'299 pacslite "{offline} image(s) are offline and were left out"'
     return response
+
+
+@bp.errorhandler(OSError)
+def _unreadable(exc: OSError) -> Response:
+    """A stored file that is gone or unreadable: said plainly (the scrub raises its alert)."""
+    log.error("DICOMweb %s: %s", request.path, exc)
+    return _error(500, f"a stored file cannot be read ({exc.strerror or exc}); the scrub reports missing files"
+                       " on the alerts page")
 
 
 # ---------------------------------------------------------------- QIDO-RS
@@ -249,14 +255,6 @@ def _metadata(rows: list[Any] | Response) -> Response:
     return _with_offline_warning(_json([dicomweb.metadata(store, row, _instance_url(row), cache) for row in rows]))
 
 
-def metadata_cache() -> imaging.Cache:
-    if "metadata_cache" not in current_app.extensions:
-        current_app.extensions["metadata_cache"] = imaging.Cache(
-            Path(current_app.instance_path) / "cache" / "metadata", current_app.config["METADATA_CACHE_MB"] * 1024 * 1024,
-            suffix=".json")
-    return current_app.extensions["metadata_cache"]
-
-
 @bp.route(ROOT + STUDY + "/metadata")
 @access.session_or_token(*VIEWERS)
 def study_metadata(study: str) -> Response:
@@ -353,12 +351,7 @@ def _image_type() -> str | None:
 def _picture(row: Any, view: imaging.View, image_type: str | None) -> Response:
     if image_type is None:
         return _error(406, "rendered images are given as image/jpeg or image/png")
-    rendered = dicomweb.rendered(cache(), current_app.config["STORAGE_DIR"], row, view)
-    data = rendered.data
-    if image_type == "image/jpeg":
-        out = io.BytesIO()
-        Image.open(io.BytesIO(data)).convert("RGB").save(out, "JPEG", quality=90)
-        data = out.getvalue()
+    data = dicomweb.rendered(cache(), current_app.config["STORAGE_DIR"], row, view, image_type)
     _audit_views([row], "dicomweb rendered")
     response = Response(data, mimetype=image_type)
     response.headers["Cache-Control"] = "private, max-age=3600"

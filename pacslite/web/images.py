@@ -17,11 +17,23 @@ bp = Blueprint("images", __name__)
 VIEWERS = ("clinician", "radiologist", "technologist")
 
 
+def _disk_cache(name: str, setting: str, suffix: str) -> imaging.Cache:
+    """The app's one cache of that name, under ``<instance>/cache/<name>``, sized by ``setting`` (MB)."""
+    key = f"{name}_cache"
+    if key not in current_app.extensions:
+        current_app.extensions[key] = imaging.Cache(Path(current_app.instance_path) / "cache" / name,
+                                                    current_app.config[setting] * 1024 * 1024, suffix)
+    return current_app.extensions[key]
+
+
 def cache() -> imaging.Cache:
-    if "render_cache" not in current_app.extensions:
-        current_app.extensions["render_cache"] = imaging.Cache(
-            Path(current_app.instance_path) / "cache" / "render", current_app.config["RENDER_CACHE_MB"] * 1024 * 1024)
-    return current_app.extensions["render_cache"]
+    """Rendered frames (PNG), for the viewer and DICOMweb's rendered and thumbnails."""
+    return _disk_cache("render", "RENDER_CACHE_MB", ".png")
+
+
+def metadata_cache() -> imaging.Cache:
+    """DICOMweb metadata read from the files (JSON)."""
+    return _disk_cache("metadata", "METADATA_CACHE_MB", ".json")
 
 
 def _visible(row: Any) -> Any:
