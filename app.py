@@ -12,7 +12,7 @@ from types import FrameType
 
 from waitress import create_server
 
-from pacslite import audit, commitment, create_app, db, filing, integrity, offsite, routing, transmission
+from pacslite import arrivals, audit, commitment, create_app, db, filing, integrity, offsite, routing, transmission
 from pacslite.background import Periodic
 from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
@@ -34,9 +34,12 @@ def _recover(config) -> None:
     conn = db.connect(config["DATABASE"])
     try:
         tmp, unindexed = filing.recover(conn, config["STORAGE_DIR"])
+        audited = arrivals.close_left_open(conn)
         resent = routing.recover(conn) + commitment.recover(conn)
     finally:
         conn.close()
+    if audited:
+        log.warning("start-up: audited %d deliveries that were cut off when pacslite stopped", audited)
     if resent:
         log.warning("start-up: %d studies or commitment reports that were being sent are queued again", resent)
     if tmp or unindexed:

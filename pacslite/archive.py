@@ -22,7 +22,7 @@ import pycdlib
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
-from . import audit, clock, filing, index, jobs, storage
+from . import arrivals, audit, clock, filing, index, jobs, storage
 from .db import transaction
 from .index import Source
 from .validation import N_, Conflict, NotFound, text
@@ -344,6 +344,16 @@ def restore_study(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
         raise Conflict(N_("This volume does not hold that study."))
     label = str(fs.ID or root.name)
     outcomes: dict[str, int] = {}
+    with arrivals.delivery(conn, Source(f"volume {label}")) as source:
+        _restore_files(conn, settings, root, found, expected, source, outcomes)
+    with transaction(conn):
+        audit.record(conn, actor, "volume.restore", f"study:{study_uid}", detail={"volume": label, **outcomes})
+    return outcomes
+
+
+def _restore_files(conn: sqlite3.Connection, settings: Mapping[str, Any], root: Path, found: list[Any],
+                   expected: dict[str, str], source: Source, outcomes: dict[str, int]) -> None:
+    """Ingest the volume's files of a study, each checked against its SHA-256 first."""
     for member in found:
         path = Path(member.path).resolve()
         if root not in path.parents:  # a DICOMDIR may not point outside its medium
@@ -353,8 +363,5 @@ def restore_study(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
         if hashlib.sha256(data).hexdigest() != expected.get(file_id):
             raise Conflict(N_("A file on the volume does not match its SHA-256 (%(file)s). Nothing more was restored."),
                            file=file_id)
-        outcome = filing.ingest_bytes(conn, settings["STORAGE_DIR"], data, Source(f"volume {label}"))
+        outcome = filing.ingest_bytes(conn, settings["STORAGE_DIR"], data, source)
         outcomes[outcome.result] = outcomes.get(outcome.result, 0) + 1
-    with transaction(conn):
-        audit.record(conn, actor, "volume.restore", f"study:{study_uid}", detail={"volume": label, **outcomes})
-    return outcomes

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import clock
+from . import clock, db
 
 GENESIS = "0" * 64
 KEY_FILE = "audit_key"
@@ -52,10 +52,6 @@ _keys: dict[str, ChainKey] = {}
 _keys_lock = threading.Lock()
 
 
-def _database_file(conn: sqlite3.Connection) -> Path:
-    return Path(conn.execute("PRAGMA database_list").fetchone()["file"])
-
-
 def _read_key(path: Path) -> ChainKey:
     data = json.loads(path.read_text(encoding="ascii"))
     return ChainKey(bytes.fromhex(data["key"]), int(data["legacy_until"]))
@@ -69,7 +65,7 @@ def chain_key(conn: sqlite3.Connection, create: bool = True) -> ChainKey | None:
     deleted: then :func:`verify` reports the keyed rows, which no longer match) keeps those
     rows under plain SHA-256.
     """
-    database = _database_file(conn)
+    database = db.database_file(conn)
     with _keys_lock:
         known = _keys.get(str(database))
         if known is not None:
@@ -149,7 +145,7 @@ def head(conn: sqlite3.Connection) -> Anchor | None:
 
 
 def anchor_path(conn: sqlite3.Connection) -> Path:
-    return _database_file(conn).with_name(ANCHOR_FILE)
+    return db.database_file(conn).with_name(ANCHOR_FILE)
 
 
 def _format(anchor: Anchor) -> str:

@@ -126,12 +126,17 @@ _groups: dict[str, _GroupCommit] = {}
 _groups_lock = threading.Lock()
 
 
+def database_file(conn: sqlite3.Connection) -> Path:
+    """The file the connection's main database is in."""
+    return Path(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
 def group_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
     """Run ``work(connection)`` in a write transaction shared with concurrent callers on the
     same database (see :class:`_GroupCommit`); returns once that transaction is committed,
     or raises what ``work`` raised (its changes rolled back) or what the commit raised.
     ``work`` may be given another thread's connection to the same database."""
-    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    path = str(database_file(conn))
     with _groups_lock:
         group = _groups.setdefault(path, _GroupCommit())
     return group.run(conn, work)

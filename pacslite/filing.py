@@ -4,7 +4,8 @@ Every image, whether it came by C-STORE, upload or legacy import, is a complete 
 in the store's temporary area when :func:`ingest` is called. ``ingest`` reads the header,
 checks that the whole dataset parses to its end (:mod:`pacslite.wellformed`: 0x0000 must mean
 the image can be read back), decides where the study belongs, renames the file into a generated path, and commits the
-index rows and the audit row in one transaction. Only when it returns has the image been
+index rows in one transaction, with the count in its delivery's arrival (:mod:`pacslite.arrivals`,
+audited once per association and study when the delivery ends). Only when it returns has the image been
 accepted; any failure raises :class:`IngestError` with the DICOM status to answer, and leaves
 no file outside the temporary area and no row.
 
@@ -33,7 +34,7 @@ from pydicom.filereader import read_partial
 from pydicom.filewriter import write_dataset
 from pydicom.pixels import iter_pixels
 
-from . import audit, capacity, clock, db, exams, index, names, patients, routing, storage, wellformed
+from . import arrivals, audit, capacity, clock, db, exams, index, names, patients, routing, storage, wellformed
 from .index import Header, Placement, Source, StoredFile
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,8 @@ def place_study(conn: sqlite3.Connection, header: Header) -> Placement:
 
 def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source: Source, at: str,
             same_as: str | None = None) -> Outcome:
-    """Write the index rows and the audit row for an accepted file (inside the transaction).
+    """Write the index rows for an accepted file (inside the transaction); the audit row is its
+    delivery's (:mod:`pacslite.arrivals`), except for a restore or a conflicting copy.
 
     ``same_as``: the hash of the stored copy this file was found to hold the same image as.
     """
@@ -256,19 +258,17 @@ def _record(conn: sqlite3.Connection, header: Header, stored: StoredFile, source
     study = index.find_study(conn, header.study_instance_uid)
     if study is None:
         study = index.add_study(conn, header, source, at, place_study(conn, header))
-    new_series = index.add_instance(conn, study, header, stored, source, at)
-    detail = {"study": header.study_instance_uid, "series": header.series_instance_uid,
-              "sha256": stored.sha256, "path": stored.path}
+    arrival = arrivals.add(conn, source, study, header.patient_id, at)
+    new_series = index.add_instance(conn, study, header, stored, source, at, arrival)
     if study["exam_ref"] is not None:
         exam = patients.find_exam(conn, exam_id=study["exam_ref"])
         exams.images_arrived(conn, exam, new_series, at)
         routing.on_filed(conn, study["id"], source.calling_ae, header.modality, at)
-        audit.record(conn, actor, "image.file", f"exam:{exam['accession_number']}",
-                     patient_id=exam["patient_id"], detail={**detail, "instance": header.sop_instance_uid})
-        return Outcome(FILED, header.sop_instance_uid, accession_number=exam["accession_number"])
-    audit.record(conn, actor, "image.quarantine", f"instance:{header.sop_instance_uid}",
-                 patient_id=header.patient_id, detail={**detail, "reason": study["quarantine_reason"]})
-    return Outcome(QUARANTINED, header.sop_instance_uid, reason=study["quarantine_reason"])
+        outcome = Outcome(FILED, header.sop_instance_uid, accession_number=exam["accession_number"])
+    else:
+        outcome = Outcome(QUARANTINED, header.sop_instance_uid, reason=study["quarantine_reason"])
+    arrivals.close_single(conn, source, arrival)  # audited here, or when its delivery ends
+    return outcome
 
 
 # ---------------------------------------------------------------- the way in

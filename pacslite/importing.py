@@ -30,7 +30,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian, SecondaryCaptureImageStorage)
 
-from . import audit, clock, filing, jobs, names, patients, storage, uids
+from . import arrivals, audit, clock, filing, jobs, names, patients, storage, uids
 from .db import transaction
 from .index import Source
 from .validation import N_, Conflict, NotFound
@@ -495,7 +495,8 @@ def _audit(conn: Any, actor: audit.Actor, what: str, target: Target, report: Rep
 
 def import_path(conn: Any, actor: audit.Actor, settings: Mapping[str, Any], path: Path, target: Target) -> Report:
     """Import a file, a folder, a ZIP or a medium with a DICOMDIR, all at once (the command line)."""
-    report = Report(import_entries(conn, settings, entries(path, settings), target, Source(f"import:{actor.name}")))
+    with arrivals.delivery(conn, Source(f"import:{actor.name}")) as source:
+        report = Report(import_entries(conn, settings, entries(path, settings), target, source))
     _audit(conn, actor, path.name, target, report)
     return report
 
@@ -669,13 +670,15 @@ def import_step(conn: Any, settings: Mapping[str, Any], job: Any) -> jobs.Step:
     start_at = int(job["cursor"] or 0)
     batch = items[start_at:start_at + 20]
     target = target_for(conn, row["accession"], json.loads(row["mapping"]), settings["UID_ROOT"])
-    new = import_entries(conn, settings, batch, target, Source(f"import:{row['created_by']}"))
+    source = Source(f"import:{row['created_by']}", batch=f"import-{row['id']}")  # one delivery over all steps
+    new = import_entries(conn, settings, batch, target, source)
     report = lines_of(row) + new
     with transaction(conn):
         conn.execute("UPDATE imports SET report = ? WHERE id = ?",
                      (json.dumps([asdict(line) for line in report]), row["id"]))
     done = start_at + len(batch)
     if done >= len(items):
+        arrivals.close(conn, source.batch)
         _audit(conn, audit.Actor(row["created_by"]), f"{row['id']}", target, Report(report))
         return jobs.Step(done, len(items), str(done), finished=True, message=", ".join(
             f"{count} {result}" for result, count in sorted(Report(report).counts().items())))

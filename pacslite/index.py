@@ -46,10 +46,12 @@ class Header:
 
 @dataclass(frozen=True)
 class Source:
-    """Where an image came from: the calling AE and its address (or a user, for uploads)."""
+    """Where an image came from: the calling AE and its address (or a user, for uploads), and
+    the delivery it is part of (:mod:`pacslite.arrivals`; empty: the image is a delivery of its own)."""
 
     calling_ae: str = ""
     address: str = ""
+    batch: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def add_study(conn: sqlite3.Connection, header: Header, source: Source, at: str,
 
 
 def add_instance(conn: sqlite3.Connection, study: sqlite3.Row, header: Header, stored: StoredFile,
-                 source: Source, at: str) -> bool:
+                 source: Source, at: str, arrival_ref: int) -> bool:
     """Insert the instance (and its series if new) and update the counts; True if the series is new."""
     series = conn.execute("SELECT id, study_ref FROM series WHERE series_instance_uid = ?",
                           (header.series_instance_uid,)).fetchone()
@@ -115,9 +117,9 @@ def add_instance(conn: sqlite3.Connection, study: sqlite3.Row, header: Header, s
         series_ref = series["id"]
     conn.execute(
         "INSERT INTO instances (series_ref, sop_instance_uid, sop_class_uid, transfer_syntax_uid, instance_number,"
-        " storage_path, size, sha256, calling_ae, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " storage_path, size, sha256, calling_ae, received_at, arrival_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (series_ref, header.sop_instance_uid, header.sop_class_uid, header.transfer_syntax_uid,
-         header.instance_number, stored.path, stored.size, stored.sha256, source.calling_ae, at))
+         header.instance_number, stored.path, stored.size, stored.sha256, source.calling_ae, at, arrival_ref))
     conn.execute("UPDATE series SET instance_count = instance_count + 1, last_received_at = ? WHERE id = ?",
                  (at, series_ref))
     conn.execute("UPDATE studies SET instance_count = instance_count + 1, series_count = series_count + ?,"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -266,6 +267,38 @@ def backup_database(settings: Mapping[str, Any], target_dir: str | Path | None =
             old.unlink()
             old.with_name(old.name + ".anchors").unlink(missing_ok=True)
     return target
+
+
+@dataclass(frozen=True)
+class BackupSpace:
+    """What keeping ``BACKUP_KEEP`` backups of today's database needs, and what there is."""
+
+    database_bytes: int
+    keep: int
+    needed_bytes: int
+    available_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.needed_bytes <= self.available_bytes
+
+    @property
+    def backups_that_fit(self) -> int:
+        """How many backups of this size the space holds beside the one being written."""
+        return max(self.available_bytes // max(self.database_bytes, 1) - 1, 0)
+
+
+def backup_space(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> BackupSpace:
+    """Whether the backups' disk can hold the retention: ``BACKUP_KEEP`` copies of the database
+    as it is now, plus the one being written before the oldest is removed. The space counted is
+    the disk's free space plus what the present backups take (they are replaced in turn)."""
+    database = db.database_file(conn)
+    size = sum(p.stat().st_size for p in (database, database.with_name(database.name + "-wal")) if p.exists())
+    directory = backups_dir(settings)
+    present = sum(p.stat().st_size for p in directory.glob("pacslite-*.db")) if directory.is_dir() else 0
+    existing = directory if directory.is_dir() else database.parent
+    keep = int(settings["BACKUP_KEEP"])
+    return BackupSpace(size, keep, size * (keep + 1), present + shutil.disk_usage(existing).free)
 
 
 def backup_if_due(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> Path | None:

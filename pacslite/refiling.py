@@ -26,7 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from rapidfuzz.distance import DamerauLevenshtein
 
-from . import audit, clock, exams, filing, index, names, patients, storage
+from . import arrivals, audit, clock, exams, filing, index, names, patients, storage
 from .db import transaction
 from .validation import N_, Conflict, NotFound, ValidationError, text
 
@@ -500,6 +500,7 @@ def _remove_study_rows(conn: sqlite3.Connection, study_id: int) -> list[str]:
     conn.execute(f"DELETE FROM instances WHERE id IN ({marks})", instance_ids)
     conn.execute("DELETE FROM series WHERE study_ref = ?", (study_id,))
     conn.execute("DELETE FROM alerts WHERE study_ref = ?", (study_id,))
+    arrivals.forget_study(conn, study_id)
     conn.execute("DELETE FROM studies WHERE id = ?", (study_id,))
     return sorted(set(paths))
 

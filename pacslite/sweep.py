@@ -7,7 +7,9 @@ Rules (thresholds in the configuration):
 - ``stale_registration``: registered, never imaged, for ``SWEEP_STALE_DAYS`` (cancel it?);
 - ``overdue_report``: images, no final report, past the turnaround target;
 - ``conflict``: images filed to a cancelled exam;
-- ``storage_low``: the store filled to ``STORAGE_WARN_PERCENT``, or full within ``STORAGE_WARN_DAYS``.
+- ``storage_low``: the store filled to ``STORAGE_WARN_PERCENT``, or full within ``STORAGE_WARN_DAYS``;
+- ``backup_space``: the backups' disk cannot hold ``BACKUP_KEEP`` copies of the database as it is
+  now (the warning comes before a backup fails for want of space).
 
 Each finding is an alert, one per rule and subject: opened when first found, *cleared* by the
 sweep when its condition no longer holds, or *resolved* by a person with a note (and then not
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from . import audit, capacity, clock, config, exams
+from . import audit, capacity, clock, config, exams, integrity
 from .background import BackgroundThread
 from .alerts import CLEARED, OPEN, RESOLVED  # noqa: F401 (RESOLVED: the alert pages use sweep.RESOLVED)
 from .db import transaction
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 #: the outbound queue forward_failed, the expected-image check incomplete_transmission, storage
 #: commitment commitment_failed.
 SWEEP_RULES = ("missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict",
-               "storage_low")
+               "storage_low", "backup_space")
 RULES = (*SWEEP_RULES, "file_missing", "file_changed", "forward_failed", "incomplete_transmission",
          "commitment_failed")
 
@@ -94,12 +96,18 @@ def _study_findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: 
 
 
 def _store_findings(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> list[Finding]:
+    found = []
     result = capacity.forecast(conn, settings)
-    if not capacity.is_low(result, settings):
-        return []
-    return [Finding("storage_low", "store", None, None, {
-        "used_percent": round(result.usage.used_fraction * 100, 1), "free_bytes": result.usage.free,
-        "days_until_full": None if result.days_until_full is None else round(result.days_until_full, 1)})]
+    if capacity.is_low(result, settings):
+        found.append(Finding("storage_low", "store", None, None, {
+            "used_percent": round(result.usage.used_fraction * 100, 1), "free_bytes": result.usage.free,
+            "days_until_full": None if result.days_until_full is None else round(result.days_until_full, 1)}))
+    space = integrity.backup_space(conn, settings)
+    if not space.fits:
+        found.append(Finding("backup_space", "backups", None, None, {
+            "database_bytes": space.database_bytes, "keep": space.keep, "needed_bytes": space.needed_bytes,
+            "available_bytes": space.available_bytes, "fit": space.backups_that_fit}))
+    return found
 
 
 def findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime) -> list[Finding]:

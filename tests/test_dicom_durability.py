@@ -1,6 +1,7 @@
 """Nothing acknowledged is lost: the real process killed mid-transfer, and a full disk."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
@@ -13,7 +14,7 @@ import pytest
 from pydicom import dcmread
 
 from pacslite import filing, storage
-from tests.conftest import flask_cli
+from tests.conftest import flask_cli, wait_for
 from tests.dicomkit import echoscu, make_ct, store_results, storescu
 from tests.server import Pacs
 
@@ -118,12 +119,18 @@ def test_no_acknowledged_image_is_lost_when_the_server_is_killed(tmp_path, start
     acknowledged = {files[p] for p, r in results.items() if r == "Success"}
     assert 40 <= len(acknowledged) < len(files), "the kill must land in the middle of the run"
 
+    assert _filed_audits(pacs) == [], "the association never ended: nothing audited yet"
+
     pacs.restart()
     store = Path(pacs.settings["STORAGE_DIR"])
     assert not any(storage.tmp_dir(store).iterdir()), "start-up leaves the temporary area empty"
     assert any("start-up: removed 1 temporary" in line for line in pacs.server.output), pacs.server.output
     indexed = _check_index_matches_disk(pacs, store)
     assert acknowledged <= indexed.keys(), "an acknowledged image is missing"
+    # the cut-off association is audited at start-up: one row for the study, every committed image counted
+    [recovered] = _filed_audits(pacs)
+    assert (recovered["images"], recovered.get("recovered")) == (len(indexed), True)
+    assert any("start-up: audited 1 deliveries" in line for line in pacs.server.output), pacs.server.output
 
     # the modality sends the rest again: the study is complete, nothing twice
     resent = storescu(pacs.port, [Path(p) for p, sop in files.items() if sop not in acknowledged])
@@ -132,6 +139,49 @@ def test_no_acknowledged_image_is_lost_when_the_server_is_killed(tmp_path, start
     exam = pacs.query("SELECT status, series_count, instance_count FROM exams WHERE accession_number = ?",
                       reg.accession_number)[0]
     assert tuple(exam) == ("in_progress", 1, 100)
+    wait_for(lambda: len(_filed_audits(pacs)) == 2, "the second association's audit row")
+    assert [(a["images"], a.get("recovered", False)) for a in _filed_audits(pacs)] == [
+        (len(indexed), True), (100 - len(indexed), False)]
+    assert pacs.server.stop() == 0
+
+
+def _filed_audits(pacs: Pacs) -> list[dict[str, Any]]:
+    return [json.loads(r[0]) for r in pacs.query(
+        "SELECT detail FROM audit_log WHERE action = 'image.file' ORDER BY id")]
+
+
+def test_a_delivery_is_audited_once_per_study_and_each_image_keeps_its_provenance(tmp_path, start_pacs) -> None:
+    pacs = start_pacs(tmp_path / "instance")
+    reg = pacs.register(patient_id="ARR01", name="张三")
+    filed = _study(tmp_path / "filed", 3, accession=reg.accession_number, patient_id="ARR01", name="ZHANG^SAN",
+                   sex="M", birth_date="19800203")
+    held = _study(tmp_path / "held", 2, accession="A00000000000", patient_id="ARR02", name="LI^SI")
+    sent = storescu(pacs.port, [Path(p) for p in [*filed, *held]])
+    assert set(store_results(sent.stdout + sent.stderr).values()) == {"Success"}, sent.stderr
+
+    def audits() -> list[Any]:
+        return pacs.query("SELECT action, actor, address, target, patient_id, detail FROM audit_log"
+                          " WHERE action IN ('image.file', 'image.quarantine') ORDER BY id")
+    wait_for(lambda: len(audits()) == 2, "one audit row per study when the association ends")
+    (file_row, quarantine_row) = audits()
+    study_of = {uid: dcmread(path).StudyInstanceUID for group in (filed, held) for path, uid in group.items()}
+    series_of = {uid: dcmread(path).SeriesInstanceUID for group in (filed, held) for path, uid in group.items()}
+    assert tuple(file_row)[:5] == ("image.file", "ae:STORESCU", "127.0.0.1", f"exam:{reg.accession_number}", "ARR01")
+    detail = json.loads(file_row["detail"])
+    assert (detail["images"], detail["study"], detail["series"]) == (
+        3, study_of[next(iter(filed.values()))], {series_of[next(iter(filed.values()))]: 3})
+    assert "recovered" not in detail
+    held_study = study_of[next(iter(held.values()))]
+    assert tuple(quarantine_row)[:5] == ("image.quarantine", "ae:STORESCU", "127.0.0.1", f"study:{held_study}",
+                                         "ARR02")
+    assert {k: json.loads(quarantine_row["detail"])[k] for k in ("images", "reason")} == {
+        "images": 2, "reason": "unknown_accession"}
+    # each instance keeps where it came from: calling AE and time in its row, the address in its arrival
+    provenance = pacs.query("SELECT i.sop_instance_uid, i.calling_ae, a.address, a.source FROM instances i"
+                            " JOIN arrivals a ON a.id = i.arrival_ref")
+    assert {r[0]: tuple(r)[1:] for r in provenance} == {
+        uid: ("STORESCU", "127.0.0.1", "STORESCU") for uid in [*filed.values(), *held.values()]}
+    assert pacs.query("SELECT COUNT(*) FROM arrivals WHERE closed_at IS NULL")[0][0] == 0
     assert pacs.server.stop() == 0
 
 

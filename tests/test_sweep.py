@@ -1,6 +1,7 @@
 """The sweep: each rule, no duplicates, alerts that clear themselves, resolving, API, CLI."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from pydicom.uid import generate_uid
@@ -138,3 +139,23 @@ def test_missing_images_count_from_the_scheduled_time_not_the_registration(app, 
     assert open_alerts(conn) == set()
     sweep.run(conn, app.config, now=booked + timedelta(hours=25))
     assert open_alerts(conn) == {("missing_images", accession)}
+
+
+def test_a_backup_retention_that_would_not_fit_its_disk_is_raised_before_a_backup_fails(app, conn, client_as) -> None:
+    from pacslite import integrity
+    space = integrity.backup_space(conn, app.config)
+    assert space.fits and space.database_bytes > 0
+    # keeping as many copies as the disk holds, and two more: the next backups would not fit
+    app.config["BACKUP_KEEP"] = space.available_bytes // space.database_bytes + 1
+    sweep.run(conn, app.config)
+    alert = conn.execute("SELECT state, detail FROM alerts WHERE rule = 'backup_space'").fetchone()
+    assert alert["state"] == "open"
+    detail = json.loads(alert["detail"])
+    assert detail["needed_bytes"] > detail["available_bytes"] and detail["fit"] < detail["keep"]
+    page = client_as("admin").get("/alerts").get_data(as_text=True)
+    assert "Backups will not fit on their disk" in page and "Lower BACKUP_KEEP" in page
+
+    app.config["BACKUP_KEEP"] = 14
+    outcome = sweep.run(conn, app.config)
+    assert outcome.cleared == 1
+    assert conn.execute("SELECT state FROM alerts WHERE rule = 'backup_space'").fetchone()[0] == "cleared"

@@ -17,7 +17,7 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind,  # type: igno
                                   PatientRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelFind)
 
-from .. import aes, audit, commitment, db, filing, mpps, names, qr, query, uids, worklist
+from .. import aes, arrivals, audit, commitment, db, filing, mpps, names, qr, query, uids, worklist
 from ..index import Source
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,11 @@ class Connections:
                 conn = self._by_assoc[key] = db.connect(self.database)
             return conn
 
+    def existing(self, assoc: Any) -> sqlite3.Connection | None:
+        """The association's connection if it has used the database, else None."""
+        with self._lock:
+            return self._by_assoc.get(id(assoc))
+
     def close(self, assoc: Any) -> None:
         with self._lock:
             conn = self._by_assoc.pop(id(assoc), None)
@@ -62,8 +67,10 @@ class Connections:
 
 
 def source_of(event: events.Event) -> Source:
+    """The calling AE and address; the association is one delivery (:mod:`pacslite.arrivals`)."""
     requestor = event.assoc.requestor
-    return Source(names.printable(str(requestor.ae_title)), str(requestor.address))
+    return Source(names.printable(str(requestor.ae_title)), str(requestor.address),
+                  getattr(event.assoc, "pacslite_batch", ""))
 
 
 def on_echo(event: events.Event) -> int:
@@ -269,6 +276,13 @@ def on_accepted(event: events.Event, connections: Connections) -> None:
 
 def on_ended(connections: Connections, abandon: Callable[[Any], int], assoc: Any) -> None:
     """An association ended (released, aborted, timed out, killed): what it was still sending
-    is removed, its database connection closed."""
+    is removed, what it stored is audited (one row per study), its database connection closed."""
     abandon(assoc)
-    connections.close(assoc)
+    conn = connections.existing(assoc)
+    try:
+        if conn is not None:
+            arrivals.close(conn, getattr(assoc, "pacslite_batch", ""))
+    except Exception:  # left open: audited at the next start
+        log.exception("could not audit what association %s stored", getattr(assoc, "pacslite_batch", ""))
+    finally:
+        connections.close(assoc)

@@ -21,7 +21,7 @@ from pynetdicom.sop_class import (ModalityPerformedProcedureStep,  # type: ignor
                                   StudyRootQueryRetrieveInformationModelFind, Verification)
 from pydicom import uid
 
-from .. import aes, db, filing, storage
+from .. import aes, arrivals, db, filing, storage
 from . import commitment, handlers, network, receive, retrieve
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ class DicomServer:
         else:
             event.assoc.pacslite = self  # what the services pacslite serves itself (C-MOVE, C-GET) need
             event.assoc.pacslite_rights = rights
+            event.assoc.pacslite_batch = arrivals.new_batch()  # what it stores is one delivery
             offer_only(event.assoc, rights)
             if "store" in rights and self.settings["DICOM_ACCEPT_PRIVATE_STORAGE"]:
                 accept_private_storage(event.assoc)

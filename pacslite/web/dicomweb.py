@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.wsgi import wrap_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-from .. import dicomweb, imaging, storage
+from .. import arrivals, dicomweb, imaging, storage
 from ..db import get_db
 from ..index import Source
 from ..query import QueryError
@@ -427,23 +427,23 @@ def _store(study: str | None) -> Response:
     if media_type != "multipart/related" or params.get("type", "application/dicom") != "application/dicom":
         return _error(415, 'store takes multipart/related; type="application/dicom"')
     settings = current_app.config
-    source = Source(f"stow:{access.actor().name}", request.remote_addr or "")
     results: list[dicomweb.StoreResult] = []
     directory = storage.tmp_dir(settings["STORAGE_DIR"])
-    try:
-        for headers, path in multipart.read(request.stream, params.get("boundary", ""), directory):
-            try:
-                part_type = multipart.media_type(headers.get("content-type", "application/dicom"))[0]
-                if part_type != "application/dicom":
-                    results.append(dicomweb.unreadable_part(f"a part of type {part_type[:60]}"))
-                else:
-                    results.append(dicomweb.store_part(get_db(), settings, path, source, study))
-            finally:
-                path.unlink(missing_ok=True)
-    except multipart.MultipartError as exc:
-        if not results:
-            return _error(400, str(exc))
-        results.append(dicomweb.unreadable_part(str(exc)))
+    with arrivals.delivery(get_db(), Source(f"stow:{access.actor().name}", request.remote_addr or "")) as source:
+        try:
+            for headers, path in multipart.read(request.stream, params.get("boundary", ""), directory):
+                try:
+                    part_type = multipart.media_type(headers.get("content-type", "application/dicom"))[0]
+                    if part_type != "application/dicom":
+                        results.append(dicomweb.unreadable_part(f"a part of type {part_type[:60]}"))
+                    else:
+                        results.append(dicomweb.store_part(get_db(), settings, path, source, study))
+                finally:
+                    path.unlink(missing_ok=True)
+        except multipart.MultipartError as exc:
+            if not results:
+                return _error(400, str(exc))
+            results.append(dicomweb.unreadable_part(str(exc)))
     if not results:
         return _error(400, "the body holds no part")
     status, body = dicomweb.store_response(results, _base_url())

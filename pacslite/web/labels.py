@@ -47,6 +47,7 @@ LABELS = {
     "alert": {"missing_images": _l("Missing images"), "unfiled_images": _l("Unfiled images"),
               "stale_registration": _l("Stale registration"), "overdue_report": _l("Overdue report"),
               "conflict": _l("Images filed to a cancelled exam"), "storage_low": _l("Storage running out"),
+              "backup_space": _l("Backups will not fit on their disk"),
               "file_missing": _l("Stored file missing"), "file_changed": _l("Stored file changed"),
               "forward_failed": _l("Sending to another AE failed"),
               "incomplete_transmission": _l("Incomplete transmission"),
