@@ -369,11 +369,11 @@ def in_process(instance: Path) -> list[tuple[str, float, float, int]]:
 
 
 def samples(instance: Path) -> tuple[str, int]:
-    """An exam in the middle of the two years, and a quarantined study."""
+    """An exam in the middle of the two years (imaged and reported), and a quarantined study."""
     import sqlite3
     conn = sqlite3.connect(instance / "pacslite.db")
     try:
-        accession = conn.execute("SELECT accession_number FROM exams WHERE id = (SELECT MAX(id) / 2 FROM exams)")
+        accession = conn.execute("SELECT accession_number FROM exams WHERE id = (SELECT MAX(id) / 2 + 1 FROM exams)")
         study = conn.execute("SELECT id FROM studies WHERE exam_ref IS NULL LIMIT 1")
         return accession.fetchone()[0], study.fetchone()[0]
     finally:

@@ -205,6 +205,21 @@ def turnaround_hours(settings: Mapping[str, Any], modality_code: str, source: st
     return float((modality(settings, modality_code) or {}).get("turnaround_hours", 24))
 
 
+def turnaround_hours_sql(settings: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """:func:`turnaround_hours` as an SQL expression over the columns ``modality`` and
+    ``source`` (and its parameters), for counting in SQLite what met its target."""
+    cases: list[str] = []
+    params: list[Any] = []
+    for key, hours in settings["TURNAROUND_BY_SOURCE"].items():
+        modality_code, _, source = key.partition("/")
+        cases.append("WHEN modality = ? AND source = ? THEN ?")
+        params += [modality_code, source, float(hours)]
+    for entry in settings["MODALITIES"]:
+        cases.append("WHEN modality = ? THEN ?")
+        params += [entry["code"], float(entry.get("turnaround_hours", 24))]
+    return (f"(CASE {' '.join(cases)} ELSE 24.0 END)" if cases else "24.0"), params
+
+
 def modality(settings: Mapping[str, Any], code: str) -> dict[str, Any] | None:
     """The configured modality with this department code, or None."""
     for entry in settings["MODALITIES"]:

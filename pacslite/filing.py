@@ -1,9 +1,9 @@
 """ingest(): the one way an image enters pacslite, and the filing (归位) of what arrives.
 
 Every image, whether it came by C-STORE, upload or legacy import, is a complete DICOM file
-in the store's temporary area when :func:`ingest` is called. ``ingest`` reads the header,
-checks that the whole dataset parses to its end (:mod:`pacslite.wellformed`: 0x0000 must mean
-the image can be read back), decides where the study belongs, renames the file into a generated path, and commits the
+in the store's temporary area when :func:`ingest` is called. ``ingest`` walks the whole
+dataset to its end (:mod:`pacslite.wellformed`: 0x0000 must mean the image can be read back)
+and takes the header from the same pass, decides where the study belongs, renames the file into a generated path, and commits the
 index rows in one transaction, with the count in its delivery's arrival (:mod:`pacslite.arrivals`,
 audited once per association and study when the delivery ends). Only when it returns has the image been
 accepted; any failure raises :class:`IngestError` with the DICOM status to answer, and leaves
@@ -27,12 +27,15 @@ from typing import Any
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_partial
 from pydicom.filewriter import write_dataset
 from pydicom.pixels import iter_pixels
+from pydicom.tag import Tag
 
 from . import arrivals, audit, capacity, clock, db, exams, index, names, patients, routing, storage, wellformed
 from .index import Header, Placement, Source, StoredFile
@@ -81,6 +84,7 @@ _TAGS = ["SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstance
 
 
 _TAG_NUMBERS = [tag_for_keyword(keyword) for keyword in _TAGS]
+_KEPT_TAGS = frozenset(_TAG_NUMBERS)
 _LAST_TAG = max(_TAG_NUMBERS)
 
 
@@ -114,24 +118,41 @@ def read_header(path: Path) -> Header:
     try:
         with open(path, "rb") as fp:
             ds = read_partial(fp, stop_when=_past_last_tag, specific_tags=_TAG_NUMBERS)
-        transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
-        if not is_uid(transfer_syntax):
-            raise ValueError("no transfer syntax in the file meta information")
-        header = Header(
-            sop_class_uid=_text(ds, "SOPClassUID"), sop_instance_uid=_text(ds, "SOPInstanceUID"),
-            study_instance_uid=_text(ds, "StudyInstanceUID"), series_instance_uid=_text(ds, "SeriesInstanceUID"),
-            transfer_syntax_uid=names.printable(transfer_syntax),
-            accession_number=_text(ds, "AccessionNumber"), patient_id=_text(ds, "PatientID"),
-            patient_name=_text(ds, "PatientName"), name_groups=_name_groups(ds),
-            patient_sex=_text(ds, "PatientSex").upper(), patient_birth_date=_text(ds, "PatientBirthDate"),
-            study_date=_text(ds, "StudyDate"), study_time=_text(ds, "StudyTime"), study_id=_text(ds, "StudyID"),
-            study_description=_text(ds, "StudyDescription"),
-            modality=_text(ds, "Modality"), series_number=_text(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"), instance_number=_text(ds, "InstanceNumber"),
-            derivation_description=_text(ds, "DerivationDescription"))
+        return _header_of(ds, str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
     except (InvalidDicomError, AttributeError, ValueError, KeyError, TypeError, EOFError, OSError) as exc:
         raise IngestError(CANNOT_UNDERSTAND, f"not a readable DICOM dataset: {exc}") from exc
-    return header
+
+
+def check_whole(path: Path) -> Header:
+    """Walk the whole file (:func:`wellformed.check_file`: 0x0000 must mean it can be read back)
+    and give the tags filing needs from the same pass; raises IngestError (0xC000) otherwise."""
+    try:
+        walked = wellformed.check_file(path, keep=_KEPT_TAGS)
+    except (wellformed.Malformed, OSError) as exc:
+        raise IngestError(CANNOT_UNDERSTAND, f"not a whole data set: {exc}") from exc
+    ds = Dataset({tag: RawDataElement(Tag(tag), vr, len(value), value, 0, walked.implicit, walked.little_endian)
+                  for tag, (vr, value) in walked.kept.items()})
+    try:
+        return _header_of(ds, walked.syntax)
+    except (AttributeError, ValueError, KeyError, TypeError) as exc:
+        raise IngestError(CANNOT_UNDERSTAND, f"not a readable DICOM dataset: {exc}") from exc
+
+
+def _header_of(ds: Dataset, transfer_syntax: str) -> Header:
+    if not is_uid(transfer_syntax):
+        raise ValueError("no transfer syntax in the file meta information")
+    return Header(
+        sop_class_uid=_text(ds, "SOPClassUID"), sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        study_instance_uid=_text(ds, "StudyInstanceUID"), series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        transfer_syntax_uid=names.printable(transfer_syntax),
+        accession_number=_text(ds, "AccessionNumber"), patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"), name_groups=_name_groups(ds),
+        patient_sex=_text(ds, "PatientSex").upper(), patient_birth_date=_text(ds, "PatientBirthDate"),
+        study_date=_text(ds, "StudyDate"), study_time=_text(ds, "StudyTime"), study_id=_text(ds, "StudyID"),
+        study_description=_text(ds, "StudyDescription"),
+        modality=_text(ds, "Modality"), series_number=_text(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"), instance_number=_text(ds, "InstanceNumber"),
+        derivation_description=_text(ds, "DerivationDescription"))
 
 
 def is_uid(value: str) -> bool:
@@ -283,12 +304,8 @@ def ingest(conn: sqlite3.Connection, store: str | Path, tmp_file: Path, source: 
     return the file is durable at a generated path and indexed; on IngestError the file is
     still in the temporary area (the caller removes it) and nothing else changed.
     """
-    header = read_header(tmp_file)
+    header = check_whole(tmp_file)
     check_identity(header, sop_class_uid, sop_instance_uid)
-    try:
-        wellformed.check_file(tmp_file)
-    except (wellformed.Malformed, OSError) as exc:
-        raise IngestError(CANNOT_UNDERSTAND, f"not a whole data set: {exc}") from exc
     if high_water_percent is not None and capacity.above_high_water(store, high_water_percent):
         raise IngestError(OUT_OF_RESOURCES, f"the store is filled to its high-water mark ({high_water_percent} %)")
     try:

@@ -16,7 +16,7 @@ import logging
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -65,7 +65,8 @@ def _distance_reason(header: str, registered: str, equal: str, typo: str, close:
     return close if close and distance == 2 else None
 
 
-def _reasons(study: Mapping[str, Any], modalities: set[str], exam: sqlite3.Row, minimum: int = 0) -> list[str] | None:
+def _reasons(study: Mapping[str, Any], arrived: datetime, modalities: set[str], exam: sqlite3.Row,
+             minimum: int = 0) -> list[str] | None:
     """Why ``exam`` may be the study's, in display order; None when it cannot score ``minimum``
     even with a name match (the name comparison, the costly part, is then not made)."""
     ids = [_distance_reason(study["accession_number"], exam["accession_number"], "accession_equal",
@@ -79,7 +80,6 @@ def _reasons(study: Mapping[str, Any], modalities: set[str], exam: sqlite3.Row, 
         others.append("sex_equal")
     if exam["dicom_modality"] in modalities:
         others.append("same_modality")
-    arrived = clock.from_db(study["first_received_at"])
     if abs(clock.from_db(exam["scheduled_at"]) - arrived) <= timedelta(days=1):
         others.append("scheduled_within_day")
     if exam["station_ae"] and exam["station_ae"] == study["calling_ae"]:
@@ -97,9 +97,12 @@ def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], limit: int = 
     scheduled within three days of the study's arrival, or carrying its accession number or
     patient ID; not cancelled, not the exam it is filed to now."""
     arrived = clock.from_db(study["first_received_at"])
-    # three index lookups joined by UNION: an OR across exams and patients would read every exam
+    # three index lookups joined by UNION: an OR across exams and patients would read every exam;
+    # only the columns the ranking reads (a week of exams), the whole row for the few kept
     rows = conn.execute(
-        f"{patients.exam_select()} WHERE e.id IN (SELECT id FROM exams WHERE scheduled_at >= ? AND scheduled_at < ?"
+        "SELECT e.id, e.accession_number, e.dicom_modality, e.scheduled_at, e.station_ae, p.patient_id,"
+        " p.name AS patient_name, p.sex, p.birth_date FROM exams e JOIN patients p ON p.id = e.patient_ref"
+        " WHERE e.id IN (SELECT id FROM exams WHERE scheduled_at >= ? AND scheduled_at < ?"
         " UNION SELECT id FROM exams WHERE accession_number = ?"
         " UNION SELECT x.id FROM exams x JOIN patients px ON px.id = x.patient_ref WHERE px.patient_id = ?)"
         " AND e.status <> ? AND e.id IS NOT ?",
@@ -109,13 +112,14 @@ def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], limit: int = 
                                              (study["id"],))}
     ranked = []
     for exam in rows:
-        reasons = _reasons(study, modalities, exam, MINIMUM_SCORE)
+        reasons = _reasons(study, arrived, modalities, exam, MINIMUM_SCORE)
         score = sum(SCORES[r] for r in reasons) if reasons is not None else 0
         if score >= MINIMUM_SCORE:
             distance = abs(clock.from_db(exam["scheduled_at"]) - arrived)
-            ranked.append((-score, distance, exam["id"], Candidate(exam, score, tuple(reasons))))
+            ranked.append((-score, distance, exam["id"], score, tuple(reasons)))
     ranked.sort(key=lambda item: item[:3])
-    return [item[3] for item in ranked[:limit]]
+    return [Candidate(patients.find_exam(conn, exam_id=exam_id), score, reasons)
+            for _, _, exam_id, score, reasons in ranked[:limit]]
 
 
 def quarantine_with_candidates(conn: sqlite3.Connection, limit: int = 500,

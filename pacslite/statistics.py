@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import statistics as stats
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Iterable, Mapping
@@ -23,11 +24,27 @@ def _ratio(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
 
-def _percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
+def _nth(histogram: Counter[float], n: int) -> float:
+    """The ``n``-th smallest value (from 0) of a histogram {value: how many}."""
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if n < seen:
+            return value
+    raise IndexError(n)
+
+
+def _median(histogram: Counter[float]) -> float | None:
+    count = sum(histogram.values())
+    if not count:
         return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    middle = count // 2
+    return _nth(histogram, middle) if count % 2 else (_nth(histogram, middle - 1) + _nth(histogram, middle)) / 2
+
+
+def _percentile(histogram: Counter[float], fraction: float) -> float | None:
+    count = sum(histogram.values())
+    return _nth(histogram, min(count - 1, int(round(fraction * (count - 1))))) if count else None
 
 
 @dataclass
@@ -45,7 +62,8 @@ class Group:
     exams_refiled: int = 0
     reported: int = 0
     within_target: int = 0
-    turnaround_hours: list[float] = field(default_factory=list)
+    #: report turnaround in hours, to the nearest 0.1 h (the precision shown): {hours: exams}
+    turnaround_hours: Counter[float] = field(default_factory=Counter)
 
     @property
     def studies_filed(self) -> int:
@@ -62,7 +80,7 @@ class Group:
 
     @property
     def turnaround_median(self) -> float | None:
-        return stats.median(self.turnaround_hours) if self.turnaround_hours else None
+        return _median(self.turnaround_hours)
 
     @property
     def turnaround_p90(self) -> float | None:
@@ -104,19 +122,19 @@ class Report:
         return stats.median(self.minutes_to_refile) if self.minutes_to_refile else None
 
 
+#: The period's exams per (modality, source, station) and report turnaround to 0.1 h: hours from
+#: the first image to the first final report (NULL: not reported), and whether within the
+#: target ({target}: config.turnaround_hours_sql). Read from the index exams_statistics alone.
 _EXAM_GROUPS = (
-    "SELECT modality, source, station_ae, COUNT(*), SUM(status = 'cancelled'),"
+    "SELECT modality, source, station_ae, hours, COUNT(*), SUM(status = 'cancelled'),"
     " SUM(status <> 'cancelled' AND instance_count > 0),"
     " SUM(CASE WHEN status <> 'cancelled' AND instance_count > 0 THEN instance_count ELSE 0 END),"
-    " SUM(status <> 'cancelled' AND instance_count = 0)"
-    " FROM exams WHERE registered_at >= ? AND registered_at < ? GROUP BY modality, source, station_ae")
-#: Hours from the first image to the first final report of each reported exam of the period.
-_TURNAROUNDS = (
-    "SELECT e.modality, e.source, e.station_ae, (julianday(v.signed) - julianday(e.images_first_at)) * 24"
-    " FROM exams e JOIN (SELECT exam_ref, MIN(signed_at) AS signed FROM report_versions WHERE status = 'final'"
-    " AND exam_ref IN (SELECT id FROM exams WHERE registered_at >= ?1 AND registered_at < ?2) GROUP BY exam_ref) v"
-    " ON v.exam_ref = e.id WHERE e.registered_at >= ?1 AND e.registered_at < ?2 AND e.status <> 'cancelled'"
-    " AND e.images_first_at IS NOT NULL")
+    " SUM(status <> 'cancelled' AND instance_count = 0), SUM(exact <= {target})"
+    " FROM (SELECT modality, source, station_ae, status, instance_count, exact, ROUND(exact, 1) AS hours"
+    " FROM (SELECT modality, source, station_ae, status, instance_count, CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
+    " THEN (julianday(reported_at) - julianday(images_first_at)) * 24 END AS exact"
+    " FROM exams WHERE registered_at >= ? AND registered_at < ?))"
+    " GROUP BY modality, source, station_ae, hours")
 _FILED_STUDY_GROUPS = (
     "SELECT e.modality, e.source, e.station_ae, COUNT(*) FROM studies st JOIN exams e ON e.id = st.exam_ref"
     " WHERE st.first_received_at >= ? AND st.first_received_at < ? AND st.rejected_at IS NULL"
@@ -174,14 +192,19 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
                                              for d, name in zip(DIMENSIONS, key)]
         return found
 
-    for modality, source, station, registered, cancelled, with_images, images, missing in conn.execute(
-            _EXAM_GROUPS, (since, until)):
+    target, target_params = config.turnaround_hours_sql(settings)
+    for modality, source, station, hours, registered, cancelled, with_images, images, missing, within in conn.execute(
+            _EXAM_GROUPS.format(target=target), (*target_params, since, until)):
         for group in groups_of(modality, source, station):
             group.registered += registered
             group.cancelled += cancelled
             group.with_images += with_images
             group.images += images
             group.missing_images += missing
+            if hours is not None:
+                group.reported += registered
+                group.turnaround_hours[hours] += registered
+                group.within_target += within
     refilings = _refilings(conn)
     for modality, source, station in _rows_of(
             conn, "SELECT modality, source, station_ae FROM exams WHERE id IN ({ids}) AND registered_at >= ?"
@@ -189,16 +212,6 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
             since, until):
         for group in groups_of(modality, source, station):
             group.exams_refiled += 1
-    targets: dict[tuple[str, str], float] = {}
-    for modality, source, station, hours in conn.execute(_TURNAROUNDS, (since, until)):
-        target = targets.get((modality, source))
-        if target is None:
-            target = targets[(modality, source)] = config.turnaround_hours(settings, modality, source)
-        within = hours <= target
-        for group in groups_of(modality, source, station):
-            group.reported += 1
-            group.turnaround_hours.append(hours)
-            group.within_target += within
     for modality, source, station, filed in conn.execute(_FILED_STUDY_GROUPS, (since, until)):
         for group in groups_of(modality, source, station):
             group.studies_auto += filed  # the re-filed ones are moved over below

@@ -21,6 +21,7 @@ import os
 import struct
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.datadict import DicomDictionary
@@ -57,6 +58,23 @@ class Malformed(ValueError):
     """The file is not a whole, readable dataset; the message says where and why."""
 
 
+@dataclass(frozen=True)
+class Walked:
+    """What a whole file's walk leaves: its transfer syntax and the raw top-level elements asked
+    for (tag → (VR or None in implicit VR, value bytes)), so the header need not be read again."""
+
+    syntax: str
+    kept: dict[int, tuple[str | None, bytes]]
+
+    @property
+    def implicit(self) -> bool:
+        return self.syntax == IMPLICIT_LE
+
+    @property
+    def little_endian(self) -> bool:
+        return self.syntax != EXPLICIT_BE
+
+
 def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -76,8 +94,11 @@ def _is_sequence_in_dictionary(tag: int) -> bool:
 class _Walker:
     """One pass over a dataset held in ``buf`` (a memory map or bytes)."""
 
-    def __init__(self, buf: bytes | mmap.mmap, implicit: bool, little: bool, encapsulated: bool) -> None:
+    def __init__(self, buf: bytes | mmap.mmap, implicit: bool, little: bool, encapsulated: bool,
+                 keep: frozenset[int] = frozenset()) -> None:
         self.buf = buf
+        self.keep = keep
+        self.kept: dict[int, tuple[str | None, bytes]] = {}
         self.implicit, self.encapsulated = implicit, encapsulated
         order = "<" if little else ">"
         self.tag_length = struct.Struct(order + "HHL")  # implicit: group, element, 4-byte length
@@ -143,6 +164,8 @@ class _Walker:
                 self.sequence(value, value + length, depth + 1, implicit)
             elif top and tag in NOTED_TAGS:
                 self._note_top(tag, value, length)
+            elif top and tag in self.keep:
+                self.kept[tag] = (vr.decode("ascii") if vr is not None else None, bytes(buf[value:value + length]))
             at = value + length
         if item:
             raise Malformed("an item of undefined length has no item delimiter: the data set is truncated")
@@ -295,15 +318,17 @@ def _inflate(buf: mmap.mmap, at: int, folder: Path) -> Path:
     return Path(handle.name)
 
 
-def _walk(buf: bytes | mmap.mmap, at: int, syntax: str) -> None:
+def _walk(buf: bytes | mmap.mmap, at: int, syntax: str, keep: frozenset[int]) -> dict[int, tuple[str | None, bytes]]:
     walker = _Walker(buf, implicit=syntax == IMPLICIT_LE, little=syntax != EXPLICIT_BE,
-                     encapsulated=syntax not in NATIVE)
+                     encapsulated=syntax not in NATIVE, keep=keep)
     walker.dataset(at, len(buf), 0, walker.implicit)
     walker.check_pixel_length()
+    return walker.kept
 
 
-def check_file(path: str | Path) -> None:
-    """Raise :class:`Malformed` unless the Part 10 file at ``path`` parses to its last byte."""
+def check_file(path: str | Path, keep: frozenset[int] = frozenset()) -> Walked:
+    """Raise :class:`Malformed` unless the Part 10 file at ``path`` parses to its last byte;
+    return its transfer syntax and the top-level elements in ``keep`` (raw)."""
     path = Path(path)
     with open(path, "rb") as handle:
         try:
@@ -313,14 +338,13 @@ def check_file(path: str | Path) -> None:
     with buf:
         at, syntax = _meta_end_and_syntax(buf)
         if syntax not in DEFLATED:
-            _walk(buf, at, syntax)
-            return
+            return Walked(syntax, _walk(buf, at, syntax, keep))
         inflated = _inflate(buf, at, path.parent)
     try:
         with open(inflated, "rb") as handle:
             if os.fstat(handle.fileno()).st_size == 0:
                 raise Malformed("the deflated data set is empty")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                _walk(data, 0, EXPLICIT_LE)
+                return Walked(syntax, _walk(data, 0, EXPLICIT_LE, keep))
     finally:
         inflated.unlink(missing_ok=True)

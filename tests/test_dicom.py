@@ -334,3 +334,17 @@ def test_a_malformed_dataset_is_refused_and_the_server_keeps_serving(pacs, tmp_p
     assert not pacs.query("SELECT 1 FROM instances WHERE sop_instance_uid = ? AND calling_ae = 'STORESCU'"
                           " AND size = ?", sop, path.stat().st_size)
     assert echoscu(pacs.port, aet="STORESCU").returncode == 0
+
+
+def test_the_header_taken_from_the_whole_file_walk_is_the_header_pydicom_reads() -> None:
+    """ingest takes the header from wellformed's walk (one pass); it must say what pydicom's
+    own reading of the file says, for every bundled storage file either can read."""
+    compared = 0
+    for path in _bundled_storage_files():
+        try:
+            walked = filing.check_whole(path)
+        except filing.IngestError:
+            continue  # not whole (or no preamble): refused before the header matters
+        assert walked == filing.read_header(path), path
+        compared += 1
+    assert compared > 100

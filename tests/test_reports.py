@@ -290,6 +290,43 @@ def test_turnaround_targets_by_modality_and_source(app) -> None:
     assert clock.to_db(reports.due_at(exam, settings)) == clock.to_db(clock.from_db("2026-11-24T03:00:00+00:00"))
 
 
+def test_the_sql_report_target_says_what_the_configuration_says(app, conn) -> None:
+    from pacslite import config
+    settings = {**app.config, "TURNAROUND_BY_SOURCE": {"CT/emergency": 1, "MR/inpatient": 2.5}}
+    expression, params = config.turnaround_hours_sql(settings)
+    for modality in ("CT", "MR", "DR", "US", "XX"):
+        for source in ("emergency", "inpatient", "outpatient"):
+            in_sql = conn.execute(f"SELECT {expression} FROM (SELECT ? AS modality, ? AS source)",
+                                  (*params, modality, source)).fetchone()[0]
+            assert in_sql == config.turnaround_hours(settings, modality, source), (modality, source)
+
+
+def test_report_turnaround_statistics_count_from_the_first_image_to_the_first_final_report(
+        app, conn, rad, tmp_path) -> None:
+    from pacslite import statistics
+    app.config["TURNAROUND_BY_SOURCE"] = {"CT/emergency": 1}  # CT outpatient: 8 h
+    hours = {"outpatient": [1, 2, 2.04, 3, 10], "emergency": [2]}
+    for source, values in hours.items():
+        for value in values:
+            accession = register(app, conn, source=source)
+            assert add_image(app, conn, tmp_path, accession).result == filing.FILED
+            signed = send(rad, f"/exams/{accession}/report/sign", {"level": "final", "revision": "0",
+                                                                   "findings": "F", "impression": "I"})
+            assert signed.status_code == 302, signed.get_data(as_text=True)
+            with conn:  # the images as if they had come ``value`` hours before the report
+                conn.execute("UPDATE exams SET images_first_at = strftime('%Y-%m-%dT%H:%M:%f+00:00',"
+                             " julianday(reported_at) - ? / 24.0) WHERE accession_number = ?", (value, accession))
+    today = clock.local_today(app.config["TIMEZONE"])
+    result = statistics.report(conn, app.config, today, today)
+    total = result.total
+    assert (total.reported, total.within_target) == (6, 4)  # 10 h outpatient and 2 h emergency are late
+    # 1, 2, 2, 2, 3, 10 (to 0.1 h): the 90th percentile is the 5th of 6, as before
+    assert (total.turnaround_median, total.turnaround_p90) == (2.0, 3.0)
+    by_source = {g.name: g for g in result.groups["source"]}
+    assert (by_source["emergency"].reported, by_source["emergency"].within_target) == (1, 0)
+    assert by_source["outpatient"].turnaround_median == 2.0
+
+
 def test_a_malformed_save_or_sign_is_refused_and_saves_nothing(app, conn, rad, imaged) -> None:
     bad_revision = send(rad, f"/exams/{imaged}/report/save", {"revision": "x", "findings": "F", "impression": ""},
                         headers=HTMX)
