@@ -267,10 +267,15 @@ def row_count(conn: sqlite3.Connection) -> int:
 def search(conn: sqlite3.Connection, *, actor: str = "", action: str = "", patient_id: str = "",
            outcome: str = "", since: str = "", until: str = "", limit: int = 200,
            before_id: int | None = None) -> list[sqlite3.Row]:
-    """Audit rows, newest first, filtered; ``before_id`` pages back."""
+    """Audit rows, newest first, filtered; ``action`` matches the codes it begins (case aside);
+    ``before_id`` pages back.
+
+    Each filter has an index kept in id order, so the newest rows come first without reading
+    the log. An action prefix is turned into the codes it matches (one index seek per code) and
+    each code read newest first: a LIKE would scan millions of rows looking for a rare action.
+    """
     filters = [
         ("actor = ?", actor),
-        ("action LIKE ? ESCAPE '\\'", _prefix_pattern(action) if action else ""),
         ("patient_id = ?", patient_id),
         ("outcome = ?", outcome),
         ("at >= ?", since),
@@ -279,11 +284,25 @@ def search(conn: sqlite3.Connection, *, actor: str = "", action: str = "", patie
     ]
     clauses = [sql for sql, value in filters if value]
     params = [value for _, value in filters if value]
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    return conn.execute(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?",
-                        (*params, limit)).fetchall()
+    codes = _actions_beginning(conn, action.lower()) if action else [None]
+    found: list[sqlite3.Row] = []
+    for code in codes:
+        where = clauses + (["action = ?"] if code is not None else [])
+        where_sql = f"WHERE {' AND '.join(where)}" if where else ""
+        found += conn.execute(f"SELECT * FROM audit_log {where_sql} ORDER BY id DESC LIMIT ?",
+                              (*params, *([code] if code is not None else []), limit)).fetchall()
+    return sorted(found, key=lambda row: row["id"], reverse=True)[:limit]
 
 
-def _prefix_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
+#: At most this many action codes are looked up for one prefix (there are a few dozen).
+MAX_ACTION_CODES = 200
+
+
+def _actions_beginning(conn: sqlite3.Connection, prefix: str) -> list[str]:
+    """The action codes in the log that begin with ``prefix``, by seeks in the action index."""
+    codes: list[str] = []
+    code = conn.execute("SELECT MIN(action) FROM audit_log WHERE action >= ?", (prefix,)).fetchone()[0]
+    while code is not None and code.startswith(prefix) and len(codes) < MAX_ACTION_CODES:
+        codes.append(code)
+        code = conn.execute("SELECT MIN(action) FROM audit_log WHERE action > ?", (code,)).fetchone()[0]
+    return codes

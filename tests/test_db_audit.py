@@ -282,3 +282,18 @@ def test_exams_are_migrated_to_the_state_their_data_says(tmp_path: Path) -> None
         "SELECT accession_number, status, amended_at FROM exams ORDER BY accession_number")}
     assert got == {"A1": ("scheduled", False), "A2": ("in_progress", False), "A3": ("preliminary", False),
                    "A4": ("final", True), "A5": ("cancelled", False), "A6": ("final", False)}
+
+
+def test_audit_search_by_action_prefix_merges_the_codes_newest_first(conn) -> None:
+    with db.transaction(conn):
+        for action in ("image.refile", "image.view", "image.refile_undo", "report.sign", "image.refile", "image.view"):
+            audit.record(conn, audit.SYSTEM, action)
+    found = [(r["id"], r["action"]) for r in audit.search(conn, action="IMAGE.RE")]
+    assert [a for _, a in found] == ["image.refile", "image.refile_undo", "image.refile"]
+    assert [i for i, _ in found] == sorted((i for i, _ in found), reverse=True)
+    assert [r["action"] for r in audit.search(conn, action="image.re", limit=2)] == ["image.refile",
+                                                                                     "image.refile_undo"]
+    older = audit.search(conn, action="image", before_id=found[1][0])
+    assert [r["action"] for r in older] == ["image.view", "image.refile"]
+    assert audit.search(conn, action="nothing.like.this") == []
+    assert len(audit.search(conn, action="image.refile%")) == 0  # no wildcards: the text is a prefix
