@@ -402,6 +402,7 @@ def start_up(instance: Path) -> tuple[float, Any]:
                            PACSLITE_BACKUP_INTERVAL_HOURS="876000")
     seconds = time.perf_counter() - started
     while not any("sweep:" in line for line in running.output):
+        running._drain()  # the lines printed so far
         if running.process.poll() is not None:
             raise SystemExit("pacslite stopped:\n" + "\n".join(running.output[-20:]))
         time.sleep(0.05)
