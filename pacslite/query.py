@@ -137,7 +137,7 @@ def restrict(full: Dataset, requested: Dataset, top: bool = True) -> Dataset:
             else:
                 setattr(out, keyword, ours if ours is not None else Sequence())
         elif keyword in full:
-            setattr(out, keyword, full[keyword].value)
+            out[element.tag] = full[element.tag]  # the element itself: made and checked once
         else:
             out.add_new(element.tag, element.VR, None)
     if top:
