@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from . import audit, clock, config, exams, index, patients
 from .db import transaction
@@ -48,6 +48,13 @@ def versions(conn: sqlite3.Connection, exam_id: int) -> list[sqlite3.Row]:
 def latest(conn: sqlite3.Connection, exam_id: int) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM report_versions WHERE exam_ref = ? ORDER BY version DESC LIMIT 1",
                         (exam_id,)).fetchone()
+
+
+def superseded_by(all_versions: Sequence[Mapping[str, Any]], version: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The final version that replaced ``version`` (the first one signed after it), or None
+    when ``version`` is still the report as issued."""
+    later = [v for v in all_versions if v["version"] > version["version"] and v["status"] == FINAL]
+    return min(later, key=lambda v: v["version"]) if later else None
 
 
 def latest_final(conn: sqlite3.Connection, exam_id: int) -> sqlite3.Row | None:

@@ -94,6 +94,19 @@ def by_username(conn: sqlite3.Connection, username: str) -> User | None:
     return _user_from_row(conn, conn.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone())
 
 
+def display_names(conn: sqlite3.Connection, usernames: Iterable[str]) -> dict[str, str]:
+    """{login name: the name to show}: the display name, or the login name when there is none.
+    Printed reports name people this way, never by login."""
+    wanted = sorted({u for u in usernames if u})
+    found = {u: u for u in wanted}
+    for at in range(0, len(wanted), 500):
+        chunk = wanted[at:at + 500]
+        for row in conn.execute(f"SELECT username, display_name FROM users WHERE username IN"
+                                f" ({', '.join('?' * len(chunk))})", chunk):
+            found[row["username"]] = row["display_name"] or row["username"]
+    return found
+
+
 def by_session_token(conn: sqlite3.Connection, token: str) -> User | None:
     """The active user a session refers to; None once the token was rotated or the user disabled."""
     row = conn.execute("SELECT * FROM users WHERE session_token = ? AND active = 1", (token,)).fetchone()

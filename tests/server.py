@@ -126,11 +126,11 @@ class Pacs:
         finally:
             conn.close()
 
-    def add_user(self, username: str, role: str, password: str = "Secret-pass-1") -> None:
+    def add_user(self, username: str, role: str, password: str = "Secret-pass-1", display_name: str = "") -> None:
         conn = self.conn()
         try:
             users.create(conn, audit.SYSTEM, {"username": username, "password": password, "roles": [role],
-                                              "display_name": username})
+                                              "display_name": display_name or username})
         finally:
             conn.close()
 

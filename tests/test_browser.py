@@ -179,7 +179,7 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path,
     """The reporting issue's "done when": the lock on an exam without images, the technologist's
     flag, images arriving through storescu, the editor opening by itself, sign, print."""
     pacs = modality_pacs()
-    pacs.add_user("dr_wang", "radiologist")
+    pacs.add_user("dr_wang", "radiologist", display_name="王医生")
     pacs.add_user("tech_li", "technologist")
     reg = pacs.register(patient_id="BR0001", name="张三")
     problems: list[str] = []
@@ -228,18 +228,42 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path,
     printed = opened.value
     printed.wait_for_load_state()
     assert "未见异常。" in printed.locator("#printed-impression").inner_text()
-    assert "Signed by dr_wang" in printed.locator("#printed-report").inner_text()
+    signature = printed.locator("#printed-report footer").inner_text()
+    assert "Reporting radiologist: 王医生" in signature and "dr_wang" not in signature  # names, never logins
     ARTIFACTS.mkdir(exist_ok=True)
     doctor.screenshot(path=str(ARTIFACTS / "report-signed.png"), full_page=True)
     printed.emulate_media(media="print")
     printed.screenshot(path=str(ARTIFACTS / "report-a4.png"), full_page=True)
     printed.pdf(path=str(ARTIFACTS / "report-a4.pdf"), prefer_css_page_size=True)
+    assert printed.locator("#superseded-mark").count() == 0  # the valid report carries no mark
+
+    # An amendment replaces version 1: its reprint is marked superseded, on paper too.
+    doctor.fill("#f-reason", "Nodule missed in the left lung")
+    doctor.click("button:has-text('Start amendment')")
+    doctor.wait_for_selector("#report-form")
+    doctor.fill("#f-impression", "Nodule of 6 mm in the left lower lobe. 左肺下叶 6 毫米结节。")
+    doctor.wait_for_selector("#save-status.saved")
+    doctor.click("button:has-text('Sign final')")
+    doctor.wait_for_selector("text=Report signed as final.")
+    old = doctor.locator("details#version-1")
+    assert "Amended: superseded by version 2" in old.locator("summary").inner_text()
+    assert not old.evaluate("d => d.open")  # the history is folded; version 2 is shown first
+    old.locator("summary").click()
+    with doctor.context.expect_page() as opened:
+        old.locator("text=Print (A4)").click()
+    reprint = opened.value
+    reprint.wait_for_load_state()
+    reprint.emulate_media(media="print")
+    mark = reprint.locator("#superseded-mark")
+    assert mark.is_visible() and "superseded by version 2" in mark.inner_text()
+    assert "未见异常。" in reprint.locator("#printed-impression").inner_text()
+    reprint.screenshot(path=str(ARTIFACTS / "report-superseded-a4.png"), full_page=True)
 
     # The flag cleared itself when the images were filed.
     tech.reload()
     assert tech.locator("#nav-missing .count").count() == 0
     assert reg.accession_number not in tech.locator("main").inner_text()
-    assert pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'report.print'")[0][0] == 1
+    assert pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'report.print'")[0][0] == 2
     assert problems == []
 
 

@@ -213,7 +213,8 @@ def test_clinicians_read_and_print_final_reports_only(app, conn, rad, imaged, cl
     assert "&lt;b&gt;Final&lt;/b&gt; text" in page and 'id="report-form"' not in page
     prints_before = audit_rows(conn, "report.print")
     printed = ward.get(f"/exams/{imaged}/report/print?format=a5").get_data(as_text=True)
-    assert "report-a5.css" in printed and "Signed by dr_wang" in printed and "张三" in printed
+    assert "report-a5.css" in printed and "张三" in printed
+    assert re.search(r'Reporting radiologist: <strong class="signer">dr_wang</strong>', printed)  # no display name
     assert audit_rows(conn, "report.print") == prints_before + 1
     ward.get(f"/exams/{imaged}/report/print")  # a reprint is audited too
     assert audit_rows(conn, "report.print") == prints_before + 2
@@ -338,3 +339,27 @@ def test_a_malformed_save_or_sign_is_refused_and_saves_nothing(app, conn, rad, i
                                                         "impression": ""}, headers=HTMX)
     assert too_long.status_code == 400
     assert version_rows(conn, imaged) == [] and audit_rows(conn, "report.save") == 0
+
+
+def test_an_amended_reports_first_version_is_marked_superseded_on_screen_and_on_paper(
+        app, conn, rad, imaged, client_as) -> None:
+    with conn:
+        conn.execute("UPDATE users SET display_name = '王医生' WHERE username = 'dr_wang'")
+    send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "0", "findings": "F1",
+                                             "impression": "No abnormality."})
+    assert send(rad, f"/exams/{imaged}/report/amend", {"reason": "nodule missed"}).status_code == 302
+    ward = client_as("clinician")
+    first = ward.get(f"/exams/{imaged}/report/print?version=1").get_data(as_text=True)
+    assert 'id="superseded-mark"' not in first  # an amendment in progress replaces nothing yet
+    assert "王医生" in first and "dr_wang" not in first.split("<footer>")[1]
+    revision = version_rows(conn, imaged)[-1]["revision"]
+    signed = send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": str(revision),
+                                                      "findings": "F1", "impression": "Nodule, 6 mm."})
+    assert signed.status_code == 302
+    first = ward.get(f"/exams/{imaged}/report/print?version=1").get_data(as_text=True)
+    assert 'id="superseded-mark"' in first and "superseded by version 2" in first
+    assert 'id="superseded-mark"' not in ward.get(f"/exams/{imaged}/report/print").get_data(as_text=True)
+    page = ward.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert page.index("Nodule, 6 mm.") < page.index("No abnormality.")  # the current version first
+    assert '<details class="version superseded" id="version-1">' in page  # the history folded
+    assert 'id="version-2"' not in page

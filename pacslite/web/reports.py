@@ -9,7 +9,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import exams, patients, reports
+from .. import exams, patients, reports, users
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx
@@ -56,9 +56,8 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
     conn = get_db()
     current = reports.latest(conn, exam["id"])
     editing = _is_radiologist() and reports.can_edit(exam, current)
-    shown = reports.versions(conn, exam["id"])
-    if not _is_radiologist():
-        shown = [v for v in shown if v["status"] == reports.FINAL]
+    every = reports.versions(conn, exam["id"])
+    shown = every if _is_radiologist() else [v for v in every if v["status"] == reports.FINAL]
     if editing and values is None:
         values = {"findings": current["findings"] if current else "",
                   "impression": current["impression"] if current else "",
@@ -66,6 +65,8 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
     return render_template(
         "reports/report.html", exam=exam, current=current, editing=editing, values=values or {},
         errors=errors or {}, stale=stale, versions=shown, locked=reports.is_locked(exam),
+        superseded={v["version"]: reports.superseded_by(every, v) for v in shown},
+        names=users.display_names(conn, [n for v in shown for n in (v["signed_by"], v["preliminary_by"])]),
         holder=reports.holder(current, current_user.username),
         warnings=reports.quarantine_warnings(conn, exam, current_app.config),
         phrases=reports.phrases_for(conn, exam["modality"], exam["body_part"]) if editing else [],
@@ -184,7 +185,9 @@ def report_print(accession: str) -> Any:
     fmt = request.args.get("format", "a4")
     fmt = fmt if fmt in PRINT_FORMATS else "a4"
     reports.record_print(conn, access.actor(), exam, version, fmt)
-    return render_template("reports/print.html", exam=exam, version=version, fmt=fmt)
+    return render_template("reports/print.html", exam=exam, version=version, fmt=fmt,
+                           superseded=reports.superseded_by(reports.versions(conn, exam["id"]), version),
+                           names=users.display_names(conn, [version["signed_by"], version["preliminary_by"]]))
 
 
 # ---------------------------------------------------------------- technologists
