@@ -167,11 +167,14 @@ def discontinued(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str
 
 
 def report_signed(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], level: str,
-                  review: bool = False) -> None:
+                  review: bool = False, result_class: str = "") -> None:
     """A report was signed preliminary or final: the exam follows. A final signature on a final
     exam is an amendment (the exam stays final, marked amended). With ``review`` (the setting
-    REPORT_REVIEW) a final report needs a preliminary one first."""
+    REPORT_REVIEW) a final report needs a preliminary one first. A final report's
+    ``result_class`` becomes the exam's (the statistics' positive rate)."""
     state = current_state(conn, exam["id"])
+    if level == FINAL:
+        conn.execute("UPDATE exams SET result_class = ? WHERE id = ?", (result_class or None, exam["id"]))
     if level != FINAL:
         advance(conn, actor, exam, PRELIMINARY, "report signed preliminary")
     elif state == FINAL:

@@ -19,6 +19,27 @@ from .validation import N_, Conflict, ValidationError, choice, text
 
 DRAFT, PRELIMINARY, FINAL = "draft", "preliminary", "final"
 SIGN_LEVELS = (PRELIMINARY, FINAL)
+#: How the radiologist classes the result when signing (a final report must be classed).
+NORMAL, ABNORMAL, CRITICAL = "normal", "abnormal", "critical"
+RESULT_CLASSES = (NORMAL, ABNORMAL, CRITICAL)
+
+
+@dataclass(frozen=True)
+class Signing:
+    """What a sign-off asks for, checked before anything is saved (the confirmation shows it)."""
+
+    level: str
+    result_class: str  # empty: not classed (allowed for a preliminary report)
+
+
+def signing(data: Mapping[str, Any]) -> Signing:
+    """The sign-off ``data`` asks for, or ValidationError: a level, and for a final report an
+    impression and a result class."""
+    level = choice(data, "level", SIGN_LEVELS)
+    result_class = choice(data, "result_class", RESULT_CLASSES, required=level == FINAL)
+    if level == FINAL and not text(data, "impression", max_length=TEXT_MAX, multiline=True):
+        raise ValidationError("impression", N_("A final report needs an impression."))
+    return Signing(level, result_class)
 TEXT_MAX = 20_000
 #: Another radiologist's hold on a report counts for this long after their last save.
 HOLD_MINUTES = 15
@@ -208,21 +229,20 @@ def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
          review: bool = False) -> sqlite3.Row:
     """Save and sign, preliminary or final (``data["level"]``); refused while the exam has no
     images. The exam's state follows (:func:`exams.report_signed`; ``review``: REPORT_REVIEW)."""
-    level = choice(data, "level", SIGN_LEVELS)
+    asked = signing(data)
+    level = asked.level
     _refuse_if_locked(conn, actor, exam, "report.sign")
-    if level == FINAL and not text(data, "impression", max_length=TEXT_MAX, multiline=True):
-        raise ValidationError("impression", N_("A final report needs an impression."))
     now = clock.to_db(clock.now())
-    changes: dict[str, Any] = {"status": level}
+    changes: dict[str, Any] = {"status": level, "result_class": asked.result_class or None}
     if level == PRELIMINARY:
         changes.update(preliminary_at=now, preliminary_by=actor.name)
     else:
         changes.update(signed_at=now, signed_by=actor.name, held_by=None, held_at=None)
     with transaction(conn):  # signed preliminary again: the newest preliminary signature counts
         signed = _write(conn, actor, exam, data, changes)
-        exams.report_signed(conn, actor, exam, level, review)
+        exams.report_signed(conn, actor, exam, level, review, result_class=asked.result_class)
         audit.record(conn, actor, "report.sign", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
-                     detail={"version": signed["version"], "level": level})
+                     detail={"version": signed["version"], "level": level, "result_class": asked.result_class})
     return signed
 
 

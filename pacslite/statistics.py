@@ -62,6 +62,9 @@ class Group:
     exams_refiled: int = 0
     reported: int = 0
     within_target: int = 0
+    classed: int = 0  # final reports classed normal, abnormal or critical
+    positive: int = 0  # of them abnormal or critical
+    critical: int = 0
     #: report turnaround in hours, to the nearest 0.1 h (the precision shown): {hours: exams}
     turnaround_hours: Counter[float] = field(default_factory=Counter)
 
@@ -89,6 +92,11 @@ class Group:
     @property
     def within_target_rate(self) -> float | None:
         return _ratio(self.within_target, self.reported)
+
+    @property
+    def positive_rate(self) -> float | None:
+        """Abnormal or critical results, of the classed final reports."""
+        return _ratio(self.positive, self.classed)
 
 
 @dataclass
@@ -129,9 +137,11 @@ _EXAM_GROUPS = (
     "SELECT modality, source, station_ae, hours, COUNT(*), SUM(status = 'cancelled'),"
     " SUM(status <> 'cancelled' AND instance_count > 0),"
     " SUM(CASE WHEN status <> 'cancelled' AND instance_count > 0 THEN instance_count ELSE 0 END),"
-    " SUM(status <> 'cancelled' AND instance_count = 0), SUM(exact <= {target})"
-    " FROM (SELECT modality, source, station_ae, status, instance_count, exact, ROUND(exact, 1) AS hours"
-    " FROM (SELECT modality, source, station_ae, status, instance_count, CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
+    " SUM(status <> 'cancelled' AND instance_count = 0), SUM(exact <= {target}),"
+    " COUNT(result_class), COUNT(CASE WHEN result_class IN ('abnormal', 'critical') THEN 1 END),"
+    " COUNT(CASE WHEN result_class = 'critical' THEN 1 END)"
+    " FROM (SELECT modality, source, station_ae, status, instance_count, result_class, exact, ROUND(exact, 1) AS hours"
+    " FROM (SELECT modality, source, station_ae, status, instance_count, result_class, CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
     " THEN (julianday(reported_at) - julianday(images_first_at)) * 24 END AS exact"
     " FROM exams WHERE registered_at >= ? AND registered_at < ?))"
     " GROUP BY modality, source, station_ae, hours")
@@ -193,14 +203,17 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
         return found
 
     target, target_params = config.turnaround_hours_sql(settings)
-    for modality, source, station, hours, registered, cancelled, with_images, images, missing, within in conn.execute(
-            _EXAM_GROUPS.format(target=target), (*target_params, since, until)):
+    for (modality, source, station, hours, registered, cancelled, with_images, images, missing, within, classed,
+         positive, critical) in conn.execute(_EXAM_GROUPS.format(target=target), (*target_params, since, until)):
         for group in groups_of(modality, source, station):
             group.registered += registered
             group.cancelled += cancelled
             group.with_images += with_images
             group.images += images
             group.missing_images += missing
+            group.classed += classed
+            group.positive += positive
+            group.critical += critical
             if hours is not None:
                 group.reported += registered
                 group.turnaround_hours[hours] += registered
@@ -244,7 +257,8 @@ def default_period(settings: Mapping[str, Any]) -> tuple[date, date]:
 
 CSV_COLUMNS = ("dimension", "group", "registered", "cancelled", "with_images", "images", "missing_images",
                "studies_filed_automatically", "studies_refiled", "auto_rate", "exams_refiled", "exam_refile_rate",
-               "reported", "turnaround_median_h", "turnaround_p90_h", "within_target_rate")
+               "reported", "turnaround_median_h", "turnaround_p90_h", "within_target_rate", "classed", "positive_rate",
+               "critical")
 
 
 def csv_rows(result: Report) -> Iterable[list[Any]]:
@@ -252,7 +266,7 @@ def csv_rows(result: Report) -> Iterable[list[Any]]:
     def row(dimension: str, g: Group) -> list[Any]:
         values = [dimension, g.name, g.registered, g.cancelled, g.with_images, g.images, g.missing_images,
                   g.studies_auto, g.studies_refiled, g.auto_rate, g.exams_refiled, g.refile_rate, g.reported,
-                  g.turnaround_median, g.turnaround_p90, g.within_target_rate]
+                  g.turnaround_median, g.turnaround_p90, g.within_target_rate, g.classed, g.positive_rate, g.critical]
         return ["" if v is None else round(v, 4) if isinstance(v, float) else v for v in values]
     yield list(CSV_COLUMNS)
     yield row("all", result.total)

@@ -183,7 +183,7 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path,
     pacs.add_user("tech_li", "technologist")
     reg = pacs.register(patient_id="BR0001", name="张三")
     problems: list[str] = []
-    doctor = browser.new_context(locale="en-US").new_page()
+    doctor = browser.new_context(locale="en-US", viewport={"width": 1366, "height": 768}).new_page()
     tech = browser.new_context(locale="en-US").new_page()
     for page in (doctor, tech):
         watch_console(page, problems)
@@ -221,7 +221,21 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path,
     doctor.wait_for_selector("#save-status.saved")
     assert pacs.query("SELECT findings FROM report_versions")[0][0] == "Both lungs are clear. 双肺清晰。"
     doctor.fill("#f-impression", "No abnormality. 未见异常。")
+    doctor.check("#result-class input[value=normal]")
+    doctor.evaluate("window.scrollTo(0, 0)")
+    sign = doctor.locator("#report-form button:has-text('Sign final')").bounding_box()
+    assert sign is not None and sign["y"] + sign["height"] <= 768, sign  # on screen without scrolling
     doctor.click("button:has-text('Sign final')")
+    # signing asks first, showing the impression and the result class, its button on screen at 1366×768
+    confirm = doctor.locator("#confirm-sign")
+    confirm.wait_for()
+    assert "未见异常。" in confirm.locator("#confirm-impression").inner_text()
+    assert confirm.locator("#confirm-result").inner_text() == "Normal"
+    button = confirm.locator("button:has-text('Confirm and sign final')")
+    box = button.bounding_box()
+    assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 768, box
+    assert pacs.query("SELECT status FROM report_versions")[0][0] == "draft"  # nothing signed yet
+    button.click()
     doctor.wait_for_selector("text=Report signed as final.")
     with doctor.context.expect_page() as opened:
         doctor.click("#versions >> text=Print (A4)")
@@ -243,7 +257,9 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path,
     doctor.wait_for_selector("#report-form")
     doctor.fill("#f-impression", "Nodule of 6 mm in the left lower lobe. 左肺下叶 6 毫米结节。")
     doctor.wait_for_selector("#save-status.saved")
+    doctor.check("#result-class input[value=abnormal]")
     doctor.click("button:has-text('Sign final')")
+    doctor.click("#confirm-sign button:has-text('Confirm and sign final')")
     doctor.wait_for_selector("text=Report signed as final.")
     old = doctor.locator("details#version-1")
     assert "Amended: superseded by version 2" in old.locator("summary").inner_text()

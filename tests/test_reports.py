@@ -62,7 +62,8 @@ def test_a_forged_sign_on_an_exam_without_images_is_refused_and_audited(app, con
     page = rad.get(f"/exams/{accession}/report").get_data(as_text=True)
     assert "Report locked: no images" in page and 'id="report-form"' not in page
     response = send(rad, f"/exams/{accession}/report/sign",
-                    {"level": level, "revision": "0", "findings": "Normal.", "impression": "Normal."})
+                    {"confirm": "1", "result_class": "normal", "level": level, "revision": "0", "findings": "Normal.",
+                     "impression": "Normal."})
     assert response.status_code == 409
     assert "cannot be signed until its images have arrived" in response.get_data(as_text=True)
     assert version_rows(conn, accession) == []
@@ -111,15 +112,15 @@ def test_autosave_then_preliminary_then_final_which_never_changes(app, conn, rad
     assert (draft["status"], draft["findings"], draft["revision"], draft["held_by"]) == \
         ("draft", "Lungs clear.", 1, "dr_wang")
 
-    assert send(rad, f"/exams/{imaged}/report/sign", {"level": "preliminary", "revision": "1",
+    assert send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "preliminary", "revision": "1",
                                                     "findings": "Lungs clear.", "impression": ""}).status_code == 302
     [prelim] = version_rows(conn, imaged)
     assert (prelim["status"], prelim["preliminary_by"]) == ("preliminary", "dr_wang")
 
-    no_impression = send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "2",
+    no_impression = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "2",
                                                               "findings": "Lungs clear.", "impression": " "})
     assert no_impression.status_code == 400 and "needs an impression" in no_impression.get_data(as_text=True)
-    assert send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "2", "findings": "Lungs clear.",
+    assert send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "2", "findings": "Lungs clear.",
                                                     "impression": "Normal chest."}).status_code == 302
     [final] = version_rows(conn, imaged)
     assert (final["status"], final["signed_by"], final["impression"]) == ("final", "dr_wang", "Normal chest.")
@@ -144,7 +145,7 @@ def test_a_stale_save_is_refused_and_nothing_is_lost(app, conn, client_as, rad, 
                                                      "impression": ""}, headers=HTMX)
     assert stale.status_code == 409 and "dr_li saved this report" in stale.get_data(as_text=True)
     assert version_rows(conn, imaged)[0]["findings"] == "Li's findings"
-    signed = send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "0",
+    signed = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "0",
                                                       "findings": "Wang's findings", "impression": "Wang's"})
     page = signed.get_data(as_text=True)
     assert signed.status_code == 409 and version_rows(conn, imaged)[0]["status"] == "draft"
@@ -154,7 +155,7 @@ def test_a_stale_save_is_refused_and_nothing_is_lost(app, conn, client_as, rad, 
 
 
 def test_an_amendment_is_a_new_version_and_the_old_one_stays(app, conn, rad, imaged, client_as) -> None:
-    send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "0", "findings": "F1",
+    send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "0", "findings": "F1",
                                              "impression": "I1"})
     token = _token(conn, client_as)
     assert send(rad, f"/exams/{imaged}/report/amend", {"reason": ""}).status_code == 400
@@ -164,7 +165,7 @@ def test_an_amendment_is_a_new_version_and_the_old_one_stays(app, conn, rad, ima
         (2, "draft", "F1", "Nodule missed")
     api = rad.application.test_client()
     assert api.get(f"/api/v1/exams/{imaged}/report", headers=token).get_json()["version"] == 1
-    send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "1", "findings": "F1, nodule",
+    send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "1", "findings": "F1, nodule",
                                              "impression": "I2"})
     answer = api.get(f"/api/v1/exams/{imaged}/report", headers=token).get_json()
     assert (answer["version"], answer["impression"], answer["signed_by"], answer["amendment_reason"]) == \
@@ -180,12 +181,12 @@ def test_an_amendment_is_a_new_version_and_the_old_one_stays(app, conn, rad, ima
 def test_with_review_a_final_report_needs_a_preliminary_one_first(app, conn, rad, imaged) -> None:
     app.config["REPORT_REVIEW"] = True
     texts = {"findings": "F", "impression": "I"}
-    refused = send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "0", **texts})
+    refused = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "0", **texts})
     assert refused.status_code == 409 and "sign this report preliminary first" in refused.get_data(as_text=True)
     assert version_rows(conn, imaged) == [] and patients.get_exam(conn, imaged)["status"] == "in_progress"
-    assert send(rad, f"/exams/{imaged}/report/sign", {"level": "preliminary", "revision": "0", **texts}).status_code \
+    assert send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "preliminary", "revision": "0", **texts}).status_code \
         == 302
-    assert send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "1", **texts}).status_code == 302
+    assert send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "1", **texts}).status_code == 302
     assert patients.get_exam(conn, imaged)["status"] == "final"
 
 
@@ -202,12 +203,12 @@ def test_clinicians_read_and_print_final_reports_only(app, conn, rad, imaged, cl
     token = _token(conn, client_as)
     api = app.test_client()
     assert api.get(f"/api/v1/exams/{imaged}/report", headers=token).status_code == 404
-    send(rad, f"/exams/{imaged}/report/sign", {"level": "preliminary", "revision": "0", "findings": "Draft text",
+    send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "preliminary", "revision": "0", "findings": "Draft text",
                                              "impression": "Prelim"})
     assert "Prelim" not in ward.get(f"/exams/{imaged}/report").get_data(as_text=True)
     assert ward.get(f"/exams/{imaged}/report/print?version=1").status_code == 404
     assert rad.get(f"/exams/{imaged}/report/print?version=1").status_code == 200  # the radiologist may
-    send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "1", "findings": "<b>Final</b> text",
+    send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "1", "findings": "<b>Final</b> text",
                                              "impression": "Normal"})
     page = ward.get(f"/exams/{imaged}/report").get_data(as_text=True)
     assert "&lt;b&gt;Final&lt;/b&gt; text" in page and 'id="report-form"' not in page
@@ -243,7 +244,7 @@ def test_the_reading_list_puts_urgent_then_overdue_first(app, conn, tmp_path, ra
     two_hours_ago = clock.to_db(clock.now() - timedelta(hours=2))  # CR's target is 1 h
     with conn:
         conn.execute("UPDATE exams SET images_first_at = ? WHERE accession_number = ?", (two_hours_ago, overdue))
-    send(rad, f"/exams/{reported}/report/sign", {"level": "final", "revision": "0", "findings": "f",
+    send(rad, f"/exams/{reported}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "0", "findings": "f",
                                                "impression": "i"})
     page = rad.get("/reading").get_data(as_text=True)
     order = [a for a in re.findall(r'class="mono">(\w+)</a>', page)]
@@ -311,7 +312,7 @@ def test_report_turnaround_statistics_count_from_the_first_image_to_the_first_fi
         for value in values:
             accession = register(app, conn, source=source)
             assert add_image(app, conn, tmp_path, accession).result == filing.FILED
-            signed = send(rad, f"/exams/{accession}/report/sign", {"level": "final", "revision": "0",
+            signed = send(rad, f"/exams/{accession}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "0",
                                                                    "findings": "F", "impression": "I"})
             assert signed.status_code == 302, signed.get_data(as_text=True)
             with conn:  # the images as if they had come ``value`` hours before the report
@@ -332,7 +333,7 @@ def test_a_malformed_save_or_sign_is_refused_and_saves_nothing(app, conn, rad, i
     bad_revision = send(rad, f"/exams/{imaged}/report/save", {"revision": "x", "findings": "F", "impression": ""},
                         headers=HTMX)
     assert bad_revision.status_code == 400 and "reload the page" in bad_revision.get_data(as_text=True)
-    bad_level = send(rad, f"/exams/{imaged}/report/sign", {"level": "bogus", "revision": "0", "findings": "F",
+    bad_level = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "bogus", "revision": "0", "findings": "F",
                                                          "impression": "I"})
     assert bad_level.status_code == 400
     too_long = send(rad, f"/exams/{imaged}/report/save", {"revision": "0", "findings": "x" * 20_001,
@@ -345,7 +346,7 @@ def test_an_amended_reports_first_version_is_marked_superseded_on_screen_and_on_
         app, conn, rad, imaged, client_as) -> None:
     with conn:
         conn.execute("UPDATE users SET display_name = '王医生' WHERE username = 'dr_wang'")
-    send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "0", "findings": "F1",
+    send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "0", "findings": "F1",
                                              "impression": "No abnormality."})
     assert send(rad, f"/exams/{imaged}/report/amend", {"reason": "nodule missed"}).status_code == 302
     ward = client_as("clinician")
@@ -353,7 +354,7 @@ def test_an_amended_reports_first_version_is_marked_superseded_on_screen_and_on_
     assert 'id="superseded-mark"' not in first  # an amendment in progress replaces nothing yet
     assert "王医生" in first and "dr_wang" not in first.split("<footer>")[1]
     revision = version_rows(conn, imaged)[-1]["revision"]
-    signed = send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": str(revision),
+    signed = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": str(revision),
                                                       "findings": "F1", "impression": "Nodule, 6 mm."})
     assert signed.status_code == 302
     first = ward.get(f"/exams/{imaged}/report/print?version=1").get_data(as_text=True)
@@ -363,3 +364,35 @@ def test_an_amended_reports_first_version_is_marked_superseded_on_screen_and_on_
     assert page.index("Nodule, 6 mm.") < page.index("No abnormality.")  # the current version first
     assert '<details class="version superseded" id="version-1">' in page  # the history folded
     assert 'id="version-2"' not in page
+
+
+def test_signing_shows_what_will_be_signed_first_and_a_final_report_needs_its_result_class(
+        app, conn, rad, imaged, tmp_path) -> None:
+    asked = send(rad, f"/exams/{imaged}/report/sign", {"level": "final", "revision": "0", "findings": "Bleed.",
+                                                     "impression": "Subdural haematoma.", "result_class": "critical"})
+    page = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and 'id="confirm-sign"' in page
+    assert re.search(r'id="confirm-result">Critical finding \(危急值\)</strong>', page)
+    assert 'id="confirm-impression">Subdural haematoma.</p>' in page
+    assert version_rows(conn, imaged) == [] and audit_rows(conn, "report.sign") == 0  # nothing signed yet
+    unclassed = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "level": "final", "revision": "0",
+                                                         "findings": "Bleed.", "impression": "Subdural haematoma."})
+    assert unclassed.status_code == 400 and version_rows(conn, imaged) == []
+    forged = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "level": "final", "revision": "0",
+                                                      "findings": "x", "impression": "y", "result_class": "fine"})
+    assert forged.status_code == 400 and version_rows(conn, imaged) == []
+    signed = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "level": "final", "revision": "0",
+                                                      "findings": "Bleed.", "impression": "Subdural haematoma.",
+                                                      "result_class": "critical"})
+    assert signed.status_code == 302
+    assert version_rows(conn, imaged)[0]["result_class"] == "critical"
+    assert conn.execute("SELECT result_class FROM exams WHERE accession_number = ?", (imaged,)).fetchone()[0] == \
+        "critical"
+    from pacslite import statistics
+    normal = register(app, conn, patient_id="P0002", name="李四")
+    assert add_image(app, conn, tmp_path, normal, patient_id="P0002").result == filing.FILED
+    send(rad, f"/exams/{normal}/report/sign", {"confirm": "1", "level": "final", "revision": "0", "findings": "F",
+                                             "impression": "Normal.", "result_class": "normal"})
+    today = clock.local_today(app.config["TIMEZONE"])
+    total = statistics.report(conn, app.config, today, today).total
+    assert (total.classed, total.positive, total.critical, total.positive_rate) == (2, 1, 1, 0.5)

@@ -232,7 +232,8 @@ def test_a_modality_round_from_worklist_to_final_report(pacs, tmp_path) -> None:
                               " ON e.id = v.exam_ref WHERE e.accession_number = ?", reg.accession_number)[0][0]
         signed = radiologist.post(f"{page}/sign", data={"csrf_token": csrf_token(radiologist, page), "level": level,
                                                          "findings": "Clear lungs.", "impression": "Normal.",
-                                                         "revision": str(revision)})
+                                                         "revision": str(revision), "result_class": "normal",
+                                                         "confirm": "1"})
         assert signed.status_code == 302, signed.get_data(as_text=True)[-500:]
         assert status_of(pacs, reg.accession_number) == state
     api = pacs.api(f"/api/v1/exams/{reg.accession_number}", pacs.token("wf_his", "clinician"))

@@ -35,6 +35,7 @@ LABELS = {
     "mpps": {"IN PROGRESS": _l("In progress"), "COMPLETED": _l("Completed"), "DISCONTINUED": _l("Discontinued")},
     "commitment": {"pending": _l("Waiting to be sent"), "sending": _l("Sending"), "delivered": _l("Delivered"),
                    "failed": _l("Not delivered")},
+    "result": {"normal": _l("Normal"), "abnormal": _l("Abnormal"), "critical": _l("Critical finding (危急值)")},
     "report": {"": _l("Not started"), "draft": _l("Draft"), "preliminary": _l("Preliminary"),
                "final": _l("Final")},
     "candidate": {"accession_equal": _l("same accession number"),

@@ -50,7 +50,7 @@ def reading() -> Any:
 # ---------------------------------------------------------------- the report page
 
 def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
-                 stale: Any = None, status: int = 200) -> Any:
+                 stale: Any = None, confirming: reports.Signing | None = None, status: int = 200) -> Any:
     """The exam's report: the editor (radiologist, images present), the lock (no images), or
     the signed versions to read. ``values`` keeps what a refused submission contained."""
     conn = get_db()
@@ -61,10 +61,11 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
     if editing and values is None:
         values = {"findings": current["findings"] if current else "",
                   "impression": current["impression"] if current else "",
-                  "revision": current["revision"] if current else 0}
+                  "revision": current["revision"] if current else 0,
+                  "result_class": (current["result_class"] or "") if current else ""}
     return render_template(
         "reports/report.html", exam=exam, current=current, editing=editing, values=values or {},
-        errors=errors or {}, stale=stale, versions=shown, locked=reports.is_locked(exam),
+        errors=errors or {}, stale=stale, confirming=confirming, versions=shown, locked=reports.is_locked(exam),
         superseded={v["version"]: reports.superseded_by(every, v) for v in shown},
         names=users.display_names(conn, [n for v in shown for n in (v["signed_by"], v["preliminary_by"])]),
         holder=reports.holder(current, current_user.username),
@@ -108,9 +109,13 @@ def report_save(accession: str) -> Any:
 @bp.route("/exams/<accession>/report/sign", methods=["POST"])
 @access.allow(*RADIOLOGIST)
 def report_sign(accession: str) -> Any:
+    """Sign in two steps: the first shows what will be signed (level, impression, result class)
+    for confirmation; only the confirmed form (``confirm=1``) signs."""
     exam = _exam_or_404(accession)
-    values = {k: request.form.get(k, "") for k in ("findings", "impression", "revision")}
+    values = {k: request.form.get(k, "") for k in ("findings", "impression", "revision", "result_class")}
     try:
+        if request.form.get("confirm") != "1":
+            return _report_page(exam, values=values, confirming=reports.signing(request.form))
         signed = reports.sign(get_db(), access.actor(), exam, request.form, current_app.config["REPORT_REVIEW"])
     except reports.StaleReport as exc:
         return _report_page(exam, values=values, stale=exc.current, status=409)
