@@ -396,3 +396,21 @@ def test_signing_shows_what_will_be_signed_first_and_a_final_report_needs_its_re
     today = clock.local_today(app.config["TIMEZONE"])
     total = statistics.report(conn, app.config, today, today).total
     assert (total.classed, total.positive, total.critical, total.positive_rate) == (2, 1, 1, 0.5)
+
+
+def test_a_report_written_by_one_radiologist_and_issued_by_another_prints_both_names(
+        app, conn, rad, imaged, client_as) -> None:
+    with conn:
+        conn.execute("UPDATE users SET display_name = '王医生' WHERE username = 'dr_wang'")
+    send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "level": "preliminary", "revision": "0",
+                                             "findings": "F", "impression": "I"})
+    senior = client_as("radiologist", username="dr_li")
+    with conn:
+        conn.execute("UPDATE users SET display_name = '李主任' WHERE username = 'dr_li'")
+    assert send(senior, f"/exams/{imaged}/report/sign", {"confirm": "1", "level": "final", "revision": "1",
+                                                        "findings": "F", "impression": "I",
+                                                        "result_class": "normal"}).status_code == 302
+    footer = rad.get(f"/exams/{imaged}/report/print").get_data(as_text=True).split("<footer>")[1]
+    assert re.search(r'Reporting radiologist: <strong class="signer">王医生</strong>', footer)
+    assert re.search(r'Reviewing radiologist: <strong class="reviewer">李主任</strong>', footer)
+    assert "dr_wang" not in footer and "dr_li" not in footer
