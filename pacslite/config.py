@@ -220,6 +220,15 @@ def turnaround_hours_sql(settings: Mapping[str, Any]) -> tuple[str, list[Any]]:
     return (f"(CASE {' '.join(cases)} ELSE 24.0 END)" if cases else "24.0"), params
 
 
+def review_required(settings: Mapping[str, Any], modality_code: str) -> bool:
+    """Whether a final report of this modality is issued by a second radiologist (审核): the
+    modality's ``"review": "review"`` or ``"single"``, else ``REPORT_REVIEW``."""
+    entry = modality(settings, modality_code) or {}
+    if entry.get("review") in ("review", "single"):
+        return entry["review"] == "review"
+    return bool(settings["REPORT_REVIEW"])
+
+
 def modality(settings: Mapping[str, Any], code: str) -> dict[str, Any] | None:
     """The configured modality with this department code, or None."""
     for entry in settings["MODALITIES"]:

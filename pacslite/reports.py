@@ -123,10 +123,15 @@ def due_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
 
 
 def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modality: str = "", source: str = "",
-                 priority: str = "", day: date | None = None, query: str = "",
+                 priority: str = "", day: date | None = None, query: str = "", review_by: str = "",
                  limit: int = 500) -> list[ReadingItem]:
-    """Exams with images and no final report: urgent first, then overdue, then longest waiting."""
+    """Exams with images and no final report: urgent first, then overdue, then longest waiting.
+    ``review_by``: only the reports submitted for review that this user did not write."""
     clauses, params = patients.exam_filter(modality=modality, source=source, priority=priority, query=query)
+    if review_by:
+        clauses += ["e.status = ?", "IFNULL((SELECT r.preliminary_by FROM report_versions r WHERE r.exam_ref = e.id"
+                    " ORDER BY r.version DESC LIMIT 1), '') <> ?"]
+        params += [exams.PRELIMINARY, review_by]
     # the exam's state says there is no final report yet (exams.py moves it to final when one is
     # signed): an index range over the few exams waiting, not a NOT EXISTS over every exam
     clauses += ["e.instance_count > 0", f"e.status IN ({', '.join('?' * len(exams.AWAITING_FINAL))})"]
@@ -226,9 +231,11 @@ def save(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
 
 
 def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: Mapping[str, Any],
-         review: bool = False) -> sqlite3.Row:
+         review: bool = False, reviewer: bool = False) -> sqlite3.Row:
     """Save and sign, preliminary or final (``data["level"]``); refused while the exam has no
-    images. The exam's state follows (:func:`exams.report_signed`; ``review``: REPORT_REVIEW)."""
+    images. The exam's state follows (:func:`exams.report_signed`). With ``review``
+    (:func:`config.review_required`) the preliminary signature submits the report for review,
+    and only a ``reviewer`` other than its writer issues it final."""
     asked = signing(data)
     level = asked.level
     _refuse_if_locked(conn, actor, exam, "report.sign")
@@ -239,11 +246,24 @@ def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
     else:
         changes.update(signed_at=now, signed_by=actor.name, held_by=None, held_at=None)
     with transaction(conn):  # signed preliminary again: the newest preliminary signature counts
+        if review and level == FINAL:
+            _check_review(latest(conn, exam["id"]), actor, reviewer)
         signed = _write(conn, actor, exam, data, changes)
         exams.report_signed(conn, actor, exam, level, review, result_class=asked.result_class)
         audit.record(conn, actor, "report.sign", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
                      detail={"version": signed["version"], "level": level, "result_class": asked.result_class})
     return signed
+
+
+def _check_review(current: sqlite3.Row | None, actor: audit.Actor, reviewer: bool) -> None:
+    """Issuing a final report where reports are reviewed: it was submitted, the signer may
+    review, and nobody reviews their own report."""
+    if current is None or current["status"] != PRELIMINARY:
+        raise Conflict(N_("Reports are reviewed here: submit this report for review first."))
+    if not reviewer:
+        raise Conflict(N_("Reports are reviewed here: a radiologist who may review issues the final report."))
+    if current["preliminary_by"] == actor.name:
+        raise Conflict(N_("You wrote this report: another radiologist reviews it and issues it."))
 
 
 def amend(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: Mapping[str, Any]) -> sqlite3.Row:

@@ -283,6 +283,61 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path,
     assert problems == []
 
 
+def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(browser, tmp_path,
+                                                                            modality_pacs) -> None:
+    """Issue 18's review, in Chromium: the writer submits, cannot issue it, a reviewer does; the
+    print names both."""
+    pacs = modality_pacs(PACSLITE_REPORT_REVIEW="1")
+    reg = pacs.register(patient_id="RV0001", name="张三", station_ae="STORESCU")
+    pacs.send_series(tmp_path / "sent", 1, accession=reg.accession_number, patient_id="RV0001", name="ZHANG^SAN",
+                     sex="M", birth_date="19800203")
+    pacs.add_user("dr_writer", "radiologist", display_name="王医生")
+    pacs.add_user("dr_senior", "radiologist", display_name="李主任")
+    pacs.add_user("boss_rv", "admin")
+    problems: list[str] = []  # the review permission is given as an admin would, on the user's page
+    admin = page_as(browser, pacs, "boss_rv", problems)
+    senior_id = pacs.query("SELECT id FROM users WHERE username = 'dr_senior'")[0][0]
+    admin.goto(f"{pacs.server.url}/admin/users/{senior_id}")
+    admin.check("#f-can-review")
+    admin.click("button[type=submit].primary")
+    admin.wait_for_url(f"{pacs.server.url}/admin/users")
+
+    writer = page_as(browser, pacs, "dr_writer", problems, viewport={"width": 1366, "height": 768})
+    writer.goto(f"{pacs.server.url}/exams/{reg.accession_number}/report")
+    writer.fill("#f-findings", "Crescent-shaped hyperdensity over the left convexity. 左侧额顶部新月形高密度影。")
+    writer.fill("#f-impression", "Acute subdural haematoma. 急性硬膜下血肿。")
+    writer.check("#result-class input[value=critical]")
+    assert writer.locator("button:has-text('Sign final')").count() == 0
+    writer.click("button:has-text('Submit for review')")
+    writer.click("#confirm-sign button:has-text('Confirm and sign preliminary')")
+    writer.wait_for_selector("#awaiting-review")  # the writer cannot issue it
+    assert writer.locator("button:has-text('Review and issue final')").count() == 0
+
+    senior = page_as(browser, pacs, "dr_senior", problems, viewport={"width": 1366, "height": 768})
+    senior.goto(f"{pacs.server.url}/reading")
+    senior.check("#f-review")
+    senior.wait_for_selector(f"#reading-table >> text={reg.accession_number}")
+    senior.goto(f"{pacs.server.url}/exams/{reg.accession_number}/report")
+    senior.click("button:has-text('Review and issue final')")
+    confirm = senior.locator("#confirm-sign")
+    confirm.wait_for()
+    assert "Critical finding" in confirm.locator("#confirm-result").inner_text()
+    confirm.locator("button:has-text('Confirm and sign final')").click()
+    senior.wait_for_selector("text=Report signed as final.")
+    with senior.context.expect_page() as opened:
+        senior.click("#versions >> text=Print (A4)")
+    printed = opened.value
+    printed.wait_for_load_state()
+    printed.emulate_media(media="print")
+    footer = printed.locator("#printed-report footer").inner_text()
+    assert "Reporting radiologist: 王医生" in footer and "Reviewing radiologist: 李主任" in footer
+    ARTIFACTS.mkdir(exist_ok=True)
+    printed.screenshot(path=str(ARTIFACTS / "report-reviewed-a4.png"), full_page=True)
+    assert tuple(pacs.query("SELECT status, preliminary_by, signed_by, result_class FROM report_versions")[0]) == \
+        ("final", "dr_writer", "dr_senior", "critical")
+    assert problems == []
+
+
 def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path, modality_pacs) -> None:
     """The control issue's "done when", in Chromium against the real process."""
     pacs = modality_pacs()

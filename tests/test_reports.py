@@ -178,15 +178,22 @@ def test_an_amendment_is_a_new_version_and_the_old_one_stays(app, conn, rad, ima
     assert send(rad, f"/exams/{imaged}/report/amend", {"reason": "again"}).status_code == 302  # of version 2
 
 
-def test_with_review_a_final_report_needs_a_preliminary_one_first(app, conn, rad, imaged) -> None:
-    app.config["REPORT_REVIEW"] = True
+def test_with_review_everywhere_a_final_report_is_submitted_first_and_issued_by_another(
+        app, conn, rad, imaged, client_as) -> None:
+    app.config["REPORT_REVIEW"] = True  # every modality without its own "review" setting
     texts = {"findings": "F", "impression": "I"}
-    refused = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "0", **texts})
-    assert refused.status_code == 409 and "sign this report preliminary first" in refused.get_data(as_text=True)
+    refused = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final",
+                                                       "revision": "0", **texts})
+    assert refused.status_code == 409 and "submit this report for review first" in refused.get_data(as_text=True)
     assert version_rows(conn, imaged) == [] and patients.get_exam(conn, imaged)["status"] == "in_progress"
-    assert send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "preliminary", "revision": "0", **texts}).status_code \
-        == 302
-    assert send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "1", **texts}).status_code == 302
+    assert send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "level": "preliminary", "revision": "0",
+                                                    **texts}).status_code == 302
+    assert patients.get_exam(conn, imaged)["status"] == "preliminary"
+    reviewer = client_as("radiologist", username="dr_qian")
+    with conn:
+        conn.execute("UPDATE users SET can_review = 1 WHERE username = 'dr_qian'")
+    assert send(reviewer, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final",
+                                                         "revision": "1", **texts}).status_code == 302
     assert patients.get_exam(conn, imaged)["status"] == "final"
 
 
@@ -414,3 +421,55 @@ def test_a_report_written_by_one_radiologist_and_issued_by_another_prints_both_n
     assert re.search(r'Reporting radiologist: <strong class="signer">王医生</strong>', footer)
     assert re.search(r'Reviewing radiologist: <strong class="reviewer">李主任</strong>', footer)
     assert "dr_wang" not in footer and "dr_li" not in footer
+
+
+def test_with_review_one_radiologist_submits_and_another_who_may_review_issues_it(
+        app, conn, rad, imaged, client_as) -> None:
+    from pacslite import config
+    app.config["MODALITIES"] = [{**m, "review": "review"} if m["code"] == "CT" else m
+                                for m in app.config["MODALITIES"]]
+    assert config.review_required(app.config, "CT") and not config.review_required(app.config, "DR")
+    with conn:
+        conn.execute("UPDATE users SET can_review = 1, display_name = '王医生' WHERE username = 'dr_wang'")
+    page = rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert "Submit for review" in page and "Sign final" not in page
+    final = {"confirm": "1", "level": "final", "findings": "F", "impression": "I", "result_class": "normal"}
+    assert send(rad, f"/exams/{imaged}/report/sign", {**final, "revision": "0"}).status_code == 409  # not submitted
+    assert send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "level": "preliminary", "revision": "0",
+                                                    "findings": "F", "impression": "I"}).status_code == 302
+    own = send(rad, f"/exams/{imaged}/report/sign", {**final, "revision": "1"})
+    assert own.status_code == 409 and "another radiologist reviews it" in own.get_data(as_text=True)
+    junior = client_as("radiologist", username="dr_zhao")  # a radiologist without the review permission
+    assert send(junior, f"/exams/{imaged}/report/sign", {**final, "revision": "1"}).status_code == 409
+    assert "Review and issue final" not in junior.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert version_rows(conn, imaged)[0]["status"] == "preliminary"
+
+    senior = client_as("radiologist", username="dr_li")
+    with conn:
+        conn.execute("UPDATE users SET can_review = 1, display_name = '李主任' WHERE username = 'dr_li'")
+    waiting = senior.get("/reading?review=1").get_data(as_text=True)
+    assert imaged in waiting
+    assert imaged not in rad.get("/reading?review=1").get_data(as_text=True)  # not their own to review
+    assert "Review and issue final" in senior.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert send(senior, f"/exams/{imaged}/report/sign", {**final, "revision": "1"}).status_code == 302
+    issued = version_rows(conn, imaged)[0]
+    assert (issued["status"], issued["preliminary_by"], issued["signed_by"]) == ("final", "dr_wang", "dr_li")
+    footer = rad.get(f"/exams/{imaged}/report/print").get_data(as_text=True).split("<footer>")[1]
+    assert "王医生" in footer and "李主任" in footer
+
+
+def test_an_admin_gives_the_review_permission_and_it_is_audited(conn, client_as) -> None:
+    from pacslite import users
+    admin = client_as("admin", username="boss_r")
+    doctor = users.create(conn, audit.SYSTEM, {"username": "dr_sun", "password": "Secret-pass-1",
+                                               "roles": ["radiologist"]})
+    assert not doctor.can_review
+    page = admin.get(f"/admin/users/{doctor.id}").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    saved = admin.post(f"/admin/users/{doctor.id}", data={"csrf_token": token, "display_name": "孙医生",
+                                                          "roles": ["radiologist"], "active": "on",
+                                                          "can_review": "on"})
+    assert saved.status_code == 302
+    assert users.get(conn, doctor.id).can_review
+    detail = conn.execute("SELECT detail FROM audit_log WHERE action = 'user.update' ORDER BY id DESC").fetchone()[0]
+    assert '"can_review": true' in detail and '"can_review": false' in detail

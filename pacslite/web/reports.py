@@ -9,7 +9,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import exams, patients, reports, users
+from .. import config, exams, patients, reports, users
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx
@@ -35,13 +35,15 @@ def _is_radiologist() -> bool:
 @bp.route("/reading")
 @access.allow(*RADIOLOGIST)
 def reading() -> Any:
-    filters = {k: request.args.get(k, "") for k in ("modality", "source", "priority", "day", "q")}
+    filters = {k: request.args.get(k, "") for k in ("modality", "source", "priority", "day", "q", "review")}
     try:
         day = date.fromisoformat(filters["day"]) if filters["day"] else None
     except ValueError:
         day, filters["day"] = None, ""
+    review_by = current_user.username if filters["review"] and current_user.can_review else ""
     items = reports.reading_list(get_db(), current_app.config, modality=filters["modality"],
-                                 source=filters["source"], priority=filters["priority"], day=day, query=filters["q"])
+                                 source=filters["source"], priority=filters["priority"], day=day, query=filters["q"],
+                                 review_by=review_by)
     template = "reports/_reading_table.html" if is_htmx() else "reports/reading.html"
     return render_template(template, items=items, filters=filters, sources=patients.SOURCES,
                            priorities=patients.PRIORITIES)
@@ -67,6 +69,7 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         "reports/report.html", exam=exam, current=current, editing=editing, values=values or {},
         errors=errors or {}, stale=stale, confirming=confirming, versions=shown, locked=reports.is_locked(exam),
         superseded={v["version"]: reports.superseded_by(every, v) for v in shown},
+        review=config.review_required(current_app.config, exam["modality"]),
         names=users.display_names(conn, [n for v in shown for n in (v["signed_by"], v["preliminary_by"])]),
         holder=reports.holder(current, current_user.username),
         warnings=reports.quarantine_warnings(conn, exam, current_app.config),
@@ -116,7 +119,8 @@ def report_sign(accession: str) -> Any:
     try:
         if request.form.get("confirm") != "1":
             return _report_page(exam, values=values, confirming=reports.signing(request.form))
-        signed = reports.sign(get_db(), access.actor(), exam, request.form, current_app.config["REPORT_REVIEW"])
+        signed = reports.sign(get_db(), access.actor(), exam, request.form,
+                              config.review_required(current_app.config, exam["modality"]), current_user.can_review)
     except reports.StaleReport as exc:
         return _report_page(exam, values=values, stale=exc.current, status=409)
     except reports.ReportLocked as exc:
