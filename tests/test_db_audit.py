@@ -21,7 +21,12 @@ def test_connection_settings(conn) -> None:
 def test_upgrading_an_old_database_keeps_its_rows(tmp_path: Path) -> None:
     conn = db.connect(tmp_path / "old.db")
     assert db.migrate(conn, target=1) == [1]
-    make_user(conn, "early", "registrar")
+    with db.transaction(conn):  # an account as version 1 wrote it (today's code writes later columns)
+        now = "2024-01-01T00:00:00+00:00"
+        user_id = conn.execute("INSERT INTO users (username, display_name, password_hash, session_token, created_at,"
+                               " updated_at) VALUES ('early', '', 'x', 'token', ?, ?)", (now, now)).lastrowid
+        conn.execute("INSERT INTO user_roles (user_id, role) VALUES (?, 'registrar')", (user_id,))
+        audit.record(conn, audit.SYSTEM, "user.create", "user:early", detail={"roles": ["registrar"]})
     chain_before = conn.execute("SELECT id, hash FROM audit_log").fetchall()
 
     applied = db.migrate(conn)
