@@ -16,12 +16,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Iterator
 
-from . import audit, clock, db, patients
+from . import audit, clock, db, index, patients
 from .index import Source
 
 log = logging.getLogger(__name__)
@@ -101,17 +100,10 @@ def _arrival(conn: sqlite3.Connection, arrival_id: int) -> sqlite3.Row:
     return conn.execute("SELECT * FROM arrivals WHERE id = ?", (arrival_id,)).fetchone()
 
 
-def _series_counts(conn: sqlite3.Connection, arrival_id: int) -> dict[str, int]:
-    rows = conn.execute("SELECT se.series_instance_uid FROM instances i JOIN series se ON se.id = i.series_ref"
-                        " WHERE i.arrival_ref = ?", (arrival_id,))
-    return dict(sorted(Counter(r[0] for r in rows).items()))
-
-
 def _close(conn: sqlite3.Connection, arrival: sqlite3.Row, *, recovered: bool) -> None:
-    study = conn.execute("SELECT study_instance_uid FROM studies WHERE id = ?",
-                         (arrival["study_ref"],)).fetchone()
+    study_uid = index.study_uid_of(conn, arrival["study_ref"])
     actor = audit.Actor(f"ae:{arrival['source']}" if arrival["source"] else "upload", arrival["address"])
-    detail: dict[str, Any] = {"study": study["study_instance_uid"], "series": _series_counts(conn, arrival["id"]),
+    detail: dict[str, Any] = {"study": study_uid, "series": index.series_counts_of_arrival(conn, arrival["id"]),
                               "first_at": arrival["first_at"], "last_at": arrival["last_at"],
                               "arrival": arrival["id"]}
     if recovered:
@@ -121,7 +113,7 @@ def _close(conn: sqlite3.Connection, arrival: sqlite3.Row, *, recovered: bool) -
         audit.record(conn, actor, "image.file", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
                      detail={**detail, "images": arrival["filed"]})
     if arrival["quarantined"]:
-        audit.record(conn, actor, "image.quarantine", f"study:{study['study_instance_uid']}",
+        audit.record(conn, actor, "image.quarantine", f"study:{study_uid}",
                      patient_id=arrival["patient_id"],
                      detail={**detail, "images": arrival["quarantined"], "reason": arrival["quarantine_reason"]})
     conn.execute("UPDATE arrivals SET closed_at = ? WHERE id = ?", (clock.to_db(clock.now()), arrival["id"]))

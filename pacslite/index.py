@@ -78,6 +78,17 @@ def find_study(conn: sqlite3.Connection, study_instance_uid: str) -> sqlite3.Row
     return conn.execute("SELECT * FROM studies WHERE study_instance_uid = ?", (study_instance_uid,)).fetchone()
 
 
+def study_uid_of(conn: sqlite3.Connection, study_id: int) -> str:
+    return str(conn.execute("SELECT study_instance_uid FROM studies WHERE id = ?", (study_id,)).fetchone()[0])
+
+
+def series_counts_of_arrival(conn: sqlite3.Connection, arrival_id: int) -> dict[str, int]:
+    """{SeriesInstanceUID: images} of what one delivery stored (by the instances' arrival index)."""
+    return {r[0]: r[1] for r in conn.execute(
+        "SELECT se.series_instance_uid, COUNT(*) FROM instances i JOIN series se ON se.id = i.series_ref"
+        " WHERE i.arrival_ref = ? GROUP BY se.series_instance_uid ORDER BY se.series_instance_uid", (arrival_id,))}
+
+
 def _header_columns(header: Header) -> dict[str, str]:
     return {"accession_number": header.accession_number, "patient_id": header.patient_id,
             "patient_name": header.patient_name, "patient_sex": header.patient_sex,

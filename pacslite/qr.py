@@ -306,10 +306,10 @@ def _known(conn: sqlite3.Connection, query: Query, row: sqlite3.Row, settings: M
         "PatientSex": lambda: row["sex"] or ""}
     if query.level == "PATIENT" or query.asks("NumberOfPatientRelatedStudies") or query.asks(
             "NumberOfPatientRelatedSeries") or query.asks("NumberOfPatientRelatedInstances"):
-        counts = functools.lru_cache(maxsize=1)(lambda: _patient_counts(conn, row["patient_ref"]))
-        known.update({"NumberOfPatientRelatedStudies": lambda: counts()[0],
-                      "NumberOfPatientRelatedSeries": lambda: counts()[1],
-                      "NumberOfPatientRelatedInstances": lambda: counts()[2]})
+        studies, series, instances = _patient_counts(conn, row["patient_ref"])  # one query for the three
+        known.update({"NumberOfPatientRelatedStudies": lambda: studies,
+                      "NumberOfPatientRelatedSeries": lambda: series,
+                      "NumberOfPatientRelatedInstances": lambda: instances})
     if query.level == "PATIENT":
         return known
     physician = row["requesting_physician"] or ""
