@@ -13,7 +13,8 @@ from types import FrameType
 
 from waitress import create_server
 
-from pacslite import arrivals, audit, commitment, create_app, db, filing, integrity, offsite, routing, transmission
+from pacslite import (arrivals, audit, commitment, create_app, critical, db, filing, integrity, offsite, routing,
+                      transmission)
 from pacslite.background import Periodic
 from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
@@ -84,8 +85,10 @@ def main() -> int:
                            lambda conn, config: commitment.run_due(conn, config, sender.send_commitment_report),
                            app.config["FORWARD_POLL_SECONDS"])
         expected = Periodic(app.config, "expected-images", transmission.run_due, transmission.poll_seconds(app.config))
+        escalation = Periodic(app.config, "critical-escalation", critical.escalate_due,
+                              critical.poll_seconds(app.config))
         for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor, outgoing, reports, expected,
-                        integrity.Scrubber(app.config)):
+                        escalation, integrity.Scrubber(app.config)):
             service.start()
             services.append(service)
         # what start-up made (modules, pydicom's dictionaries, translations) lives until the end:

@@ -71,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
     "TURNAROUND_BY_SOURCE": {},
     # Reports: with review on, a final report is signed only after a preliminary one.
     "REPORT_REVIEW": False,
+    # Critical findings (危急值): unacknowledged by the requesting department after this many
+    # minutes, a finding escalates to the radiologists and admins (0.05 = 3 s).
+    "CRITICAL_ACK_MINUTES": 15.0,
     # MPPS and "exam done": this many minutes after an exam was performed, images the modality
     # said it acquired and pacslite has not received raise incomplete_transmission (0.05 = 3 s).
     "MPPS_GRACE_MINUTES": 10.0,

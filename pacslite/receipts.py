@@ -38,6 +38,14 @@ def age_of(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> Age | None:
     return age_on(date.fromisoformat(exam["birth_date"]), clock.local_today(settings["TIMEZONE"]))
 
 
+def age_at_exam(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> Age | None:
+    """The age on the exam's day (the printed report's age), not today's."""
+    if not exam["birth_date"]:
+        return None
+    day = clock.local_today(settings["TIMEZONE"], clock.from_db(exam["scheduled_at"]))
+    return age_on(date.fromisoformat(exam["birth_date"]), day)
+
+
 def report_ready_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
     """Scheduled time plus the exam's turnaround target."""
     hours = config.turnaround_hours(settings, exam["modality"], exam["source"])

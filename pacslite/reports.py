@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping, Sequence
 
-from . import audit, clock, config, exams, index, patients
+from . import audit, clock, config, critical, exams, index, patients, users
 from .db import transaction
 from .validation import N_, Conflict, ValidationError, choice, text
 
@@ -40,6 +40,16 @@ def signing(data: Mapping[str, Any]) -> Signing:
     if level == FINAL and not text(data, "impression", max_length=TEXT_MAX, multiline=True):
         raise ValidationError("impression", N_("A final report needs an impression."))
     return Signing(level, result_class)
+
+
+def check_signer(conn: sqlite3.Connection, username: str) -> None:
+    """A report is signed in a person's name, printed on it: no display name, no signature."""
+    user = users.by_username(conn, username)
+    if user is None or not user.display_name.strip():
+        raise Conflict(N_("Your account has no display name, which a signed report prints: ask an administrator"
+                          " to give it one."))
+
+
 TEXT_MAX = 20_000
 #: Another radiologist's hold on a report counts for this long after their last save.
 HOLD_MINUTES = 15
@@ -231,14 +241,18 @@ def save(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
 
 
 def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: Mapping[str, Any],
-         review: bool = False, reviewer: bool = False) -> sqlite3.Row:
+         settings: Mapping[str, Any], reviewer: bool = False) -> sqlite3.Row:
     """Save and sign, preliminary or final (``data["level"]``); refused while the exam has no
-    images. The exam's state follows (:func:`exams.report_signed`). With ``review``
+    images. The exam's state follows (:func:`exams.report_signed`). Where reports are reviewed
     (:func:`config.review_required`) the preliminary signature submits the report for review,
-    and only a ``reviewer`` other than its writer issues it final."""
+    and only a ``reviewer`` other than its writer issues it final. A result classed critical
+    goes to the requesting department at once (:func:`critical.record_from_report`), even on a
+    report submitted for review."""
     asked = signing(data)
     level = asked.level
+    review = config.review_required(settings, exam["modality"])
     _refuse_if_locked(conn, actor, exam, "report.sign")
+    check_signer(conn, actor.name)
     now = clock.to_db(clock.now())
     changes: dict[str, Any] = {"status": level, "result_class": asked.result_class or None}
     if level == PRELIMINARY:
@@ -252,6 +266,8 @@ def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
         exams.report_signed(conn, actor, exam, level, review, result_class=asked.result_class)
         audit.record(conn, actor, "report.sign", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
                      detail={"version": signed["version"], "level": level, "result_class": asked.result_class})
+        if asked.result_class == CRITICAL:
+            critical.record_from_report(conn, actor, exam, signed, now, settings["CRITICAL_ACK_MINUTES"])
     return signed
 
 

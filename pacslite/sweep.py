@@ -34,11 +34,14 @@ from .validation import N_, Conflict, NotFound, text
 log = logging.getLogger(__name__)
 #: The sweep's rules (it opens and clears these); the scrub raises file_missing and file_changed,
 #: the outbound queue forward_failed, the expected-image check incomplete_transmission, storage
-#: commitment commitment_failed.
+#: commitment commitment_failed, a critical finding (危急值) critical_finding.
 SWEEP_RULES = ("missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict",
                "storage_low", "backup_space")
 RULES = (*SWEEP_RULES, "file_missing", "file_changed", "forward_failed", "incomplete_transmission",
-         "commitment_failed")
+         "commitment_failed", "critical_finding")
+#: Alerts a person closes elsewhere than on the alerts page: a critical finding is closed by
+#: the ward's acknowledgement (:mod:`pacslite.critical`).
+CLOSED_ELSEWHERE = ("critical_finding",)
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,9 @@ def resolve(conn: sqlite3.Connection, actor: audit.Actor, alert_id: int, data: M
             raise NotFound(f"alert {alert_id}")
         if alert["state"] != OPEN:
             raise Conflict(N_("This alert is already closed."))
+        if alert["rule"] in CLOSED_ELSEWHERE:
+            raise Conflict(N_("A critical finding is closed by the ward's acknowledgement, on the critical findings"
+                              " page."))
         conn.execute("UPDATE alerts SET state = ?, closed_at = ?, closed_by = ?, resolution = ? WHERE id = ?",
                      (RESOLVED, clock.to_db(clock.now()), actor.name, note, alert_id))
         audit.record(conn, actor, "alert.resolve", f"alert:{alert_id}", detail={"rule": alert["rule"],

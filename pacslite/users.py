@@ -40,6 +40,7 @@ class User:
     session_token: str
     locked_until: datetime | None = None
     can_review: bool = False  # may review another radiologist's report and issue it final (审核)
+    department: str = ""  # a clinician's ward or clinic: the critical findings it receives
     is_authenticated: bool = field(default=True, init=False)
     is_anonymous: bool = field(default=False, init=False)
 
@@ -81,7 +82,8 @@ def _user_from_row(conn: sqlite3.Connection, row: sqlite3.Row | None) -> User | 
     roles = frozenset(r[0] for r in conn.execute("SELECT role FROM user_roles WHERE user_id = ?", (row["id"],)))
     return User(id=row["id"], username=row["username"], display_name=row["display_name"], roles=roles,
                 active=bool(row["active"]), language=row["language"], session_token=row["session_token"],
-                locked_until=clock.from_db(row["locked_until"]), can_review=bool(row["can_review"]))
+                locked_until=clock.from_db(row["locked_until"]), can_review=bool(row["can_review"]),
+                department=row["department"])
 
 
 def get(conn: sqlite3.Connection, user_id: int) -> User:
@@ -141,31 +143,35 @@ def _check_password(password: Any) -> str:
 
 
 def create(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]) -> User:
-    """Create an account from ``username``, ``display_name``, ``password`` and ``roles``."""
+    """Create an account from ``username``, ``display_name``, ``password``, ``roles`` (and
+    optionally ``can_review`` and ``department``)."""
     username = matches(text(data, "username", required=True, max_length=32), "username", USERNAME_PATTERN,
                        N_("2 to 32 letters, digits, dots, dashes or underscores."))
     display_name = text(data, "display_name", max_length=64)
     password = _check_password(data.get("password"))
     roles = _clean_roles(data.get("roles") or [])
     can_review = bool(data.get("can_review"))
+    department = text(data, "department", max_length=64)
     now = clock.to_db(clock.now())
     with transaction(conn):
         if by_username(conn, username) is not None:
             raise ValidationError("username", N_("This user name is taken."))
         cur = conn.execute(
             "INSERT INTO users (username, display_name, password_hash, session_token, created_at, updated_at,"
-            " can_review) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " can_review, department) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (username, display_name, generate_password_hash(password), secrets.token_urlsafe(24), now, now,
-             int(can_review)))
+             int(can_review), department))
         user_id = int(cur.lastrowid)
         conn.executemany("INSERT INTO user_roles (user_id, role) VALUES (?, ?)", [(user_id, r) for r in roles])
-        audit.record(conn, actor, "user.create", f"user:{username}", detail={"roles": roles, "can_review": can_review})
+        audit.record(conn, actor, "user.create", f"user:{username}", detail={"roles": roles, "can_review": can_review,
+                                                                             "department": department})
     return get(conn, user_id)
 
 
 def update(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, data: Mapping[str, Any]) -> User:
-    """Change display name, roles and active flag; disabling ends the user's sessions."""
+    """Change display name, department, roles and active flag; disabling ends the user's sessions."""
     display_name = text(data, "display_name", max_length=64)
+    department = text(data, "department", max_length=64)
     roles = _clean_roles(data.get("roles") or [])
     active = bool(data.get("active"))
     can_review = bool(data.get("can_review"))
@@ -174,14 +180,16 @@ def update(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, data: Map
         if before.username == actor.name and (not active or "admin" not in roles) and "admin" in before.roles:
             raise Conflict(N_("You cannot remove your own administrator access."))
         token = before.session_token if active else secrets.token_urlsafe(24)
-        conn.execute("UPDATE users SET display_name = ?, active = ?, session_token = ?, updated_at = ?, can_review = ?"
-                     " WHERE id = ?", (display_name, int(active), token, clock.to_db(clock.now()), int(can_review), user_id))
+        conn.execute("UPDATE users SET display_name = ?, active = ?, session_token = ?, updated_at = ?, can_review = ?,"
+                     " department = ? WHERE id = ?",
+                     (display_name, int(active), token, clock.to_db(clock.now()), int(can_review), department, user_id))
         conn.execute("DELETE FROM user_roles WHERE user_id = ?", (user_id,))
         conn.executemany("INSERT INTO user_roles (user_id, role) VALUES (?, ?)", [(user_id, r) for r in roles])
         audit.record(conn, actor, "user.update", f"user:{before.username}", detail={
             "before": {"display_name": before.display_name, "roles": sorted(before.roles), "active": before.active,
-                       "can_review": before.can_review},
-            "after": {"display_name": display_name, "roles": roles, "active": active, "can_review": can_review}})
+                       "can_review": before.can_review, "department": before.department},
+            "after": {"display_name": display_name, "roles": roles, "active": active, "can_review": can_review,
+                      "department": department}})
     return get(conn, user_id)
 
 

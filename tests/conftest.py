@@ -37,8 +37,12 @@ def conn(app: Flask) -> Iterator[Any]:
     connection.close()
 
 
-def make_user(conn: Any, username: str, *roles: str) -> users.User:
-    return users.create(conn, audit.SYSTEM, {"username": username, "password": PASSWORD, "roles": list(roles)})
+def make_user(conn: Any, username: str, *roles: str, display_name: str | None = None) -> users.User:
+    """An account; its display name (which a signature needs) is ``display_name``, else made
+    from the user name."""
+    name = f"Name of {username}" if display_name is None else display_name
+    return users.create(conn, audit.SYSTEM, {"username": username, "password": PASSWORD, "roles": list(roles),
+                                             "display_name": name})
 
 
 def csrf_token(client: FlaskClient, path: str = "/login") -> str:

@@ -126,11 +126,12 @@ class Pacs:
         finally:
             conn.close()
 
-    def add_user(self, username: str, role: str, password: str = "Secret-pass-1", display_name: str = "") -> None:
+    def add_user(self, username: str, role: str, password: str = "Secret-pass-1", display_name: str = "",
+                 department: str = "") -> None:
         conn = self.conn()
         try:
             users.create(conn, audit.SYSTEM, {"username": username, "password": password, "roles": [role],
-                                              "display_name": display_name or username})
+                                              "display_name": display_name or username, "department": department})
         finally:
             conn.close()
 

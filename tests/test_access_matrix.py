@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from pacslite import aes, archive, audit, clock, documents, filing, refiling, reports, routing, sweep, users
+from pacslite import (aes, archive, audit, clock, critical, documents, filing, patients, refiling, reports, routing,
+                      sweep, users)
 from pacslite.index import Source
 from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
 
@@ -81,6 +82,12 @@ def _an_alert(app, conn) -> int:
     return conn.execute("SELECT id FROM alerts WHERE rule = 'missing_images'").fetchone()[0]
 
 
+def _a_critical_finding(conn, accession: str) -> int:
+    from pacslite.db import transaction
+    with transaction(conn):
+        return critical.record(conn, audit.SYSTEM, patients.get_exam(conn, accession), "x", clock.to_db(clock.now()), 15)
+
+
 @pytest.fixture
 def world(app, conn, client_as, tmp_path):
     desk = client_as("registrar", username="seed_desk")
@@ -95,6 +102,7 @@ def world(app, conn, client_as, tmp_path):
               "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:phrase_id": str(phrase_id),
               "int:study_id": str(study_id), "int:refiling_id": str(refiling_id),
               "int:alert_id": str(_an_alert(app, conn)),
+              "int:finding_id": str(_a_critical_finding(conn, accession)),
               "int:series_id": str(conn.execute("SELECT id FROM series").fetchone()[0]),
               "int:instance_id": str(conn.execute("SELECT id FROM instances").fetchone()[0]),
               "int:volume_id": str(archive.plan_volume(conn, audit.SYSTEM, {**app.config, "ARCHIVE_AGE_DAYS": 0})),

@@ -286,8 +286,10 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path,
 def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(browser, tmp_path,
                                                                             modality_pacs) -> None:
     """Issue 18's review, in Chromium: the writer submits, cannot issue it, a reviewer does; the
-    print names both."""
-    pacs = modality_pacs(PACSLITE_REPORT_REVIEW="1")
+    print names both. The result is critical: the requesting ward's clinician sees it in the
+    navigation bar and acknowledges it; another finding, left unacknowledged, escalates to the
+    admin as overdue."""
+    pacs = modality_pacs(PACSLITE_REPORT_REVIEW="1", PACSLITE_CRITICAL_ACK_MINUTES="0.05")
     reg = pacs.register(patient_id="RV0001", name="张三", station_ae="STORESCU")
     pacs.send_series(tmp_path / "sent", 1, accession=reg.accession_number, patient_id="RV0001", name="ZHANG^SAN",
                      sex="M", birth_date="19800203")
@@ -335,6 +337,37 @@ def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(bro
     printed.screenshot(path=str(ARTIFACTS / "report-reviewed-a4.png"), full_page=True)
     assert tuple(pacs.query("SELECT status, preliminary_by, signed_by, result_class FROM report_versions")[0]) == \
         ("final", "dr_writer", "dr_senior", "critical")
+
+    # the critical result went to the requesting department (Respiratory) when it was submitted
+    pacs.add_user("ward_resp", "clinician", display_name="赵医生", department="Respiratory")
+    ward = page_as(browser, pacs, "ward_resp", problems)
+    ward.goto(f"{pacs.server.url}/exams")
+    assert ward.locator("#nav-critical-count").inner_text() == "1"
+    ward.click("#nav-critical")
+    row = ward.locator("#critical-open tr", has_text=reg.accession_number)
+    assert "Acute subdural haematoma" in row.inner_text()
+    row.locator("textarea[name=note]").fill("已通知神经外科会诊 (neurosurgery called)")
+    row.locator("button:has-text('Acknowledge')").click()
+    ward.wait_for_selector("text=Critical finding acknowledged.")
+    assert reg.accession_number in ward.locator("#critical-done").inner_text()
+    assert ward.locator("#nav-critical-count").inner_text() == ""
+
+    # a finding sent from the button while reading, which nobody acknowledges, escalates
+    other = pacs.register(patient_id="RV0002", name="李四", station_ae="STORESCU")
+    pacs.send_series(tmp_path / "other", 1, accession=other.accession_number, patient_id="RV0002", name="LI^SI",
+                     sex="M", birth_date="19800203")
+    writer.goto(f"{pacs.server.url}/exams/{other.accession_number}/report")
+    writer.fill("#f-finding", "Free air under the diaphragm. 膈下游离气体。")
+    writer.click("button:has-text('Send critical finding')")
+    writer.wait_for_selector("text=Critical finding sent to Respiratory.")
+    wait_for(lambda: pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'critical.escalate'"
+                                " AND target = ?", f"exam:{other.accession_number}")[0][0] == 1,
+             "the unacknowledged finding escalated")
+    admin.goto(f"{pacs.server.url}/critical")
+    overdue = admin.locator("#critical-open tr.overdue", has_text=other.accession_number)
+    assert "Overdue since" in overdue.inner_text()
+    assert admin.locator("#nav-critical-count").inner_text() == "1"
+    admin.screenshot(path=str(ARTIFACTS / "critical-findings-overdue.png"), full_page=True)
     assert problems == []
 
 

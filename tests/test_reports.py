@@ -222,7 +222,7 @@ def test_clinicians_read_and_print_final_reports_only(app, conn, rad, imaged, cl
     prints_before = audit_rows(conn, "report.print")
     printed = ward.get(f"/exams/{imaged}/report/print?format=a5").get_data(as_text=True)
     assert "report-a5.css" in printed and "张三" in printed
-    assert re.search(r'Reporting radiologist: <strong class="signer">dr_wang</strong>', printed)  # no display name
+    assert re.search(r'Reporting radiologist: <strong class="signer">Name of dr_wang</strong>', printed)
     assert audit_rows(conn, "report.print") == prints_before + 1
     ward.get(f"/exams/{imaged}/report/print")  # a reprint is audited too
     assert audit_rows(conn, "report.print") == prints_before + 2

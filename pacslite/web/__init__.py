@@ -9,7 +9,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from .. import users
+from .. import receipts, users
 from ..db import close_db, get_db
 from . import access, i18n, limits, proxies
 from .labels import label, options, uid_name
@@ -34,8 +34,8 @@ def is_htmx() -> bool:
 
 
 def init_app(app: Flask) -> None:
-    from . import (admin, alerts, api, archive, auth, dicomweb, images, imports, ohif, quarantine, registration,
-                   reports, routing, stats, workflow)
+    from . import (admin, alerts, api, archive, auth, critical, dicomweb, images, imports, ohif, quarantine,
+                   registration, reports, routing, stats, workflow)
 
     i18n.init_app(app)
     login_manager.init_app(app)
@@ -45,8 +45,8 @@ def init_app(app: Flask) -> None:
     limits.init_app(app)  # first: nothing may read a body before its limit is set
     access.init_app(app)  # before CSRF: a denied request is refused (and audited) as denied
     csrf.init_app(app)
-    for blueprint in (auth.bp, registration.bp, reports.bp, images.bp, imports.bp, quarantine.bp, alerts.bp, stats.bp,
-                      archive.bp, admin.bp, routing.bp, workflow.bp, api.bp, dicomweb.bp, ohif.bp):
+    for blueprint in (auth.bp, registration.bp, reports.bp, critical.bp, images.bp, imports.bp, quarantine.bp,
+                      alerts.bp, stats.bp, archive.bp, admin.bp, routing.bp, workflow.bp, api.bp, dicomweb.bp, ohif.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # bearer tokens only, no cookies: nothing for a forged request to ride on
     csrf.exempt(dicomweb.bp)  # STOW checks the CSRF header itself when it rides on the session
@@ -54,6 +54,7 @@ def init_app(app: Flask) -> None:
                                  current_locale=lambda: "zh_CN" if get_locale().language == "zh" else "en",
                                  modalities=lambda: app.config["MODALITIES"], ohif_available=ohif.available,
                                  ohif_url=ohif.study_url,
+                                 exam_age=lambda exam: receipts.age_at_exam(exam, app.config),
                                  modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]])
     app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)

@@ -24,7 +24,7 @@ def _user_or_404(user_id: int) -> users.User:
 def _edit_page(user: users.User, values: dict[str, Any] | None = None, errors: dict[str, str] | None = None) -> Any:
     """The user's edit page, with the stored values unless a submitted form is shown again."""
     values = values or {"display_name": user.display_name, "roles": sorted(user.roles), "active": user.active,
-                        "can_review": user.can_review}
+                        "can_review": user.can_review, "department": user.department}
     return render_template("admin/user_edit.html", user=user, values=values, errors=errors or {}, roles=users.ROLES,
                            now=clock.now()), (400 if errors else 200)
 
@@ -32,6 +32,7 @@ def _edit_page(user: users.User, values: dict[str, Any] | None = None, errors: d
 def _form_data() -> dict[str, Any]:
     form = request.form
     return {"username": form.get("username", ""), "display_name": form.get("display_name", ""),
+            "department": form.get("department", ""),
             "password": form.get("password", ""), "roles": form.getlist("roles"), "active": form.get("active") == "on",
             "can_review": form.get("can_review") == "on"}
 

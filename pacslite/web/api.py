@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from flask_login import current_user
 
-from .. import patients, refiling, reports, sweep
+from .. import critical, patients, refiling, reports, sweep
 from ..db import get_db
 from ..validation import ValidationError
 from . import access
@@ -116,3 +117,29 @@ def alert_list() -> Any:
     return jsonify({"items": [sweep.api_view(a) for a in alerts], "count": len(alerts),
                     "before": alerts[-1]["id"] if more else None})
 
+
+@bp.route("/critical-findings")
+@access.api(*access.STAFF)
+def critical_findings() -> Any:
+    """Critical findings (危急值) not yet acknowledged, most pressing first, for the HIS to show
+    on the ward; ``?department=`` narrows them to one. A clinician's token sees the own
+    department's only. ``?state=acknowledged`` gives the acknowledged ones, newest first,
+    100 a page (``before`` in the answer asks for the next)."""
+    state = request.args.get("state", "open")
+    if state not in ("open", "acknowledged"):
+        return _error(400, "state must be open or acknowledged", "state")
+    department = request.args.get("department", "").strip()[:64]
+    viewer = critical.Viewer.of(current_user)
+    if not viewer.everything and "clinician" not in current_user.roles:
+        viewer = critical.Viewer("", True)  # the HIS account (registrar) and the department's other staff
+    if department and viewer.everything:
+        viewer = critical.Viewer(department, False)
+    elif department and department.casefold() != viewer.department.casefold():
+        return _error(403, "a clinician sees the own department's findings only", "department")
+    if state == "open":
+        found = critical.open_findings(get_db(), viewer)
+        before = None
+    else:
+        found = critical.acknowledged_findings(get_db(), viewer, request.args.get("before", "")[:32] or None)
+        before = found[-1]["reported_at"] if len(found) == critical.PAGE else None
+    return jsonify({"items": [critical.api_view(f) for f in found], "count": len(found), "before": before})

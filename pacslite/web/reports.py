@@ -9,7 +9,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import config, exams, patients, reports, users
+from .. import clock, config, critical, exams, patients, reports, users
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx
@@ -60,6 +60,7 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
     editing = _is_radiologist() and reports.can_edit(exam, current)
     every = reports.versions(conn, exam["id"])
     shown = every if _is_radiologist() else [v for v in every if v["status"] == reports.FINAL]
+    criticals = critical.of_exam(conn, exam["id"])
     if editing and values is None:
         values = {"findings": current["findings"] if current else "",
                   "impression": current["impression"] if current else "",
@@ -70,7 +71,9 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         errors=errors or {}, stale=stale, confirming=confirming, versions=shown, locked=reports.is_locked(exam),
         superseded={v["version"]: reports.superseded_by(every, v) for v in shown},
         review=config.review_required(current_app.config, exam["modality"]),
-        names=users.display_names(conn, [n for v in shown for n in (v["signed_by"], v["preliminary_by"])]),
+        criticals=criticals, now=clock.to_db(clock.now()),
+        names=users.display_names(conn, [*(n for v in shown for n in (v["signed_by"], v["preliminary_by"])),
+                                         *(n for f in criticals for n in (f["reported_by"], f["acknowledged_by"]))]),
         holder=reports.holder(current, current_user.username),
         warnings=reports.quarantine_warnings(conn, exam, current_app.config),
         phrases=reports.phrases_for(conn, exam["modality"], exam["body_part"]) if editing else [],
@@ -118,9 +121,11 @@ def report_sign(accession: str) -> Any:
     values = {k: request.form.get(k, "") for k in ("findings", "impression", "revision", "result_class")}
     try:
         if request.form.get("confirm") != "1":
-            return _report_page(exam, values=values, confirming=reports.signing(request.form))
-        signed = reports.sign(get_db(), access.actor(), exam, request.form,
-                              config.review_required(current_app.config, exam["modality"]), current_user.can_review)
+            asked = reports.signing(request.form)
+            reports.check_signer(get_db(), current_user.username)
+            return _report_page(exam, values=values, confirming=asked)
+        signed = reports.sign(get_db(), access.actor(), exam, request.form, current_app.config,
+                              current_user.can_review)
     except reports.StaleReport as exc:
         return _report_page(exam, values=values, stale=exc.current, status=409)
     except reports.ReportLocked as exc:
