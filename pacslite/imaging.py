@@ -10,6 +10,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import sqlite3
 import uuid
 from dataclasses import dataclass
@@ -245,21 +246,67 @@ def get_instance(conn: sqlite3.Connection, instance_id: int) -> sqlite3.Row | No
 
 
 def stack_of(store: str | Path, images: list[sqlite3.Row]) -> tuple[list[dict[str, Any]], tuple[float, float] | None]:
-    """What the viewer scrolls through: every frame of every image, in order; and the window
-    it starts with (the middle image's header window, else its pixel range)."""
+    """What the viewer scrolls through: every frame of every image, in order, with its size and
+    pixel spacing (for measuring in millimetres); and the window it starts with (the middle
+    image's header window, else its pixel range)."""
     stack: list[dict[str, Any]] = []
     window = None
     for position, instance in enumerate(images):
         try:
             ds = dcmread(storage.resolve(store, instance["storage_path"]), stop_before_pixels=True)
-            frames, number = frame_count(ds), str(instance["instance_number"])
+            frames, geometry = frame_count(ds), _geometry(ds)
         except Exception:  # unreadable: one placeholder frame
-            ds, frames, number = None, 1, str(instance["instance_number"])
+            ds, frames, geometry = None, 1, {"rows": 0, "columns": 0, "spacing": None}
         for frame in range(frames):
-            stack.append({"id": instance["id"], "frame": frame, "number": number, "frames": frames})
+            stack.append({"id": instance["id"], "frame": frame, "number": str(instance["instance_number"]),
+                          "frames": frames, **geometry})
         if position == len(images) // 2 and ds is not None:
             window = header_window(ds) or _pixel_range(storage.resolve(store, instance["storage_path"]))
     return stack, window
+
+
+def _geometry(ds: Dataset) -> dict[str, Any]:
+    """Rows, columns and the pixel spacing in mm (row spacing, column spacing): Pixel Spacing,
+    else Imager Pixel Spacing (at the detector, for projection images); None when neither is
+    usable, and the viewer then measures in pixels."""
+    spacing = None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            pair = [float(v) for v in value] if value is not None else []
+        except (TypeError, ValueError):
+            pair = []
+        if len(pair) == 2 and all(0 < v < 100 for v in pair):
+            spacing = {"row": pair[0], "column": pair[1], "source": keyword}
+            break
+    return {"rows": int(ds.get("Rows", 0) or 0), "columns": int(ds.get("Columns", 0) or 0), "spacing": spacing}
+
+
+@dataclass(frozen=True)
+class Values:
+    """A frame's values through the modality LUT (CT: Hounsfield units), for the value under
+    the viewer's cursor: little-endian int16 when they are whole numbers in its range, else float32."""
+
+    rows: int
+    columns: int
+    dtype: str  # "int16" or "float32"
+    unit: str  # "HU" for CT, else the Rescale Type or ""
+    data: bytes
+
+
+def modality_values(path: Path, frame: int) -> Values | None:
+    """The frame's modality values; None for a colour image (it has no single value)."""
+    ds = dcmread(path)
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        return None
+    frames = frame_count(ds)
+    if not 0 <= frame < frames:
+        raise ValueError(f"frame {frame} of {frames}")
+    values = apply_modality_lut(pixel_array(ds, index=frame) if frames > 1 else ds.pixel_array, ds)
+    unit = "HU" if ds.get("Modality") == "CT" else re.sub(r"[^A-Za-z0-9 /%.-]", "", str(ds.get("RescaleType", "") or ""))[:16]
+    whole = np.array_equal(values, np.round(values)) and values.min() >= -32768 and values.max() <= 32767
+    out = values.astype("<i2" if whole else "<f4")
+    return Values(int(out.shape[0]), int(out.shape[1]), "int16" if whole else "float32", unit, out.tobytes())
 
 
 def _pixel_range(path: Path) -> tuple[float, float] | None:

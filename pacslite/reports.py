@@ -94,6 +94,21 @@ def latest_final(conn: sqlite3.Connection, exam_id: int) -> sqlite3.Row | None:
                         " LIMIT 1", (exam_id, FINAL)).fetchone()
 
 
+#: Prior exams the report page lists (newest first).
+PRIORS = 20
+
+
+def priors(conn: sqlite3.Connection, exam: Mapping[str, Any], limit: int = PRIORS) -> list[sqlite3.Row]:
+    """The patient's other exams with an issued (final) report, newest first, each with the
+    impression of its newest final version: what a radiologist compares with."""
+    return conn.execute(
+        "SELECT e.id, e.accession_number, e.modality, e.procedure, e.body_part, e.scheduled_at, e.reported_at,"
+        " r.version, r.impression, r.signed_at FROM exams e JOIN report_versions r ON r.exam_ref = e.id"
+        " AND r.version = (SELECT MAX(f.version) FROM report_versions f WHERE f.exam_ref = e.id AND f.status = ?)"
+        " WHERE e.patient_ref = ? AND e.id <> ? ORDER BY e.scheduled_at DESC LIMIT ?",
+        (FINAL, exam["patient_ref"], exam["id"], limit)).fetchall()
+
+
 def get_version(conn: sqlite3.Connection, exam_id: int, version: int) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM report_versions WHERE exam_ref = ? AND version = ?",
                         (exam_id, version)).fetchone()

@@ -371,6 +371,100 @@ def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(bro
     assert problems == []
 
 
+def test_a_radiologist_reads_with_the_images_priors_and_tools_on_one_page(browser, tmp_path,
+                                                                         modality_pacs) -> None:
+    """Issue 18's report beside its images, at 1920×1080: every series' thumbnail and the light
+    viewer beside the editor, the prior exam's final report opened beside both and its images in
+    the viewer; on-image text, zoom, pan, a length in millimetres, the CT number under the cursor."""
+    from pydicom import dcmread
+
+    from pacslite import audit, patients, reports
+    pacs = modality_pacs()
+    pacs.add_user("dr_reader", "radiologist", display_name="王医生")
+    prior = pacs.register(patient_id="RR0001", name="张三", station_ae="STORESCU", scheduled_date="2026-10-02",
+                          scheduled_time="09:00")
+    pacs.send_series(tmp_path / "prior", 2, accession=prior.accession_number, patient_id="RR0001", name="ZHANG^SAN",
+                     sex="M", birth_date="19800203")
+    conn = pacs.conn()
+    try:
+        reports.sign(conn, audit.Actor("dr_reader"), patients.get_exam(conn, prior.accession_number),
+                     {"level": "final", "result_class": "abnormal", "revision": "0", "findings": "8 mm nodule, right upper lobe.",
+                      "impression": "Solitary pulmonary nodule, follow up in 3 months."}, pacs.settings)
+    finally:
+        conn.close()
+    current = pacs.register(patient_id="RR0001", name="张三", station_ae="STORESCU")
+    sent = pacs.send_series(tmp_path / "current", 3, accession=current.accession_number, patient_id="RR0001",
+                            name="ZHANG^SAN", sex="M", birth_date="19800203", size=256)
+    problems: list[str] = []
+    page = page_as(browser, pacs, "dr_reader", problems, viewport={"width": 1920, "height": 1080})
+    page.goto(f"{pacs.server.url}/exams/{current.accession_number}/report")
+    image = page.locator("#viewer-image")
+    expect(image).to_have_js_property("naturalWidth", 256)  # the first series opened beside the editor
+    expect(page.locator("#report-thumbs img.thumb").first).to_have_js_property("naturalWidth", 128)
+    viewer_box, editor_box = page.locator("#viewer-stage").bounding_box(), page.locator("#f-findings").bounding_box()
+    assert editor_box["x"] > viewer_box["x"] + viewer_box["width"] - 1  # side by side, both on screen
+    assert page.locator("main").bounding_box()["width"] >= 1880 and viewer_box["width"] >= 900
+    assert "张三" in page.locator(".overlay.top-left").inner_text()
+    assert current.accession_number in page.locator(".overlay.top-right").inner_text()
+    assert "Im 2 · 2 / 3" in page.locator(".overlay.bottom-left").inner_text()
+    assert page.locator("#overlay-window").inner_text().startswith("W ")
+
+    # the CT number under the cursor is the stored value through the rescale (HU)
+    ds = dcmread(sorted(sent)[1])
+    expected_hu = int(ds.pixel_array[50, 100]) * int(ds.RescaleSlope) + int(ds.RescaleIntercept)
+    expect(image).to_have_js_property("complete", True)
+
+    def screen(x: float, y: float) -> tuple[float, float]:
+        box = image.bounding_box()
+        return box["x"] + (x + 0.5) / 256 * box["width"], box["y"] + (y + 0.5) / 256 * box["height"]
+
+    with page.expect_response(re.compile(r"/instances/\d+/values\?frame=0")):
+        page.mouse.move(*screen(100, 50))
+    page.mouse.move(*screen(100.1, 50.1))
+    expect(page.locator("#overlay-value")).to_have_text(f"HU {expected_hu} (100, 50)")
+
+    # a length in millimetres from Pixel Spacing (0.661468 mm)
+    page.click("button[data-tool=length]")
+    page.mouse.move(*screen(28, 128))
+    page.mouse.down()
+    page.mouse.move(*screen(128, 128), steps=4)
+    page.mouse.move(*screen(228, 128), steps=4)
+    page.mouse.up()
+    measured = page.locator("#viewer-measure").inner_text()
+    assert measured.endswith(" mm") and abs(float(measured.split()[0]) - 200 * 0.661468) < 0.5, measured
+    assert page.locator("#viewer-marks line").count() == 1
+
+    # zoom (Ctrl + wheel, 1:1) and pan
+    before = float(page.locator("#overlay-zoom").inner_text().lstrip("×"))
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -120)
+    page.keyboard.up("Control")
+    assert float(page.locator("#overlay-zoom").inner_text().lstrip("×")) > before
+    page.click("button[data-action=zoom]")
+    assert page.locator("#overlay-zoom").inner_text() == "×1.00"
+    page.click("button[data-tool=pan]")
+    box = page.locator("#viewer-stage").bounding_box()
+    page.mouse.move(box["x"] + 300, box["y"] + 300)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 340, box["y"] + 320, steps=3)
+    page.mouse.up()
+    assert "translate(40px, 20px)" in page.locator("#viewer-canvas").get_attribute("style")
+
+    # the prior exam, with its final report, opens beside the editor; its images in the viewer
+    assert "Solitary pulmonary nodule" in page.locator("#priors").inner_text()
+    page.click(f"#prior-{prior.accession_number} button:has-text('Open beside')")
+    prior_pane = page.locator("#prior-report")
+    expect(prior_pane).to_contain_text("8 mm nodule, right upper lobe.")
+    assert prior_pane.bounding_box()["x"] > page.locator("#f-findings").bounding_box()["x"]
+    page.fill("#f-findings", "Nodule now 12 mm, right upper lobe (8 mm on 2026-10-02).")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "reading-room-1920.png"))
+    prior_pane.locator("a.prior-thumb").first.click()
+    expect(page.locator(".overlay.top-right")).to_contain_text(prior.accession_number)
+    expect(image).to_have_js_property("naturalWidth", 128)
+    assert problems == []
+
+
 def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path, modality_pacs) -> None:
     """The control issue's "done when", in Chromium against the real process."""
     pacs = modality_pacs()

@@ -152,3 +152,26 @@ def test_quarantined_images_only_for_image_control_and_headers_escaped(app, conn
     header = tech.get(f"/instances/{instance_id}/header", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in header and "<script>alert" not in header
     assert "PatientName" in header and "StudyInstanceUID" in header
+
+
+def test_the_viewer_gets_modality_values_and_geometry_for_the_cursor_and_the_ruler(app, conn, tmp_path,
+                                                                                   client_as) -> None:
+    """The values behind the CT number under the cursor are the stored pixels through the
+    rescale, and the stack carries the pixel spacing the length measurement uses."""
+    accession, series_id = _filed_series(app, conn, tmp_path)
+    instance = conn.execute("SELECT id, storage_path FROM instances").fetchone()
+    ward = client_as("clinician")
+    answer = ward.get(f"/instances/{instance['id']}/values")
+    assert answer.status_code == 200 and answer.headers["X-Type"] == "int16" and answer.headers["X-Unit"] == "HU"
+    rows, columns = int(answer.headers["X-Rows"]), int(answer.headers["X-Columns"])
+    values = np.frombuffer(answer.data, dtype="<i2").reshape(rows, columns)
+    ds = dcmread(Path(app.config["STORAGE_DIR"]) / instance["storage_path"])
+    assert np.array_equal(values, ds.pixel_array.astype(np.int32) * int(ds.RescaleSlope) + int(ds.RescaleIntercept))
+    assert ward.get(f"/instances/{instance['id']}/values?frame=7").status_code == 404  # no such frame
+    assert client_as("registrar").get(f"/instances/{instance['id']}/values").status_code == 403
+
+    stack, _ = imaging.stack_of(app.config["STORAGE_DIR"], imaging.series_images(conn, series_id))
+    assert stack[0]["spacing"] == {"row": 0.661468, "column": 0.661468, "source": "PixelSpacing"}
+    assert (stack[0]["rows"], stack[0]["columns"]) == (128, 128)
+    colour = imaging.modality_values(Path(get_testdata_file("SC_rgb_rle.dcm")), 0)
+    assert colour is None  # a colour image has no single value under the cursor

@@ -93,6 +93,27 @@ def instance_render(instance_id: int) -> Any:
     return _png(cache().get_or_render(instance["sha256"], path, view))
 
 
+@bp.route("/instances/<int:instance_id>/values")
+@access.allow(*VIEWERS)
+def instance_values(instance_id: int) -> Any:
+    """The frame's modality values (CT numbers), fetched once per image by the viewer to show
+    the value under the cursor; 404 for a colour image or an unreadable file."""
+    instance = _visible(imaging.get_instance(get_db(), instance_id))
+    _audit(imaging.get_series(get_db(), instance["series_id"]), "values")
+    frame = request.args.get("frame", "0")
+    try:
+        values = imaging.modality_values(storage.resolve(current_app.config["STORAGE_DIR"], instance["storage_path"]),
+                                         int(frame) if frame.isdigit() else 0)
+    except Exception:  # an unreadable file or frame: the viewer shows no value
+        values = None
+    if values is None:
+        abort(404)
+    response = Response(values.data, mimetype="application/octet-stream")
+    response.headers.update({"X-Rows": str(values.rows), "X-Columns": str(values.columns), "X-Type": values.dtype,
+                             "X-Unit": values.unit, "Cache-Control": "private, max-age=3600"})
+    return response
+
+
 @bp.route("/instances/<int:instance_id>/header")
 @access.allow(*VIEWERS)
 def instance_header(instance_id: int) -> Any:
@@ -116,6 +137,7 @@ def series_viewer(series_id: int) -> Any:
     store = current_app.config["STORAGE_DIR"]
     stack, window = imaging.stack_of(store, images)
     _audit(series, "viewer")
-    return render_template("images/viewer.html", series=series, exam=exam, siblings=index.sibling_series(conn, series_id),
+    template = "images/_viewer.html" if is_htmx() else "images/viewer.html"
+    return render_template(template, series=series, exam=exam, siblings=index.sibling_series(conn, series_id),
                            stack=json.dumps(stack), window=window,
                            presets=imaging.PRESETS.get(series["modality"], []))

@@ -9,10 +9,10 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import clock, config, critical, exams, patients, reports, users
+from .. import clock, config, critical, exams, index, patients, reports, users
 from ..db import get_db
 from ..validation import Conflict, ValidationError
-from . import access, is_htmx
+from . import access, images, is_htmx
 from .forms import errors_of, found_or_404, message
 
 bp = Blueprint("reports", __name__)
@@ -77,13 +77,35 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         holder=reports.holder(current, current_user.username),
         warnings=reports.quarantine_warnings(conn, exam, current_app.config),
         phrases=reports.phrases_for(conn, exam["modality"], exam["body_part"]) if editing else [],
-        final=reports.latest_final(conn, exam["id"])), status
+        final=reports.latest_final(conn, exam["id"]), priors=reports.priors(conn, exam),
+        series=index.series_of_exam(conn, exam["id"]) if _sees_images() else []), status
+
+
+def _sees_images() -> bool:
+    return current_user.has_any(list(images.VIEWERS))
 
 
 @bp.route("/exams/<accession>/report")
 @access.allow(*access.STAFF)
 def report_view(accession: str) -> Any:
     return _report_page(_exam_or_404(accession))
+
+
+@bp.route("/exams/<accession>/report/prior")
+@access.allow(*access.STAFF)
+def report_prior(accession: str) -> Any:
+    """A prior exam's issued report and its series, opened beside the report being written
+    (htmx); the full report page otherwise."""
+    exam = _exam_or_404(accession)
+    if not is_htmx():
+        return redirect(url_for("reports.report_view", accession=accession))
+    conn = get_db()
+    final = reports.latest_final(conn, exam["id"])
+    if final is None:
+        abort(404)
+    return render_template("reports/_prior.html", exam=exam, version=final,
+                           names=users.display_names(conn, [final["signed_by"], final["preliminary_by"]]),
+                           series=index.series_of_exam(conn, exam["id"]) if _sees_images() else [])
 
 
 @bp.route("/exams/<accession>/report/lock")
