@@ -71,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
     "TURNAROUND_BY_SOURCE": {},
     # Reports: with review on, a final report is signed only after a preliminary one.
     "REPORT_REVIEW": False,
+    # A radiologist's signature image, as an admin uploads it (PNG or JPEG).
+    "SIGNATURE_MAX_BYTES": 2 * 1024 * 1024,
     # Critical findings (危急值): unacknowledged by the requesting department after this many
     # minutes, a finding escalates to the radiologists and admins (0.05 = 3 s).
     "CRITICAL_ACK_MINUTES": 15.0,

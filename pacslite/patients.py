@@ -228,6 +228,10 @@ def clean_exam(data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str
         "requesting_department": text(data, "requesting_department", max_length=64),
         "requesting_physician": text(data, "requesting_physician", max_length=64),
         "clinical_note": text(data, "clinical_note", max_length=1024, multiline=True),
+        "outpatient_number": text(data, "outpatient_number", max_length=32),
+        "inpatient_number": text(data, "inpatient_number", max_length=32),
+        "ward": text(data, "ward", max_length=64),
+        "bed": text(data, "bed", max_length=16),
         "priority": choice(data, "priority", PRIORITIES, required=False, default="routine"),
         "station_ae": matches(text(data, "station_ae", max_length=16), "station_ae", AE_TITLE_PATTERN,
                               N_("Up to 16 printable ASCII characters, no backslash.")),
@@ -261,11 +265,12 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
         now = clock.to_db(clock.now())
         conn.execute(
             "INSERT INTO exams (accession_number, patient_ref, modality, dicom_modality, source, procedure, body_part,"
-            " requesting_department, requesting_physician, clinical_note, priority, scheduled_at, station_ae,"
-            " study_instance_uid, status, registered_at, registered_by, updated_at)"
+            " requesting_department, requesting_physician, clinical_note, outpatient_number, inpatient_number, ward,"
+            " bed, priority, scheduled_at, station_ae, study_instance_uid, status, registered_at, registered_by,"
+            " updated_at)"
             " VALUES (:accession, :patient_ref, :modality, :dicom_modality, :source, :procedure, :body_part,"
-            " :requesting_department, :requesting_physician, :clinical_note, :priority, :scheduled_at, :station_ae,"
-            " :study_uid, :status, :now, :actor, :now)",
+            " :requesting_department, :requesting_physician, :clinical_note, :outpatient_number, :inpatient_number,"
+            " :ward, :bed, :priority, :scheduled_at, :station_ae, :study_uid, :status, :now, :actor, :now)",
             {**exam_fields, "accession": accession, "patient_ref": patient_ref, "study_uid": study_uid,
              "status": exams.SCHEDULED, "now": now, "actor": actor.name})
         audit.record(conn, actor, "exam.register", f"exam:{accession}", patient_id=patient_fields["patient_id"],
@@ -392,6 +397,10 @@ def api_view(exam: sqlite3.Row) -> dict[str, Any]:
         "body_part": exam["body_part"],
         "requesting_department": exam["requesting_department"],
         "requesting_physician": exam["requesting_physician"],
+        "outpatient_number": exam["outpatient_number"],
+        "inpatient_number": exam["inpatient_number"],
+        "ward": exam["ward"],
+        "bed": exam["bed"],
         "priority": exam["priority"],
         "scheduled_at": exam["scheduled_at"],
         "station_ae": exam["station_ae"],

@@ -6,6 +6,7 @@ Passwords are hashed by werkzeug; API tokens are stored as SHA-256 hashes only.
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 import sqlite3
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Iterable, Mapping
 
+from PIL import Image, UnidentifiedImageError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import audit, clock
@@ -191,6 +193,61 @@ def update(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, data: Map
             "after": {"display_name": display_name, "roles": roles, "active": active, "can_review": can_review,
                       "department": department}})
     return get(conn, user_id)
+
+
+#: The largest signature image kept (re-encoded as a PNG).
+SIGNATURE_BOX = (600, 200)
+
+
+def set_signature(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, data: bytes, max_bytes: int) -> None:
+    """Keep the user's signature image, printed on the reports they sign: a PNG or JPEG of up
+    to ``max_bytes``, decoded whole and re-encoded as a PNG of at most 600×200 pixels (nothing
+    of the upload but its pixels is kept)."""
+    if not data:
+        raise ValidationError("signature", N_("Choose a file."))
+    if len(data) > max_bytes:
+        raise ValidationError("signature", N_("The file is larger than %(max)d MB."), max=max(1, max_bytes // (1024 * 1024)))
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in ("PNG", "JPEG") or image.width * image.height > 25_000_000:
+                raise ValidationError("signature", N_("Only a PNG or JPEG image is accepted, and this file is not one."))
+            image.load()
+            picture = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise ValidationError("signature", N_("Only a PNG or JPEG image is accepted, and this file is not one.")) from None
+    picture.thumbnail(SIGNATURE_BOX)
+    out = io.BytesIO()
+    picture.save(out, format="PNG", optimize=True)
+    png = out.getvalue()
+    digest = hashlib.sha256(png).hexdigest()
+    with transaction(conn):
+        user = get(conn, user_id)
+        conn.execute("INSERT OR REPLACE INTO user_signatures (user_id, png, sha256, uploaded_at, uploaded_by)"
+                     " VALUES (?, ?, ?, ?, ?)", (user_id, png, digest, clock.to_db(clock.now()), actor.name))
+        audit.record(conn, actor, "user.signature", f"user:{user.username}",
+                     detail={"sha256": digest, "width": picture.width, "height": picture.height})
+
+
+def remove_signature(conn: sqlite3.Connection, actor: audit.Actor, user_id: int) -> None:
+    with transaction(conn):
+        user = get(conn, user_id)
+        if conn.execute("DELETE FROM user_signatures WHERE user_id = ?", (user_id,)).rowcount:
+            audit.record(conn, actor, "user.signature_remove", f"user:{user.username}")
+
+
+def signature_of(conn: sqlite3.Connection, username: str) -> sqlite3.Row | None:
+    """The user's signature image (``png``, ``sha256``), or None."""
+    return conn.execute("SELECT s.png, s.sha256 FROM user_signatures s JOIN users u ON u.id = s.user_id"
+                        " WHERE u.username = ?", (username,)).fetchone()
+
+
+def with_signature(conn: sqlite3.Connection, usernames: Iterable[str]) -> set[str]:
+    """Which of these users have a signature image."""
+    wanted = sorted({u for u in usernames if u})
+    if not wanted:
+        return set()
+    return {r[0] for r in conn.execute(f"SELECT u.username FROM users u JOIN user_signatures s ON s.user_id = u.id"
+                                       f" WHERE u.username IN ({', '.join('?' * len(wanted))})", wanted)}
 
 
 def reset_password(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, password: Any) -> None:

@@ -110,7 +110,7 @@ def world(app, conn, client_as, tmp_path):
               "int:import_id": str(_an_import(app, conn)),
               "int:rule_id": str(routing.add_rule(conn, audit.SYSTEM, {"destination_ae": "MATRIX_CT"})),
               "int:step_id": str(_an_unlinked_step(app, conn)), "frames": "1", "tag": "7FE00010",
-              "path:path": "viewer"}
+              "path:path": "viewer", "username": "target_user"}
     filed = conn.execute("SELECT s.study_instance_uid, se.series_instance_uid, i.sop_instance_uid FROM instances i"
                          " JOIN series se ON se.id = i.series_ref JOIN studies s ON s.id = se.study_ref"
                          " WHERE s.id = ?", (study_id,)).fetchone()

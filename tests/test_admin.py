@@ -1,6 +1,6 @@
 """Admin pages: add, change roles, disable, reset passwords; the audit log page."""
 from pacslite import aes, audit, users
-from tests.conftest import PASSWORD, login, post, register
+from tests.conftest import EXAM_FORM, PASSWORD, login, post, register
 
 
 def test_admin_manages_a_user_through_the_pages(app, conn, client_as) -> None:
@@ -106,3 +106,48 @@ def test_an_ae_may_use_what_the_admin_ticks(conn, client_as) -> None:
     assert aes.rights_of(conn, "CT09") == frozenset(aes.MODALITY_RIGHTS)
     page = admin.get("/admin/modalities").get_data(as_text=True)
     assert "Send images, Query the worklist" in page
+
+
+def test_an_admin_uploads_a_signature_image_kept_as_a_small_png(app, conn, client_as) -> None:
+    import io
+
+    from PIL import Image
+
+    from tests.conftest import csrf_token, image_bytes
+    admin = client_as("admin", username="boss")
+    doctor = users.create(conn, audit.SYSTEM, {"username": "dr_sig", "password": PASSWORD, "roles": ["radiologist"],
+                                               "display_name": "王医生", "department": "放射科"})
+
+    def upload(data: bytes, name: str = "sig.png"):
+        return admin.post(f"/admin/users/{doctor.id}/signature",
+                          data={"csrf_token": csrf_token(admin, "/exams"), "signature": (io.BytesIO(data), name)},
+                          content_type="multipart/form-data")
+
+    for hostile in (b"<svg onload=alert(1)></svg>", b"GIF89a" + b"\0" * 40, image_bytes("PNG")[:60], b""):
+        assert upload(hostile).status_code == 400  # refused, and nothing is kept
+        assert users.signature_of(conn, "dr_sig") is None
+    assert upload(image_bytes("JPEG", (1800, 600)), "sig.jpg").status_code == 302
+    kept = users.signature_of(conn, "dr_sig")
+    picture = Image.open(io.BytesIO(kept["png"]))
+    assert picture.format == "PNG" and picture.size == (600, 200)
+    assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'user.signature'").fetchone()[0] == 1
+    served = client_as("clinician").get("/signatures/dr_sig.png")
+    assert served.status_code == 200 and served.data == kept["png"] and served.mimetype == "image/png"
+    assert client_as("clinician").get("/signatures/nobody.png").status_code == 404
+    assert post(client_as("radiologist"), f"/admin/users/{doctor.id}/signature/remove").status_code == 403
+    assert post(admin, f"/admin/users/{doctor.id}/signature/remove").status_code == 302
+    assert users.signature_of(conn, "dr_sig") is None
+    assert users.by_username(conn, "dr_sig").department == "放射科"
+
+
+def test_the_visit_numbers_ward_and_bed_are_registered_and_answered(app, conn, client_as) -> None:
+    from pacslite import patients
+    desk = client_as("registrar")
+    accession = register(desk, source="inpatient", inpatient_number="ZY-77", ward="心内科病区", bed="3A")
+    exam = patients.get_exam(conn, accession)
+    assert (exam["inpatient_number"], exam["ward"], exam["bed"], exam["outpatient_number"]) == (
+        "ZY-77", "心内科病区", "3A", "")
+    assert "ZY-77" in desk.get(f"/exams/{accession}").get_data(as_text=True)
+    assert patients.api_view(exam)["ward"] == "心内科病区"
+    too_long = post(desk, "/exams/new", {**EXAM_FORM, "bed": "x" * 17})
+    assert too_long.status_code == 400

@@ -13,7 +13,7 @@ import shutil
 import pytest
 import zxingcpp
 from playwright.sync_api import expect
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests import server as pacslite
 from tests.conftest import ROOT, flask_cli, free_port, wait_for
@@ -290,7 +290,8 @@ def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(bro
     navigation bar and acknowledges it; another finding, left unacknowledged, escalates to the
     admin as overdue."""
     pacs = modality_pacs(PACSLITE_REPORT_REVIEW="1", PACSLITE_CRITICAL_ACK_MINUTES="0.05")
-    reg = pacs.register(patient_id="RV0001", name="张三", station_ae="STORESCU")
+    reg = pacs.register(patient_id="RV0001", name="张三", station_ae="STORESCU", source="inpatient",
+                        inpatient_number="ZY2026-0815", ward="神经外科病区", bed="12")
     pacs.send_series(tmp_path / "sent", 1, accession=reg.accession_number, patient_id="RV0001", name="ZHANG^SAN",
                      sex="M", birth_date="19800203")
     pacs.add_user("dr_writer", "radiologist", display_name="王医生")
@@ -303,6 +304,14 @@ def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(bro
     admin.check("#f-can-review")
     admin.click("button[type=submit].primary")
     admin.wait_for_url(f"{pacs.server.url}/admin/users")
+    signature = tmp_path / "signature.png"  # and the reviewer's signature image uploaded
+    drawn = Image.new("L", (900, 300), 255)
+    ImageDraw.Draw(drawn).line([(40, 220), (250, 60), (420, 240), (640, 80), (860, 200)], fill=0, width=14)
+    drawn.save(signature)
+    admin.goto(f"{pacs.server.url}/admin/users/{senior_id}")
+    admin.set_input_files("#f-signature", str(signature))
+    admin.click("#signature-form button:has-text('Upload')")
+    admin.wait_for_selector("#signature-form img.signature")
 
     writer = page_as(browser, pacs, "dr_writer", problems, viewport={"width": 1366, "height": 768})
     writer.goto(f"{pacs.server.url}/exams/{reg.accession_number}/report")
@@ -333,8 +342,21 @@ def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(bro
     printed.emulate_media(media="print")
     footer = printed.locator("#printed-report footer").inner_text()
     assert "Reporting radiologist: 王医生" in footer and "Reviewing radiologist: 李主任" in footer
+    assert "dr_" not in printed.locator("#printed-report").inner_text()  # names, never logins
+    expect(printed.locator("footer .reviewer ~ img.signature")).to_have_js_property("naturalWidth", 600)
+    assert printed.locator("footer .signer ~ img.signature").count() == 0  # the writer has none
+    facts = printed.locator("#printed-report dl").inner_text()
+    for expected in ("Male · 46 y", "ZY2026-0815", "神经外科病区 · 12", "Respiratory", "Dr Li", "Report time"):
+        assert expected in facts, (expected, facts)
     ARTIFACTS.mkdir(exist_ok=True)
     printed.screenshot(path=str(ARTIFACTS / "report-reviewed-a4.png"), full_page=True)
+    for fmt, paper in (("a4", "A4"), ("a5", "A5")):  # Chromium's print of each paper size: one page
+        printed.goto(f"{pacs.server.url}/exams/{reg.accession_number}/report/print?format={fmt}")
+        pdf = printed.pdf(prefer_css_page_size=True)
+        (ARTIFACTS / f"report-reviewed-{fmt}.pdf").write_bytes(pdf)
+        assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1, paper
+        width, height = (float(v) for v in re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", pdf).groups())
+        assert (round(width / 72 * 25.4), round(height / 72 * 25.4)) == {"a4": (210, 297), "a5": (148, 210)}[fmt]
     assert tuple(pacs.query("SELECT status, preliminary_by, signed_by, result_class FROM report_versions")[0]) == \
         ("final", "dr_writer", "dr_senior", "critical")
 

@@ -10,7 +10,7 @@ from flask_babel import gettext
 from .. import aes, audit, clock, users
 from ..db import get_db
 from ..validation import Conflict, ValidationError
-from . import access, is_htmx
+from . import access, is_htmx, limits
 from .forms import errors_of, found_or_404, message
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -26,7 +26,8 @@ def _edit_page(user: users.User, values: dict[str, Any] | None = None, errors: d
     values = values or {"display_name": user.display_name, "roles": sorted(user.roles), "active": user.active,
                         "can_review": user.can_review, "department": user.department}
     return render_template("admin/user_edit.html", user=user, values=values, errors=errors or {}, roles=users.ROLES,
-                           now=clock.now()), (400 if errors else 200)
+                           now=clock.now(), signature=users.signature_of(get_db(), user.username)), \
+        (400 if errors else 200)
 
 
 def _form_data() -> dict[str, Any]:
@@ -76,6 +77,31 @@ def user_edit(user_id: int) -> Any:
         return _edit_page(user, values, {"roles": message(exc)})
     flash(gettext("User %(name)s saved.", name=user.username), "success")
     return redirect(url_for("admin.user_list"))
+
+
+@bp.route("/users/<int:user_id>/signature", methods=["POST"])
+@access.allow(*ADMIN)
+@limits.body("SIGNATURE_MAX_BYTES")
+def user_signature(user_id: int) -> Any:
+    """Upload the signature image printed on the reports the user signs (re-encoded, audited)."""
+    user = _user_or_404(user_id)
+    upload = request.files.get("signature")
+    try:
+        users.set_signature(get_db(), access.actor(), user_id, upload.read() if upload else b"",
+                            current_app.config["SIGNATURE_MAX_BYTES"])
+    except ValidationError as exc:
+        return _edit_page(user, errors=errors_of(exc))
+    flash(gettext("Signature image of %(name)s saved.", name=user.username), "success")
+    return redirect(url_for("admin.user_edit", user_id=user_id))
+
+
+@bp.route("/users/<int:user_id>/signature/remove", methods=["POST"])
+@access.allow(*ADMIN)
+def user_signature_remove(user_id: int) -> Any:
+    user = _user_or_404(user_id)
+    users.remove_signature(get_db(), access.actor(), user_id)
+    flash(gettext("Signature image of %(name)s removed.", name=user.username), "success")
+    return redirect(url_for("admin.user_edit", user_id=user_id))
 
 
 @bp.route("/users/<int:user_id>/password", methods=["POST"])

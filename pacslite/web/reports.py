@@ -221,9 +221,23 @@ def report_print(accession: str) -> Any:
     fmt = request.args.get("format", "a4")
     fmt = fmt if fmt in PRINT_FORMATS else "a4"
     reports.record_print(conn, access.actor(), exam, version, fmt)
+    people = [version["signed_by"], version["preliminary_by"]]
     return render_template("reports/print.html", exam=exam, version=version, fmt=fmt,
                            superseded=reports.superseded_by(reports.versions(conn, exam["id"]), version),
-                           names=users.display_names(conn, [version["signed_by"], version["preliminary_by"]]))
+                           names=users.display_names(conn, people), signed_images=users.with_signature(conn, people))
+
+
+@bp.route("/signatures/<username>.png")
+@access.allow(*access.STAFF)
+def signature_image(username: str) -> Any:
+    """A radiologist's signature image, for the printed report."""
+    found = users.signature_of(get_db(), username)
+    if found is None:
+        abort(404)
+    response = current_app.response_class(found["png"], mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=300"
+    response.headers["ETag"] = found["sha256"]
+    return response
 
 
 # ---------------------------------------------------------------- technologists
