@@ -69,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
     # Report targets that differ by patient source, "MODALITY/source": hours, e.g.
     # {"CT/emergency": 1, "CT/outpatient": 2}; others use the modality's turnaround_hours.
     "TURNAROUND_BY_SOURCE": {},
+    # Report targets by priority, hours: a STAT or urgent exam gets the shorter of this and its
+    # modality's (or source's) target.
+    "TURNAROUND_BY_PRIORITY": {"stat": 1, "urgent": 2},
     # Reports: with review on, a final report is signed only after a preliminary one.
     "REPORT_REVIEW": False,
     # A radiologist's signature image, as an admin uploads it (PNG or JPEG).
@@ -201,18 +204,22 @@ def _read_instance_config(path: Path) -> dict[str, Any]:
     return {k: v for k, v in namespace.items() if k.isupper()}
 
 
-def turnaround_hours(settings: Mapping[str, Any], modality_code: str, source: str) -> float:
+def turnaround_hours(settings: Mapping[str, Any], modality_code: str, source: str, priority: str = "routine") -> float:
     """The report target for an exam: ``TURNAROUND_BY_SOURCE["CT/emergency"]`` if set, else
-    the modality's ``turnaround_hours``, else 24."""
+    the modality's ``turnaround_hours``, else 24; for a STAT or urgent exam the shorter of that
+    and ``TURNAROUND_BY_PRIORITY[priority]`` (a STAT head CT does not get 8 hours)."""
     by_source = settings["TURNAROUND_BY_SOURCE"].get(f"{modality_code}/{source}")
     if by_source is not None:
-        return float(by_source)
-    return float((modality(settings, modality_code) or {}).get("turnaround_hours", 24))
+        hours = float(by_source)
+    else:
+        hours = float((modality(settings, modality_code) or {}).get("turnaround_hours", 24))
+    by_priority = settings["TURNAROUND_BY_PRIORITY"].get(priority)
+    return min(hours, float(by_priority)) if by_priority is not None else hours
 
 
 def turnaround_hours_sql(settings: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """:func:`turnaround_hours` as an SQL expression over the columns ``modality`` and
-    ``source`` (and its parameters), for counting in SQLite what met its target."""
+    """:func:`turnaround_hours` as an SQL expression over the columns ``modality``, ``source``
+    and ``priority`` (and its parameters), for counting in SQLite what met its target."""
     cases: list[str] = []
     params: list[Any] = []
     for key, hours in settings["TURNAROUND_BY_SOURCE"].items():
@@ -222,7 +229,14 @@ def turnaround_hours_sql(settings: Mapping[str, Any]) -> tuple[str, list[Any]]:
     for entry in settings["MODALITIES"]:
         cases.append("WHEN modality = ? THEN ?")
         params += [entry["code"], float(entry.get("turnaround_hours", 24))]
-    return (f"(CASE {' '.join(cases)} ELSE 24.0 END)" if cases else "24.0"), params
+    base = f"(CASE {' '.join(cases)} ELSE 24.0 END)" if cases else "24.0"
+    if not settings["TURNAROUND_BY_PRIORITY"]:
+        return base, params
+    urgent: list[str] = []
+    for priority, hours in settings["TURNAROUND_BY_PRIORITY"].items():
+        urgent.append("WHEN priority = ? THEN ?")
+        params += [priority, float(hours)]
+    return f"min({base}, (CASE {' '.join(urgent)} ELSE 1e9 END))", params
 
 
 def review_required(settings: Mapping[str, Any], modality_code: str) -> bool:

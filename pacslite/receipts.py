@@ -48,7 +48,7 @@ def age_at_exam(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> Age | N
 
 def report_ready_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
     """Scheduled time plus the exam's turnaround target."""
-    hours = config.turnaround_hours(settings, exam["modality"], exam["source"])
+    hours = config.turnaround_hours(settings, exam["modality"], exam["source"], exam["priority"])
     return clock.from_db(exam["scheduled_at"]) + timedelta(hours=hours)
 
 

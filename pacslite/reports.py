@@ -144,7 +144,7 @@ class ReadingItem:
 def due_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
     """When the report is due: the first image's arrival plus the exam's turnaround target."""
     start = clock.from_db(exam["images_first_at"] or exam["scheduled_at"])
-    return start + timedelta(hours=config.turnaround_hours(settings, exam["modality"], exam["source"]))
+    return start + timedelta(hours=config.turnaround_hours(settings, exam["modality"], exam["source"], exam["priority"]))
 
 
 def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modality: str = "", source: str = "",
@@ -174,10 +174,35 @@ def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modal
     for row in rows:
         due = due_at(row, settings)
         items.append(ReadingItem(row, row["report_status"] or "", now - clock.from_db(row["images_first_at"]),
-                                 config.turnaround_hours(settings, row["modality"], row["source"]), due, now > due))
+                                 config.turnaround_hours(settings, row["modality"], row["source"], row["priority"]), due, now > due))
     urgency = {"stat": 0, "urgent": 1}
     items.sort(key=lambda i: (urgency.get(i.exam["priority"], 2), not i.overdue, -i.waiting.total_seconds()))
     return items
+
+
+def take(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """A radiologist takes the exam to report it (others see who has it on the reading list),
+    takes it over from another with ``force`` (audited with whom it was taken from), or
+    releases it (``release``). Only an exam waiting for its final report is taken."""
+    release, force = bool(data.get("release")), bool(data.get("force"))
+    with transaction(conn):
+        current = conn.execute("SELECT taken_by, status FROM exams WHERE id = ?", (exam["id"],)).fetchone()
+        holder = current["taken_by"]
+        if release:
+            if holder != actor.name:
+                raise Conflict(N_("You do not have this exam."))
+            conn.execute("UPDATE exams SET taken_by = NULL, taken_at = NULL WHERE id = ?", (exam["id"],))
+            action, detail = "report.release", {}
+        else:
+            if current["status"] not in exams.AWAITING_FINAL:
+                raise Conflict(N_("This exam does not wait for a report."))
+            if holder and holder != actor.name and not force:
+                raise Conflict(N_("%(user)s has taken this exam."), user=users.display_names(conn, [holder])[holder])
+            conn.execute("UPDATE exams SET taken_by = ?, taken_at = ? WHERE id = ?",
+                         (actor.name, clock.to_db(clock.now()), exam["id"]))
+            action, detail = "report.take", {"from": holder} if holder and holder != actor.name else {}
+        audit.record(conn, actor, action, f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
+                     detail=detail)
 
 
 def quarantine_warnings(conn: sqlite3.Connection, exam: Mapping[str, Any],

@@ -78,7 +78,7 @@ def log_in(page, url: str, username: str, password: str) -> None:
     page.fill("#f-username", username)
     page.fill("#f-password", password)
     page.click("button[type=submit].primary")
-    page.wait_for_url(f"{url}/exams**")
+    page.wait_for_url(re.compile(re.escape(url) + r"/(exams|reading)"))  # radiologists start on the reading list
 
 
 def decode_barcode(png: bytes) -> list[str]:
@@ -314,6 +314,11 @@ def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(bro
     admin.wait_for_selector("#signature-form img.signature")
 
     writer = page_as(browser, pacs, "dr_writer", problems, viewport={"width": 1366, "height": 768})
+    assert writer.url == f"{pacs.server.url}/reading"  # a radiologist starts on the reading list
+    row = writer.locator("#reading-table tr", has_text=reg.accession_number)
+    assert re.search(r"Male · \d+ y", row.inner_text())
+    row.locator("button:has-text('Take')").click()
+    writer.wait_for_selector(f"text=Exam {reg.accession_number} is yours to report.")
     writer.goto(f"{pacs.server.url}/exams/{reg.accession_number}/report")
     writer.fill("#f-findings", "Crescent-shaped hyperdensity over the left convexity. 左侧额顶部新月形高密度影。")
     writer.fill("#f-impression", "Acute subdural haematoma. 急性硬膜下血肿。")
@@ -328,6 +333,7 @@ def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(bro
     senior.goto(f"{pacs.server.url}/reading")
     senior.check("#f-review")
     senior.wait_for_selector(f"#reading-table >> text={reg.accession_number}")
+    assert "王医生" in senior.locator("#reading-table tr", has_text=reg.accession_number).locator(".taken").inner_text()
     senior.goto(f"{pacs.server.url}/exams/{reg.accession_number}/report")
     senior.click("button:has-text('Review and issue final')")
     confirm = senior.locator("#confirm-sign")

@@ -294,20 +294,29 @@ def test_turnaround_targets_by_modality_and_source(app) -> None:
     assert config.turnaround_hours(settings, "DR", "outpatient") == 1
     assert config.turnaround_hours(settings, "US", "inpatient") == 24
     assert config.turnaround_hours(settings, "XX", "inpatient") == 24  # not configured
+    # a STAT or urgent exam gets the shorter of its priority's target and its own
+    assert config.turnaround_hours(settings, "CT", "outpatient", "stat") == 1
+    assert config.turnaround_hours(settings, "CT", "outpatient", "urgent") == 2
+    assert config.turnaround_hours(settings, "DR", "outpatient", "urgent") == 1  # DR's own is shorter
+    assert config.turnaround_hours(settings, "CT", "outpatient", "routine") == 8
     exam = {"images_first_at": "2026-11-24T02:00:00+00:00", "scheduled_at": "2026-11-24T01:00:00+00:00",
-            "modality": "CT", "source": "emergency"}
+            "modality": "CT", "source": "emergency", "priority": "routine"}
     assert clock.to_db(reports.due_at(exam, settings)) == clock.to_db(clock.from_db("2026-11-24T03:00:00+00:00"))
 
 
 def test_the_sql_report_target_says_what_the_configuration_says(app, conn) -> None:
     from pacslite import config
-    settings = {**app.config, "TURNAROUND_BY_SOURCE": {"CT/emergency": 1, "MR/inpatient": 2.5}}
-    expression, params = config.turnaround_hours_sql(settings)
-    for modality in ("CT", "MR", "DR", "US", "XX"):
-        for source in ("emergency", "inpatient", "outpatient"):
-            in_sql = conn.execute(f"SELECT {expression} FROM (SELECT ? AS modality, ? AS source)",
-                                  (*params, modality, source)).fetchone()[0]
-            assert in_sql == config.turnaround_hours(settings, modality, source), (modality, source)
+    settings = {**app.config, "TURNAROUND_BY_SOURCE": {"CT/emergency": 1, "MR/inpatient": 2.5},
+                "TURNAROUND_BY_PRIORITY": {"stat": 0.5, "urgent": 3}}
+    for targets in (settings, {**settings, "TURNAROUND_BY_PRIORITY": {}}):
+        expression, params = config.turnaround_hours_sql(targets)
+        for modality in ("CT", "MR", "DR", "US", "XX"):
+            for source in ("emergency", "inpatient", "outpatient"):
+                for priority in ("stat", "urgent", "routine"):
+                    in_sql = conn.execute(f"SELECT {expression} FROM (SELECT ? AS modality, ? AS source,"
+                                          f" ? AS priority)", (*params, modality, source, priority)).fetchone()[0]
+                    assert in_sql == config.turnaround_hours(targets, modality, source, priority), (
+                        modality, source, priority)
 
 
 def test_report_turnaround_statistics_count_from_the_first_image_to_the_first_final_report(
@@ -473,3 +482,39 @@ def test_an_admin_gives_the_review_permission_and_it_is_audited(conn, client_as)
     assert users.get(conn, doctor.id).can_review
     detail = conn.execute("SELECT detail FROM audit_log WHERE action = 'user.update' ORDER BY id DESC").fetchone()[0]
     assert '"can_review": true' in detail and '"can_review": false' in detail
+
+
+def test_a_radiologist_takes_an_exam_and_the_others_see_who_has_it(app, conn, rad, imaged, client_as) -> None:
+    other = client_as("radiologist", username="dr_li")
+    assert send(rad, f"/exams/{imaged}/take", {}).status_code == 303
+    assert patients.get_exam(conn, imaged)["taken_by"] == "dr_wang"
+    listed = other.get("/reading").get_data(as_text=True)
+    assert 'class="taken">Name of dr_wang</span>' in listed and "Take over" in listed
+    assert "has taken this exam" in other.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    # another radiologist cannot take it by accident, nor release it
+    refused = send(other, f"/exams/{imaged}/take", {}, follow_redirects=True)
+    assert "Name of dr_wang has taken this exam." in refused.get_data(as_text=True)
+    send(other, f"/exams/{imaged}/take", {"release": "1"})
+    assert patients.get_exam(conn, imaged)["taken_by"] == "dr_wang"
+    # taking it over is explicit and audited with whom it was taken from
+    send(other, f"/exams/{imaged}/take", {"force": "1"})
+    assert patients.get_exam(conn, imaged)["taken_by"] == "dr_li"
+    detail = conn.execute("SELECT detail FROM audit_log WHERE action = 'report.take' ORDER BY id DESC").fetchone()[0]
+    assert '"from": "dr_wang"' in detail
+    send(other, f"/exams/{imaged}/take", {"release": "1"})
+    assert patients.get_exam(conn, imaged)["taken_by"] is None
+    assert send(client_as("clinician"), f"/exams/{imaged}/take", {}).status_code == 403
+
+
+def test_the_reading_list_shows_age_sex_and_targets_by_priority(app, conn, rad, tmp_path) -> None:
+    stat = register(app, conn, priority="stat", birth_date="1950-06-01")
+    add_image(app, conn, tmp_path, stat)
+    [item] = reports.reading_list(conn, app.config)
+    assert item.target_hours == 1  # a STAT CT: 1 h, not the modality's 8
+    page = rad.get("/reading").get_data(as_text=True)
+    assert re.search(r"Male · 7\d y", page) and "<td>1 h</td>" in page
+
+
+def test_a_radiologist_lands_on_the_reading_list(app, conn, client_as) -> None:
+    assert client_as("radiologist", username="dr_land").get("/").location.endswith("/reading")
+    assert client_as("registrar").get("/").location.endswith("/exams")

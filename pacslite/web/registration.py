@@ -31,6 +31,9 @@ def _patient_or_404(patient_id: str) -> Any:
 @bp.route("/")
 @access.allow(*access.STAFF)
 def home() -> Any:
+    """Where each starts: a radiologist on the reading list, everybody else on the exam list."""
+    if "radiologist" in current_user.roles:
+        return redirect(url_for("reports.reading"))
     return redirect(url_for("registration.exam_list"))
 
 

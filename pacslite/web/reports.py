@@ -46,7 +46,27 @@ def reading() -> Any:
                                  review_by=review_by)
     template = "reports/_reading_table.html" if is_htmx() else "reports/reading.html"
     return render_template(template, items=items, filters=filters, sources=patients.SOURCES,
-                           priorities=patients.PRIORITIES)
+                           priorities=patients.PRIORITIES,
+                           names=users.display_names(get_db(), [i.exam["taken_by"] for i in items]))
+
+
+@bp.route("/exams/<accession>/take", methods=["POST"])
+@access.allow(*RADIOLOGIST)
+def exam_take(accession: str) -> Any:
+    """Take the exam to report it (``force``: from another radiologist), or release it; back
+    to where the button was (the reading list, or the report page)."""
+    exam = _exam_or_404(accession)
+    back = access.safe_next(request.form.get("next")) or url_for("reports.reading")
+    try:
+        reports.take(get_db(), access.actor(), exam, request.form)
+    except Conflict as exc:
+        flash(message(exc), "error")
+        return redirect(back), 303
+    if request.form.get("release"):
+        flash(gettext("Exam %(accession)s released.", accession=accession), "success")
+    else:
+        flash(gettext("Exam %(accession)s is yours to report.", accession=accession), "success")
+    return redirect(back), 303
 
 
 # ---------------------------------------------------------------- the report page
@@ -71,8 +91,9 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         errors=errors or {}, stale=stale, confirming=confirming, versions=shown, locked=reports.is_locked(exam),
         superseded={v["version"]: reports.superseded_by(every, v) for v in shown},
         review=config.review_required(current_app.config, exam["modality"]),
-        criticals=criticals, now=clock.to_db(clock.now()),
+        criticals=criticals, now=clock.to_db(clock.now()), awaiting=exam["status"] in exams.AWAITING_FINAL,
         names=users.display_names(conn, [*(n for v in shown for n in (v["signed_by"], v["preliminary_by"])),
+                                         exam["taken_by"],
                                          *(n for f in criticals for n in (f["reported_by"], f["acknowledged_by"]))]),
         holder=reports.holder(current, current_user.username),
         warnings=reports.quarantine_warnings(conn, exam, current_app.config),
