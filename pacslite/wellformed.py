@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.datadict import DicomDictionary
+from pydicom.datadict import DicomDictionary, dictionary_VR, private_dictionary_VR
 
 MAX_SEQUENCE_DEPTH = 32
 #: A deflated dataset may expand to at most this many bytes (into the temporary area).
@@ -81,9 +81,35 @@ def _tag_text(tag: int) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _dictionary_vr(tag: int) -> bytes | None:
-    """The VR an implicit-VR element has by the dictionary (the smallest of "US or SS")."""
-    entry = DicomDictionary.get(tag)
-    return entry[0].split(" or ")[0].encode() if entry else None
+    """The VR of a public element by the dictionary, repeating groups included (the smallest
+    of "US or SS"); None when the dictionary does not know it."""
+    try:
+        return dictionary_VR(tag).split(" or ")[0].encode()
+    except KeyError:
+        return None
+
+
+def _read_as(tag: int, vr: bytes | None, length: int, creators: dict[int, str]) -> bytes | None:
+    """The VR pydicom converts an element's value with, for an element that came without one
+    (implicit VR) or as UN, as its hooks decide (``raw_element_vr``): a private element by its
+    creator's private dictionary, a public one by the dictionary, an even group's group length
+    as UL. A length that does not fit that VR makes the file unreadable, so it must be found
+    here. None: read as bytes, any length fits."""
+    if (tag >> 16) & 1:
+        element = tag & 0xFFFF
+        if 0x10 <= element <= 0xFF:
+            return b"LO"  # a private creator
+        creator = creators.get((tag >> 16) << 8 | element >> 8) if element & 0xFF00 else None
+        if creator:
+            try:
+                return private_dictionary_VR(tag, creator).split(" or ")[0].encode()
+            except KeyError:
+                return None
+        return None
+    if vr is None:
+        found = _dictionary_vr(tag)
+        return found if found is not None or tag & 0xFFFF else b"UL"
+    return _dictionary_vr(tag) if length < 0xFFFF else None  # UN replaced by the known VR
 
 
 def _is_sequence_in_dictionary(tag: int) -> bool:
@@ -135,6 +161,7 @@ class _Walker:
         (``item``), to its delimiter before ``end``. Returns where the dataset ends."""
         top = depth == 0
         header, buf, explicit = self._header, self.buf, self.explicit.unpack_from
+        creators: dict[int, str] = {}  # this dataset's private creators: (group << 8 | block) → name
         while at < end:
             if not implicit and end - at >= 8:  # the common case inline: explicit VR, short length
                 group, element, vr, length = explicit(buf, at)
@@ -156,7 +183,9 @@ class _Walker:
             if value + length > end:
                 raise Malformed(f"{_tag_text(tag)} declares {length} bytes at offset {at} but only"
                                 f" {end - value} remain: the data set is truncated")
-            size = FIXED_SIZE.get(vr if vr is not None else _dictionary_vr(tag))
+            if (tag >> 16) & 1 and 0x10 <= tag & 0xFFFF <= 0xFF and length <= 64:
+                creators[(tag >> 16) << 8 | tag & 0xFF] = bytes(buf[value:value + length]).decode("latin-1").strip(" \0")
+            size = FIXED_SIZE.get(vr if vr is not None and vr != b"UN" else _read_as(tag, vr, length, creators))
             if size and length % size:
                 raise Malformed(f"{_tag_text(tag)} has {length} bytes at offset {at}, not a multiple of the"
                                 f" {size} bytes of one value: it cannot be read back")

@@ -86,6 +86,42 @@ def test_a_binary_value_of_the_wrong_length_is_refused(tmp_path, implicit) -> No
         [element.value for element in ds.iterall()]
 
 
+def _implicit(group: int, element: int, value: bytes) -> bytes:
+    return struct.pack("<HHL", group, element, len(value)) + value
+
+
+PRIVATE_CREATOR = _implicit(0x0043, 0x0010, b"GEMS_PARM_01")
+
+
+@pytest.mark.parametrize("elements, implicit, what", [
+    (_implicit(0x2056, 0x0000, b"L "), True, r"\(2056,0000\) has 2 bytes"),  # a group length is UL (the fuzz)
+    (_implicit(0x6000, 0x0010, b"123"), True, r"\(6000,0010\) has 3 bytes"),  # a repeating group's US
+    (PRIVATE_CREATOR + _implicit(0x0043, 0x1001, b"123"), True, r"\(0043,1001\) has 3 bytes"),  # private SS
+    (struct.pack("<HH", 0x0018, 0x6020) + b"UN\0\0" + struct.pack("<L", 2) + b"05", False,
+     r"\(0018,6020\) has 2 bytes"),  # UN read back as the dictionary's SL
+])
+def test_a_value_read_back_by_another_vr_must_fit_it(tmp_path, elements, implicit, what) -> None:
+    """Elements without a VR of their own (implicit, or UN) are read back by pydicom with the VR
+    its dictionaries give: their lengths must fit that VR too, or the stored file cannot be read."""
+    syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    body = with_element_before_pixels(encode(ct(), implicit=implicit), elements, implicit)
+    with pytest.raises(wellformed.Malformed, match=what):
+        check(tmp_path, body, syntax)
+    with pytest.raises(Exception):  # what the check prevents: pydicom cannot read it back
+        [element.value for element in dcmread(part10(tmp_path / "y.dcm", body, syntax)).iterall()]
+
+
+@pytest.mark.parametrize("elements", [
+    PRIVATE_CREATOR + _implicit(0x0043, 0x1001, b"12"),  # the private SS with a length that fits
+    _implicit(0x0043, 0x0010, b"NOBODY KNOWS") + _implicit(0x0043, 0x1001, b"123"),  # unknown creator: bytes
+    _implicit(0x2057, 0x0000, b"L "),  # an odd (private) group's length: bytes
+])
+def test_values_any_length_fits_pass(tmp_path, elements) -> None:
+    body = with_element_before_pixels(encode(ct(), implicit=True), elements, True)
+    check(tmp_path, body, ImplicitVRLittleEndian)
+    [element.value for element in dcmread(part10(tmp_path / "y.dcm", body, ImplicitVRLittleEndian)).iterall()]
+
+
 def test_implicit_vr_bytes_in_an_explicit_context_are_refused(tmp_path) -> None:
     with pytest.raises(wellformed.Malformed, match="no valid VR"):
         check(tmp_path, encode(ct(), implicit=True), ExplicitVRLittleEndian)
