@@ -151,6 +151,7 @@ def build(instance: Path, scale: float) -> dict[str, float]:
     timings["migration"], timings["migrated"] = _timed_migration(conn)
     app = _quiet_app(instance)
     _arrivals(conn)
+    _critical_findings(conn, clock.to_db(now - timedelta(days=1)))
     users.create(conn, audit.SYSTEM, {"username": "bench_admin", "password": PASSWORD, "roles": ["admin"]})
     _sample_files(app.config, conn)
     conn.execute("INSERT OR REPLACE INTO scrub_state (id, last_instance, rounds, updated_at, quick_done_at,"
@@ -175,6 +176,21 @@ def _timed_migration(conn: Any) -> tuple[float, str]:
     if after != before:
         raise SystemExit(f"the migration changed row counts: {before} -> {after}")
     return seconds, f"{applied[0]:04d}-{applied[-1]:04d}" if applied else "none"
+
+
+def _critical_findings(conn: Any, acknowledged_before: str) -> None:
+    """One reported exam in a hundred had a critical finding (危急值), acknowledged nine
+    minutes later, except those of the last day, which still wait."""
+    later = "strftime('%Y-%m-%dT%H:%M:%S+00:00', reported_at, '+{} minutes')"
+    conn.execute("BEGIN")
+    conn.execute(
+        "INSERT INTO critical_findings (exam_ref, version, finding, department, reported_by, reported_at, due_at,"
+        " acknowledged_by, acknowledged_at, acknowledgement)"
+        f" SELECT id, 1, 'Acute haemorrhage.', requesting_department, 'bench_rad', reported_at, {later.format(15)},"
+        f" CASE WHEN reported_at < ?1 THEN 'bench_ward' END, CASE WHEN reported_at < ?1 THEN {later.format(9)} END,"
+        " CASE WHEN reported_at < ?1 THEN 'seen' END FROM exams WHERE id % 100 = 7 AND reported_at IS NOT NULL",
+        (acknowledged_before,))
+    conn.execute("COMMIT")
 
 
 def _arrivals(conn: Any) -> None:
@@ -269,7 +285,7 @@ def api(url: str, runs: int, token: str, accession: str) -> list[tuple[str, floa
     results = []
     for label, path in (("API exam", f"/api/v1/exams/{accession}"), ("API report", f"/api/v1/exams/{accession}/report"),
                         ("API quarantine (first 5 studies, candidates)", "/api/v1/quarantine"),
-                        ("API alerts", "/api/v1/alerts")):
+                        ("API alerts", "/api/v1/alerts"), ("API critical findings", "/api/v1/critical-findings")):
         status = session.get(url + path, timeout=600).status_code
         if status != 200:
             raise SystemExit(f"{path} answered {status}")
@@ -308,7 +324,9 @@ def pages(url: str, runs: int, accession: str, quarantined: int) -> list[tuple[s
               ("statistics, 30 days", f"/statistics?{month}", PAGE_P95),
               ("statistics, 2 years", f"/statistics?{two_years}", STATS_MS),
               ("statistics CSV, 2 years", f"/statistics.csv?{two_years}", STATS_MS),
-              ("archive page", "/archive/", PAGE_P95)]
+              ("archive page", "/archive/", PAGE_P95),
+              ("critical findings", "/critical", LIST_P95),
+              ("report page (reading room, priors)", f"/exams/{accession}/report", PAGE_P95)]
     results = []
     for label, path, target in wanted:
         headers = {"HX-Request": "true"} if "htmx" in label else {}

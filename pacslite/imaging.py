@@ -303,7 +303,8 @@ def modality_values(path: Path, frame: int) -> Values | None:
     if not 0 <= frame < frames:
         raise ValueError(f"frame {frame} of {frames}")
     values = apply_modality_lut(pixel_array(ds, index=frame) if frames > 1 else ds.pixel_array, ds)
-    unit = "HU" if ds.get("Modality") == "CT" else re.sub(r"[^A-Za-z0-9 /%.-]", "", str(ds.get("RescaleType", "") or ""))[:16]
+    unit = "HU" if ds.get("Modality") == "CT" else str(ds.get("RescaleType", "") or "")
+    unit = re.sub(r"[^A-Za-z0-9 /%.-]", "", unit)[:16]  # a response header: hostile text stays out
     whole = np.array_equal(values, np.round(values)) and values.min() >= -32768 and values.max() <= 32767
     out = values.astype("<i2" if whole else "<f4")
     return Values(int(out.shape[0]), int(out.shape[1]), "int16" if whole else "float32", unit, out.tobytes())

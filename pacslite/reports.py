@@ -144,7 +144,8 @@ class ReadingItem:
 def due_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
     """When the report is due: the first image's arrival plus the exam's turnaround target."""
     start = clock.from_db(exam["images_first_at"] or exam["scheduled_at"])
-    return start + timedelta(hours=config.turnaround_hours(settings, exam["modality"], exam["source"], exam["priority"]))
+    hours = config.turnaround_hours(settings, exam["modality"], exam["source"], exam["priority"])
+    return start + timedelta(hours=hours)
 
 
 def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modality: str = "", source: str = "",
@@ -173,8 +174,9 @@ def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modal
     items = []
     for row in rows:
         due = due_at(row, settings)
+        target = config.turnaround_hours(settings, row["modality"], row["source"], row["priority"])
         items.append(ReadingItem(row, row["report_status"] or "", now - clock.from_db(row["images_first_at"]),
-                                 config.turnaround_hours(settings, row["modality"], row["source"], row["priority"]), due, now > due))
+                                 target, due, now > due))
     urgency = {"stat": 0, "urgent": 1}
     items.sort(key=lambda i: (urgency.get(i.exam["priority"], 2), not i.overdue, -i.waiting.total_seconds()))
     return items
