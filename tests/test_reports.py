@@ -143,7 +143,7 @@ def test_a_stale_save_is_refused_and_nothing_is_lost(app, conn, client_as, rad, 
     # dr_wang opened revision 0 too: his save crosses dr_li's
     stale = send(rad, f"/exams/{imaged}/report/save", {"revision": "0", "findings": "Wang's findings",
                                                      "impression": ""}, headers=HTMX)
-    assert stale.status_code == 409 and "dr_li saved this report" in stale.get_data(as_text=True)
+    assert stale.status_code == 409 and "Name of dr_li saved this report" in stale.get_data(as_text=True)
     assert version_rows(conn, imaged)[0]["findings"] == "Li's findings"
     signed = send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "0",
                                                       "findings": "Wang's findings", "impression": "Wang's"})
@@ -151,7 +151,7 @@ def test_a_stale_save_is_refused_and_nothing_is_lost(app, conn, client_as, rad, 
     assert signed.status_code == 409 and version_rows(conn, imaged)[0]["status"] == "draft"
     assert ">Wang&#39;s findings</textarea>" in page and "Li&#39;s findings" in page  # both texts on the page
     # dr_wang sees who holds the report
-    assert "dr_li is editing this report" in rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert "Name of dr_li is editing this report" in rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
 
 
 def test_an_amendment_is_a_new_version_and_the_old_one_stays(app, conn, rad, imaged, client_as) -> None:

@@ -105,7 +105,7 @@
       var where = (state.index + 1) + " / " + stack.length +
         (entry.frames > 1 ? " (" + (entry.frame + 1) + "/" + entry.frames + ")" : "");
       position.textContent = where;
-      overlayImage.textContent = "Im " + entry.number + " · " + where;
+      overlayImage.textContent = root.dataset.imageWord + " " + entry.number + " · " + where;
       windowLabel.textContent = windowText();
       overlayWindow.textContent = windowText();
       overlayValue.textContent = "";

@@ -81,6 +81,10 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
     every = reports.versions(conn, exam["id"])
     shown = every if _is_radiologist() else [v for v in every if v["status"] == reports.FINAL]
     criticals = critical.of_exam(conn, exam["id"])
+    holder = reports.holder(current, current_user.username)
+    people = [*(n for v in shown for n in (v["signed_by"], v["preliminary_by"])), exam["taken_by"],
+              *(n for f in criticals for n in (f["reported_by"], f["acknowledged_by"])),
+              holder[0] if holder else None, stale["updated_by"] if stale is not None else None]
     if editing and values is None:
         values = {"findings": current["findings"] if current else "",
                   "impression": current["impression"] if current else "",
@@ -92,10 +96,7 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         superseded={v["version"]: reports.superseded_by(every, v) for v in shown},
         review=config.review_required(current_app.config, exam["modality"]),
         criticals=criticals, now=clock.to_db(clock.now()), awaiting=exam["status"] in exams.AWAITING_FINAL,
-        names=users.display_names(conn, [*(n for v in shown for n in (v["signed_by"], v["preliminary_by"])),
-                                         exam["taken_by"],
-                                         *(n for f in criticals for n in (f["reported_by"], f["acknowledged_by"]))]),
-        holder=reports.holder(current, current_user.username),
+        names=users.display_names(conn, people), holder=holder,
         warnings=reports.quarantine_warnings(conn, exam, current_app.config),
         phrases=reports.phrases_for(conn, exam["modality"], exam["body_part"]) if editing else [],
         final=reports.latest_final(conn, exam["id"]), priors=reports.priors(conn, exam),
@@ -147,7 +148,8 @@ def report_save(accession: str) -> Any:
     try:
         saved = reports.save(get_db(), access.actor(), exam, request.form)
     except reports.StaleReport as exc:
-        return render_template("reports/_save_status.html", stale=exc.current), 409
+        return render_template("reports/_save_status.html", stale=exc.current,
+                               names=users.display_names(get_db(), [exc.current["updated_by"]])), 409
     except ValidationError as exc:
         return render_template("reports/_save_status.html", error=message(exc)), 400
     except Conflict as exc:
