@@ -18,7 +18,7 @@ CREATE TABLE critical_findings (
     acknowledgement  TEXT                -- the note: who took it, what was done
 );
 CREATE INDEX critical_open ON critical_findings (department, due_at) WHERE acknowledged_at IS NULL;
-CREATE INDEX critical_due ON critical_findings (due_at) WHERE acknowledged_at IS NULL AND escalated_at IS NULL;
+CREATE INDEX critical_unacknowledged ON critical_findings (due_at) WHERE acknowledged_at IS NULL;
 CREATE INDEX critical_reported ON critical_findings (reported_at, acknowledged_at);
 CREATE INDEX critical_exam ON critical_findings (exam_ref);
 
