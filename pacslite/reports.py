@@ -182,11 +182,11 @@ def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modal
     return items
 
 
-def take(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], data: Mapping[str, Any]) -> None:
-    """A radiologist takes the exam to report it (others see who has it on the reading list),
-    takes it over from another with ``force`` (audited with whom it was taken from), or
-    releases it (``release``). Only an exam waiting for its final report is taken."""
-    release, force = bool(data.get("release")), bool(data.get("force"))
+def take(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], action: str = "take") -> None:
+    """A radiologist takes the exam to report it (``take``; others see who has it on the
+    reading list), takes it over from another (``force``; audited with whom it was taken
+    from), or releases it (``release``). Only an exam waiting for its final report is taken."""
+    release, force = action == "release", action == "force"
     with transaction(conn):
         current = conn.execute("SELECT taken_by, status FROM exams WHERE id = ?", (exam["id"],)).fetchone()
         holder = current["taken_by"]

@@ -486,24 +486,26 @@ def test_an_admin_gives_the_review_permission_and_it_is_audited(conn, client_as)
 
 def test_a_radiologist_takes_an_exam_and_the_others_see_who_has_it(app, conn, rad, imaged, client_as) -> None:
     other = client_as("radiologist", username="dr_li")
-    assert send(rad, f"/exams/{imaged}/take", {}).status_code == 303
+    assert send(rad, "/reading/take", {"take": imaged}).status_code == 303
     assert patients.get_exam(conn, imaged)["taken_by"] == "dr_wang"
     listed = other.get("/reading").get_data(as_text=True)
     assert 'class="taken">Name of dr_wang</span>' in listed and "Take over" in listed
     assert "has taken this exam" in other.get(f"/exams/{imaged}/report").get_data(as_text=True)
     # another radiologist cannot take it by accident, nor release it
-    refused = send(other, f"/exams/{imaged}/take", {}, follow_redirects=True)
+    refused = send(other, "/reading/take", {"take": imaged}, follow_redirects=True)
     assert "Name of dr_wang has taken this exam." in refused.get_data(as_text=True)
-    send(other, f"/exams/{imaged}/take", {"release": "1"})
+    send(other, "/reading/take", {"release": imaged})
     assert patients.get_exam(conn, imaged)["taken_by"] == "dr_wang"
     # taking it over is explicit and audited with whom it was taken from
-    send(other, f"/exams/{imaged}/take", {"force": "1"})
+    send(other, "/reading/take", {"force": imaged})
     assert patients.get_exam(conn, imaged)["taken_by"] == "dr_li"
     detail = conn.execute("SELECT detail FROM audit_log WHERE action = 'report.take' ORDER BY id DESC").fetchone()[0]
     assert '"from": "dr_wang"' in detail
-    send(other, f"/exams/{imaged}/take", {"release": "1"})
+    send(other, "/reading/take", {"release": imaged})
     assert patients.get_exam(conn, imaged)["taken_by"] is None
-    assert send(client_as("clinician"), f"/exams/{imaged}/take", {}).status_code == 403
+    assert send(other, "/reading/take", {"nothing": imaged}).status_code == 400
+    assert send(other, "/reading/take", {"take": "A-NO-SUCH"}).status_code == 404
+    assert send(client_as("clinician"), "/reading/take", {"take": imaged}).status_code == 403
 
 
 def test_the_reading_list_shows_age_sex_and_targets_by_priority(app, conn, rad, tmp_path) -> None:

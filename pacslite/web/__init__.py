@@ -55,10 +55,17 @@ def init_app(app: Flask) -> None:
                                  modalities=lambda: app.config["MODALITIES"], ohif_available=ohif.available,
                                  ohif_url=ohif.study_url,
                                  exam_age=lambda exam: receipts.age_at_exam(exam, app.config),
+                                 sex_and_age=lambda exam: _sex_and_age(exam, app.config),
                                  modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]])
     app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
+
+
+def _sex_and_age(exam: Any, settings: Any) -> str:
+    """"Male · 46 y": the sex and the age at the exam, for long lists (a macro per row costs)."""
+    age = receipts.age_at_exam(exam, settings)
+    return f"{label('sex', exam['sex'])} · {label('age_unit', age.unit) % {'n': age.value} if age else '—'}"
 
 
 def _http_error(exc: HTTPException) -> Any:

@@ -50,19 +50,28 @@ def reading() -> Any:
                            names=users.display_names(get_db(), [i.exam["taken_by"] for i in items]))
 
 
-@bp.route("/exams/<accession>/take", methods=["POST"])
+#: The take form's buttons: each carries the exam's accession number as its value.
+TAKE_ACTIONS = ("take", "release", "force")
+
+
+@bp.route("/reading/take", methods=["POST"])
 @access.allow(*RADIOLOGIST)
-def exam_take(accession: str) -> Any:
-    """Take the exam to report it (``force``: from another radiologist), or release it; back
-    to where the button was (the reading list, or the report page)."""
+def exam_take() -> Any:
+    """Take an exam to report it (``force``: from another radiologist), or release it: the
+    pressed button's name says which and its value names the exam (one form serves the whole
+    reading list). Back to where the button was (``next``)."""
+    action = next((a for a in TAKE_ACTIONS if request.form.get(a)), None)
+    if action is None:
+        abort(400)
+    accession = request.form[action]
     exam = _exam_or_404(accession)
     back = access.safe_next(request.form.get("next")) or url_for("reports.reading")
     try:
-        reports.take(get_db(), access.actor(), exam, request.form)
+        reports.take(get_db(), access.actor(), exam, action)
     except Conflict as exc:
         flash(message(exc), "error")
         return redirect(back), 303
-    if request.form.get("release"):
+    if action == "release":
         flash(gettext("Exam %(accession)s released.", accession=accession), "success")
     else:
         flash(gettext("Exam %(accession)s is yours to report.", accession=accession), "success")
