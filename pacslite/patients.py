@@ -322,11 +322,15 @@ def exams_of_patient(conn: sqlite3.Connection, patient_id: str) -> list[sqlite3.
 
 
 def exam_filter(*, modality: str = "", source: str = "", status: str = "", priority: str = "",
-                query: str = "") -> tuple[list[str], list[Any]]:
+                query: str = "", department: str = "") -> tuple[list[str], list[Any]]:
     """SQL conditions (on ``e`` exams and ``p`` patients) and their parameters for the exam
-    lists' filters; ``query`` matches accession, patient ID, name, pinyin, initials, procedure."""
+    lists' filters; ``query`` matches accession, patient ID, name, pinyin, initials, procedure;
+    ``department`` the requesting department, without regard to case."""
     clauses: list[str] = []
     params: list[Any] = []
+    if department:
+        clauses.append("e.requesting_department = ? COLLATE NOCASE")
+        params.append(department)
     for column, value in (("e.modality", modality), ("e.source", source), ("e.status", status),
                           ("e.priority", priority)):
         if value:
@@ -347,11 +351,12 @@ PRIORITY_ORDER = "CASE e.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2
 
 
 def list_exams(conn: sqlite3.Connection, settings: Mapping[str, Any], *, day: date | None = None,
-               modality: str = "", source: str = "", status: str = "", query: str = "",
+               modality: str = "", source: str = "", status: str = "", query: str = "", department: str = "",
                limit: int = 500) -> list[sqlite3.Row]:
     """Exams scheduled on one local day (default today), filtered; most urgent first."""
     start, end = clock.local_day_bounds(day or clock.local_today(settings["TIMEZONE"]), settings["TIMEZONE"])
-    clauses, params = exam_filter(modality=modality, source=source, status=status, query=query)
+    clauses, params = exam_filter(modality=modality, source=source, status=status, query=query,
+                                  department=department)
     clauses += ["e.scheduled_at >= ?", "e.scheduled_at < ?"]
     params += [start, end]
     order = f"{PRIORITY_ORDER}, e.scheduled_at"

@@ -109,6 +109,14 @@ def priors(conn: sqlite3.Connection, exam: Mapping[str, Any], limit: int = PRIOR
         (FINAL, exam["patient_ref"], exam["id"], limit)).fetchall()
 
 
+def for_the_ward(conn: sqlite3.Connection, exam_id: int) -> sqlite3.Row | None:
+    """The report a ward reads: the newest final version, else the newest preliminary one
+    (shown as preliminary); None while nothing is signed."""
+    return conn.execute("SELECT * FROM report_versions WHERE exam_ref = ? AND status IN (?, ?)"
+                        " ORDER BY status = ? DESC, version DESC LIMIT 1",
+                        (exam_id, FINAL, PRELIMINARY, FINAL)).fetchone()
+
+
 def get_version(conn: sqlite3.Connection, exam_id: int, version: int) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM report_versions WHERE exam_ref = ? AND version = ?",
                         (exam_id, version)).fetchone()

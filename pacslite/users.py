@@ -19,7 +19,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import audit, clock
 from .db import transaction
-from .validation import N_, Conflict, NotFound, ValidationError, matches, text
+from .validation import N_, Conflict, FormErrors, NotFound, ValidationError, matches, text
 
 ROLES = ("registrar", "technologist", "radiologist", "clinician", "admin")
 LANGUAGES = ("zh_CN", "en")
@@ -43,6 +43,7 @@ class User:
     locked_until: datetime | None = None
     can_review: bool = False  # may review another radiologist's report and issue it final (审核)
     department: str = ""  # a clinician's ward or clinic: the critical findings it receives
+    must_change_password: bool = False  # an administrator set the password: changed at the next login
     is_authenticated: bool = field(default=True, init=False)
     is_anonymous: bool = field(default=False, init=False)
 
@@ -85,7 +86,7 @@ def _user_from_row(conn: sqlite3.Connection, row: sqlite3.Row | None) -> User | 
     return User(id=row["id"], username=row["username"], display_name=row["display_name"], roles=roles,
                 active=bool(row["active"]), language=row["language"], session_token=row["session_token"],
                 locked_until=clock.from_db(row["locked_until"]), can_review=bool(row["can_review"]),
-                department=row["department"])
+                department=row["department"], must_change_password=bool(row["must_change_password"]))
 
 
 def get(conn: sqlite3.Connection, user_id: int) -> User:
@@ -136,37 +137,50 @@ def _clean_roles(roles: Iterable[str]) -> list[str]:
     return cleaned
 
 
-def _check_password(password: Any) -> str:
+def password_problem(password: Any, username: str = "") -> tuple[str, dict[str, Any]] | None:
+    """What is wrong with ``password`` as a new password (a message and its parameters), or
+    None: at least MIN_PASSWORD_LENGTH characters, at most 256, not containing the user name."""
     if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError("password", N_("At least %(min)d characters."), min=MIN_PASSWORD_LENGTH)
+        return N_("At least %(min)d characters."), {"min": MIN_PASSWORD_LENGTH}
     if len(password) > 256:
-        raise ValidationError("password", N_("At most %(max)d characters."), max=256)
+        return N_("At most %(max)d characters."), {"max": 256}
+    if username and username.casefold() in password.casefold():
+        return N_("The password must not contain the user name."), {}
+    return None
+
+
+def _check_password(password: Any, username: str = "", field: str = "password") -> str:
+    problem = password_problem(password, username)
+    if problem is not None:
+        raise ValidationError(field, problem[0], **problem[1])
     return password
 
 
 def create(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]) -> User:
     """Create an account from ``username``, ``display_name``, ``password``, ``roles`` (and
-    optionally ``can_review`` and ``department``)."""
+    optionally ``can_review``, ``department`` and ``must_change_password``: an administrator
+    chose the password, so its user changes it at the first login)."""
     username = matches(text(data, "username", required=True, max_length=32), "username", USERNAME_PATTERN,
                        N_("2 to 32 letters, digits, dots, dashes or underscores."))
     display_name = text(data, "display_name", max_length=64)
-    password = _check_password(data.get("password"))
+    password = _check_password(data.get("password"), username)
     roles = _clean_roles(data.get("roles") or [])
     can_review = bool(data.get("can_review"))
     department = text(data, "department", max_length=64)
+    must_change = bool(data.get("must_change_password"))
     now = clock.to_db(clock.now())
     with transaction(conn):
         if by_username(conn, username) is not None:
             raise ValidationError("username", N_("This user name is taken."))
         cur = conn.execute(
             "INSERT INTO users (username, display_name, password_hash, session_token, created_at, updated_at,"
-            " can_review, department) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " can_review, department, must_change_password) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (username, display_name, generate_password_hash(password), secrets.token_urlsafe(24), now, now,
-             int(can_review), department))
+             int(can_review), department, int(must_change)))
         user_id = int(cur.lastrowid)
         conn.executemany("INSERT INTO user_roles (user_id, role) VALUES (?, ?)", [(user_id, r) for r in roles])
-        audit.record(conn, actor, "user.create", f"user:{username}", detail={"roles": roles, "can_review": can_review,
-                                                                             "department": department})
+        audit.record(conn, actor, "user.create", f"user:{username}", detail={
+            "roles": roles, "can_review": can_review, "department": department, "must_change_password": must_change})
     return get(conn, user_id)
 
 
@@ -251,14 +265,49 @@ def with_signature(conn: sqlite3.Connection, usernames: Iterable[str]) -> set[st
 
 
 def reset_password(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, password: Any) -> None:
-    """Set a new password, unlock the account and end its sessions."""
-    password = _check_password(password)
+    """An administrator sets a new password: the account is unlocked, its sessions end, and its
+    user must change the password at the next login."""
     with transaction(conn):
         user = get(conn, user_id)
+        password = _check_password(password, user.username)
         conn.execute("UPDATE users SET password_hash = ?, session_token = ?, failed_logins = 0, locked_until = NULL,"
-                     " updated_at = ? WHERE id = ?",
+                     " must_change_password = 1, updated_at = ? WHERE id = ?",
                      (generate_password_hash(password), secrets.token_urlsafe(24), clock.to_db(clock.now()), user_id))
         audit.record(conn, actor, "user.reset_password", f"user:{user.username}")
+
+
+def change_own_password(conn: sqlite3.Connection, actor: audit.Actor, user_id: int,
+                        data: Mapping[str, Any]) -> User:
+    """The user changes their own password: the current one, the new one twice. Every problem
+    is reported at once (:class:`FormErrors`); a wrong current password is audited as denied.
+    The other sessions end (the session token changes); returns the user as now."""
+    current, new, again = (str(data.get(k, "") or "") for k in ("current_password", "new_password", "new_password_again"))
+    user = get(conn, user_id)
+    problems: dict[str, tuple[str, dict[str, Any]]] = {}
+    row = conn.execute("SELECT password_hash FROM users WHERE id = ?", (user_id,)).fetchone()
+    current_ok = check_password_hash(row[0], current)
+    if not current_ok:
+        problems["current_password"] = (N_("This is not your current password."), {})
+    problem = password_problem(new, user.username)
+    if problem is not None:
+        problems["new_password"] = problem
+    elif current_ok and new == current:
+        problems["new_password"] = (N_("Choose a password other than the current one."), {})
+    if new != again:
+        problems["new_password_again"] = (N_("The two new passwords differ."), {})
+    if problems:
+        if not current_ok:
+            with transaction(conn):
+                audit.record(conn, actor, "user.change_password", f"user:{user.username}", outcome="denied",
+                             detail={"reason": "wrong_current_password"})
+        raise FormErrors(problems)
+    with transaction(conn):
+        conn.execute("UPDATE users SET password_hash = ?, session_token = ?, must_change_password = 0, updated_at = ?"
+                     " WHERE id = ?", (generate_password_hash(new), secrets.token_urlsafe(24),
+                                       clock.to_db(clock.now()), user_id))
+        audit.record(conn, actor, "user.change_password", f"user:{user.username}",
+                     detail={"was_required": user.must_change_password})
+    return get(conn, user_id)
 
 
 def log_out(conn: sqlite3.Connection, actor: audit.Actor, user_id: int) -> None:

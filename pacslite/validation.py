@@ -27,6 +27,16 @@ class ValidationError(ValueError):
         self.params = params
 
 
+class FormErrors(ValidationError):
+    """Several fields are wrong at once, each reported under its field:
+    ``problems`` is {field: (message, params)}; the first is the ValidationError's own."""
+
+    def __init__(self, problems: Mapping[str, tuple[str, Mapping[str, Any]]]) -> None:
+        field, (message, params) = next(iter(problems.items()))
+        super().__init__(field, message, **params)
+        self.problems = dict(problems)
+
+
 class NotFound(LookupError):
     """The thing asked for does not exist."""
 

@@ -78,7 +78,8 @@ def log_in(page, url: str, username: str, password: str) -> None:
     page.fill("#f-username", username)
     page.fill("#f-password", password)
     page.click("button[type=submit].primary")
-    page.wait_for_url(re.compile(re.escape(url) + r"/(exams|reading)"))  # radiologists start on the reading list
+    # radiologists start on the reading list; a password an administrator set is changed first
+    page.wait_for_url(re.compile(re.escape(url) + r"/(exams|reading|account/password)"))
 
 
 def decode_barcode(png: bytes) -> list[str]:
@@ -108,8 +109,17 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.click("button:has-text('Log out')")
     page.wait_for_url(f"{live.url}/login")
 
-    # The registrar registers a new patient with an exam.
+    # The registrar must first change the password the admin set, then registers a patient.
     log_in(page, live.url, "desk1", "desk-password-1")
+    assert page.url == f"{live.url}/account/password"
+    page.goto(f"{live.url}/exams/new")  # nothing else opens before
+    page.wait_for_url(f"{live.url}/account/password")
+    page.fill("#f-current_password", "desk-password-1")
+    page.fill("#f-new_password", "my-own-desk-secret")
+    page.fill("#f-new_password_again", "my-own-desk-secret")
+    page.click("#password-form button[type=submit]")
+    page.wait_for_url(f"{live.url}/exams")
+    page.wait_for_selector("text=Your password has been changed.")
     page.click("nav >> text=Register exam")
     page.fill("#f-patient_id", "MZ20261124")
     page.fill("#f-name", "王<b>芳</b>")
@@ -379,6 +389,13 @@ def test_a_report_is_submitted_for_review_and_issued_by_a_second_radiologist(bro
     ward.wait_for_selector("text=Critical finding acknowledged.")
     assert reg.accession_number in ward.locator("#critical-done").inner_text()
     assert ward.locator("#nav-critical-count").inner_text() == ""
+    # the ward starts on its own department's exams and sees which reports are ready
+    ward.click("nav >> text=Exams")
+    assert ward.locator("#f-department").input_value() == "Respiratory"
+    ready = ward.locator("table.exams tr", has_text=reg.accession_number)
+    assert "Report ready" in ready.inner_text()
+    ready.locator("a.mono").click()
+    expect(ward.locator("#exam-report")).to_contain_text("Acute subdural haematoma")
 
     # a finding sent from the button while reading, which nobody acknowledges, escalates
     other = pacs.register(patient_id="RV0002", name="李四", station_ae="STORESCU")

@@ -90,7 +90,21 @@ def enforce() -> Any:
         if credentials != SESSION:
             return jsonify(error="forbidden", field=None), 403
         abort(403)
+    if current_user.must_change_password and g.get("auth_via") != "token" and request.endpoint not in PASSWORD_FIRST:
+        return _password_first()
     return None
+
+
+#: What a user whose password an administrator set may still do before changing it.
+PASSWORD_FIRST = ("auth.password_change", "auth.logout")
+
+
+def _password_first() -> Any:
+    """An administrator set this user's password: every page leads to changing it first."""
+    target = url_for("auth.password_change")
+    if request.headers.get("HX-Request"):
+        return "", 401, {"HX-Redirect": target}
+    return redirect(target)
 
 
 def _unauthenticated(api_call: bool) -> Any:

@@ -51,8 +51,8 @@ def user_new() -> Any:
     values: dict[str, Any] = {"roles": [], "active": True}
     if request.method == "POST":
         values = _form_data()
-        try:
-            user = users.create(get_db(), access.actor(), values)
+        try:  # the administrator chose the password: its user changes it at the first login
+            user = users.create(get_db(), access.actor(), {**values, "must_change_password": True})
         except ValidationError as exc:
             errors = errors_of(exc)
         else:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext, format_datetime
 from flask_login import current_user, login_user, logout_user
 
 from .. import users
 from ..db import get_db
+from ..validation import ValidationError
 from . import access
+from .forms import errors_of
 
 bp = Blueprint("auth", __name__)
 
@@ -55,6 +57,25 @@ def logout() -> Any:
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@access.allow(*access.STAFF)
+def password_change() -> Any:
+    """The user's own password: required at the first login after an administrator set it
+    (every other page leads here until it is done, see :func:`access.enforce`)."""
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        try:
+            user = users.change_own_password(get_db(), access.actor(), current_user.id, request.form)
+        except ValidationError as exc:
+            errors = errors_of(exc)
+        else:
+            login_user(user)  # the session follows the new token; the other sessions are ended
+            flash(gettext("Your password has been changed."), "success")
+            return redirect(url_for("registration.home"))
+    return render_template("account/password.html", errors=errors, min_length=users.MIN_PASSWORD_LENGTH,
+                           required=current_user.must_change_password), (400 if errors else 200)
 
 
 @bp.route("/language", methods=["POST"])

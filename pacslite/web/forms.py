@@ -6,7 +6,7 @@ from typing import Any, Callable, TypeVar
 from flask import abort
 from flask_babel import gettext
 
-from ..validation import Conflict, NotFound, ValidationError
+from ..validation import Conflict, FormErrors, NotFound, ValidationError
 
 T = TypeVar("T")
 
@@ -25,5 +25,7 @@ def message(exc: ValidationError | Conflict) -> str:
 
 
 def errors_of(exc: ValidationError) -> dict[str, str]:
-    """The form's error dict ``{field: message}`` for a template."""
+    """The form's error dict ``{field: message}`` for a template (every field of FormErrors)."""
+    if isinstance(exc, FormErrors):
+        return {field: gettext(text, **params) for field, (text, params) in exc.problems.items()}
     return {exc.field: message(exc)}

@@ -9,7 +9,8 @@ from flask import (Blueprint, Response, current_app, flash, redirect, render_tem
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import clock, documents, exams, index, mpps, patients, receipts, routing, storage, transmission
+from .. import (clock, documents, exams, index, mpps, patients, receipts, reports, routing, storage, transmission,
+               users)
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx, limits
@@ -103,10 +104,28 @@ def exam_list() -> Any:
     except ValueError:
         day = clock.local_today(settings["TIMEZONE"])
     filters["day"] = day.isoformat()
+    filters["department"] = _department_filter()
     found = patients.list_exams(get_db(), settings, day=day, modality=filters["modality"],
-                                source=filters["source"], status=filters["status"], query=filters["q"])
+                                source=filters["source"], status=filters["status"], query=filters["q"],
+                                department="" if filters["department"] == ALL_DEPARTMENTS else filters["department"])
     template = "exams/_table.html" if is_htmx() else "exams/list.html"
-    return render_template(template, exams=found, filters=filters, states=exams.STATES)
+    return render_template(template, exams=found, filters=filters, states=exams.STATES,
+                           all_departments=ALL_DEPARTMENTS)
+
+
+#: The exam list's department filter value that shows every department.
+ALL_DEPARTMENTS = "*"
+
+
+def _department_filter() -> str:
+    """The requesting department the exam list shows: as asked (``*``: all), else a
+    clinician's own department (the ward starts on its own exams; all stay searchable)."""
+    asked = request.args.get("department")
+    if asked is not None:
+        return asked.strip()[:64] or ALL_DEPARTMENTS
+    if "clinician" in current_user.roles and current_user.department:
+        return current_user.department
+    return ALL_DEPARTMENTS
 
 
 @bp.route("/exams/new", methods=["GET", "POST"])
@@ -152,7 +171,10 @@ def _new_exam_defaults(patient_id: str) -> dict[str, Any]:
 def exam_view(accession: str, errors: dict[str, str] | None = None, status: int = 200) -> Any:
     exam = _exam_or_404(accession)
     sending = current_user.has_any(("technologist",))
+    report = reports.for_the_ward(get_db(), exam["id"])
     return render_template("exams/view.html", exam=exam, forms=documents.of_exam(get_db(), exam["id"]),
+                           report=report, names=users.display_names(
+                               get_db(), [report["signed_by"], report["preliminary_by"]] if report else []),
                            series=index.series_of_exam(get_db(), exam["id"]),
                            can_cancel=exams.can_cancel(exam), errors=errors or {},
                            can_mark_done=exams.can_mark_done(exam) and sending,
