@@ -10,14 +10,14 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from stdnum import damm
 
 from . import audit, clock, config, exams, uids
 from .names import pinyin_of
 from .db import transaction
-from .validation import AE_TITLE_PATTERN, N_, NotFound, ValidationError, choice, matches, text
+from .validation import AE_TITLE_PATTERN, N_, FormErrors, NotFound, ValidationError, choice, matches, text
 
 SEXES = ("M", "F", "O")
 SOURCES = ("outpatient", "inpatient", "emergency", "physical_exam")
@@ -30,34 +30,63 @@ PATIENT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 DEMOGRAPHICS = ("name", "sex", "birth_date")
 
 
-class ConfirmationNeeded(ValidationError):
-    """The patient ID exists with other demographics; the user must confirm the change."""
+#: How the registration desk settles a demographic that differs from the record, field by field.
+KEEP, UPDATE = "keep", "update"
+
+
+class ConfirmationNeeded(FormErrors):
+    """The patient ID exists with other demographics: for each field that differs, the desk
+    chooses to keep what is on file or to update it (``differences``: {field: (on file, entered)})."""
 
     def __init__(self, existing: sqlite3.Row, differences: dict[str, tuple[Any, Any]]) -> None:
-        super().__init__("name", N_("Patient ID %(patient_id)s is registered as %(name)s. Confirm to update the patient."),
-                         patient_id=existing["patient_id"], name=existing["name"])
+        super().__init__({field: (N_("Differs from the record of patient ID %(patient_id)s: keep what is on file,"
+                                     " or update it."), {"patient_id": existing["patient_id"]})
+                          for field in differences})
         self.existing = existing
         self.differences = differences
 
 
 # ---------------------------------------------------------------- patients
 
-def clean_patient(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated patient fields, or ValidationError naming the first bad field."""
-    patient_id = matches(text(data, "patient_id", required=True), "patient_id", PATIENT_ID_PATTERN,
-                         N_("Letters, digits, dots, dashes and underscores only."))
+def collect(checks: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run each field's check; the values by field, or FormErrors with every field that failed
+    (a form shows all its errors at once, each under its field)."""
+    values: dict[str, Any] = {}
+    problems: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for field, check in checks.items():
+        try:
+            values[field] = check()
+        except FormErrors as exc:
+            problems.update(exc.problems)
+        except ValidationError as exc:
+            problems[exc.field] = (exc.message, exc.params)
+    if problems:
+        raise FormErrors(problems)
+    return values
+
+
+def _name(data: Mapping[str, Any]) -> str:
     name = text(data, "name", required=True, max_length=64)
     if any(ch in name for ch in "^=\\"):
         raise ValidationError("name", N_("The characters ^ = \\ are not allowed in a name."))
-    sex = choice(data, "sex", SEXES)
-    birth_date = _birth_date(data)
-    phone = matches(text(data, "phone", max_length=32), "phone", r"[0-9+() -]{3,32}",
-                    N_("Digits, spaces and + ( ) - only."))
-    return {"patient_id": patient_id, "name": name, "sex": sex, "birth_date": birth_date, "phone": phone}
+    return name
+
+
+def clean_patient(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated patient fields, or FormErrors naming every bad field."""
+    return collect({
+        "patient_id": lambda: matches(text(data, "patient_id", required=True), "patient_id", PATIENT_ID_PATTERN,
+                                      N_("Letters, digits, dots, dashes and underscores only.")),
+        "name": lambda: _name(data),
+        "sex": lambda: choice(data, "sex", SEXES),
+        "birth_date": lambda: _birth_date(data),
+        "phone": lambda: matches(text(data, "phone", max_length=32), "phone", r"[0-9+() -]{3,32}",
+                                 N_("Digits, spaces and + ( ) - only.")),
+    })
 
 
 def _birth_date(data: Mapping[str, Any]) -> str | None:
-    value = text(data, "birth_date", max_length=10)
+    value = text(data, "birth_date", max_length=64)
     if not value:
         return None
     try:
@@ -108,6 +137,26 @@ def update_patient(conn: sqlite3.Connection, actor: audit.Actor, patient_id: str
     with transaction(conn):
         _apply_changes(conn, actor, get_patient(conn, patient_id), fields)
     return get_patient(conn, patient_id)
+
+
+def _settled(existing: sqlite3.Row, fields: Mapping[str, Any], resolutions: Mapping[str, str],
+             update_all: bool) -> dict[str, Any]:
+    """The patient as registered now: blanks filled from the record, each differing
+    demographic kept or updated as the desk chose; ConfirmationNeeded for those not chosen."""
+    settled = dict(fields)
+    for key in ("phone", "birth_date"):
+        if not settled[key]:
+            settled[key] = existing[key]
+    unresolved = {}
+    for key, pair in _differences(existing, settled, DEMOGRAPHICS).items():
+        choice_made = UPDATE if update_all else resolutions.get(key)
+        if choice_made == KEEP:
+            settled[key] = existing[key]
+        elif choice_made != UPDATE:
+            unresolved[key] = pair
+    if unresolved:
+        raise ConfirmationNeeded(existing, unresolved)
+    return settled
 
 
 def _differences(existing: sqlite3.Row, fields: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
@@ -216,48 +265,59 @@ def combine_local(day: str, at: str, tz_name: str) -> str:
 
 
 def clean_exam(data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated exam fields; the modality is looked up in the configured list."""
+    """Validated exam fields, or FormErrors naming every bad field; the modality is looked up
+    in the configured list."""
     codes = [m["code"] for m in settings["MODALITIES"]]
-    modality_code = choice(data, "modality", codes)
-    fields = {
-        "modality": modality_code,
-        "dicom_modality": config.modality(settings, modality_code)["dicom"],
-        "source": choice(data, "source", SOURCES),
-        "procedure": text(data, "procedure", required=True, max_length=64),
-        "body_part": text(data, "body_part", max_length=64),
-        "requesting_department": text(data, "requesting_department", max_length=64),
-        "requesting_physician": text(data, "requesting_physician", max_length=64),
-        "clinical_note": text(data, "clinical_note", max_length=1024, multiline=True),
-        "outpatient_number": text(data, "outpatient_number", max_length=32),
-        "inpatient_number": text(data, "inpatient_number", max_length=32),
-        "ward": text(data, "ward", max_length=64),
-        "bed": text(data, "bed", max_length=16),
-        "priority": choice(data, "priority", PRIORITIES, required=False, default="routine"),
-        "station_ae": matches(text(data, "station_ae", max_length=16), "station_ae", AE_TITLE_PATTERN,
-                              N_("Up to 16 printable ASCII characters, no backslash.")),
-    }
-    fields["scheduled_at"] = clock.to_db(parse_scheduled(data.get("scheduled_at"), settings["TIMEZONE"]))
+    fields = collect({
+        "modality": lambda: choice(data, "modality", codes),
+        "source": lambda: choice(data, "source", SOURCES),
+        "procedure": lambda: text(data, "procedure", required=True, max_length=64),
+        "body_part": lambda: text(data, "body_part", max_length=64),
+        "requesting_department": lambda: text(data, "requesting_department", max_length=64),
+        "requesting_physician": lambda: text(data, "requesting_physician", max_length=64),
+        "clinical_note": lambda: text(data, "clinical_note", max_length=1024, multiline=True),
+        "outpatient_number": lambda: text(data, "outpatient_number", max_length=32),
+        "inpatient_number": lambda: text(data, "inpatient_number", max_length=32),
+        "ward": lambda: text(data, "ward", max_length=64),
+        "bed": lambda: text(data, "bed", max_length=16),
+        "priority": lambda: choice(data, "priority", PRIORITIES, required=False, default="routine"),
+        "station_ae": lambda: matches(text(data, "station_ae", max_length=16), "station_ae", AE_TITLE_PATTERN,
+                                      N_("Up to 16 printable ASCII characters, no backslash.")),
+        "scheduled_at": lambda: clock.to_db(parse_scheduled(data.get("scheduled_at"), settings["TIMEZONE"])),
+    })
+    fields["dicom_modality"] = config.modality(settings, fields["modality"])["dicom"]
     return fields
 
 
 def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any],
                   patient_data: Mapping[str, Any], exam_data: Mapping[str, Any], *,
-                  confirm_demographics: bool = False) -> Registration:
+                  confirm_demographics: bool = False, resolutions: Mapping[str, str] | None = None) -> Registration:
     """Register an exam, creating the patient or updating its demographics.
 
-    A patient ID that exists with another name, sex or birth date raises
-    :class:`ConfirmationNeeded` unless ``confirm_demographics``; the update is then audited.
+    Every bad field of both is reported at once (FormErrors). For a patient ID that exists, a
+    blank optional field (phone, birth date) keeps what is on file: an empty box never erases
+    a stored value. A name, sex or birth date that differs raises :class:`ConfirmationNeeded`
+    unless ``resolutions`` says, for each such field, ``keep`` (what is on file) or ``update``
+    (what was entered), or ``confirm_demographics`` (the API) updates them all; what changes
+    is audited.
     """
-    patient_fields = clean_patient(patient_data)
-    exam_fields = clean_exam(exam_data, settings)
+    problems: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    patient_fields: dict[str, Any] = {}
+    exam_fields: dict[str, Any] = {}
+    for clean, into in ((lambda: clean_patient(patient_data), patient_fields),
+                        (lambda: clean_exam(exam_data, settings), exam_fields)):
+        try:
+            into.update(clean())
+        except FormErrors as exc:
+            problems.update(exc.problems)
+    if problems:
+        raise FormErrors(problems)
     with transaction(conn):
         existing = find_patient(conn, patient_fields["patient_id"])
         if existing is None:
             patient_ref = _insert_patient(conn, actor, patient_fields)
         else:
-            differences = _differences(existing, patient_fields, DEMOGRAPHICS)
-            if differences and not confirm_demographics:
-                raise ConfirmationNeeded(existing, differences)
+            patient_fields = _settled(existing, patient_fields, resolutions or {}, confirm_demographics)
             _apply_changes(conn, actor, existing, patient_fields)
             patient_ref = existing["id"]
         accession = _next_accession(conn, settings)

@@ -125,6 +125,7 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.fill("#f-name", "王<b>芳</b>")
     page.select_option("#f-sex", "F")
     page.fill("#f-birth_date", "1988-07-15")
+    page.fill("#f-phone", "13800138000")
     page.select_option("#f-modality", "CT")
     page.select_option("#f-source", "outpatient")
     page.fill("#f-procedure", "胸部 CT 平扫")
@@ -134,6 +135,23 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     accession = page.url.rsplit("/", 1)[1]
     assert page.locator("h1 .mono").inner_text() == accession
     assert page.locator("text=王<b>芳</b>").count() >= 1  # shown as typed, not as markup
+
+    # She comes back: the scanned ID (typed, then Enter) fills her details from the record,
+    # Enter moves on instead of submitting, Ctrl + Enter registers; her phone is not erased.
+    page.click("nav >> text=Register exam")
+    assert page.evaluate("document.activeElement.id") == "f-patient_id"
+    page.keyboard.type("MZ20261124")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#returning-patient")
+    assert page.input_value("#f-name") == "王<b>芳</b>" and page.input_value("#f-phone") == "13800138000"
+    assert page.evaluate("document.activeElement.id") != "f-patient_id" and page.url.endswith("/exams/new")
+    page.select_option("#f-modality", "DR")
+    page.select_option("#f-source", "outpatient")
+    page.fill("#f-procedure", "胸部正位")
+    page.focus("#f-procedure")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_url(re.compile(re.escape(live.url) + r"/exams/A\d+$"))
+    assert page.url.rsplit("/", 1)[1] != accession
 
     # The exam list filters in place (htmx), without a page load.
     page.goto(f"{live.url}/exams")

@@ -39,11 +39,46 @@ def test_existing_patient_id_with_another_name_asks_for_confirmation(client_as, 
     response = post(desk, "/exams/new", {**EXAM_FORM, "name": "张山"})
     assert response.status_code == 400
     page = response.get_data(as_text=True)
-    assert "confirm_demographics" in page and "张三" in page and "张山" in page
+    assert 'name="resolve_name"' in page and "张三" in page and "张山" in page
+    assert 'name="resolve_sex"' not in page  # only the field that differs asks
     assert count(conn, "exams") == 1
-    confirmed = post(desk, "/exams/new", {**EXAM_FORM, "name": "张山", "confirm_demographics": "yes"})
+    confirmed = post(desk, "/exams/new", {**EXAM_FORM, "name": "张山", "resolve_name": "update"})
     assert confirmed.status_code == 302
     assert patients.get_patient(conn, "P0001")["name"] == "张山"
+
+
+def test_a_returning_patient_keeps_every_stored_value(client_as, conn) -> None:
+    """Issue 19: an empty box never erases what is on file; a difference is settled field by
+    field, and "keep on file" keeps the record when today's entry is the typo."""
+    desk = client_as("registrar")
+    register(desk, patient_id="R100", name="王秀英", sex="F", birth_date="1956-03-08", phone="13912345678")
+    filled = desk.get("/patients/lookup?patient_id=R100", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'value="王秀英"' in filled and 'value="13912345678"' in filled and 'id="returning-patient"' in filled
+    assert desk.get("/patients/lookup?patient_id=NOBODY").status_code == 204
+    # the phone left empty, the birth date typed wrong: nothing is erased, the date is asked about
+    asked = post(desk, "/exams/new", {**EXAM_FORM, "patient_id": "R100", "name": "王秀英", "sex": "F",
+                                      "birth_date": "1965-03-08", "phone": ""})
+    page = asked.get_data(as_text=True)
+    assert asked.status_code == 400 and 'name="resolve_birth_date"' in page and 'name="resolve_name"' not in page
+    assert re.search(r'id="e-birth_date" role="alert">Differs from the record', page)
+    kept = post(desk, "/exams/new", {**EXAM_FORM, "patient_id": "R100", "name": "王秀英", "sex": "F",
+                                     "birth_date": "1965-03-08", "phone": "", "resolve_birth_date": "keep"})
+    assert kept.status_code == 302
+    stored = patients.get_patient(conn, "R100")
+    assert (stored["birth_date"], stored["phone"]) == ("1956-03-08", "13912345678")
+    assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'patient.update'").fetchone()[0] == 0
+
+
+def test_every_error_is_shown_at_once_under_its_field(client_as, conn) -> None:
+    desk = client_as("registrar")
+    response = post(desk, "/exams/new", {**EXAM_FORM, "sex": "", "modality": "", "birth_date": "1980-02-031",
+                                         "station_ae": "BAD\\AE"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    for field in ("sex", "modality", "birth_date", "station_ae"):
+        assert f'id="e-{field}" role="alert"' in page, field
+    assert "Use the form YYYY-MM-DD." in page and "At most 10 characters" not in page
+    assert count(conn, "exams") == 0
 
 
 def test_markup_is_stored_as_text_and_escaped_everywhere(client_as, conn) -> None:

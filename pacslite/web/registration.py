@@ -128,6 +128,18 @@ def _department_filter() -> str:
     return ALL_DEPARTMENTS
 
 
+@bp.route("/patients/lookup")
+@access.allow(*REGISTRAR)
+def patient_lookup() -> Any:
+    """The exam form's patient fields filled from the record of the patient ID typed or
+    scanned (htmx); 204 (the form stays as typed) for an ID not on file."""
+    found = patients.find_patient(get_db(), request.args.get("patient_id", "").strip()[:64])
+    if found is None:
+        return "", 204
+    values = {k: found[k] or "" for k in ("name", "sex", "birth_date", "phone")}
+    return render_template("patients/_fields.html", values=values, errors={}, returning=found)
+
+
 @bp.route("/exams/new", methods=["GET", "POST"])
 @access.allow(*REGISTRAR)
 def exam_new() -> Any:
@@ -139,8 +151,9 @@ def exam_new() -> Any:
                                               current_app.config["TIMEZONE"])
         exam_data = {**form, "scheduled_at": scheduled_at}
         try:
+            resolutions = {f: form[f"resolve_{f}"] for f in patients.DEMOGRAPHICS if form.get(f"resolve_{f}")}
             registration = patients.register_exam(get_db(), access.actor(), current_app.config, form, exam_data,
-                                                  confirm_demographics=form.get("confirm_demographics") == "yes")
+                                                  resolutions=resolutions)
         except patients.ConfirmationNeeded as exc:
             confirm, errors = exc, errors_of(exc)
         except ValidationError as exc:
