@@ -1,6 +1,6 @@
 """Admin pages: add, change roles, disable, reset passwords; the audit log page."""
 from pacslite import aes, audit, users
-from tests.conftest import EXAM_FORM, PASSWORD, login, post, register
+from tests.conftest import EXAM_FORM, PASSWORD, csrf_token, login, post, register
 
 
 def test_admin_manages_a_user_through_the_pages(app, conn, client_as) -> None:
@@ -151,3 +151,37 @@ def test_the_visit_numbers_ward_and_bed_are_registered_and_answered(app, conn, c
     assert patients.api_view(exam)["ward"] == "心内科病区"
     too_long = post(desk, "/exams/new", {**EXAM_FORM, "bed": "x" * 17})
     assert too_long.status_code == 400
+
+
+def test_the_audit_log_reads_as_sentences_pages_by_period_and_exports_csv(app, conn, client_as) -> None:
+    import csv
+    import io
+    from datetime import timedelta
+
+    from pacslite import clock
+    from pacslite.db import transaction
+    desk = client_as("registrar", username="desk")
+    accession = register(desk)
+    with transaction(conn):  # a target that a spreadsheet would take for a formula
+        audit.record(conn, audit.Actor("boss"), "exam.cancel", '=HYPERLINK("http://x")', patient_id="P0001")
+    admin = client_as("admin", username="boss")
+    page = admin.get("/admin/audit?patient_id=P0001").get_data(as_text=True)
+    assert "Registered an exam" in page and "exam.register" in page  # the sentence, and the code below it
+    assert "<details><summary>Details</summary>" in page  # the raw detail one click away
+    zh = client_as("admin", username="boss_zh")
+    zh.post("/language", data={"language": "zh_CN", "csrf_token": csrf_token(zh, "/exams")})
+    assert "登记检查" in zh.get("/admin/audit?patient_id=P0001").get_data(as_text=True)
+
+    today = clock.local_today(app.config["TIMEZONE"])
+    assert f"exam:{accession}" in admin.get(f"/admin/audit?since={today}&until={today}").get_data(as_text=True)
+    yesterday = today - timedelta(days=1)
+    assert "No audit records." in admin.get(f"/admin/audit?until={yesterday}").get_data(as_text=True)
+
+    exported = admin.get(f"/admin/audit.csv?patient_id=P0001&since={today}")
+    assert exported.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(exported.get_data(as_text=True).lstrip("\ufeff"))))
+    assert rows[0][:5] == ["id", "at", "actor", "address", "action"]
+    assert {r[4] for r in rows[1:]} >= {"exam.register", "patient.create", "exam.cancel"}
+    assert any(r[6] == "'=HYPERLINK(\"http://x\")" for r in rows[1:])  # neutralised
+    assert not any(cell.startswith(("=", "+", "@")) for r in rows for cell in r)
+    assert desk.get("/admin/audit.csv").status_code == 403
