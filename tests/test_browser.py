@@ -139,7 +139,7 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     # She comes back: the scanned ID (typed, then Enter) fills her details from the record,
     # Enter moves on instead of submitting, Ctrl + Enter registers; her phone is not erased.
     page.click("nav >> text=Register exam")
-    assert page.evaluate("document.activeElement.id") == "f-patient_id"
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'f-patient_id'")
     page.keyboard.type("MZ20261124")
     page.keyboard.press("Enter")
     page.wait_for_selector("#returning-patient")
@@ -173,9 +173,21 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
         assert receipt.evaluate("document.getElementById('barcode').naturalWidth") > 0
         shot = receipt.locator("article.slip").screenshot(path=str(ARTIFACTS / f"receipt-{fmt}.png"))
         assert decode_barcode(shot) == [accession], fmt
-        receipt.pdf(path=str(ARTIFACTS / f"receipt-{fmt}.pdf"), prefer_css_page_size=True)
-        assert "王<b>芳</b>" in receipt.locator("dd.big").inner_text()
+        pdf = receipt.pdf(path=str(ARTIFACTS / f"receipt-{fmt}.pdf"), prefer_css_page_size=True)
+        assert "王<b>芳</b>" in receipt.locator("dd.big").first.inner_text()
+        assert receipt.locator("#receipt-priority").inner_text() == "Routine"
+        height = float(re.search(rb"/MediaBox\s*\[\s*0 0 [\d.]+ ([\d.]+)", pdf).group(1)) / 72 * 25.4
+        assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1, fmt
+        if fmt == "80mm":  # the roll is cut where the content ends, not at a fixed 160 mm
+            assert abs(height - int(receipt.evaluate("document.body.dataset.pageHeightMm"))) < 1.5, height
+            assert 60 < height < 150, height
         receipt.close()
+    # "Print receipt" on the exam page opens the print dialog by itself, once
+    receipt = context.new_page()
+    receipt.add_init_script("window.print = function () { window.__printed = (window.__printed || 0) + 1; };")
+    receipt.goto(f"{live.url}/exams/{accession}/receipt?print=1")
+    receipt.wait_for_function("window.__printed === 1")
+    receipt.close()
     assert (ARTIFACTS / "receipt-a5.pdf").stat().st_size > 1000
 
     assert problems == []  # nothing refused by the CSP, no missing resource, no script error

@@ -272,7 +272,7 @@ def exam_receipt(accession: str) -> Any:
     settings = current_app.config
     return render_template("exams/receipt.html", exam=exam, fmt=fmt, age=receipts.age_of(exam, settings),
                            ready_at=clock.to_db(receipts.report_ready_at(exam, settings)),
-                           location=receipts.location_of(exam, settings))
+                           location=receipts.location_of(exam, settings), autoprint=request.args.get("print") == "1")
 
 
 @bp.route("/exams/<accession>/barcode.svg")
