@@ -215,6 +215,38 @@ def test_chinese_pages_render_with_the_csp_in_force(browser, live) -> None:
     context.close()
 
 
+CARDS_OVERFLOWING = ("Array.from(document.querySelectorAll('.card'))"
+                     ".filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.id || c.className)")
+
+
+def test_pages_fit_1366_and_use_the_width_of_1920_in_both_languages(browser, tmp_path, modality_pacs) -> None:
+    """Issue 19's layout: at 1366×768 the exam page's cards do not overflow and Chinese table
+    headers are not broken one character a line; at 1920 the lists use the screen's width."""
+    pacs = modality_pacs()
+    reg = pacs.register(patient_id="LY0001", name="张三", station_ae="STORESCU")
+    pacs.send_series(tmp_path / "sent", 2, accession=reg.accession_number, patient_id="LY0001", name="ZHANG^SAN",
+                     sex="M", birth_date="19800203")
+    pacs.add_user("boss_layout", "admin")
+    problems: list[str] = []
+    for locale, language in (("zh-CN", "zh_CN"), ("en-US", "en")):
+        page = page_as(browser, pacs, "boss_layout", problems, viewport={"width": 1366, "height": 768})
+        page.goto(f"{pacs.server.url}/exams")
+        if language == "zh_CN":
+            page.click("button:has-text('中文')")
+            page.wait_for_selector("nav >> text=审计日志")
+        page.goto(f"{pacs.server.url}/exams/{reg.accession_number}")
+        assert page.evaluate(CARDS_OVERFLOWING) == [], language
+        tallest = page.evaluate("Math.max(...Array.from(document.querySelectorAll('#series-card th'))"
+                                ".map(th => th.getBoundingClientRect().height))")
+        assert tallest < 40, (language, tallest)  # one line of text, not a column of characters
+        page.screenshot(path=str(ARTIFACTS / f"exam-page-1366-{language}.png"), full_page=True)
+        page.set_viewport_size({"width": 1920, "height": 1080})
+        page.goto(f"{pacs.server.url}/exams")
+        assert page.locator("main").bounding_box()["width"] > 1800, language
+        page.context.close()
+    assert problems == []
+
+
 def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path, modality_pacs) -> None:
     """The reporting issue's "done when": the lock on an exam without images, the technologist's
     flag, images arriving through storescu, the editor opening by itself, sign, print."""
