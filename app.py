@@ -61,6 +61,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # it logs every association at INFO
     app = create_app()
+    app.extensions["dicom_echo"] = sender.echo  # the modalities page's C-ECHO test (web/ never imports pynetdicom)
     server = create_server(app, host=app.config["HTTP_HOST"], port=app.config["HTTP_PORT"],
                            threads=app.config["HTTP_THREADS"], ident="pacslite",
                            max_request_body_size=limits.largest_body(app) + 1,

@@ -66,7 +66,31 @@ def rights_of(conn: sqlite3.Connection, ae_title: str) -> frozenset[str] | None:
 
 
 def list_aes(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    return conn.execute("SELECT * FROM application_entities ORDER BY ae_title").fetchall()
+    """The configured AEs, each with ``last_image_at``: the end of its newest delivery."""
+    return conn.execute("SELECT a.*, (SELECT MAX(r.last_at) FROM arrivals r WHERE r.source = a.ae_title)"
+                        " AS last_image_at FROM application_entities a ORDER BY a.ae_title").fetchall()
+
+
+def note_association(conn: sqlite3.Connection, ae_title: str, at: str) -> None:
+    """A configured AE associated (any service): its last contact, shown on the modalities page.
+    Written at most once a minute per AE, so a chatty modality does not write at every query."""
+    due_before = clock.to_db(clock.from_db(at) - timedelta(minutes=1))
+    row = conn.execute("SELECT last_association_at FROM application_entities WHERE ae_title = ?",
+                       (ae_title,)).fetchone()
+    if row is None or (row[0] is not None and row[0] >= due_before):
+        return  # not configured, or noted within the minute: no write lock taken
+    with transaction(conn):
+        conn.execute("UPDATE application_entities SET last_association_at = ? WHERE ae_title = ?"
+                     " AND (last_association_at IS NULL OR last_association_at < ?)", (at, ae_title, due_before))
+
+
+def record_echo(conn: sqlite3.Connection, actor: audit.Actor, ae: Mapping[str, Any], status: int | None,
+                error: str, milliseconds: float) -> None:
+    """An administrator's C-ECHO test of a configured AE, audited with its outcome."""
+    with transaction(conn):
+        audit.record(conn, actor, "ae.echo", f"ae:{ae['ae_title']}", outcome="success" if status == 0 else "failure",
+                     detail={"host": ae["host"], "port": ae["port"], "status": status, "error": error,
+                             "ms": round(milliseconds, 1)})
 
 
 def find_ae(conn: sqlite3.Connection, ae_title: str) -> sqlite3.Row | None:

@@ -572,6 +572,40 @@ def test_a_radiologist_reads_with_the_images_priors_and_tools_on_one_page(browse
     assert problems == []
 
 
+def test_an_admin_tests_modalities_with_c_echo_and_sees_their_last_contact(browser, tmp_path,
+                                                                           modality_pacs) -> None:
+    """Issue 19's modalities page: a C-ECHO test with its result (pacslite answering itself, and
+    an AE where nothing listens), the last association and the last image of each AE."""
+    from pacslite import aes, audit
+    pacs = modality_pacs()
+    conn = pacs.conn()
+    try:
+        aes.add_ae(conn, audit.SYSTEM, {"ae_title": "PACSLITE", "host": "127.0.0.1", "port": str(pacs.port)})
+    finally:
+        conn.close()
+    reg = pacs.register(patient_id="EC0001", name="张三", station_ae="STORESCU")
+    pacs.send_series(tmp_path / "sent", 1, accession=reg.accession_number, patient_id="EC0001", name="ZHANG^SAN",
+                     sex="M", birth_date="19800203")
+    pacs.add_user("boss_echo", "admin")
+    problems: list[str] = []
+    page = page_as(browser, pacs, "boss_echo", problems, viewport={"width": 1920, "height": 1080})
+    page.goto(f"{pacs.server.url}/admin/modalities")
+    storescu = page.locator("#modalities tr", has_text="STORESCU")
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", storescu.locator("td").nth(9).inner_text())  # last image
+    own = page.locator("#modalities tr", has_text="PACSLITE")
+    assert own.locator("td").nth(8).inner_text() == "—"  # it never associated yet
+    own.locator("button:has-text('C-ECHO')").click()
+    page.wait_for_selector(f"text=C-ECHO to PACSLITE (127.0.0.1:{pacs.port}) answered in")
+    own = page.locator("#modalities tr", has_text="PACSLITE")
+    assert re.search(r"\d{4}-\d\d-\d\d", own.locator("td").nth(8).inner_text())  # the echo's association
+    storescu = page.locator("#modalities tr", has_text="STORESCU")
+    storescu.locator("button:has-text('C-ECHO')").click()
+    page.wait_for_selector("text=failed: nothing answered at this host and port")
+    assert [tuple(r) for r in pacs.query("SELECT target, outcome FROM audit_log WHERE action = 'ae.echo'"
+                                         " ORDER BY id")] == [("ae:PACSLITE", "success"), ("ae:STORESCU", "failure")]
+    assert problems == []
+
+
 def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path, modality_pacs) -> None:
     """The control issue's "done when", in Chromium against the real process."""
     pacs = modality_pacs()

@@ -17,7 +17,7 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind,  # type: igno
                                   PatientRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelFind)
 
-from .. import aes, arrivals, audit, commitment, db, filing, mpps, names, qr, query, uids, worklist
+from .. import aes, arrivals, audit, clock, commitment, db, filing, mpps, names, qr, query, uids, worklist
 from ..index import Source
 
 log = logging.getLogger(__name__)
@@ -263,13 +263,15 @@ CONTEXT_REFUSALS = {0x01: "rejected_by_user", 0x02: "rejected", 0x03: "abstract_
 
 
 def on_accepted(event: events.Event, connections: Connections) -> None:
-    """Record the services (presentation contexts) the association asked for and was refused."""
+    """Note the AE's contact; record the services (presentation contexts) the association asked
+    for and was refused."""
+    source = source_of(event)
+    aes.note_association(connections.of(event.assoc), source.calling_ae, clock.to_db(clock.now()))
     withheld = getattr(event.assoc, "pacslite_withheld", set())  # offered to others, not to this AE
     refused = [(names.printable(str(cx.abstract_syntax))[:64],
                 "not_permitted" if str(cx.abstract_syntax) in withheld else CONTEXT_REFUSALS.get(cx.result, "rejected"))
                for cx in event.assoc.rejected_contexts]
     if refused:
-        source = source_of(event)
         aes.record_refused_contexts(connections.of(event.assoc), source.calling_ae, source.address, refused)
         log.warning("refused %s to %s@%s", ", ".join(a for a, _ in refused), source.calling_ae, source.address)
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
-from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
 from .. import outbound
 from . import network
@@ -39,6 +39,25 @@ def open_to(settings: Mapping[str, Any], destination: Mapping[str, Any], rows: l
         return None
     network.no_delay(assoc.dul.socket.socket)
     return assoc
+
+
+def echo(settings: Mapping[str, Any], destination: Mapping[str, Any]) -> tuple[int | None, str]:
+    """C-ECHO a configured AE (the modalities page's test): (status, "") when it answered,
+    (None, why) otherwise, why being ``rejected``, ``unreachable`` or ``no_answer``."""
+    ae = _requestor(settings)
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = min(10, settings["DICOM_NETWORK_TIMEOUT"])
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"])
+    if assoc.is_rejected:
+        return None, "rejected"
+    if not assoc.is_established:
+        return None, "unreachable"
+    try:
+        answer = assoc.send_c_echo()
+        status = int(answer.Status) if answer and "Status" in answer else None
+        return status, "" if status is not None else "no_answer"
+    finally:
+        assoc.release()
 
 
 def accepted_for_sending(assoc: Any, own: bool) -> dict[str, set[str]]:

@@ -1,6 +1,7 @@
 """Administration: user accounts, the modalities (DICOM AEs) and the audit log."""
 from __future__ import annotations
 
+import time
 from datetime import date
 from typing import Any
 
@@ -182,6 +183,36 @@ def _ae_form() -> dict[str, Any]:
 def _ae_page(template: str, values: dict[str, Any], errors: dict[str, str], **extra: Any) -> Any:
     return render_template(template, values=values, errors=errors, **extra), \
         (400 if errors else 200)
+
+
+@bp.route("/aes/<int:ae_id>/echo", methods=["POST"])
+@access.allow(*ADMIN)
+def ae_echo(ae_id: int) -> Any:
+    """Test a configured AE with a C-ECHO from pacslite's own AE title; the result is shown and
+    audited. Only the server process (app.py) can send one."""
+    ae = found_or_404(aes.get_ae_by_id, get_db(), ae_id)
+    echo = current_app.extensions.get("dicom_echo")
+    if echo is None:
+        flash(gettext("A C-ECHO can only be sent by the running server."), "error")
+        return redirect(url_for("admin.ae_list"))
+    started = time.perf_counter()
+    try:
+        status, error = echo(current_app.config, ae)
+    except Exception as exc:  # a name that does not resolve, a refused socket: said, not raised
+        status, error = None, str(exc)[:200]
+    milliseconds = (time.perf_counter() - started) * 1000
+    aes.record_echo(get_db(), access.actor(), ae, status, error, milliseconds)
+    if status == 0:
+        flash(gettext("C-ECHO to %(ae)s (%(host)s:%(port)s) answered in %(ms)d ms.", ae=ae["ae_title"],
+                      host=ae["host"], port=ae["port"], ms=milliseconds), "success")
+    else:
+        reasons = {"rejected": gettext("the AE rejected the association"),
+                   "unreachable": gettext("nothing answered at this host and port"),
+                   "no_answer": gettext("no answer to the C-ECHO")}
+        why = reasons.get(error, error) if error else gettext("status 0x%(status)04X", status=status or 0)
+        flash(gettext("C-ECHO to %(ae)s (%(host)s:%(port)s) failed: %(why)s", ae=ae["ae_title"], host=ae["host"],
+                      port=ae["port"], why=why), "error")
+    return redirect(url_for("admin.ae_list"))
 
 
 @bp.route("/modalities")
