@@ -120,6 +120,19 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.click("#password-form button[type=submit]")
     page.wait_for_url(f"{live.url}/exams")
     page.wait_for_selector("text=Your password has been changed.")
+    # three mistakes at once (no sex, no modality, a malformed date): all three are shown together
+    page.click("nav >> text=Register exam")
+    page.fill("#f-patient_id", "MZ20261124")
+    page.fill("#f-name", "王<b>芳</b>")
+    page.fill("#f-procedure", "胸部 CT 平扫")
+    page.evaluate("document.getElementById('f-birth_date').type = 'text'")  # as a scanner or a paste would type it
+    page.fill("#f-birth_date", "1988-13-45")
+    page.click("button:has-text('Register')")
+    for field in ("sex", "modality", "birth_date"):
+        expect(page.locator(f"#e-{field}")).to_be_visible()
+    assert "Use the form YYYY-MM-DD." in page.locator("#e-birth_date").inner_text()
+    assert problems == ["Failed to load resource: the server responded with a status of 400 (BAD REQUEST)"]
+    problems.clear()  # the refused form answers 400, as it should
     page.click("nav >> text=Register exam")
     page.fill("#f-patient_id", "MZ20261124")
     page.fill("#f-name", "王<b>芳</b>")
@@ -603,6 +616,20 @@ def test_an_admin_tests_modalities_with_c_echo_and_sees_their_last_contact(brows
     page.wait_for_selector("text=failed: nothing answered at this host and port")
     assert [tuple(r) for r in pacs.query("SELECT target, outcome FROM audit_log WHERE action = 'ae.echo'"
                                          " ORDER BY id")] == [("ae:PACSLITE", "success"), ("ae:STORESCU", "failure")]
+
+    # the audit log: the echo tests read as sentences, filtered in place; older rows a page back
+    page.click("nav >> text=Audit log")
+    page.fill("input[name=action]", "ae.echo")
+    expect(page.locator("#audit-rows tbody tr")).to_have_count(2)
+    expect(page.locator("#audit-rows")).to_contain_text("Tested a DICOM AE (C-ECHO)")
+    page.select_option("select[name=outcome]", "failure")
+    expect(page.locator("#audit-rows tbody tr")).to_have_count(1)
+    assert "ae:STORESCU" in page.locator("#audit-rows tbody").inner_text()
+    page.locator("#audit-rows details summary").first.click()
+    expect(page.locator("#audit-rows details pre").first).to_contain_text('"error": "unreachable"')
+    with page.expect_download() as download:
+        page.click("#audit-csv")
+    assert "ae:STORESCU" in download.value.path().read_text(encoding="utf-8-sig")
     assert problems == []
 
 
