@@ -66,9 +66,7 @@ def rights_of(conn: sqlite3.Connection, ae_title: str) -> frozenset[str] | None:
 
 
 def list_aes(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """The configured AEs, each with ``last_image_at``: the end of its newest delivery."""
-    return conn.execute("SELECT a.*, (SELECT MAX(r.last_at) FROM arrivals r WHERE r.source = a.ae_title)"
-                        " AS last_image_at FROM application_entities a ORDER BY a.ae_title").fetchall()
+    return conn.execute("SELECT * FROM application_entities ORDER BY ae_title").fetchall()
 
 
 def note_association(conn: sqlite3.Connection, ae_title: str, at: str) -> None:

@@ -26,6 +26,17 @@ from .index import Source
 log = logging.getLogger(__name__)
 
 
+def last_image_at(conn: sqlite3.Connection, sources: list[str]) -> dict[str, str]:
+    """{calling AE: when its newest delivery's last image arrived}, for the AEs that sent any
+    (one index seek an AE, arrivals_source)."""
+    found = {}
+    for source in sources:
+        at = conn.execute("SELECT MAX(last_at) FROM arrivals WHERE source = ?", (source,)).fetchone()[0]
+        if at:
+            found[source] = at
+    return found
+
+
 def new_batch() -> str:
     """A key for one delivery, unique across restarts."""
     return uuid.uuid4().hex

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from . import alerts, audit, clock, users
+from . import alerts, audit, clock, exams, users
 from .db import transaction
 from .validation import N_, Conflict, NotFound, ValidationError, text
 
@@ -42,6 +43,17 @@ class Viewer:
     @classmethod
     def of(cls, user: users.User) -> "Viewer":
         return cls(user.department, user.has_any(OVERSEERS))
+
+    @classmethod
+    def for_api(cls, user: users.User, department: str = "") -> "Viewer | None":
+        """Whose findings an API token reads: a clinician's, the own department's only (None
+        when another one is asked for); any other account (the HIS's) every department's, or
+        the one asked for."""
+        if "clinician" in user.roles and not user.has_any(OVERSEERS):
+            if department and department.casefold() != user.department.casefold():
+                return None
+            return cls(user.department, False)
+        return cls(department, False) if department else cls("", True)
 
 
 def _subject(finding_id: int) -> str:
@@ -77,7 +89,10 @@ def record_from_report(conn: sqlite3.Connection, actor: audit.Actor, exam: Mappi
 
 def report_while_reading(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any],
                          data: Mapping[str, Any], ack_minutes: float) -> int:
-    """The "critical finding" button: the radiologist tells the ward before the report is done."""
+    """The "critical finding" button: the radiologist tells the ward before the report is done
+    (not for a cancelled exam: there is nothing to tell)."""
+    if exam["status"] == exams.CANCELLED:
+        raise Conflict(N_("This exam was cancelled."))
     finding = text(data, "finding", required=True, max_length=FINDING_MAX, multiline=True)
     with transaction(conn):
         return record(conn, actor, exam, finding, clock.to_db(clock.now()), ack_minutes)
@@ -175,16 +190,50 @@ def open_findings(conn: sqlite3.Connection, viewer: Viewer, limit: int = PAGE) -
                         (*params, limit)).fetchall()
 
 
-def acknowledged_findings(conn: sqlite3.Connection, viewer: Viewer, before: str | None = None,
+def acknowledged_findings(conn: sqlite3.Connection, viewer: Viewer, before: int | None = None,
                           limit: int = PAGE) -> list[sqlite3.Row]:
-    """Acknowledged findings the viewer sees, newest report first; ``before`` (a reported_at) pages."""
+    """Acknowledged findings the viewer sees, newest first; ``before`` (a finding's id) pages back
+    (ids follow the report time, and unlike it never tie)."""
     if not viewer.everything and not viewer.department:
         return []
     scope, params = _scope(viewer)
-    page = " AND c.reported_at < ?" if before else ""
-    return conn.execute(_SELECT + f" WHERE c.acknowledged_at IS NOT NULL{scope}{page}"
-                        " ORDER BY c.reported_at DESC LIMIT ?", (*params, *([before] if before else []), limit)
-                        ).fetchall()
+    page = " AND c.id < ?" if before else ""
+    return conn.execute(_SELECT + f" WHERE c.acknowledged_at IS NOT NULL{scope}{page} ORDER BY c.id DESC LIMIT ?",
+                        (*params, *([before] if before else []), limit)).fetchall()
+
+
+@dataclass
+class Figures:
+    """Critical findings reported in a period, and how fast the wards acknowledged them."""
+
+    reported: int = 0
+    acknowledged: int = 0
+    late: int = 0  # acknowledged after their time, or not at all and past it
+    minutes_to_acknowledge: list[float] = field(default_factory=list)
+
+    @property
+    def median_minutes(self) -> float | None:
+        return statistics.median(self.minutes_to_acknowledge) if self.minutes_to_acknowledge else None
+
+    @property
+    def longest_minutes(self) -> float | None:
+        return max(self.minutes_to_acknowledge) if self.minutes_to_acknowledge else None
+
+
+def figures(conn: sqlite3.Connection, since: str, until: str, now: datetime | None = None) -> Figures:
+    """The statistics of the findings reported in [since, until) (UTC text)."""
+    found = Figures()
+    at = clock.to_db(now or clock.now())
+    for reported_at, due_at, acknowledged_at in conn.execute(
+            "SELECT reported_at, due_at, acknowledged_at FROM critical_findings WHERE reported_at >= ?"
+            " AND reported_at < ?", (since, until)):
+        found.reported += 1
+        if acknowledged_at:
+            found.acknowledged += 1
+            found.minutes_to_acknowledge.append(
+                (clock.from_db(acknowledged_at) - clock.from_db(reported_at)).total_seconds() / 60)
+        found.late += (acknowledged_at or at) > due_at
+    return found
 
 
 def count_for(conn: sqlite3.Connection, viewer: Viewer, now: datetime | None = None) -> int:

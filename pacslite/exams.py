@@ -134,6 +134,12 @@ def performed(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, A
     transmission.schedule(conn, exam, grace_minutes, now)
 
 
+def set_taken(conn: sqlite3.Connection, exam_id: int, by: str | None, at: str | None) -> None:
+    """Who has taken the exam to report it (None: nobody), inside the caller's transaction,
+    which audits it. Not a state: the reading list's note of who is on it."""
+    conn.execute("UPDATE exams SET taken_by = ?, taken_at = ? WHERE id = ?", (by, at, exam_id))
+
+
 #: The most images a technologist may say one exam acquired.
 MAX_IMAGES_ACQUIRED = 100000
 

@@ -10,14 +10,14 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from stdnum import damm
 
 from . import audit, clock, config, exams, uids
 from .names import pinyin_of
 from .db import transaction
-from .validation import AE_TITLE_PATTERN, N_, FormErrors, NotFound, ValidationError, choice, matches, text
+from .validation import AE_TITLE_PATTERN, N_, FormErrors, NotFound, ValidationError, choice, collect, matches, text
 
 SEXES = ("M", "F", "O")
 SOURCES = ("outpatient", "inpatient", "emergency", "physical_exam")
@@ -47,23 +47,6 @@ class ConfirmationNeeded(FormErrors):
 
 
 # ---------------------------------------------------------------- patients
-
-def collect(checks: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
-    """Run each field's check; the values by field, or FormErrors with every field that failed
-    (a form shows all its errors at once, each under its field)."""
-    values: dict[str, Any] = {}
-    problems: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    for field, check in checks.items():
-        try:
-            values[field] = check()
-        except FormErrors as exc:
-            problems.update(exc.problems)
-        except ValidationError as exc:
-            problems[exc.field] = (exc.message, exc.params)
-    if problems:
-        raise FormErrors(problems)
-    return values
-
 
 def _name(data: Mapping[str, Any]) -> str:
     name = text(data, "name", required=True, max_length=64)
@@ -301,17 +284,8 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
     (what was entered), or ``confirm_demographics`` (the API) updates them all; what changes
     is audited.
     """
-    problems: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    patient_fields: dict[str, Any] = {}
-    exam_fields: dict[str, Any] = {}
-    for clean, into in ((lambda: clean_patient(patient_data), patient_fields),
-                        (lambda: clean_exam(exam_data, settings), exam_fields)):
-        try:
-            into.update(clean())
-        except FormErrors as exc:
-            problems.update(exc.problems)
-    if problems:
-        raise FormErrors(problems)
+    both = collect({"patient": lambda: clean_patient(patient_data), "exam": lambda: clean_exam(exam_data, settings)})
+    patient_fields, exam_fields = both["patient"], both["exam"]
     with transaction(conn):
         existing = find_patient(conn, patient_fields["patient_id"])
         if existing is None:

@@ -201,15 +201,14 @@ def take(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], 
         if release:
             if holder != actor.name:
                 raise Conflict(N_("You do not have this exam."))
-            conn.execute("UPDATE exams SET taken_by = NULL, taken_at = NULL WHERE id = ?", (exam["id"],))
+            exams.set_taken(conn, exam["id"], None, None)
             action, detail = "report.release", {}
         else:
             if current["status"] not in exams.AWAITING_FINAL:
                 raise Conflict(N_("This exam does not wait for a report."))
             if holder and holder != actor.name and not force:
                 raise Conflict(N_("%(user)s has taken this exam."), user=users.display_names(conn, [holder])[holder])
-            conn.execute("UPDATE exams SET taken_by = ?, taken_at = ? WHERE id = ?",
-                         (actor.name, clock.to_db(clock.now()), exam["id"]))
+            exams.set_taken(conn, exam["id"], actor.name, clock.to_db(clock.now()))
             action, detail = "report.take", {"from": holder} if holder and holder != actor.name else {}
         audit.record(conn, actor, action, f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
                      detail=detail)

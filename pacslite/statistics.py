@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Iterable, Mapping
 
-from . import clock, config
+from . import clock, config, critical
 
 DIMENSIONS = ("modality", "source", "station")
 
@@ -110,7 +110,7 @@ class Report:
     studies_quarantined: int  # in quarantine now
     studies_quarantined_on_arrival: int  # some of them re-filed since
     minutes_to_refile: list[float]
-    critical: "CriticalFigures" = field(default_factory=lambda: CriticalFigures())
+    critical: critical.Figures = field(default_factory=critical.Figures)
 
     @property
     def auto_rate(self) -> float | None:
@@ -129,38 +129,6 @@ class Report:
     @property
     def refile_median_minutes(self) -> float | None:
         return stats.median(self.minutes_to_refile) if self.minutes_to_refile else None
-
-
-@dataclass
-class CriticalFigures:
-    """Critical findings (危急值) reported in the period, and how fast the wards acknowledged them."""
-
-    reported: int = 0
-    acknowledged: int = 0
-    late: int = 0  # acknowledged after their time, or not at all and past it
-    minutes_to_acknowledge: list[float] = field(default_factory=list)
-
-    @property
-    def median_minutes(self) -> float | None:
-        return stats.median(self.minutes_to_acknowledge) if self.minutes_to_acknowledge else None
-
-    @property
-    def longest_minutes(self) -> float | None:
-        return max(self.minutes_to_acknowledge) if self.minutes_to_acknowledge else None
-
-
-def _critical_figures(conn: sqlite3.Connection, since: str, until: str, now: str) -> CriticalFigures:
-    figures = CriticalFigures()
-    for reported_at, due_at, acknowledged_at in conn.execute(
-            "SELECT reported_at, due_at, acknowledged_at FROM critical_findings WHERE reported_at >= ?"
-            " AND reported_at < ?", (since, until)):
-        figures.reported += 1
-        if acknowledged_at:
-            figures.acknowledged += 1
-            figures.minutes_to_acknowledge.append(
-                (clock.from_db(acknowledged_at) - clock.from_db(reported_at)).total_seconds() / 60)
-        figures.late += (acknowledged_at or now) > due_at
-    return figures
 
 
 #: The period's exams per (modality, source, station) and report turnaround to 0.1 h: hours from
@@ -238,7 +206,7 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
 
     target, target_params = config.turnaround_hours_sql(settings)
     for (modality, source, station, hours, registered, cancelled, with_images, images, missing, within, classed,
-         positive, critical) in conn.execute(_EXAM_GROUPS.format(target=target), (*target_params, since, until)):
+         positive, criticals) in conn.execute(_EXAM_GROUPS.format(target=target), (*target_params, since, until)):
         for group in groups_of(modality, source, station):
             group.registered += registered
             group.cancelled += cancelled
@@ -247,7 +215,7 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
             group.missing_images += missing
             group.classed += classed
             group.positive += positive
-            group.critical += critical
+            group.critical += criticals
             if hours is not None:
                 group.reported += registered
                 group.turnaround_hours[hours] += registered
@@ -281,7 +249,7 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
     return Report(start, end, total, {d: sorted(g.values(), key=lambda x: x.name) for d, g in groups.items()},
                   images_received=images, studies_received=received, studies_quarantined=quarantined,
                   studies_quarantined_on_arrival=on_arrival, minutes_to_refile=minutes,
-                  critical=_critical_figures(conn, since, until, clock.to_db(clock.now())))
+                  critical=critical.figures(conn, since, until))
 
 
 def default_period(settings: Mapping[str, Any]) -> tuple[date, date]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 
 # DICOM AE title: up to 16 printable ASCII characters, no backslash.
@@ -48,6 +48,23 @@ class Conflict(Exception):
         super().__init__(message % params if params else message)
         self.message = message
         self.params = params
+
+
+def collect(checks: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run each field's check; the values by field, or FormErrors with every field that failed
+    (a form shows all its errors at once, each under its field)."""
+    values: dict[str, Any] = {}
+    problems: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for field, check in checks.items():
+        try:
+            values[field] = check()
+        except FormErrors as exc:
+            problems.update(exc.problems)
+        except ValidationError as exc:
+            problems[exc.field] = (exc.message, exc.params)
+    if problems:
+        raise FormErrors(problems)
+    return values
 
 
 def text(data: Mapping[str, Any], field: str, *, required: bool = False, max_length: int = 64,

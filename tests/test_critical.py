@@ -174,3 +174,33 @@ def test_a_radiologist_without_a_display_name_cannot_sign(app, conn, imaged, cli
                                                                     **TEXTS})
         assert response.status_code == 409 and "no display name" in response.get_data(as_text=True)
     assert patients.get_exam(conn, imaged)["status"] != "final"
+
+
+def test_bad_requests_change_nothing(app, conn, rad, imaged, client_as) -> None:
+    ward = ward_client(client_as, conn, "neuro9", "神经内科")
+    assert send(ward, "/critical/999/acknowledge", {"note": "x"}).status_code == 404
+    # a cancelled exam: nothing to tell the ward, and it is said
+    from pacslite import exams as exam_states
+    from pacslite.db import transaction
+    cancelled = register(app, conn, requesting_department="神经内科", patient_id="P0009")
+    with transaction(conn):
+        exam_states.cancel(conn, audit.SYSTEM, patients.get_exam(conn, cancelled), "patient left")
+    page = send(rad, f"/exams/{cancelled}/critical", {"finding": "Free air"}, follow_redirects=True)
+    assert "This exam was cancelled." in page.get_data(as_text=True)
+    assert findings_of(conn, cancelled) == []
+    assert audit_rows(conn, "critical.report") == 0
+
+
+def test_acknowledged_findings_page_back_by_id_even_when_reported_in_one_second(app, conn, imaged) -> None:
+    """Paging by the report time lost findings reported in the same second at a page's edge."""
+    from pacslite.db import transaction
+    exam = patients.get_exam(conn, imaged)
+    at = clock.to_db(clock.now())
+    with transaction(conn):
+        ids = [critical.record(conn, audit.SYSTEM, exam, f"finding {n}", at, 15) for n in range(critical.PAGE + 1)]
+        conn.execute("UPDATE critical_findings SET acknowledged_at = ?, acknowledged_by = 'w'", (at,))
+    everyone = critical.Viewer("", True)
+    first = critical.acknowledged_findings(conn, everyone)
+    second = critical.acknowledged_findings(conn, everyone, before=first[-1]["id"])
+    assert len(first) == critical.PAGE and [r["id"] for r in second] == [ids[0]]
+    assert sorted(r["id"] for r in (*first, *second)) == ids

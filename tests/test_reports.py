@@ -520,3 +520,16 @@ def test_the_reading_list_shows_age_sex_and_targets_by_priority(app, conn, rad, 
 def test_a_radiologist_lands_on_the_reading_list(app, conn, client_as) -> None:
     assert client_as("radiologist", username="dr_land").get("/").location.endswith("/reading")
     assert client_as("registrar").get("/").location.endswith("/exams")
+
+
+def test_a_prior_opens_beside_only_with_its_final_report(app, conn, rad, imaged, tmp_path) -> None:
+    later = register(app, conn)
+    add_image(app, conn, tmp_path, later)
+    assert rad.get(f"/exams/{imaged}/report/prior", headers=HTMX).status_code == 404  # no final report yet
+    send(rad, f"/exams/{imaged}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final",
+                                               "revision": "0", "findings": "Clear lungs.", "impression": "Normal"})
+    assert f'id="prior-{imaged}"' in rad.get(f"/exams/{later}/report").get_data(as_text=True)
+    beside = rad.get(f"/exams/{imaged}/report/prior", headers=HTMX).get_data(as_text=True)
+    assert 'id="prior-report"' in beside and "Clear lungs." in beside and "<html" not in beside
+    assert rad.get(f"/exams/{imaged}/report/prior").location.endswith(f"/exams/{imaged}/report")
+    assert rad.get("/exams/A-NO-SUCH/report/prior", headers=HTMX).status_code == 404

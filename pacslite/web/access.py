@@ -101,7 +101,11 @@ PASSWORD_FIRST = ("auth.password_change", "auth.logout")
 
 def _password_first() -> Any:
     """An administrator set this user's password: every page leads to changing it first."""
-    target = url_for("auth.password_change")
+    return _send_to(url_for("auth.password_change"))
+
+
+def _send_to(target: str) -> Any:
+    """A redirect that htmx follows too (an htmx request would swap the page into a fragment)."""
     if request.headers.get("HX-Request"):
         return "", 401, {"HX-Redirect": target}
     return redirect(target)
@@ -111,10 +115,7 @@ def _unauthenticated(api_call: bool) -> Any:
     if api_call:
         return (jsonify(error="authentication required: send 'Authorization: Bearer <token>'", field=None), 401,
                 {"WWW-Authenticate": 'Bearer realm="pacslite"'})
-    target = url_for("auth.login", next=request.full_path.rstrip("?") if request.method == "GET" else None)
-    if request.headers.get("HX-Request"):
-        return "", 401, {"HX-Redirect": target}
-    return redirect(target)
+    return _send_to(url_for("auth.login", next=request.full_path.rstrip("?") if request.method == "GET" else None))
 
 
 def _audit_denied() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import aes, audit, clock, users
+from .. import aes, arrivals, audit, clock, users
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, csvout, is_htmx, limits
@@ -219,8 +219,10 @@ def ae_echo(ae_id: int) -> Any:
 @access.allow(*ADMIN)
 def ae_list() -> Any:
     conn = get_db()
-    return render_template("admin/modalities.html", aes=aes.list_aes(conn), rejections=aes.list_rejections(conn),
-                           refused_services=aes.list_refused_contexts(conn), others=aes.OTHERS)
+    configured = aes.list_aes(conn)
+    return render_template("admin/modalities.html", aes=configured, rejections=aes.list_rejections(conn),
+                           refused_services=aes.list_refused_contexts(conn), others=aes.OTHERS,
+                           last_images=arrivals.last_image_at(conn, [a["ae_title"] for a in configured]))
 
 
 @bp.route("/modalities/new", methods=["GET", "POST"])

@@ -123,23 +123,18 @@ def alert_list() -> Any:
 def critical_findings() -> Any:
     """Critical findings (危急值) not yet acknowledged, most pressing first, for the HIS to show
     on the ward; ``?department=`` narrows them to one. A clinician's token sees the own
-    department's only. ``?state=acknowledged`` gives the acknowledged ones, newest first,
-    100 a page (``before`` in the answer asks for the next)."""
+    department's only (:meth:`critical.Viewer.for_api`). ``?state=acknowledged`` gives the
+    acknowledged ones, newest first, 100 a page (``before`` in the answer asks for the next)."""
     state = request.args.get("state", "open")
     if state not in ("open", "acknowledged"):
         return _error(400, "state must be open or acknowledged", "state")
-    department = request.args.get("department", "").strip()[:64]
-    viewer = critical.Viewer.of(current_user)
-    if not viewer.everything and "clinician" not in current_user.roles:
-        viewer = critical.Viewer("", True)  # the HIS account (registrar) and the department's other staff
-    if department and viewer.everything:
-        viewer = critical.Viewer(department, False)
-    elif department and department.casefold() != viewer.department.casefold():
+    viewer = critical.Viewer.for_api(current_user, request.args.get("department", "").strip()[:64])
+    if viewer is None:
         return _error(403, "a clinician sees the own department's findings only", "department")
     if state == "open":
         found = critical.open_findings(get_db(), viewer)
         before = None
     else:
-        found = critical.acknowledged_findings(get_db(), viewer, request.args.get("before", "")[:32] or None)
-        before = found[-1]["reported_at"] if len(found) == critical.PAGE else None
+        found = critical.acknowledged_findings(get_db(), viewer, request.args.get("before", type=int))
+        before = found[-1]["id"] if len(found) == critical.PAGE else None
     return jsonify({"items": [critical.api_view(f) for f in found], "count": len(found), "before": before})

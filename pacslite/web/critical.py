@@ -12,7 +12,7 @@ from .. import clock, critical, patients, users
 from ..db import get_db
 from ..validation import Conflict, NotFound, ValidationError
 from . import access
-from .forms import errors_of, found_or_404, message
+from .forms import found_or_404, message
 
 bp = Blueprint("critical", __name__)
 #: Who sees critical findings: the clinicians (their department's), radiologists and admins (all).
@@ -28,13 +28,13 @@ def _viewer() -> critical.Viewer:
 def finding_list(errors: dict[int, str] | None = None, status: int = 200) -> Any:
     conn = get_db()
     viewer = _viewer()
-    before = request.args.get("before", "")[:32] or None
+    before = request.args.get("before", type=int)
     waiting = critical.open_findings(conn, viewer)
     done = critical.acknowledged_findings(conn, viewer, before)
     people = [n for f in (*waiting, *done) for n in (f["reported_by"], f["acknowledged_by"])]
     return render_template("critical/list.html", open=waiting, done=done, names=users.display_names(conn, people),
                            viewer=viewer, now=clock.to_db(clock.now()), errors=errors or {},
-                           more=done[-1]["reported_at"] if len(done) == critical.PAGE else None), status
+                           more=done[-1]["id"] if len(done) == critical.PAGE else None), status
 
 
 @bp.route("/critical/count")
@@ -67,8 +67,8 @@ def finding_report(accession: str) -> Any:
     try:
         critical.report_while_reading(get_db(), access.actor(), exam, request.form,
                                       current_app.config["CRITICAL_ACK_MINUTES"])
-    except ValidationError as exc:
-        flash(errors_of(exc).get("finding", message(exc)), "error")
+    except (ValidationError, Conflict) as exc:  # nothing sent: said above the report
+        flash(message(exc), "error")
         return redirect(url_for("reports.report_view", accession=accession))
     flash(gettext("Critical finding sent to %(department)s.",
                   department=exam["requesting_department"] or gettext("(no requesting department)")), "success")

@@ -68,7 +68,8 @@ LABELS = {
                "conflict": _l("Kept aside (different content)"), "restored": _l("Back online"), "failed": _l("Refused")},
     "audit_action": {
         "login": _l("Logged in"), "logout": _l("Logged out"), "access.denied": _l("Was refused a page or service"),
-        "ae.add": _l("Added a DICOM AE"), "ae.echo": _l("Tested a DICOM AE (C-ECHO)"), "ae.update": _l("Changed a DICOM AE"), "ae.remove": _l("Removed a DICOM AE"),
+        "ae.add": _l("Added a DICOM AE"), "ae.echo": _l("Tested a DICOM AE (C-ECHO)"),
+        "ae.update": _l("Changed a DICOM AE"), "ae.remove": _l("Removed a DICOM AE"),
         "alert.resolve": _l("Resolved an alert"),
         "commitment.request": _l("Asked for storage commitment"), "commitment.report": _l("Storage commitment report"),
         "critical.report": _l("Sent a critical finding"), "critical.acknowledge": _l("Acknowledged a critical finding"),
