@@ -69,6 +69,13 @@ def list_aes(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return conn.execute("SELECT * FROM application_entities ORDER BY ae_title").fetchall()
 
 
+def stations(conn: sqlite3.Connection, dicom_modality: str) -> list[sqlite3.Row]:
+    """The configured AEs of this DICOM modality (CT, DX …): the stations an exam of it may be
+    scheduled on."""
+    return conn.execute("SELECT * FROM application_entities WHERE modality = ? ORDER BY ae_title",
+                        (dicom_modality,)).fetchall()
+
+
 def note_association(conn: sqlite3.Connection, ae_title: str, at: str) -> None:
     """A configured AE associated (any service): its last contact, shown on the modalities page.
     Written at most once a minute per AE, so a chatty modality does not write at every query."""

@@ -1,7 +1,8 @@
 """Command line: ``flask --app app user add``, ``token create``, ``audit verify``, ``ae add|list|remove``,
-``sweep run``, ``backup db``, ``import``."""
+``procedure add|list|import``, ``sweep run``, ``backup db``, ``import``."""
 from __future__ import annotations
 
+import csv
 import getpass
 import sqlite3
 import sys
@@ -13,7 +14,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import aes, audit, db, importing, integrity, routing, sweep, users
+from . import aes, audit, db, importing, integrity, procedures, routing, sweep, users
 from .validation import Conflict, NotFound, ValidationError
 
 CLI_ACTOR = audit.Actor("cli")
@@ -154,6 +155,56 @@ def ae_remove(ae_title: str) -> None:
     click.echo(f"removed modality {ae_title}")
 
 
+procedure_cli = AppGroup("procedure", help="The procedure catalogue the registration desk picks from.")
+
+
+@procedure_cli.command("add")
+@click.argument("code")
+@click.option("--modality", required=True, help="The department's modality code (CT, DR, MR…).")
+@click.option("--name-zh", default="", help="Its name in Chinese.")
+@click.option("--name-en", default="", help="Its name in English.")
+@click.option("--body-part", default="", help="The body part examined.")
+@click.option("--station", "default_station_ae", default="", help="The default station (a configured AE of the modality).")
+@click.option("--target", "target_hours", default="", help="Report target in hours (blank: the modality's).")
+@click.option("--target-stat", "target_stat_hours", default="", help="Report target of a STAT exam, in hours.")
+@click.option("--target-urgent", "target_urgent_hours", default="", help="Report target of an urgent exam, in hours.")
+@click.option("--target-emergency", "target_emergency_hours", default="", help="Report target for emergency patients.")
+@click.option("--preparation", default="", help="What the patient must do before (printed on the receipt).")
+def procedure_add(code: str, **given: str) -> None:
+    """Add the procedure CODE to the catalogue."""
+    with _connection() as conn:
+        added = procedures.add_procedure(conn, CLI_ACTOR, current_app.config, {"code": code, **given})
+    click.echo(f"added procedure {added['code']} ({added['modality']}: {added['name_zh'] or added['name_en']})")
+
+
+@procedure_cli.command("list")
+@click.option("--modality", default="", help="Only this modality's.")
+def procedure_list(modality: str) -> None:
+    """List the catalogue (retired procedures marked)."""
+    with _connection() as conn:
+        rows = procedures.list_procedures(conn, modality)
+    for p in rows:
+        target = "-" if p["target_hours"] is None else f"{p['target_hours']:g} h"
+        click.echo(f"{p['code']:<16}  {p['modality']:<4}  {target:<7}  {p['default_station_ae'] or '-':<16}"
+                   f"  {p['name_zh']} / {p['name_en']}{'' if p['active'] else '  (retired)'}")
+
+
+@procedure_cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def procedure_import(path: Path) -> None:
+    """Add or update the procedures of a UTF-8 CSV file whose header names the columns (code,
+    modality, name_zh, name_en, body_part, default_station_ae, target_hours, …, preparation):
+    all or none."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    unknown = set().union(*(row.keys() for row in rows)) - set(procedures.FIELDS) if rows else set()
+    if unknown:
+        raise click.ClickException(f"unknown columns: {', '.join(sorted(str(u) for u in unknown))}")
+    with _connection() as conn:
+        added, updated = procedures.import_catalogue(conn, CLI_ACTOR, current_app.config, rows)
+    click.echo(f"imported {path.name}: {added} added, {updated} updated")
+
+
 sweep_cli = AppGroup("sweep", help="The periodic checks (missing images, unfiled images, overdue reports).")
 
 
@@ -230,5 +281,5 @@ def backup_db(target: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (user_cli, token_cli, audit_cli, ae_cli, sweep_cli, forward_cli, backup_cli, import_command):
+    for group in (user_cli, token_cli, audit_cli, ae_cli, procedure_cli, sweep_cli, forward_cli, backup_cli, import_command):
         app.cli.add_command(group)

@@ -204,22 +204,37 @@ def _read_instance_config(path: Path) -> dict[str, Any]:
     return {k: v for k, v in namespace.items() if k.isupper()}
 
 
-def turnaround_hours(settings: Mapping[str, Any], modality_code: str, source: str, priority: str = "routine") -> float:
-    """The report target for an exam: ``TURNAROUND_BY_SOURCE["CT/emergency"]`` if set, else
-    the modality's ``turnaround_hours``, else 24; for a STAT or urgent exam the shorter of that
-    and ``TURNAROUND_BY_PRIORITY[priority]`` (a STAT head CT does not get 8 hours)."""
-    by_source = settings["TURNAROUND_BY_SOURCE"].get(f"{modality_code}/{source}")
-    if by_source is not None:
-        hours = float(by_source)
-    else:
-        hours = float((modality(settings, modality_code) or {}).get("turnaround_hours", 24))
-    by_priority = settings["TURNAROUND_BY_PRIORITY"].get(priority)
-    return min(hours, float(by_priority)) if by_priority is not None else hours
+def turnaround_hours(settings: Mapping[str, Any], modality_code: str, source: str, priority: str = "routine", *,
+                     base: float | None = None, modality_hours: float | None = None,
+                     cap: float | None = None) -> float:
+    """The report target for an exam: ``base`` (a catalogue procedure's) if given, else
+    ``TURNAROUND_BY_SOURCE["CT/emergency"]`` if set, else ``modality_hours`` (the modalities
+    page's) or the modality's ``turnaround_hours``, else 24; for a STAT or urgent exam the
+    shorter of that and ``cap`` (the procedure's) or ``TURNAROUND_BY_PRIORITY[priority]`` (a STAT
+    head CT does not get 8 hours)."""
+    hours = base
+    if hours is None:
+        hours = settings["TURNAROUND_BY_SOURCE"].get(f"{modality_code}/{source}")
+    if hours is None:
+        hours = modality_hours
+    if hours is None:
+        hours = (modality(settings, modality_code) or {}).get("turnaround_hours", 24)
+    by_priority = cap if cap is not None else settings["TURNAROUND_BY_PRIORITY"].get(priority)
+    return min(float(hours), float(by_priority)) if by_priority is not None else float(hours)
+
+
+def exam_target_hours(settings: Mapping[str, Any], exam: Mapping[str, Any]) -> float:
+    """The exam's report target: fixed at registration (``target_hours``), or for an exam
+    registered before the catalogue, computed from the configuration."""
+    if exam["target_hours"] is not None:
+        return float(exam["target_hours"])
+    return turnaround_hours(settings, exam["modality"], exam["source"], exam["priority"])
 
 
 def turnaround_hours_sql(settings: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """:func:`turnaround_hours` as an SQL expression over the columns ``modality``, ``source``
-    and ``priority`` (and its parameters), for counting in SQLite what met its target."""
+    """:func:`exam_target_hours` as an SQL expression over the columns ``target_hours``,
+    ``modality``, ``source`` and ``priority`` (and its parameters), for counting in SQLite what
+    met its target."""
     cases: list[str] = []
     params: list[Any] = []
     for key, hours in settings["TURNAROUND_BY_SOURCE"].items():
@@ -231,12 +246,12 @@ def turnaround_hours_sql(settings: Mapping[str, Any]) -> tuple[str, list[Any]]:
         params += [entry["code"], float(entry.get("turnaround_hours", 24))]
     base = f"(CASE {' '.join(cases)} ELSE 24.0 END)" if cases else "24.0"
     if not settings["TURNAROUND_BY_PRIORITY"]:
-        return base, params
+        return f"COALESCE(target_hours, {base})", params
     urgent: list[str] = []
     for priority, hours in settings["TURNAROUND_BY_PRIORITY"].items():
         urgent.append("WHEN priority = ? THEN ?")
         params += [priority, float(hours)]
-    return f"min({base}, (CASE {' '.join(urgent)} ELSE 1e9 END))", params
+    return f"COALESCE(target_hours, min({base}, (CASE {' '.join(urgent)} ELSE 1e9 END)))", params
 
 
 def review_required(settings: Mapping[str, Any], modality_code: str) -> bool:

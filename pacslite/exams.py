@@ -22,6 +22,9 @@ from . import audit, clock, transmission
 from .db import transaction
 from .validation import N_, Conflict, ValidationError, text
 
+#: Where the patient comes from (门诊, 住院, 急诊, 体检) and how urgent the exam is.
+SOURCES = ("outpatient", "inpatient", "emergency", "physical_exam")
+PRIORITIES = ("stat", "urgent", "routine")
 SCHEDULED, IN_PROGRESS, PERFORMED = "scheduled", "in_progress", "performed"
 PRELIMINARY, FINAL, DISCONTINUED, CANCELLED = "preliminary", "final", "discontinued", "cancelled"
 STATES = (SCHEDULED, IN_PROGRESS, PERFORMED, PRELIMINARY, FINAL, DISCONTINUED, CANCELLED)

@@ -13,15 +13,16 @@ from datetime import date, datetime, time
 from typing import Any, Mapping
 
 from stdnum import damm
+from stdnum.cn import ric
+from stdnum.exceptions import ValidationError as NumberInvalid
 
-from . import audit, clock, config, exams, uids
+from . import audit, clock, config, exams, procedures, uids
 from .names import pinyin_of
 from .db import transaction
-from .validation import AE_TITLE_PATTERN, N_, FormErrors, NotFound, ValidationError, choice, collect, matches, text
+from .validation import N_, FormErrors, NotFound, ValidationError, choice, collect, matches, text
 
 SEXES = ("M", "F", "O")
-SOURCES = ("outpatient", "inpatient", "emergency", "physical_exam")
-PRIORITIES = ("stat", "urgent", "routine")
+SOURCES, PRIORITIES = exams.SOURCES, exams.PRIORITIES
 
 # The exam's life cycle is owned by exams.py.
 EXAM_STATES = exams.STATES
@@ -65,7 +66,29 @@ def clean_patient(data: Mapping[str, Any]) -> dict[str, Any]:
         "birth_date": lambda: _birth_date(data),
         "phone": lambda: matches(text(data, "phone", max_length=32), "phone", r"[0-9+() -]{3,32}",
                                  N_("Digits, spaces and + ( ) - only.")),
+        "national_id": lambda: _national_id(data),
     })
+
+
+def _national_id(data: Mapping[str, Any]) -> str | None:
+    value = text(data, "national_id", max_length=32).replace(" ", "").upper()
+    if not value:
+        return None
+    try:
+        return ric.validate(value)
+    except NumberInvalid:
+        raise ValidationError("national_id", N_("Not a resident ID card number: 18 characters, the last a check"
+                                                " digit or X.")) from None
+
+
+def id_card_facts(number: str) -> tuple[str, str] | None:
+    """The birth date (ISO) and sex (M/F) a valid resident ID card number encodes (the 17th digit
+    odd for a man), or None when it is not one."""
+    try:
+        valid = ric.validate(number.replace(" ", "").upper())
+    except NumberInvalid:
+        return None
+    return ric.get_birth_date(valid).isoformat(), "M" if int(valid[16]) % 2 else "F"
 
 
 def _birth_date(data: Mapping[str, Any]) -> str | None:
@@ -105,10 +128,10 @@ def _insert_patient(conn: sqlite3.Connection, actor: audit.Actor, fields: dict[s
     words, initials = pinyin_of(fields["name"])
     now = clock.to_db(clock.now())
     cur = conn.execute(
-        "INSERT INTO patients (patient_id, name, name_pinyin, name_initials, sex, birth_date, phone, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO patients (patient_id, name, name_pinyin, name_initials, sex, birth_date, phone, national_id,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (fields["patient_id"], fields["name"], words, initials, fields["sex"], fields["birth_date"],
-         fields["phone"], now, now))
+         fields["phone"], fields["national_id"], now, now))
     audit.record(conn, actor, "patient.create", f"patient:{fields['patient_id']}",
                  patient_id=fields["patient_id"], detail=fields)
     return int(cur.lastrowid)
@@ -127,7 +150,7 @@ def _settled(existing: sqlite3.Row, fields: Mapping[str, Any], resolutions: Mapp
     """The patient as registered now: blanks filled from the record, each differing
     demographic kept or updated as the desk chose; ConfirmationNeeded for those not chosen."""
     settled = dict(fields)
-    for key in ("phone", "birth_date"):
+    for key in ("phone", "birth_date", "national_id"):
         if not settled[key]:
             settled[key] = existing[key]
     unresolved = {}
@@ -147,32 +170,34 @@ def _differences(existing: sqlite3.Row, fields: Mapping[str, Any], keys: tuple[s
 
 
 def _apply_changes(conn: sqlite3.Connection, actor: audit.Actor, existing: sqlite3.Row, fields: Mapping[str, Any]) -> None:
-    changed = _differences(existing, fields, ("name", "sex", "birth_date", "phone"))
+    changed = _differences(existing, fields, ("name", "sex", "birth_date", "phone", "national_id"))
     if not changed:
         return
     words, initials = pinyin_of(fields["name"])
     conn.execute("UPDATE patients SET name = ?, name_pinyin = ?, name_initials = ?, sex = ?, birth_date = ?,"
-                 " phone = ?, updated_at = ? WHERE id = ?",
+                 " phone = ?, national_id = ?, updated_at = ? WHERE id = ?",
                  (fields["name"], words, initials, fields["sex"], fields["birth_date"], fields["phone"],
-                  clock.to_db(clock.now()), existing["id"]))
+                  fields["national_id"], clock.to_db(clock.now()), existing["id"]))
     audit.record(conn, actor, "patient.update", f"patient:{existing['patient_id']}",
                  patient_id=existing["patient_id"],
                  detail={"before": {k: v[0] for k, v in changed.items()}, "after": {k: v[1] for k, v in changed.items()}})
 
 
 def search_patients(conn: sqlite3.Connection, query: str, limit: int = 50) -> list[sqlite3.Row]:
-    """Patients by ID (exact or prefix), name, full pinyin or pinyin initials."""
+    """Patients by ID (exact or prefix), resident ID card number (exact), name, full pinyin or
+    pinyin initials."""
     query = query.strip()[:64]
     if not query:
         return []
     compact = re.sub(r"\s+", "", query.lower())
     like = "%" + _escape_like(query) + "%"
     return conn.execute(
-        "SELECT * FROM patients WHERE patient_id = ? OR patient_id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\'"
+        "SELECT * FROM patients WHERE patient_id = ? OR national_id = ? OR patient_id LIKE ? ESCAPE '\\'"
+        " OR name LIKE ? ESCAPE '\\'"
         " OR REPLACE(name_pinyin, ' ', '') LIKE ? ESCAPE '\\' OR name_initials LIKE ? ESCAPE '\\'"
         " ORDER BY (patient_id = ?) DESC, name LIMIT ?",
-        (query, _escape_like(query) + "%", like, _escape_like(compact) + "%", _escape_like(compact) + "%",
-         query, limit)).fetchall()
+        (query, query.upper(), _escape_like(query) + "%", like, _escape_like(compact) + "%",
+         _escape_like(compact) + "%", query, limit)).fetchall()
 
 
 def _escape_like(value: str) -> str:
@@ -249,12 +274,12 @@ def combine_local(day: str, at: str, tz_name: str) -> str:
 
 def clean_exam(data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """Validated exam fields, or FormErrors naming every bad field; the modality is looked up
-    in the configured list."""
+    in the configured list. The procedure and station are the catalogue's
+    (:func:`procedures.exam_procedure`)."""
     codes = [m["code"] for m in settings["MODALITIES"]]
     fields = collect({
         "modality": lambda: choice(data, "modality", codes),
         "source": lambda: choice(data, "source", SOURCES),
-        "procedure": lambda: text(data, "procedure", required=True, max_length=64),
         "body_part": lambda: text(data, "body_part", max_length=64),
         "requesting_department": lambda: text(data, "requesting_department", max_length=64),
         "requesting_physician": lambda: text(data, "requesting_physician", max_length=64),
@@ -264,8 +289,6 @@ def clean_exam(data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str
         "ward": lambda: text(data, "ward", max_length=64),
         "bed": lambda: text(data, "bed", max_length=16),
         "priority": lambda: choice(data, "priority", PRIORITIES, required=False, default="routine"),
-        "station_ae": lambda: matches(text(data, "station_ae", max_length=16), "station_ae", AE_TITLE_PATTERN,
-                                      N_("Up to 16 printable ASCII characters, no backslash.")),
         "scheduled_at": lambda: clock.to_db(parse_scheduled(data.get("scheduled_at"), settings["TIMEZONE"])),
     })
     fields["dicom_modality"] = config.modality(settings, fields["modality"])["dicom"]
@@ -284,9 +307,15 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
     (what was entered), or ``confirm_demographics`` (the API) updates them all; what changes
     is audited.
     """
-    both = collect({"patient": lambda: clean_patient(patient_data), "exam": lambda: clean_exam(exam_data, settings)})
-    patient_fields, exam_fields = both["patient"], both["exam"]
     with transaction(conn):
+        both = collect({"patient": lambda: clean_patient(patient_data),
+                        "exam": lambda: clean_exam(exam_data, settings),
+                        "procedure": lambda: procedures.exam_procedure(conn, settings, exam_data)})
+        patient_fields, (chosen, procedure) = both["patient"], both["procedure"]
+        exam_fields = {**both["exam"], **chosen, "body_part": both["exam"]["body_part"] or (
+            procedure["body_part"] if procedure is not None else "")}
+        exam_fields["target_hours"] = procedures.report_target(conn, settings, exam_fields["modality"],
+                                                               exam_fields["source"], exam_fields["priority"], procedure)
         existing = find_patient(conn, patient_fields["patient_id"])
         if existing is None:
             patient_ref = _insert_patient(conn, actor, patient_fields)
@@ -298,13 +327,13 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
         study_uid = new_study_uid(settings)
         now = clock.to_db(clock.now())
         conn.execute(
-            "INSERT INTO exams (accession_number, patient_ref, modality, dicom_modality, source, procedure, body_part,"
-            " requesting_department, requesting_physician, clinical_note, outpatient_number, inpatient_number, ward,"
+            "INSERT INTO exams (accession_number, patient_ref, modality, dicom_modality, source, procedure,"
+            " procedure_code, body_part, requesting_department, requesting_physician, clinical_note, outpatient_number, inpatient_number, ward,"
             " bed, priority, scheduled_at, station_ae, study_instance_uid, status, registered_at, registered_by,"
-            " updated_at)"
-            " VALUES (:accession, :patient_ref, :modality, :dicom_modality, :source, :procedure, :body_part,"
-            " :requesting_department, :requesting_physician, :clinical_note, :outpatient_number, :inpatient_number,"
-            " :ward, :bed, :priority, :scheduled_at, :station_ae, :study_uid, :status, :now, :actor, :now)",
+            " updated_at, target_hours)"
+            " VALUES (:accession, :patient_ref, :modality, :dicom_modality, :source, :procedure, :procedure_code,"
+            " :body_part, :requesting_department, :requesting_physician, :clinical_note, :outpatient_number, :inpatient_number,"
+            " :ward, :bed, :priority, :scheduled_at, :station_ae, :study_uid, :status, :now, :actor, :now, :target_hours)",
             {**exam_fields, "accession": accession, "patient_ref": patient_ref, "study_uid": study_uid,
              "status": exams.SCHEDULED, "now": now, "actor": actor.name})
         audit.record(conn, actor, "exam.register", f"exam:{accession}", patient_id=patient_fields["patient_id"],
@@ -312,7 +341,8 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
     return Registration(accession, study_uid, patient_fields["patient_id"], exams.SCHEDULED, existing is None)
 
 
-_EXAM_SELECT = ("SELECT e.*, p.patient_id, p.name AS patient_name, p.name_pinyin, p.sex, p.birth_date, p.phone"
+_EXAM_SELECT = ("SELECT e.*, p.patient_id, p.name AS patient_name, p.name_pinyin, p.sex, p.birth_date, p.phone,"
+                " p.national_id"
                 " FROM exams e JOIN patients p ON p.id = e.patient_ref")
 
 
@@ -427,12 +457,13 @@ def api_view(exam: sqlite3.Row) -> dict[str, Any]:
         "study_instance_uid": exam["study_instance_uid"],
         "patient_id": exam["patient_id"],
         "patient": {"patient_id": exam["patient_id"], "name": exam["patient_name"], "sex": exam["sex"],
-                    "birth_date": exam["birth_date"], "phone": exam["phone"]},
+                    "birth_date": exam["birth_date"], "phone": exam["phone"], "national_id": exam["national_id"]},
         "status": exam["status"],
         "modality": exam["modality"],
         "dicom_modality": exam["dicom_modality"],
         "source": exam["source"],
         "procedure": exam["procedure"],
+        "procedure_code": exam["procedure_code"],
         "body_part": exam["body_part"],
         "requesting_department": exam["requesting_department"],
         "requesting_physician": exam["requesting_physician"],
@@ -443,6 +474,7 @@ def api_view(exam: sqlite3.Row) -> dict[str, Any]:
         "priority": exam["priority"],
         "scheduled_at": exam["scheduled_at"],
         "station_ae": exam["station_ae"],
+        "report_target_hours": exam["target_hours"],
         "registered_at": exam["registered_at"],
         "cancel_reason": exam["cancel_reason"],
         "images": {"series": exam["series_count"], "instances": exam["instance_count"],

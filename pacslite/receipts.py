@@ -48,14 +48,8 @@ def age_at_exam(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> Age | N
 
 def report_ready_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
     """Scheduled time plus the exam's turnaround target."""
-    hours = config.turnaround_hours(settings, exam["modality"], exam["source"], exam["priority"])
+    hours = config.exam_target_hours(settings, exam)
     return clock.from_db(exam["scheduled_at"]) + timedelta(hours=hours)
-
-
-def location_of(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
-    """The configured location of the exam's modality; empty when none is configured."""
-    entry = config.modality(settings, exam["modality"]) or {}
-    return entry.get("location", "")
 
 
 def code128_svg(value: str) -> str:

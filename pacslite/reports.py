@@ -152,7 +152,7 @@ class ReadingItem:
 def due_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
     """When the report is due: the first image's arrival plus the exam's turnaround target."""
     start = clock.from_db(exam["images_first_at"] or exam["scheduled_at"])
-    hours = config.turnaround_hours(settings, exam["modality"], exam["source"], exam["priority"])
+    hours = config.exam_target_hours(settings, exam)
     return start + timedelta(hours=hours)
 
 
@@ -182,7 +182,7 @@ def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modal
     items = []
     for row in rows:
         due = due_at(row, settings)
-        target = config.turnaround_hours(settings, row["modality"], row["source"], row["priority"])
+        target = config.exam_target_hours(settings, row)
         items.append(ReadingItem(row, row["report_status"] or "", now - clock.from_db(row["images_first_at"]),
                                  target, due, now > due))
     urgency = {"stat": 0, "urgent": 1}

@@ -141,9 +141,9 @@ _EXAM_GROUPS = (
     " SUM(status <> 'cancelled' AND instance_count = 0), SUM(exact <= {target}),"
     " COUNT(result_class), COUNT(CASE WHEN result_class IN ('abnormal', 'critical') THEN 1 END),"
     " COUNT(CASE WHEN result_class = 'critical' THEN 1 END)"
-    " FROM (SELECT modality, source, priority, station_ae, status, instance_count, result_class, exact,"
+    " FROM (SELECT modality, source, priority, target_hours, station_ae, status, instance_count, result_class, exact,"
     " ROUND(exact, 1) AS hours"
-    " FROM (SELECT modality, source, priority, station_ae, status, instance_count, result_class, CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
+    " FROM (SELECT modality, source, priority, target_hours, station_ae, status, instance_count, result_class, CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
     " THEN (julianday(reported_at) - julianday(images_first_at)) * 24 END AS exact"
     " FROM exams WHERE registered_at >= ? AND registered_at < ?))"
     " GROUP BY modality, source, station_ae, hours")

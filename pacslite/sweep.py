@@ -73,10 +73,10 @@ def _exam_findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: d
         if row["scheduled_at"] <= stale_before:
             found.append(Finding("stale_registration", f"exam:{row['id']}", row["id"], None, {}))
     for row in conn.execute(
-            f"SELECT e.id, e.modality, e.source, e.priority, e.images_first_at FROM exams e"
+            f"SELECT e.id, e.modality, e.source, e.priority, e.target_hours, e.images_first_at FROM exams e"
             f" WHERE e.status IN ({', '.join('?' * len(exams.AWAITING_FINAL))}) AND e.instance_count > 0",
             exams.AWAITING_FINAL):
-        hours = config.turnaround_hours(settings, row["modality"], row["source"], row["priority"])
+        hours = config.exam_target_hours(settings, row)
         due = clock.from_db(row["images_first_at"]) + timedelta(hours=hours)
         if due < now:
             found.append(Finding("overdue_report", f"exam:{row['id']}", row["id"], None,

@@ -96,6 +96,21 @@ def choice(data: Mapping[str, Any], field: str, options: tuple[str, ...] | list[
     return value
 
 
+def hours(data: Mapping[str, Any], field: str, *, maximum: float = 720) -> float | None:
+    """An optional number of hours (a report target): None when blank, else more than 0 and at
+    most ``maximum``."""
+    value = text(data, field, max_length=16)
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValidationError(field, N_("A number of hours, such as 2 or 0.5.")) from None
+    if not 0 < number <= maximum:
+        raise ValidationError(field, N_("More than 0 and at most %(max)d hours."), max=maximum)
+    return number
+
+
 def matches(value: str, field: str, pattern: str, message: str) -> str:
     if value and not re.fullmatch(pattern, value):
         raise ValidationError(field, message)

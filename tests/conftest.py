@@ -79,7 +79,7 @@ def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None, **k
 EXAM_FORM = {"patient_id": "P0001", "name": "张三", "sex": "M", "birth_date": "1980-02-03", "phone": "13800000000",
              "modality": "CT", "source": "outpatient", "procedure": "Chest CT", "body_part": "CHEST",
              "requesting_department": "Respiratory", "requesting_physician": "Dr Li", "priority": "routine",
-             "scheduled_date": "", "scheduled_time": "", "station_ae": "CT01", "clinical_note": "cough"}
+             "scheduled_date": "", "scheduled_time": "", "station_ae": "", "clinical_note": "cough"}
 
 
 def register(client: FlaskClient, **changes: Any) -> str:

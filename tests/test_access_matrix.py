@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from pacslite import (aes, archive, audit, clock, critical, documents, filing, patients, refiling, reports, routing,
-                      sweep, users)
+from pacslite import (aes, archive, audit, clock, critical, documents, filing, patients, procedures, refiling,
+                      reports, routing, sweep, users)
 from pacslite.index import Source
 from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
 
@@ -110,7 +110,9 @@ def world(app, conn, client_as, tmp_path):
               "int:import_id": str(_an_import(app, conn)),
               "int:rule_id": str(routing.add_rule(conn, audit.SYSTEM, {"destination_ae": "MATRIX_CT"})),
               "int:step_id": str(_an_unlinked_step(app, conn)), "frames": "1", "tag": "7FE00010",
-              "path:path": "viewer", "username": "target_user"}
+              "path:path": "viewer", "username": "target_user", "modality": "CT",
+              "procedure_code": procedures.add_procedure(conn, audit.SYSTEM, app.config, {
+                  "code": "MATRIX-CT", "modality": "DSA", "name_en": "Matrix"})["code"]}
     filed = conn.execute("SELECT s.study_instance_uid, se.series_instance_uid, i.sop_instance_uid FROM instances i"
                          " JOIN series se ON se.id = i.series_ref JOIN studies s ON s.id = se.study_ref"
                          " WHERE s.id = ?", (study_id,)).fetchone()

@@ -2,14 +2,14 @@
 
 import pytest
 
-from pacslite import audit, patients, users
+from pacslite import aes, audit, patients, procedures, users
 from tests.conftest import count, flask_cli, login, make_user
 
 BODY = {"patient": {"patient_id": "HIS001", "name": "赵六", "sex": "F", "birth_date": "1975-03-04",
                     "phone": "13900000000"},
         "modality": "MR", "source": "inpatient", "procedure": "Brain MRI", "body_part": "HEAD",
         "requesting_department": "Neurology", "requesting_physician": "Dr Wang", "priority": "urgent",
-        "scheduled_at": "2026-11-25T14:00:00+08:00", "station_ae": "MR1"}
+        "scheduled_at": "2026-11-25T14:00:00+08:00", "station_ae": ""}
 
 
 @pytest.fixture
@@ -32,6 +32,34 @@ def test_register_through_the_api(app, conn, token) -> None:
     assert got.json["status"] == "scheduled" and got.json["images"] == {"series": 0, "instances": 0, "expected": None}
     row = audit.search(conn, action="exam.register")[0]
     assert row["actor"] == "his" and row["patient_id"] == "HIS001"
+
+
+def test_the_api_registers_by_procedure_code_and_refuses_what_the_catalogue_does_not_have(app, conn, token) -> None:
+    """Once MR has a catalogue, the API names a procedure by code (its name, body part, station
+    and target come from the catalogue); an unknown code, a typed name or a station that is not an
+    MR AE get a 400 naming the field, and register nothing."""
+    aes.add_ae(conn, audit.SYSTEM, {"ae_title": "MR1", "modality": "MR"})
+    aes.add_ae(conn, audit.SYSTEM, {"ae_title": "CT1", "modality": "CT"})
+    procedures.add_procedure(conn, audit.SYSTEM, app.config, {
+        "code": "MR-HEAD", "modality": "MR", "name_zh": "头颅MR平扫", "name_en": "MRI brain", "body_part": "HEAD",
+        "default_station_ae": "MR1", "target_hours": "24", "target_urgent_hours": "4",
+        "preparation": "Remove all metal."})
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    for change, field in (({"procedure_code": "MR-KNEE"}, "procedure_code"), ({}, "procedure_code"),
+                          ({"procedure_code": "MR-HEAD", "station_ae": "CT1"}, "station_ae"),
+                          ({"procedure_code": "MR-HEAD", "station_ae": "MR99"}, "station_ae")):
+        response = client.post("/api/v1/exams", json={**BODY, **change, "body_part": ""}, headers=headers)
+        assert (response.status_code, response.json["field"]) == (400, field), change
+    assert count(conn, "exams") == 0
+    response = client.post("/api/v1/exams", json={**BODY, "procedure_code": "MR-HEAD", "body_part": ""},
+                           headers=headers)
+    assert response.status_code == 201, response.json
+    exam = response.json
+    name = {"zh": "头颅MR平扫", "en": "MRI brain"}[app.config["DEFAULT_LANGUAGE"][:2]]  # the department's
+    assert (exam["procedure"], exam["procedure_code"], exam["body_part"], exam["station_ae"]) == (
+        name, "MR-HEAD", "HEAD", "MR1")
+    assert exam["report_target_hours"] == 4  # urgent: the shorter of 24 and 4
 
 
 def test_the_api_updates_changed_demographics_with_an_audit_record(app, conn, token) -> None:

@@ -106,6 +106,29 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.click("button:has-text('Create user')")
     page.wait_for_url(f"{live.url}/admin/users")
     assert page.locator("table a:text-is('desk1')").count() == 1
+    # ... adds the CT room as a station, and a CT procedure to the catalogue
+    page.click("nav >> text=Modalities")
+    page.click("text=Add modality")
+    page.fill("#f-ae_title", "CT01")
+    page.fill("#f-name", "CT room 1")
+    page.fill("#f-location", "Building B, room 105")
+    page.fill("#f-modality", "CT")
+    page.click("button:has-text('Save')")
+    page.wait_for_url(f"{live.url}/admin/modalities")
+    page.click("nav >> text=Procedures")
+    page.click("text=Add procedure")
+    page.fill("#f-code", "CT-CHEST")
+    page.select_option("#f-modality", "CT")
+    page.fill("#f-name_zh", "胸部CT平扫")
+    page.fill("#f-name_en", "CT chest, plain")
+    page.fill("#f-body_part", "CHEST")
+    page.fill("#f-default_station_ae", "CT01")
+    page.fill("#f-target_hours", "8")
+    page.fill("#f-target_stat_hours", "1")
+    page.fill("#f-preparation", "Remove metal objects from the chest.")
+    page.click("#procedure-form button:has-text('Save')")
+    page.wait_for_url(re.compile(re.escape(live.url) + r"/admin/procedures"))
+    assert page.locator("#procedures >> text=CT-CHEST").count() == 1
     page.click("button:has-text('Log out')")
     page.wait_for_url(f"{live.url}/login")
 
@@ -139,10 +162,9 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.select_option("#f-sex", "F")
     page.fill("#f-birth_date", "1988-07-15")
     page.fill("#f-phone", "13800138000")
-    page.select_option("#f-modality", "CT")
+    page.select_option("#f-modality", "DR")
     page.select_option("#f-source", "outpatient")
-    page.fill("#f-procedure", "胸部 CT 平扫")
-    page.fill("#f-body_part", "CHEST")
+    page.fill("#f-procedure", "胸部正位")  # DR has no catalogue: typed
     page.click("button:has-text('Register')")
     page.wait_for_url(f"{live.url}/exams/A*")
     accession = page.url.rsplit("/", 1)[1]
@@ -158,13 +180,21 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.wait_for_selector("#returning-patient")
     assert page.input_value("#f-name") == "王<b>芳</b>" and page.input_value("#f-phone") == "13800138000"
     assert page.evaluate("document.activeElement.id") != "f-patient_id" and page.url.endswith("/exams/new")
-    page.select_option("#f-modality", "DR")
-    page.select_option("#f-source", "outpatient")
-    page.fill("#f-procedure", "胸部正位")
-    page.focus("#f-procedure")
+    # CT: the procedure and the station are picked from the lists the modality brings (htmx)
+    page.select_option("#f-modality", "CT")
+    page.wait_for_selector("#f-procedure_code")
+    assert page.locator("#f-procedure").count() == 0
+    assert page.locator("#f-station_ae option").all_inner_texts() == [
+        "— the procedure's default", "CT01 · CT room 1 · Building B, room 105"]
+    page.select_option("#f-procedure_code", "CT-CHEST")
+    page.select_option("#f-station_ae", "CT01")
+    page.select_option("#f-source", "emergency")
+    page.select_option("#f-priority", "stat")
+    page.focus("#f-procedure_code")
     page.keyboard.press("Control+Enter")
     page.wait_for_url(re.compile(re.escape(live.url) + r"/exams/A\d+$"))
-    assert page.url.rsplit("/", 1)[1] != accession
+    second = page.url.rsplit("/", 1)[1]
+    assert second != accession and page.locator("text=CT chest, plain").count() >= 1
 
     # The exam list filters in place (htmx), without a page load.
     page.goto(f"{live.url}/exams")
@@ -179,16 +209,18 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     for fmt in ("80mm", "a5"):
         receipt = context.new_page()
         watch_console(receipt, problems)
-        receipt.goto(f"{live.url}/exams/{accession}/receipt?format={fmt}")
+        receipt.goto(f"{live.url}/exams/{second}/receipt?format={fmt}")
         receipt.wait_for_load_state("networkidle")
         receipt.emulate_media(media="print")
         assert receipt.locator(".receipt-tools").is_hidden()
         assert receipt.evaluate("document.getElementById('barcode').naturalWidth") > 0
         shot = receipt.locator("article.slip").screenshot(path=str(ARTIFACTS / f"receipt-{fmt}.png"))
-        assert decode_barcode(shot) == [accession], fmt
+        assert decode_barcode(shot) == [second], fmt
         pdf = receipt.pdf(path=str(ARTIFACTS / f"receipt-{fmt}.pdf"), prefer_css_page_size=True)
         assert "王<b>芳</b>" in receipt.locator("dd.big").first.inner_text()
-        assert receipt.locator("#receipt-priority").inner_text() == "Routine"
+        assert receipt.locator("#receipt-priority").inner_text() == "STAT"
+        assert receipt.locator("#receipt-location").inner_text() == "Building B, room 105 (CT01)"
+        assert receipt.locator("#receipt-preparation").inner_text().endswith("Remove metal objects from the chest.")
         height = float(re.search(rb"/MediaBox\s*\[\s*0 0 [\d.]+ ([\d.]+)", pdf).group(1)) / 72 * 25.4
         assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1, fmt
         if fmt == "80mm":  # the roll is cut where the content ends, not at a fixed 160 mm
@@ -198,7 +230,7 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     # "Print receipt" on the exam page opens the print dialog by itself, once
     receipt = context.new_page()
     receipt.add_init_script("window.print = function () { window.__printed = (window.__printed || 0) + 1; };")
-    receipt.goto(f"{live.url}/exams/{accession}/receipt?print=1")
+    receipt.goto(f"{live.url}/exams/{second}/receipt?print=1")
     receipt.wait_for_function("window.__printed === 1")
     receipt.close()
     assert (ARTIFACTS / "receipt-a5.pdf").stat().st_size > 1000

@@ -24,7 +24,7 @@ CALLERS = {"STORESCU": "ISO_IR 192", "FINDSCU": "ISO_IR 192", "GBSCU": "GB18030"
            "IR58SCU": "ISO 2022 IR 58"}
 #: Stations with their modality: a query by one of them gets the exams of its modality
 #: scheduled on no particular station (MR02 has none set: only exams scheduled on it).
-STATIONS = {"CT09": "CT", "MR01": "MR", "MR02": ""}
+STATIONS = {"CT09": "CT", "CT01": "CT", "MR01": "MR", "MR02": ""}
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +146,10 @@ def test_worklist_matching(pacs, tmp_path, keys, expected) -> None:
         pacs.register(patient_id="MW0001", name="张三", scheduled_date="2032-01-01", scheduled_time="08:00", station_ae="")
         pacs.register(patient_id="MW0002", name="单田芳", sex="F", modality="MR", scheduled_date="2032-01-02",
                       scheduled_time="08:00", station_ae="MR01")
-        cancelled = pacs.register(patient_id="MW0003", name="王五", scheduled_date="2032-01-03", scheduled_time="08:00")
-        pacs.register(patient_id="MW0003", name="王五", scheduled_date="2032-01-04", scheduled_time="08:00")
+        cancelled = pacs.register(patient_id="MW0003", name="王五", scheduled_date="2032-01-03", scheduled_time="08:00",
+                                  station_ae="CT01")
+        pacs.register(patient_id="MW0003", name="王五", scheduled_date="2032-01-04", scheduled_time="08:00",
+                      station_ae="CT01")
         pacs.register(patient_id="MW0004", name="赵六", modality="MR", scheduled_date="2032-01-02",
                       scheduled_time="09:00", station_ae="")
         conn = pacs.conn()

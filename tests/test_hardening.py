@@ -13,7 +13,10 @@ import pytest
 from tests.conftest import register
 
 
-def test_csv_cells_that_look_like_formulas_are_neutralised(client_as) -> None:
+def test_csv_cells_that_look_like_formulas_are_neutralised(client_as, conn) -> None:
+    from pacslite import aes, audit
+    for title in ('=HYPERLINK("x")', "@SUM(A1)", "-2+3"):  # AE titles a hostile admin entry could hold
+        aes.add_ae(conn, audit.SYSTEM, {"ae_title": title, "modality": "CT"})
     desk = client_as("registrar")
     register(desk, station_ae='=HYPERLINK("x")')
     register(desk, station_ae="@SUM(A1)", patient_id="P0002", name="李四")

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from pacslite import audit, filing, patients, refiling, storage, users
+from pacslite import aes, audit, filing, patients, refiling, storage, users
 from pacslite.index import Source
 from tests.conftest import EXAM_FORM, count, csrf_token
 from tests.dicomkit import make_ct
@@ -48,6 +48,7 @@ def post(client, path: str, data: dict):
 
 
 def test_the_right_exam_is_ranked_first_for_a_typo(app, conn, tmp_path) -> None:
+    aes.add_ae(conn, audit.SYSTEM, {"ae_title": "CT01", "modality": "CT"})
     right = register(app, conn, patient_id="P0001", station_ae="CT01")
     register(app, conn, patient_id="P0002", name="李四", sex="F", birth_date="1990-01-01")
     register(app, conn, patient_id="P0003", name="王五")

@@ -69,6 +69,30 @@ def test_a_returning_patient_keeps_every_stored_value(client_as, conn) -> None:
     assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'patient.update'").fetchone()[0] == 0
 
 
+def test_the_id_card_number_is_validated_offers_its_birth_date_and_sex_and_is_never_erased(client_as, conn) -> None:
+    """A resident ID card number (GB 11643: birth date in digits 7–14, the 17th odd for a man,
+    an ISO 7064 check character) is checked; what it encodes is offered for the form."""
+    desk = client_as("registrar")
+    wrong = post(desk, "/exams/new", {**EXAM_FORM, "national_id": "110105194912310021"})  # bad check digit
+    assert wrong.status_code == 400 and 'id="e-national_id"' in wrong.get_data(as_text=True)
+    assert count(conn, "patients") == 0
+    hx = {"HX-Request": "true"}
+    offer = desk.get("/patients/id-card?national_id=11010519491231002x&sex=&birth_date=", headers=hx)
+    assert "born 1949-12-31, Female" in offer.get_data(as_text=True)
+    used = desk.get("/patients/id-card?apply=1&national_id=11010519491231002X&name=x&phone=1", headers=hx)
+    page = used.get_data(as_text=True)
+    assert 'value="1949-12-31"' in page and re.search(r'<option value="F"\s+selected', page)
+    agreed = desk.get("/patients/id-card?national_id=11010519491231002X&sex=F&birth_date=1949-12-31", headers=hx)
+    assert "born" not in agreed.get_data(as_text=True)  # nothing to offer when the form agrees
+    bad = desk.get("/patients/id-card?national_id=12345", headers=hx).get_data(as_text=True)
+    assert 'id="id-card-invalid"' in bad
+    register(desk, patient_id="ID01", sex="F", birth_date="1949-12-31", national_id="11010519491231002x")
+    assert patients.get_patient(conn, "ID01")["national_id"] == "11010519491231002X"
+    register(desk, patient_id="ID01", sex="F", birth_date="1949-12-31", national_id="")  # left blank: kept
+    assert patients.get_patient(conn, "ID01")["national_id"] == "11010519491231002X"
+    assert [p["patient_id"] for p in patients.search_patients(conn, "11010519491231002x")] == ["ID01"]
+
+
 def test_every_error_is_shown_at_once_under_its_field(client_as, conn) -> None:
     desk = client_as("registrar")
     response = post(desk, "/exams/new", {**EXAM_FORM, "sex": "", "modality": "", "birth_date": "1980-02-031",

@@ -9,7 +9,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from .. import receipts, users
+from .. import procedures, receipts, users
 from ..db import close_db, get_db
 from . import access, i18n, limits, proxies
 from .labels import label, options, uid_name
@@ -56,7 +56,8 @@ def init_app(app: Flask) -> None:
                                  ohif_url=ohif.study_url,
                                  exam_age=lambda exam: receipts.age_at_exam(exam, app.config),
                                  sex_and_age=lambda exam: _sex_and_age(exam, app.config),
-                                 modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]])
+                                 modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]],
+                                 procedure_name=lambda p: procedures.name_in(p, get_locale().language))
     app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)

@@ -1,4 +1,5 @@
-"""Administration: user accounts, the modalities (DICOM AEs) and the audit log."""
+"""Administration: user accounts, the modalities (DICOM AEs, their targets and locations), the
+procedure catalogue and the audit log."""
 from __future__ import annotations
 
 import time
@@ -8,7 +9,7 @@ from typing import Any
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import aes, arrivals, audit, clock, users
+from .. import aes, arrivals, audit, clock, procedures, users
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, csvout, is_htmx, limits
@@ -220,9 +221,35 @@ def ae_echo(ae_id: int) -> Any:
 def ae_list() -> Any:
     conn = get_db()
     configured = aes.list_aes(conn)
+    return _modalities_page(configured)
+
+
+def _modalities_page(configured: list[Any], target_errors: dict[str, dict[str, str]] | None = None,
+                     target_values: dict[str, Any] | None = None) -> Any:
+    conn = get_db()
+    targets = procedures.modality_targets(conn, current_app.config)
+    for item in targets:  # a rejected row shows what was typed
+        if target_values and item["code"] == target_values["code"]:
+            item.update(target_values)
     return render_template("admin/modalities.html", aes=configured, rejections=aes.list_rejections(conn),
                            refused_services=aes.list_refused_contexts(conn), others=aes.OTHERS,
-                           last_images=arrivals.last_image_at(conn, [a["ae_title"] for a in configured]))
+                           last_images=arrivals.last_image_at(conn, [a["ae_title"] for a in configured]),
+                           targets=targets, target_errors=target_errors or {}), (400 if target_errors else 200)
+
+
+@bp.route("/modalities/targets/<modality>", methods=["POST"])
+@access.allow(*ADMIN)
+def modality_target(modality: str) -> Any:
+    """A modality's report target and location (for exams registered from now on)."""
+    values = {"turnaround_hours": request.form.get("turnaround_hours", ""),
+              "location": request.form.get("location", "")}
+    try:
+        found_or_404(procedures.set_modality_setting, get_db(), access.actor(), current_app.config, modality,
+                     values)
+    except ValidationError as exc:
+        return _modalities_page(aes.list_aes(get_db()), {modality: errors_of(exc)}, {**values, "code": modality})
+    flash(gettext("Report target and location of %(modality)s saved.", modality=modality), "success")
+    return redirect(url_for("admin.ae_list"))
 
 
 @bp.route("/modalities/new", methods=["GET", "POST"])
@@ -265,3 +292,66 @@ def ae_remove(ae_id: int) -> Any:
     aes.remove_ae(get_db(), access.actor(), ae["ae_title"])
     flash(gettext("Modality %(ae)s removed: its associations are refused from now on.", ae=ae["ae_title"]), "success")
     return redirect(url_for("admin.ae_list"))
+
+
+# ---------------------------------------------------------------- the procedure catalogue
+
+def _procedure_form() -> dict[str, Any]:
+    return {f: request.form.get(f, "") for f in procedures.FIELDS}
+
+
+def _procedure_page(values: dict[str, Any], errors: dict[str, str], procedure: Any = None) -> Any:
+    stations = {m["code"]: procedures.station_titles(get_db(), current_app.config, m["code"])
+                for m in current_app.config["MODALITIES"]}
+    return render_template("admin/procedure_form.html", values=values, errors=errors, procedure=procedure,
+                           stations=stations), (400 if errors else 200)
+
+
+@bp.route("/procedures")
+@access.allow(*ADMIN)
+def procedure_list() -> Any:
+    modality = request.args.get("modality", "")
+    return render_template("admin/procedures.html", modality=modality,
+                           catalogue=procedures.list_procedures(get_db(), modality), limit=procedures.LIST_LIMIT)
+
+
+@bp.route("/procedures/new", methods=["GET", "POST"])
+@access.allow(*ADMIN)
+def procedure_new() -> Any:
+    if request.method == "GET":
+        return _procedure_page({"modality": request.args.get("modality", "")}, {})
+    values = _procedure_form()
+    try:
+        added = procedures.add_procedure(get_db(), access.actor(), current_app.config, values)
+    except ValidationError as exc:
+        return _procedure_page(values, errors_of(exc))
+    flash(gettext("Procedure %(code)s added.", code=added["code"]), "success")
+    return redirect(url_for("admin.procedure_list", modality=added["modality"]))
+
+
+@bp.route("/procedures/<procedure_code>", methods=["GET", "POST"])
+@access.allow(*ADMIN)
+def procedure_edit(procedure_code: str) -> Any:
+    procedure = found_or_404(procedures.get_procedure, get_db(), procedure_code)
+    if request.method == "GET":
+        return _procedure_page({f: "" if procedure[f] is None else procedure[f] for f in procedures.FIELDS}, {},
+                               procedure)
+    values = {**_procedure_form(), "code": procedure_code}
+    try:
+        procedures.update_procedure(get_db(), access.actor(), current_app.config, procedure_code, values)
+    except ValidationError as exc:
+        return _procedure_page(values, errors_of(exc), procedure)
+    flash(gettext("Procedure %(code)s saved.", code=procedure_code), "success")
+    return redirect(url_for("admin.procedure_list", modality=procedure["modality"]))
+
+
+@bp.route("/procedures/<procedure_code>/active", methods=["POST"])
+@access.allow(*ADMIN)
+def procedure_active(procedure_code: str) -> Any:
+    """Retire a procedure (the desk no longer offers it; exams keep it) or bring it back."""
+    procedure = found_or_404(procedures.get_procedure, get_db(), procedure_code)
+    active = request.form.get("active") == "1"
+    procedures.set_active(get_db(), access.actor(), procedure_code, active)
+    flash(gettext("Procedure %(code)s is offered again.", code=procedure_code) if active else
+          gettext("Procedure %(code)s retired: the desk no longer offers it.", code=procedure_code), "success")
+    return redirect(url_for("admin.procedure_list", modality=procedure["modality"]))

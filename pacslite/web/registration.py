@@ -9,8 +9,8 @@ from flask import (Blueprint, Response, current_app, flash, redirect, render_tem
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import (clock, documents, exams, index, mpps, patients, receipts, reports, routing, storage, transmission,
-               users)
+from .. import (aes, clock, config, documents, exams, index, mpps, patients, procedures, receipts, reports, routing,
+               storage, transmission, users)
 from ..db import get_db
 from ..validation import Conflict, ValidationError
 from . import access, is_htmx, limits
@@ -136,8 +136,23 @@ def patient_lookup() -> Any:
     found = patients.find_patient(get_db(), request.args.get("patient_id", "").strip()[:64])
     if found is None:
         return "", 204
-    values = {k: found[k] or "" for k in ("name", "sex", "birth_date", "phone")}
+    values = {k: found[k] or "" for k in ("name", "sex", "birth_date", "phone", "national_id")}
     return render_template("patients/_fields.html", values=values, errors={}, returning=found)
+
+
+@bp.route("/patients/id-card")
+@access.allow(*REGISTRAR)
+def id_card() -> Any:
+    """What the resident ID card number typed on the exam form encodes, offered for the birth
+    date and sex (htmx); with ``apply``, the patient fields with them filled in."""
+    values = {k: request.args.get(k, "") for k in ("name", "sex", "birth_date", "phone", "national_id")}
+    number = values["national_id"].strip()
+    facts = patients.id_card_facts(number) if number else None
+    if request.args.get("apply") and facts is not None:
+        values["birth_date"], values["sex"] = facts
+        return render_template("patients/_fields.html", values=values, errors={})
+    return render_template("patients/_id_card.html", values=values,
+                           id_card={"facts": facts, "invalid": bool(number) and facts is None})
 
 
 @bp.route("/exams/new", methods=["GET", "POST"])
@@ -165,7 +180,26 @@ def exam_new() -> Any:
     else:
         values = _new_exam_defaults(request.args.get("patient_id", ""))
     return render_template("exams/form.html", values=values, errors=errors, confirm=confirm,
+                           choices=_choices(values.get("modality", "")),
                            sources=patients.SOURCES, priorities=patients.PRIORITIES), (400 if errors else 200)
+
+
+@bp.route("/exams/choices")
+@access.allow(*REGISTRAR)
+def exam_choices() -> Any:
+    """The procedure and station fields for the modality picked on the exam form (htmx)."""
+    return render_template("exams/_choices.html", values=request.args, errors={},
+                           choices=_choices(request.args.get("modality", "")))
+
+
+def _choices(modality_code: str) -> dict[str, Any]:
+    """What the exam form offers for a modality: its catalogue procedures and its stations."""
+    settings = current_app.config
+    if config.modality(settings, modality_code) is None:
+        return {"modality": "", "catalogue": [], "stations": []}
+    entry = config.modality(settings, modality_code)
+    return {"modality": modality_code, "catalogue": procedures.catalogue_for(get_db(), modality_code),
+            "stations": aes.stations(get_db(), entry["dicom"])}
 
 
 def _new_exam_defaults(patient_id: str) -> dict[str, Any]:
@@ -272,7 +306,9 @@ def exam_receipt(accession: str) -> Any:
     settings = current_app.config
     return render_template("exams/receipt.html", exam=exam, fmt=fmt, age=receipts.age_of(exam, settings),
                            ready_at=clock.to_db(receipts.report_ready_at(exam, settings)),
-                           location=receipts.location_of(exam, settings), autoprint=request.args.get("print") == "1")
+                           location=procedures.location_of(get_db(), settings, exam),
+                           preparation=procedures.preparation_of(get_db(), exam),
+                           autoprint=request.args.get("print") == "1")
 
 
 @bp.route("/exams/<accession>/barcode.svg")
