@@ -231,27 +231,28 @@ def exam_target_hours(settings: Mapping[str, Any], exam: Mapping[str, Any]) -> f
     return turnaround_hours(settings, exam["modality"], exam["source"], exam["priority"])
 
 
-def turnaround_hours_sql(settings: Mapping[str, Any]) -> tuple[str, list[Any]]:
+def turnaround_hours_sql(settings: Mapping[str, Any], table: str = "") -> tuple[str, list[Any]]:
     """:func:`exam_target_hours` as an SQL expression over the columns ``target_hours``,
     ``modality``, ``source`` and ``priority`` (and its parameters), for counting in SQLite what
-    met its target."""
+    met its target; ``table`` qualifies the columns (``"e"`` for ``e.modality``)."""
+    col = (table + ".") if table else ""
     cases: list[str] = []
     params: list[Any] = []
     for key, hours in settings["TURNAROUND_BY_SOURCE"].items():
         modality_code, _, source = key.partition("/")
-        cases.append("WHEN modality = ? AND source = ? THEN ?")
+        cases.append(f"WHEN {col}modality = ? AND {col}source = ? THEN ?")
         params += [modality_code, source, float(hours)]
     for entry in settings["MODALITIES"]:
-        cases.append("WHEN modality = ? THEN ?")
+        cases.append(f"WHEN {col}modality = ? THEN ?")
         params += [entry["code"], float(entry.get("turnaround_hours", 24))]
     base = f"(CASE {' '.join(cases)} ELSE 24.0 END)" if cases else "24.0"
     if not settings["TURNAROUND_BY_PRIORITY"]:
-        return f"COALESCE(target_hours, {base})", params
+        return f"COALESCE({col}target_hours, {base})", params
     urgent: list[str] = []
     for priority, hours in settings["TURNAROUND_BY_PRIORITY"].items():
-        urgent.append("WHEN priority = ? THEN ?")
+        urgent.append(f"WHEN {col}priority = ? THEN ?")
         params += [priority, float(hours)]
-    return f"COALESCE(target_hours, min({base}, (CASE {' '.join(urgent)} ELSE 1e9 END)))", params
+    return f"COALESCE({col}target_hours, min({base}, (CASE {' '.join(urgent)} ELSE 1e9 END)))", params
 
 
 def review_required(settings: Mapping[str, Any], modality_code: str) -> bool:

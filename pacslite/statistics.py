@@ -1,6 +1,6 @@
-"""The department's filing statistics for a period: how many exams got their images, how many
-image sets (studies) were filed automatically or re-filed, what is still missing, and how
-fast reports came.
+"""The department's statistics for a period: how many exams got their images, how many image
+sets (studies) were filed automatically or re-filed, what is still missing, how fast reports
+came and whether within their targets, and the workload of each technologist and radiologist.
 
 Exam figures count the exams registered in the period; study and image figures count what
 arrived in it (a study counts for the group of the exam it is filed to now). Rates are
@@ -12,7 +12,7 @@ import sqlite3
 import statistics as stats
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Mapping
 
 from . import clock, config, critical
@@ -250,6 +250,103 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
                   images_received=images, studies_received=received, studies_quarantined=quarantined,
                   studies_quarantined_on_arrival=on_arrival, minutes_to_refile=minutes,
                   critical=critical.figures(conn, since, until))
+
+
+@dataclass
+class Person:
+    """One person's work in the period. A technologist: exams performed ("Exam done", or the
+    modality's MPPS, then named by its AE title) and their images. A radiologist: final reports
+    signed (first versions; amendments apart), reports written as preliminary, the median hours
+    from the first image to the signed report and how many were within the exam's target."""
+
+    name: str
+    exams: int = 0
+    images: int = 0
+    reports: int = 0
+    amendments: int = 0
+    preliminary: int = 0
+    within_target: int = 0
+    hours: Counter[float] = field(default_factory=Counter)
+    modalities: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def turnaround_median(self) -> float | None:
+        return _median(self.hours)
+
+    @property
+    def within_target_rate(self) -> float | None:
+        return _ratio(self.within_target, self.reports)
+
+
+@dataclass
+class Workload:
+    technologists: list[Person]
+    radiologists: list[Person]
+    #: (local day, modality) → [exams performed, their images, final reports signed]
+    days: dict[tuple[str, str], list[int]]
+    #: report target in hours → [reported, within the target] (exams registered in the period)
+    compliance: dict[float, list[int]]
+
+
+def _day_modifier(settings: Mapping[str, Any], start: date) -> str:
+    """The SQLite date() modifier turning a stored UTC time into the department's local day
+    (the zone's offset at the period's start)."""
+    tz = clock.zone(settings["TIMEZONE"])
+    offset = datetime(start.year, start.month, start.day, 12, tzinfo=tz).utcoffset() or timedelta(0)
+    return f"{int(offset.total_seconds() // 60):+d} minutes"
+
+
+def workload(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, end: date) -> Workload:
+    """Who did what in the local days ``start`` to ``end`` (both included), per modality and
+    day, and the report-target compliance by target; each query reads one index range."""
+    since, _ = clock.local_day_bounds(start, settings["TIMEZONE"])
+    _, until = clock.local_day_bounds(end, settings["TIMEZONE"])
+    local = _day_modifier(settings, start)
+    technologists: dict[str, Person] = {}
+    radiologists: dict[str, Person] = {}
+    days: dict[tuple[str, str], list[int]] = {}
+    for who, modality, day, exams_done, images in conn.execute(
+            "SELECT performed_by, modality, date(performed_at, ?), COUNT(*), SUM(instance_count) FROM exams"
+            " WHERE performed_at >= ? AND performed_at < ? GROUP BY 1, 2, 3", (local, since, until)):
+        person = technologists.setdefault(who or "—", Person(who or "—"))
+        person.exams += exams_done
+        person.images += images
+        person.modalities[modality] += exams_done
+        figures = days.setdefault((day, modality), [0, 0, 0])
+        figures[0] += exams_done
+        figures[1] += images
+    target, target_params = config.turnaround_hours_sql(settings, "e")
+    for who, modality, day, version, hours, within in conn.execute(
+            f"SELECT signed_by, modality, date(signed_at, ?), version, ROUND(exact, 1), exact <= target FROM"
+            f" (SELECT r.signed_by, r.signed_at, r.version, e.modality, {target} AS target,"
+            f" (julianday(r.signed_at) - julianday(e.images_first_at)) * 24 AS exact"
+            f" FROM report_versions r JOIN exams e ON e.id = r.exam_ref WHERE r.signed_at >= ? AND r.signed_at < ?)",
+            (local, *target_params, since, until)):
+        person = radiologists.setdefault(who, Person(who))
+        if version > 1:
+            person.amendments += 1
+            continue
+        person.reports += 1
+        person.modalities[modality] += 1
+        if hours is not None:
+            person.hours[hours] += 1
+            person.within_target += bool(within)
+        days.setdefault((day, modality), [0, 0, 0])[2] += 1
+    for who, written in conn.execute(
+            "SELECT preliminary_by, COUNT(*) FROM report_versions WHERE preliminary_at >= ? AND preliminary_at < ?"
+            " GROUP BY preliminary_by", (since, until)):
+        radiologists.setdefault(who, Person(who)).preliminary += written
+    compliance: dict[float, list[int]] = {}
+    target, target_params = config.turnaround_hours_sql(settings)
+    for hours, reported, within in conn.execute(
+            f"SELECT {target}, COUNT(*), SUM((julianday(reported_at) - julianday(images_first_at)) * 24 <= {target})"
+            f" FROM exams WHERE registered_at >= ? AND registered_at < ? AND status <> 'cancelled'"
+            f" AND images_first_at IS NOT NULL AND reported_at IS NOT NULL GROUP BY 1",
+            (*target_params, *target_params, since, until)):
+        compliance[float(hours)] = [reported, within]
+    by_name = lambda people: sorted(people.values(), key=lambda p: p.name)  # noqa: E731
+    return Workload(by_name(technologists), by_name(radiologists), dict(sorted(days.items())),
+                    dict(sorted(compliance.items())))
 
 
 def default_period(settings: Mapping[str, Any]) -> tuple[date, date]:

@@ -538,3 +538,42 @@ def test_a_prior_opens_beside_only_with_its_final_report(app, conn, rad, imaged,
     assert 'id="prior-report"' in beside and "Clear lungs." in beside and "<html" not in beside
     assert rad.get(f"/exams/{imaged}/report/prior").location.endswith(f"/exams/{imaged}/report")
     assert rad.get("/exams/A-NO-SUCH/report/prior", headers=HTMX).status_code == 404
+
+
+def test_workload_per_technologist_and_radiologist_per_day_and_target(app, conn, rad, tmp_path, client_as) -> None:
+    """Issue 19: who performed and who reported how much, per modality and day, and how many
+    reports met their target, by target; shown to admins and radiologists, not to the desk."""
+    from pacslite import statistics
+    tech = client_as("technologist", username="tech_li")
+    second = client_as("radiologist", username="dr_zhao")
+    late = {"routine": 2, "stat": 2}  # hours from the first image to the report: STAT (1 h) late, CT (8 h) in time
+    for priority, value in late.items():
+        accession = register(app, conn, priority=priority)
+        assert add_image(app, conn, tmp_path, accession).result == filing.FILED
+        assert send(tech, f"/exams/{accession}/done", {"images_acquired": "1"}).status_code == 302
+        signed = send(rad, f"/exams/{accession}/report/sign", {"confirm": "1", "result_class": "normal",
+                                                               "level": "final", "revision": "0",
+                                                               "findings": "F", "impression": "I"})
+        assert signed.status_code == 302, signed.get_data(as_text=True)
+        with conn:
+            conn.execute("UPDATE exams SET images_first_at = strftime('%Y-%m-%dT%H:%M:%f+00:00',"
+                         " julianday(reported_at) - ? / 24.0) WHERE accession_number = ?", (value, accession))
+    dr = register(app, conn, modality="DR", procedure="Chest PA")
+    assert add_image(app, conn, tmp_path, dr).result == filing.FILED
+    assert send(second, f"/exams/{dr}/report/sign", {"confirm": "1", "result_class": "normal", "level": "preliminary",
+                                                     "revision": "0", "findings": "F", "impression": "I"}
+                ).status_code == 302
+    today = clock.local_today(app.config["TIMEZONE"])
+    work = statistics.workload(conn, app.config, today, today)
+    (technologist,) = work.technologists
+    assert (technologist.name, technologist.exams, technologist.images, dict(technologist.modalities)) == (
+        "tech_li", 2, 2, {"CT": 2})
+    people = {p.name: p for p in work.radiologists}
+    assert (people["dr_wang"].reports, people["dr_wang"].within_target, people["dr_wang"].turnaround_median) == (
+        2, 1, 2.0)
+    assert (people["dr_zhao"].reports, people["dr_zhao"].preliminary) == (0, 1)
+    assert work.days == {(today.isoformat(), "CT"): [2, 2, 2]}
+    assert work.compliance == {1.0: [1, 0], 8.0: [1, 1]}  # STAT 1 h missed, routine CT 8 h met
+    page = client_as("admin").get("/statistics").get_data(as_text=True)
+    assert 'id="work-radiologists"' in page and "Name of dr_wang" in page and "Name of tech_li" in page
+    assert 'id="workload"' not in client_as("registrar").get("/statistics").get_data(as_text=True)

@@ -6,12 +6,16 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, render_template, request
 from flask_babel import gettext
+from flask_login import current_user
 
-from .. import statistics
+from .. import statistics, users
 from ..db import get_db
 from . import access, csvout
 
 bp = Blueprint("stats", __name__)
+#: Who sees each person's workload, and how many (day, modality) rows its table shows (the latest).
+WORKLOAD_ROLES = ("admin", "radiologist")
+DAY_ROWS = 300
 
 
 def _period() -> tuple[date, date, bool]:
@@ -34,7 +38,12 @@ def statistics_page() -> Any:
     if not valid:
         flash(gettext("That is not a valid period; here are the last 30 days."), "error")
     result = statistics.report(get_db(), current_app.config, start, end)
-    return render_template("statistics/page.html", result=result, dimensions=statistics.DIMENSIONS)
+    work = names = None
+    if current_user.has_any(WORKLOAD_ROLES):  # who did how much: for the department's heads
+        work = statistics.workload(get_db(), current_app.config, start, end)
+        names = users.display_names(get_db(), [p.name for p in (*work.technologists, *work.radiologists)])
+    return render_template("statistics/page.html", result=result, dimensions=statistics.DIMENSIONS, work=work,
+                           names=names, day_limit=DAY_ROWS)
 
 
 @bp.route("/statistics.csv")
