@@ -659,6 +659,7 @@ def test_an_admin_tests_modalities_with_c_echo_and_sees_their_last_contact(brows
     assert "ae:STORESCU" in page.locator("#audit-rows tbody").inner_text()
     page.locator("#audit-rows details summary").first.click()
     expect(page.locator("#audit-rows details pre").first).to_contain_text('"error": "unreachable"')
+    assert "Error: unreachable" in page.locator("#audit-rows .audit-lines").first.inner_text()
     with page.expect_download() as download:
         page.click("#audit-csv")
     assert "ae:STORESCU" in download.value.path().read_text(encoding="utf-8-sig")

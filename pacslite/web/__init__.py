@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import procedures, receipts, users
 from ..db import close_db, get_db
-from . import access, i18n, limits, proxies
+from . import access, audit_text, i18n, limits, proxies
 from .labels import label, options, uid_name
 
 csrf = CSRFProtect()
@@ -57,7 +57,8 @@ def init_app(app: Flask) -> None:
                                  exam_age=lambda exam: receipts.age_at_exam(exam, app.config),
                                  sex_and_age=lambda exam: _sex_and_age(exam, app.config),
                                  modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]],
-                                 procedure_name=lambda p: procedures.name_in(p, get_locale().language))
+                                 procedure_name=lambda p: procedures.name_in(p, get_locale().language),
+                                 audit_lines=audit_text.describe)
     app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
