@@ -230,7 +230,7 @@ def import_command(path: Path, accession: str, mapping: tuple[str, ...]) -> None
         actor = audit.Actor("cli")
         report = importing.import_path(conn, actor, current_app.config, path, target)
     for line in report.lines:
-        details = "; ".join([*line.fixes, line.reason] if line.reason else line.fixes)
+        details = "; ".join(importing.english(n) for n in ([*line.fixes, line.reason] if line.reason else line.fixes))
         click.echo(f"{line.result:<12} {line.name}{'  (' + details + ')' if details else ''}")
     click.echo("imported: " + ", ".join(f"{count} {result}" for result, count in sorted(report.counts().items())))
 

@@ -40,12 +40,39 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 COPY_BLOCK = 1024 * 1024
 
 
+def note(message: str, **params: Any) -> list[Any]:
+    """A fix or a refusal as the report keeps it: an English msgid (marked with N_) and its
+    values, translated where it is shown (the pages) and read as English elsewhere (the CLI)."""
+    return [message, params]
+
+
+def english(text: str | list[Any]) -> str:
+    """A note (or a plain text: an exception's message, a quarantine reason) in English."""
+    if isinstance(text, list):
+        message, params = text
+        return message % params if params else message
+    return text
+
+
+class Refused(ValueError):
+    """A file that cannot be imported, and why (an English msgid and its values, as a note)."""
+
+    def __init__(self, message: str, **params: Any) -> None:
+        super().__init__(message % params if params else message)
+        self.note = note(message, **params)
+
+
+def why(exc: Exception) -> Any:
+    """What a report line says of a refusal: its note, or an unexpected error's own words."""
+    return exc.note if isinstance(exc, Refused) else str(exc)
+
+
 @dataclass
 class Line:
     name: str
     result: str  # filed, quarantined, duplicate, conflict, restored, failed
-    fixes: list[str] = field(default_factory=list)
-    reason: str = ""
+    fixes: list[Any] = field(default_factory=list)  # notes
+    reason: Any = ""  # a note, an exception's message, or the quarantine reason's code
 
 
 @dataclass
@@ -122,21 +149,22 @@ def from_image(path: Path, name: str, target: Target, at: str) -> Iterator[tuple
     exam's patient and study, made one page at a time: (page number, pages, dataset); raises
     ValueError when it is not an image."""
     if target.exam is None:
-        raise ValueError("choose the exam these scanned images belong to")
+        raise Refused(N_("choose the exam these scanned images belong to"))
     try:
         image = Image.open(path)
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"not an image Pillow can read ({exc})") from exc
+        raise Refused(N_("not an image Pillow can read (%(error)s)"), error=str(exc)) from exc
     with image:
         count = int(getattr(image, "n_frames", 1))
         for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
             if frame.width * frame.height > MAX_SCAN_PIXELS:
-                raise ValueError(f"page {number} has {frame.width} × {frame.height} pixels, more than the"
-                                 f" {MAX_SCAN_PIXELS} a scan may have")
+                raise Refused(N_("page %(page)d has %(width)d × %(height)d pixels, more than the %(max)d a scan"
+                                 " may have"), page=number, width=frame.width, height=frame.height,
+                              max=MAX_SCAN_PIXELS)
             try:
                 frame.load()
             except OSError as exc:
-                raise ValueError(f"page {number} cannot be read ({exc})") from exc
+                raise Refused(N_("page %(page)d cannot be read (%(error)s)"), page=number, error=str(exc)) from exc
             yield number, count, _scan_page(frame, number, name, target, at)
 
 
@@ -211,29 +239,30 @@ def _starts_like_dicom(path: Path) -> bool:
 def _header_of(path: Path) -> tuple[Dataset, int, int]:
     """(header, offset of the pixel data element or the end, file size)."""
     if not _starts_like_dicom(path):
-        raise ValueError("neither an image nor a DICOM file")
+        raise Refused(N_("neither an image nor a DICOM file"))
     try:
         with open(path, "rb") as handle:
             ds = dcmread(handle, force=True, stop_before_pixels=True)
             return ds, handle.tell(), os.fstat(handle.fileno()).st_size
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
-        raise ValueError(f"not a readable DICOM file ({exc})") from exc
+        raise Refused(N_("not a readable DICOM file (%(error)s)"), error=str(exc)) from exc
 
 
 def _read_dicom(path: Path) -> DicomFile:
     """The file's header, with or without preamble and file meta; ValueError if it is not DICOM."""
     ds, tail, ends_at = _header_of(path)
     if len([e for e in ds if e.tag.group != 0x0002]) < 2 or not any(e.tag.group >= 0x0008 for e in ds):
-        raise ValueError("neither an image nor a DICOM file")
+        raise Refused(N_("neither an image nor a DICOM file"))
     try:
         for element in ds:  # a truncated header fails here, not later in filing
             _ = element.value
     except Exception as exc:
-        raise ValueError(f"a damaged DICOM file ({exc})") from exc
+        raise Refused(N_("a damaged DICOM file (%(error)s)"), error=str(exc)) from exc
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID") in (DeflatedExplicitVRLittleEndian,):
         if ends_at > MAX_DEFLATED_BYTES:
-            raise ValueError(f"a deflated file of {ends_at} bytes: more than the {MAX_DEFLATED_BYTES} imported")
+            raise Refused(N_("a deflated file of %(size)d bytes: more than the %(max)d imported"), size=ends_at,
+                          max=MAX_DEFLATED_BYTES)
         return DicomFile(path, dcmread(path, force=True), None)
     return DicomFile(path, ds, tail if tail < ends_at else None)
 
@@ -263,12 +292,12 @@ def _charset_fix(ds: Dataset) -> str | None:
     return "GB18030" if wide and all(names.is_chinese(c) for c in wide) else None
 
 
-def repair(path: Path, target: Target, at: str, out: Path) -> list[str]:
+def repair(path: Path, target: Target, at: str, out: Path) -> list[Any]:
     """A non-conformant DICOM file made conformant where it can be, written to ``out``
     (its pixel data copied as it is); the fixes made."""
     source = _read_dicom(path)
     ds = source.ds
-    fixes: list[str] = []
+    fixes: list[Any] = []
     repaired: dict[str, Any] = {}
     charset = _charset_fix(ds)
     if charset:  # read again, its text decoded with the character set it really uses
@@ -276,28 +305,29 @@ def repair(path: Path, target: Target, at: str, out: Path) -> list[str]:
         ds = source.ds = _header_of(path)[0] if source.tail is not None else dcmread(path, force=True)
         ds.set_original_encoding(ds.is_implicit_VR, ds.is_little_endian, convert_encodings([charset]))
         repaired["SpecificCharacterSet"] = charset
-        fixes.append(f"character set {declared}: {charset}")
+        fixes.append(note(N_("character set %(declared)s: %(charset)s"), declared=declared, charset=charset))
     if "SOPClassUID" not in ds:
         if source.tail is None and "PixelData" not in ds:
-            raise ValueError("no SOP Class UID and no pixel data: cannot tell what this is")
+            raise Refused(N_("no SOP Class UID and no pixel data: cannot tell what this is"))
         repaired["SOPClassUID"] = SecondaryCaptureImageStorage
-        fixes.append("SOP Class UID missing: Secondary Capture")
+        fixes.append(note(N_("SOP Class UID missing: Secondary Capture")))
     for keyword, label in (("SOPInstanceUID", "SOP Instance UID"), ("SeriesInstanceUID", "Series Instance UID"),
                            ("StudyInstanceUID", "Study Instance UID")):
         if not filing.is_uid(str(ds.get(keyword, "") or "")):
             repaired[keyword] = target.series_uid if keyword == "SeriesInstanceUID" else target.new_uid()
-            fixes.append(f"{label} missing or invalid: generated")
+            fixes.append(note(N_("%(attribute)s missing or invalid: generated"), attribute=label))
     if repaired:
         _keep_originals(ds, repaired, "CORRECT", at)
     coerced: dict[str, Any] = {}
     outside = str(ds.get("PatientID", "") or "")
     if outside in target.patients:
         coerced.update(_patient_values(target.patients[outside]))
-        fixes.append(f"outside patient ID {outside}: local {target.patients[outside]['patient_id']}")
+        fixes.append(note(N_("outside patient ID %(outside)s: local %(local)s"), outside=outside,
+                          local=target.patients[outside]["patient_id"]))
     if target.exam is not None and (not target.patients or outside in target.patients):
         # with a patient mapping (a CD), only the mapped patients' images go to the exam
         coerced.update(_exam_values(target.exam))
-        fixes.append(f"filed to exam {target.exam['accession_number']}")
+        fixes.append(note(N_("filed to exam %(accession)s"), accession=target.exam["accession_number"]))
     if coerced:
         if any(not str(v).isascii() for v in coerced.values()) and ds.get("SpecificCharacterSet") not in (
                 "ISO_IR 192", "GB18030"):
@@ -306,7 +336,7 @@ def repair(path: Path, target: Target, at: str, out: Path) -> list[str]:
         _keep_originals(ds, coerced, "COERCE", at)
     meta_before = getattr(ds, "file_meta", None)
     if not meta_before or "TransferSyntaxUID" not in meta_before:
-        fixes.append("no file meta information: added")
+        fixes.append(note(N_("no file meta information: added")))
     syntax = (ImplicitVRLittleEndian if ds.is_implicit_VR else
               ExplicitVRLittleEndian if ds.is_little_endian else ExplicitVRBigEndian)
     if meta_before and "TransferSyntaxUID" in meta_before:
@@ -337,7 +367,7 @@ def _is_part10(path: Path) -> bool:
         return handle.read(132)[128:] == b"DICM"
 
 
-def _ingest_line(conn: Any, settings: Mapping[str, Any], made: Path, label: str, fixes: list[str],
+def _ingest_line(conn: Any, settings: Mapping[str, Any], made: Path, label: str, fixes: list[Any],
                  source: Source) -> Line:
     """Ingest a file written to the temporary area; its line in the report."""
     try:
@@ -366,13 +396,14 @@ def import_file(conn: Any, settings: Mapping[str, Any], path: Path, name: str, t
         fixes = repair(path, target, at, made)
     except (ValueError, OSError) as exc:
         made.unlink(missing_ok=True)
-        return [Line(name, "failed", reason=str(exc))]
+        return [Line(name, "failed", reason=why(exc))]
     return [_ingest_line(conn, settings, made, name, fixes, source)]
 
 
 def _import_scan(conn: Any, settings: Mapping[str, Any], path: Path, name: str, target: Target,
                  source: Source, at: str) -> list[Line]:
-    fixes = [f"converted from {Path(name).suffix.lstrip('.').upper()} to Secondary Capture"]
+    fixes = [note(N_("converted from %(format)s to Secondary Capture"),
+                  format=Path(name).suffix.lstrip(".").upper())]
     lines = []
     try:
         for number, count, ds in from_image(path, name, target, at):
@@ -382,7 +413,7 @@ def _import_scan(conn: Any, settings: Mapping[str, Any], path: Path, name: str, 
             lines.append(_ingest_line(conn, settings, made, name if count == 1 else f"{name} [{number}]", fixes,
                                       source))
     except ValueError as exc:
-        lines.append(Line(name, "failed", reason=str(exc)))
+        lines.append(Line(name, "failed", reason=why(exc)))
     return lines
 
 
@@ -394,7 +425,7 @@ class Entry:
     name: str
     path: Path | None
     member: str = ""  # the member of the ZIP at ``path``
-    refusal: str = ""
+    refusal: Any = ""  # a note, or an exception's message
 
 
 class Budget:
@@ -419,16 +450,16 @@ def _zip_entries(path: Path, budget: Budget, prefix: str = "") -> list[Entry]:
         with zipfile.ZipFile(path) as archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
     except (zipfile.BadZipFile, OSError) as exc:
-        return [Entry(whole, None, refusal=f"not a readable ZIP file ({exc})")]
+        return [Entry(whole, None, refusal=note(N_("not a readable ZIP file (%(error)s)"), error=str(exc)))]
     if not budget.take(sum(m.file_size for m in members)):
-        return [Entry(whole, None, refusal=f"the ZIP would expand beyond {budget.limit} bytes"
-                                                       " (what one import may unpack): refused")]
+        return [Entry(whole, None, refusal=note(N_("the ZIP would expand beyond %(limit)d bytes (what one import may"
+                                                    " unpack): refused"), limit=budget.limit))]
     found = []
     for member in members:
         parts = PurePosixPath(member.filename.replace("\\", "/"))
         if parts.is_absolute() or ".." in parts.parts or (parts.parts and parts.parts[0].endswith(":")):
             found.append(Entry(prefix + member.filename, None,
-                               refusal="a path outside the ZIP (absolute or with ..): refused"))
+                               refusal=note(N_("a path outside the ZIP (absolute or with ..): refused"))))
         else:
             found.append(Entry(prefix + member.filename, path, member.filename))
     return found
@@ -472,7 +503,8 @@ def import_entry(conn: Any, settings: Mapping[str, Any], entry: Entry, target: T
         extract(entry, unpacked)
         return import_file(conn, settings, unpacked, entry.name, target, source)
     except (zipfile.BadZipFile, OSError) as exc:
-        return [Line(entry.name, "failed", reason=f"cannot be read from the ZIP ({exc})")]
+        return [Line(entry.name, "failed",
+                     reason=note(N_("cannot be read from the ZIP (%(error)s)"), error=str(exc)))]
     finally:
         unpacked.unlink(missing_ok=True)
 
@@ -513,9 +545,9 @@ def _medium(root: Path) -> FileSet:
     try:
         return FileSet(root / "DICOMDIR")
     except PermissionError as exc:
-        raise ValueError("the DICOMDIR points outside the medium: refused") from exc
+        raise Refused(N_("the DICOMDIR points outside the medium: refused")) from exc
     except (InvalidDicomError, OSError, KeyError, ValueError, AttributeError) as exc:
-        raise ValueError(f"not a readable DICOMDIR ({exc})") from exc
+        raise Refused(N_("not a readable DICOMDIR (%(error)s)"), error=str(exc)) from exc
 
 
 def read_cd(root: Path) -> list[dict[str, Any]]:
@@ -539,15 +571,16 @@ def _cd_entries(root: Path) -> list[Entry]:
     try:
         fs = _medium(root)
     except ValueError as exc:
-        return [Entry("DICOMDIR", None, refusal=str(exc))]
+        return [Entry("DICOMDIR", None, refusal=why(exc))]
     found = []
     for instance in fs:
         path = Path(instance.path).resolve()
         if root not in path.parents:
-            found.append(Entry(str(instance.FileID), None, refusal="the DICOMDIR points outside the medium: refused"))
+            found.append(Entry(str(instance.FileID), None,
+                               refusal=note(N_("the DICOMDIR points outside the medium: refused"))))
         elif not path.is_file():
             found.append(Entry(path.relative_to(root).as_posix(), None,
-                               refusal="listed in the DICOMDIR but not on the medium"))
+                               refusal=note(N_("listed in the DICOMDIR but not on the medium"))))
         else:
             found.append(Entry(path.relative_to(root).as_posix(), path))
     return found
@@ -612,11 +645,11 @@ def stage(settings: Mapping[str, Any], uploads: list[tuple[str, Callable[[Path],
     return root, refused
 
 
-def _place(root: Path, name: str, source: Entry | Callable[[Path], Any]) -> str:
-    """Save one upload (or ZIP member) under ``root`` by its relative name; why not, or ''."""
+def _place(root: Path, name: str, source: Entry | Callable[[Path], Any]) -> Any:
+    """Save one upload (or ZIP member) under ``root`` by its relative name; why not (a note), or ''."""
     relative = _safe_relative(name)
     if relative is None:
-        return "a file name pacslite does not accept: refused"
+        return note(N_("a file name pacslite does not accept: refused"))
     target = root / relative
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -627,9 +660,9 @@ def _place(root: Path, name: str, source: Entry | Callable[[Path], Any]) -> str:
         else:
             source(target)
     except (FileExistsError, NotADirectoryError, IsADirectoryError):
-        return "another file or a folder has this name already: refused"
+        return note(N_("another file or a folder has this name already: refused"))
     except (OSError, zipfile.BadZipFile) as exc:
-        return f"cannot be saved ({exc})"
+        return note(N_("cannot be saved (%(error)s)"), error=str(exc))
     return ""
 
 

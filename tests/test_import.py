@@ -15,6 +15,11 @@ from pydicom.data import data_manager, get_testdata_file
 from pydicom.dataset import Dataset
 
 from pacslite import audit, importing, patients, storage
+
+
+def fixes_of(line: importing.Line) -> list[str]:
+    """A report line's fixes in English, as the command line prints them."""
+    return [importing.english(fix) for fix in line.fixes]
 from tests.conftest import EXAM_FORM, flask_cli
 from tests.dicomkit import make_ct
 
@@ -73,7 +78,7 @@ def test_scanned_images_become_secondary_capture_of_the_exam(app, conn, tmp_path
     newest = conn.execute("SELECT sop_instance_uid FROM instances ORDER BY id DESC").fetchone()[0]
     assert newest.startswith("1.2.826.0.1.3680043.10.999.")  # new UIDs under the configured root
     no_exam = importing.import_path(conn, ACTOR, app.config, folder / "page1.jpg", importing.Target())
-    assert [(line.result, line.reason) for line in no_exam.lines] == \
+    assert [(line.result, importing.english(line.reason)) for line in no_exam.lines] == \
         [("failed", "choose the exam these scanned images belong to")]
 
 
@@ -86,8 +91,8 @@ def test_non_conformant_dicom_is_repaired_and_filed(app, conn, name) -> None:
                                    importing.target_for(conn, reg.accession_number))
     [line] = report.lines
     assert line.result == "filed", line
-    assert f"filed to exam {reg.accession_number}" in line.fixes
-    assert ("no file meta information: added" in line.fixes) == ("NoMeta" in name)
+    assert f"filed to exam {reg.accession_number}" in fixes_of(line)
+    assert ("no file meta information: added" in fixes_of(line)) == ("NoMeta" in name)
     [ds] = stored(app, conn)
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert (ds.PatientID, ds.AccessionNumber) == ("P0001", reg.accession_number)
@@ -104,8 +109,8 @@ def test_missing_uids_are_generated_and_recorded(app, conn, tmp_path) -> None:
     ds.save_as(path)
     report = importing.import_path(conn, ACTOR, app.config, path, importing.Target())
     [line] = report.lines
-    assert "SOP Instance UID missing or invalid: generated" in line.fixes
-    assert "Series Instance UID missing or invalid: generated" in line.fixes
+    assert "SOP Instance UID missing or invalid: generated" in fixes_of(line)
+    assert "Series Instance UID missing or invalid: generated" in fixes_of(line)
     assert line.result == "quarantined"  # no exam chosen, no accession number: stored safely
     [stored_ds] = stored(app, conn)
     recorded = stored_ds.OriginalAttributesSequence[0]
@@ -133,7 +138,7 @@ def _with_raw_name(tmp_path: Path, name: str, raw_name: bytes, charset: str | No
 def test_an_undeclared_or_wrong_character_set_is_found(app, conn, tmp_path, charset, encoding, fixed) -> None:
     path = _with_raw_name(tmp_path, "name.dcm", "张三".encode(encoding), charset)
     [line] = importing.import_path(conn, ACTOR, app.config, path, importing.Target()).lines
-    assert f"character set {charset or 'undeclared'}: {fixed}" in line.fixes
+    assert f"character set {charset or 'undeclared'}: {fixed}" in fixes_of(line)
     [ds] = stored(app, conn)
     assert (ds.SpecificCharacterSet, str(ds.PatientName)) == (fixed, "张三")
 
@@ -175,7 +180,7 @@ def test_a_hostile_zip_is_refused_line_by_line_or_whole(app, conn, tmp_path) -> 
     small = {**app.config, "IMPORT_MAX_BYTES": 1_000_000}
     before = conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
     [refused] = importing.import_path(conn, ACTOR, small, bomb, importing.Target()).lines
-    assert refused.result == "failed" and "expand beyond" in refused.reason
+    assert refused.result == "failed" and "expand beyond" in importing.english(refused.reason)
     assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == before
 
 
@@ -191,7 +196,7 @@ def test_a_patient_cd_is_imported_under_the_local_patient_id(app, conn, tmp_path
     # the mapped patient's images go to the exam; the other outside patient is imported as it
     # is, and so quarantined: nobody's images are filed to an exam the user did not map them to
     assert report.counts() == {"filed": 7, "quarantined": 24}
-    outside = [line for line in report.lines if "outside patient ID 77654033: local LOCAL01" in line.fixes]
+    outside = [line for line in report.lines if "outside patient ID 77654033: local LOCAL01" in fixes_of(line)]
     assert len(outside) == 7
     copies = [ds for ds in stored(app, conn) if any(
         item.ModifiedAttributesSequence[0].get("PatientID") == "77654033"
@@ -208,7 +213,7 @@ def test_a_dicomdir_pointing_outside_the_medium_is_refused(app, conn, tmp_path) 
     assert inside in data
     dicomdir.write_bytes(data.replace(inside, b"..\\..\\..\\..\\tmp\\x", 1))  # same length, offsets intact
     report = importing.import_path(conn, ACTOR, app.config, medium, importing.Target())
-    assert [(line.name, line.result, line.reason) for line in report.lines] == \
+    assert [(line.name, line.result, importing.english(line.reason)) for line in report.lines] == \
         [("DICOMDIR", "failed", "the DICOMDIR points outside the medium: refused")]
     assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
     with pytest.raises(ValueError, match="outside the medium"):
@@ -343,7 +348,7 @@ def test_the_zip_limit_counts_over_the_whole_import(app, conn, tmp_path) -> None
     report = importing.import_path(conn, ACTOR, limited, folder, importing.Target())
     assert [(line.name, line.result) for line in report.lines] == [
         ("part0.zip/ct0.dcm", "quarantined"), ("part1.zip/ct1.dcm", "quarantined"), ("part2.zip", "failed")]
-    assert "expand beyond" in report.lines[2].reason
+    assert "expand beyond" in importing.english(report.lines[2].reason)
 
 
 def test_an_upload_named_like_a_folder_of_another_gets_its_own_line(app, conn, tmp_path, client_as) -> None:
@@ -361,4 +366,4 @@ def test_an_upload_named_like_a_folder_of_another_gets_its_own_line(app, conn, t
     jobs.run_until_idle(conn, app.config)
     lines = {line.name: line for line in importing.lines_of(importing.get_import(conn, import_id))}
     assert lines["ok.dcm"].result == "quarantined"
-    assert lines["ok.dcm/y.dcm"].result == "failed" and "has this name already" in lines["ok.dcm/y.dcm"].reason
+    assert lines["ok.dcm/y.dcm"].result == "failed" and "has this name already" in importing.english(lines["ok.dcm/y.dcm"].reason)

@@ -2,10 +2,12 @@
 verify, label, release, restore) and the long jobs doing the work."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 
 from .. import archive, capacity, integrity, jobs, offsite
 from ..db import get_db
@@ -14,6 +16,17 @@ from . import access, is_htmx
 from .forms import found_or_404, message
 
 bp = Blueprint("archive", __name__, url_prefix="/archive")
+#: The background jobs' last words (stored in English) in the user's language.
+JOB_MESSAGES = {"DICOMDIR written": _l("DICOMDIR written"), "built": _l("built"), "verified": _l("verified"),
+                "up to date": _l("up to date")}
+
+
+@bp.app_template_filter("job_message")
+def job_message(text: str | None) -> str:
+    differ = re.fullmatch(r"(\d+) files differ", text or "")
+    if differ:
+        return gettext("%(n)d files differ", n=int(differ.group(1)))
+    return str(JOB_MESSAGES.get(text or "", text or ""))
 ADMIN = ("admin",)
 
 

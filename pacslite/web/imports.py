@@ -13,9 +13,20 @@ from ..db import get_db
 from ..validation import Conflict
 from . import access, is_htmx, limits
 from .forms import found_or_404, message
+from .labels import label
 
 bp = Blueprint("imports", __name__, url_prefix="/import")
 IMPORTERS = ("technologist",)
+
+
+@bp.app_template_filter("import_note")
+def import_note(text: Any) -> str:
+    """A report line's fix or refusal in the user's language: a note translated, a quarantine
+    reason's code as its words, an unexpected error's own message as it is."""
+    if isinstance(text, list):
+        msgid, params = text
+        return gettext(msgid, **params) if params else gettext(msgid)
+    return label("quarantine", text) if text else ""
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -69,5 +80,6 @@ def import_view(import_id: int) -> Any:
     row = found_or_404(importing.get_import, conn, import_id)
     job = jobs.latest(conn, "import", f"import:{import_id}")
     template = "imports/_report.html" if is_htmx() else "imports/view.html"
-    return render_template(template, row=row, job=job, lines=importing.lines_of(row),
+    lines = importing.lines_of(row)
+    return render_template(template, row=row, job=job, lines=lines, counts=importing.Report(lines).counts(),
                            running=job is not None and job["state"] in (jobs.QUEUED, jobs.RUNNING))
