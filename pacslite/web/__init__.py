@@ -5,6 +5,7 @@ from typing import Any
 
 from flask import Flask, jsonify, render_template, request
 from flask_babel import get_locale, gettext
+from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -26,6 +27,15 @@ def _load_session_user(token: str) -> users.User | None:
 
 
 login_manager.request_loader(access.load_token_user)
+
+
+#: Actors that are not people, as the pages name them.
+_NOT_PEOPLE = {"system": _l("system"), "cli": _l("command line")}
+
+
+def person(name: str | None) -> str:
+    """A name for a page: pacslite itself and the command line in the user's language."""
+    return str(_NOT_PEOPLE[name]) if name in _NOT_PEOPLE else (name or "")
 
 
 def is_htmx() -> bool:
@@ -59,6 +69,7 @@ def init_app(app: Flask) -> None:
                                  modality_options=lambda: [(m["code"], m["code"]) for m in app.config["MODALITIES"]],
                                  procedure_name=lambda p: procedures.name_in(p, get_locale().language),
                                  audit_lines=audit_text.describe)
+    app.jinja_env.filters["person"] = person
     app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)

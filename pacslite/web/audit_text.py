@@ -1,6 +1,7 @@
-"""An audit record's details as readable lines in the user's language: "Phone: 139… → 138…",
-"State: Scheduled → In progress (first image filed)". The raw JSON stays one click away on the
-page, and in the CSV."""
+"""An audit record's details as readable lines in the user's language: (field, value) pairs such
+as ("Phone", "139… → 138…") or ("", "Scheduled → In progress (first image filed)"); the field
+names and coded values are translated, the rest is data. The raw JSON stays one click away on
+the page, and in the CSV."""
 from __future__ import annotations
 
 import json
@@ -31,6 +32,14 @@ FIELDS = {
     "status": _l("Status"), "studies": _l("Image sets"), "study_instance_uid": _l("Study Instance UID"),
     "target_hours": _l("Report target (hours)"), "turnaround_hours": _l("Report target (hours)"),
     "version": _l("Version"), "volume": _l("Volume"), "ward": _l("Ward"), "bed": _l("Bed"),
+    "arrival": _l("Delivery"), "code": _l("Code"), "findings": _l("Findings"), "impression": _l("Impression"),
+    "kind": _l("Kind"), "opened": _l("Opened"), "refused": _l("Refused"), "rules": _l("Rules"),
+    "series": _l("Series"), "size": _l("Size"), "study": _l("Study"), "subject": _l("Subject"),
+    "title": _l("Title"), "cleared": _l("Cleared"), "calling_ae": _l("Calling AE"), "what": _l("What"),
+    "how": _l("How"), "path": _l("Path"), "endpoint": _l("Page"), "width": _l("Width"), "height": _l("Height"),
+    "media_type": _l("File type"), "was_required": _l("Was required"), "instances_count": _l("Images"),
+    "refiling": _l("Re-filing"), "rejected_reason": _l("Reason for rejection"), "finding_id": _l("Finding"),
+    "acknowledgement": _l("Acknowledgement"), "department_note": _l("Note"), "note": _l("Note"),
 }
 #: Keys whose values are codes with a word of their own (labels.LABELS' kinds).
 CODED = {"sex": "sex", "source": "source", "priority": "priority", "status": "status", "from": "status",
@@ -38,17 +47,17 @@ CODED = {"sex": "sex", "source": "source", "priority": "priority", "status": "st
 MAX_LINES, MAX_VALUE = 12, 160
 
 
-def describe(action: str, detail_text: str | None) -> list[str]:
-    """The detail of one audit record as lines; empty when there is none."""
+def describe(action: str, detail_text: str | None) -> list[tuple[str, str]]:
+    """The detail of one audit record as (field, value) lines; empty when there is none."""
     try:
         detail = json.loads(detail_text or "{}")
     except ValueError:
-        return [str(detail_text)[:MAX_VALUE]]
+        return [("", str(detail_text)[:MAX_VALUE])]
     if not isinstance(detail, dict):
-        return [_value("", detail)]
+        return [("", _value("", detail))]
     if action == "exam.state" and "from" in detail and "to" in detail:
         line = f"{label('status', detail['from'])} → {label('status', detail['to'])}"
-        return [f"{line} ({detail['cause']})" if detail.get("cause") else line]
+        return [(str(FIELDS["status"]), f"{line} ({detail['cause']})" if detail.get("cause") else line)]
     before, after = detail.get("before"), detail.get("after")
     if isinstance(before, dict) and isinstance(after, dict):
         return [_change(key, before.get(key), after.get(key)) for key in after][:MAX_LINES]
@@ -57,7 +66,7 @@ def describe(action: str, detail_text: str | None) -> list[str]:
         if isinstance(value, list) and len(value) == 2 and action.endswith((".update", ".settings")):
             lines.append(_change(key, value[0], value[1]))
         elif value not in (None, "", [], {}):
-            lines.append(f"{_field(key)}: {_value(key, value)}")
+            lines.append((_field(key), _value(key, value)))
     return lines[:MAX_LINES]
 
 
@@ -65,8 +74,8 @@ def _field(key: str) -> str:
     return str(FIELDS.get(key, key))
 
 
-def _change(key: str, old: Any, new: Any) -> str:
-    return f"{_field(key)}: {_value(key, old)} → {_value(key, new)}"
+def _change(key: str, old: Any, new: Any) -> tuple[str, str]:
+    return _field(key), f"{_value(key, old)} → {_value(key, new)}"
 
 
 def _value(key: str, value: Any) -> str:

@@ -7,26 +7,33 @@ from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
+from markupsafe import Markup, escape
 
 from .. import importing, jobs
 from ..db import get_db
 from ..validation import Conflict
 from . import access, is_htmx, limits
 from .forms import found_or_404, message
-from .labels import label
+from .labels import LABELS, label
 
 bp = Blueprint("imports", __name__, url_prefix="/import")
 IMPORTERS = ("technologist",)
 
 
 @bp.app_template_filter("import_note")
-def import_note(text: Any) -> str:
-    """A report line's fix or refusal in the user's language: a note translated, a quarantine
-    reason's code as its words, an unexpected error's own message as it is."""
+def import_note(text: Any) -> Markup:
+    """A report line's fix or refusal in the user's language: a note translated (its values
+    escaped; a system's own error message, in its words, set apart as a machine value), a
+    quarantine reason's code as its words, an unexpected error's own message as it is."""
     if isinstance(text, list):
         msgid, params = text
-        return gettext(msgid, **params) if params else gettext(msgid)
-    return label("quarantine", text) if text else ""
+        values = {k: _machine(v) if k == "error" else escape(v) for k, v in params.items()}
+        return Markup(gettext(msgid, **values) if values else gettext(msgid))
+    return _machine(text) if text and text not in LABELS["quarantine"] else escape(label("quarantine", text))
+
+
+def _machine(text: Any) -> Markup:
+    return Markup('<span class="mono" translate="no">%s</span>') % text
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -61,15 +68,15 @@ def _start(import_id: int, accession: str, mapping: dict[str, str]) -> Any:
 def import_reconcile(import_id: int) -> Any:
     """A CD from another hospital: its patients, each mapped to a local patient ID."""
     row = found_or_404(importing.get_import, get_db(), import_id)
+    cd_error = None
     try:
         found = importing.read_cd(Path(row["folder"]))
     except ValueError as exc:
-        flash(str(exc), "error")
-        found = []
+        cd_error, found = importing.why(exc), []
     if request.method == "POST":
         mapping = {p["patient_id"]: request.form.get(f"local-{n}", "").strip() for n, p in enumerate(found)}
         return _start(import_id, request.form.get("accession", ""), {k: v for k, v in mapping.items() if v})
-    return render_template("imports/reconcile.html", row=row, patients=found,
+    return render_template("imports/reconcile.html", row=row, patients=found, cd_error=cd_error,
                            accession=request.args.get("accession", ""))
 
 
