@@ -50,7 +50,7 @@ def modality_pacs(tmp_path):
 
     def start(**env: str) -> pacslite.Pacs:
         instance = tmp_path / "instance"
-        assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1").returncode == 0
+        assert flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1", "--modality", "CT").returncode == 0
         started.append(pacslite.Pacs(instance, **env))
         return started[-1]
 
@@ -272,6 +272,13 @@ def test_pages_fit_1366_and_use_the_width_of_1920_in_both_languages(browser, tmp
     pacs.send_series(tmp_path / "sent", 2, accession=reg.accession_number, patient_id="LY0001", name="ZHANG^SAN",
                      sex="M", birth_date="19800203")
     pacs.add_user("boss_layout", "admin")
+    from pacslite import audit, procedures
+    conn = pacs.conn()
+    procedures.add_procedure(conn, audit.SYSTEM, pacs.settings, {
+        "code": "CT-CHEST", "modality": "CT", "name_zh": "胸部CT平扫", "name_en": "CT chest, plain",
+        "body_part": "CHEST", "default_station_ae": "STORESCU", "target_hours": "8", "target_stat_hours": "1",
+        "target_emergency_hours": "2", "preparation": "去除胸部金属物品。Remove metal objects from the chest."})
+    conn.close()
     problems: list[str] = []
     for locale, language in (("zh-CN", "zh_CN"), ("en-US", "en")):
         page = page_as(browser, pacs, "boss_layout", problems, viewport={"width": 1366, "height": 768})
@@ -285,6 +292,10 @@ def test_pages_fit_1366_and_use_the_width_of_1920_in_both_languages(browser, tmp
                                 ".map(th => th.getBoundingClientRect().height))")
         assert tallest < 40, (language, tallest)  # one line of text, not a column of characters
         page.screenshot(path=str(ARTIFACTS / f"exam-page-1366-{language}.png"), full_page=True)
+        for path in ("/admin/procedures", "/admin/modalities", "/statistics", "/exams/new", "/admin/audit"):
+            page.goto(f"{pacs.server.url}{path}")
+            assert page.evaluate(CARDS_OVERFLOWING) == [], (language, path)
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (language, path)
         page.set_viewport_size({"width": 1920, "height": 1080})
         page.goto(f"{pacs.server.url}/exams")
         assert page.locator("main").bounding_box()["width"] > 1800, language
