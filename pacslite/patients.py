@@ -328,12 +328,13 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
         now = clock.to_db(clock.now())
         conn.execute(
             "INSERT INTO exams (accession_number, patient_ref, modality, dicom_modality, source, procedure,"
-            " procedure_code, body_part, requesting_department, requesting_physician, clinical_note, outpatient_number, inpatient_number, ward,"
-            " bed, priority, scheduled_at, station_ae, study_instance_uid, status, registered_at, registered_by,"
-            " updated_at, target_hours)"
+            " procedure_code, body_part, requesting_department, requesting_physician, clinical_note,"
+            " outpatient_number, inpatient_number, ward, bed, priority, scheduled_at, station_ae, study_instance_uid,"
+            " status, registered_at, registered_by, updated_at, target_hours)"
             " VALUES (:accession, :patient_ref, :modality, :dicom_modality, :source, :procedure, :procedure_code,"
-            " :body_part, :requesting_department, :requesting_physician, :clinical_note, :outpatient_number, :inpatient_number,"
-            " :ward, :bed, :priority, :scheduled_at, :station_ae, :study_uid, :status, :now, :actor, :now, :target_hours)",
+            " :body_part, :requesting_department, :requesting_physician, :clinical_note, :outpatient_number,"
+            " :inpatient_number, :ward, :bed, :priority, :scheduled_at, :station_ae, :study_uid, :status, :now,"
+            " :actor, :now, :target_hours)",
             {**exam_fields, "accession": accession, "patient_ref": patient_ref, "study_uid": study_uid,
              "status": exams.SCHEDULED, "now": now, "actor": actor.name})
         audit.record(conn, actor, "exam.register", f"exam:{accession}", patient_id=patient_fields["patient_id"],
