@@ -104,7 +104,7 @@ def build(instance: Path, scale: float) -> dict[str, float]:
             studies.append((n, f"2.25.1{n}", n, f"B{n:011d}", scheduled.strftime("%Y%m%d"), first))
             if status == "final":
                 signed = clock.to_db(scheduled + timedelta(hours=2))
-                reports.append((n, signed))
+                reports.append((n, signed, f"bench_rad{n % 5}"))
     conn.execute("BEGIN")
     conn.executemany("INSERT INTO patients (id, patient_id, name, name_pinyin, name_initials, sex, birth_date,"
                      " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", patients)
@@ -117,7 +117,7 @@ def build(instance: Path, scale: float) -> dict[str, float]:
                      " VALUES (?, ?, ?, ?, ?, ?6, ?6, 3, 'CT01')", studies)
     conn.executemany("INSERT INTO report_versions (exam_ref, version, status, findings, impression, created_at,"
                      " created_by, updated_at, updated_by, signed_at, signed_by)"
-                     " VALUES (?, 1, 'final', 'No abnormality.', 'Normal.', ?2, 'dr', ?2, 'dr', ?2, 'dr')", reports)
+                     " VALUES (?, 1, 'final', 'No abnormality.', 'Normal.', ?2, ?3, ?2, ?3, ?2, ?3)", reports)
     quarantined = [(n_exams + q, f"2.25.9{q}", "unknown_accession", f"X{q:07d}", f"P{1 + q * 37:08d}", "ZHANG^SAN",
                     clock.to_db(now - timedelta(hours=q)), "CT01") for q in range(1, int(QUARANTINED * max(scale, 0.1)) + 1)]
     conn.executemany("INSERT INTO studies (id, study_instance_uid, quarantine_reason, accession_number, patient_id,"
@@ -140,6 +140,9 @@ def build(instance: Path, scale: float) -> dict[str, float]:
     conn.execute("UPDATE series SET instance_count = ?", (per_series,))
     conn.execute("UPDATE studies SET instance_count = ?", (per_series * SERIES_PER_STUDY,))
     conn.execute("UPDATE exams SET instance_count = ? WHERE series_count > 0", (per_series * SERIES_PER_STUDY,))
+    # six technologists performed the imaged exams ("Exam done" or their modality's MPPS)
+    conn.execute("UPDATE exams SET performed_at = images_last_at, performed_by = 'bench_tech' || (id % 6)"
+                 " WHERE series_count > 0")
     conn.execute("INSERT INTO alerts (rule, subject, exam_ref, state, detail, opened_at, closed_at, closed_by)"
                  " SELECT 'missing_images', 'exam:' || id, id, 'cleared', '{}', scheduled_at, updated_at, 'sweep'"
                  " FROM exams WHERE id % 20 = 0")
@@ -324,6 +327,10 @@ def pages(url: str, runs: int, accession: str, quarantined: int) -> list[tuple[s
               ("statistics, 30 days", f"/statistics?{month}", PAGE_P95),
               ("statistics, 2 years", f"/statistics?{two_years}", STATS_MS),
               ("statistics CSV, 2 years", f"/statistics.csv?{two_years}", STATS_MS),
+              ("statistics workload, 30 days (htmx)", f"/statistics/workload?{month}", PAGE_P95),
+              ("statistics workload, 2 years (htmx)", f"/statistics/workload?{two_years}", STATS_MS),
+              ("registration form", "/exams/new", PAGE_P95),
+              ("procedure catalogue", "/admin/procedures", LIST_P95),
               ("archive page", "/archive/", PAGE_P95),
               ("critical findings", "/critical", LIST_P95),
               ("report page (reading room, priors)", f"/exams/{accession}/report", PAGE_P95)]

@@ -192,4 +192,5 @@ def report_signed(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[st
         raise Conflict(N_("Reports are reviewed here: sign this report preliminary first."))
     else:
         move(conn, actor, exam, FINAL, "report signed final")
-        conn.execute("UPDATE exams SET reported_at = ? WHERE id = ?", (clock.to_db(clock.now()), exam["id"]))
+        conn.execute("UPDATE exams SET reported_at = ?, reported_by = ? WHERE id = ?",
+                     (clock.to_db(clock.now()), actor.name, exam["id"]))

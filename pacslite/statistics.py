@@ -111,6 +111,8 @@ class Report:
     studies_quarantined_on_arrival: int  # some of them re-filed since
     minutes_to_refile: list[float]
     critical: critical.Figures = field(default_factory=critical.Figures)
+    #: report target in hours → [reported, within the target]
+    compliance: dict[float, list[int]] = field(default_factory=dict)
 
     @property
     def auto_rate(self) -> float | None:
@@ -131,22 +133,24 @@ class Report:
         return stats.median(self.minutes_to_refile) if self.minutes_to_refile else None
 
 
-#: The period's exams per (modality, source, station) and report turnaround to 0.1 h: hours from
-#: the first image to the first final report (NULL: not reported), and whether within the
-#: target ({target}: config.turnaround_hours_sql). Read from the index exams_statistics alone.
+#: The period's exams per (modality, source, station), report turnaround to 0.1 h (hours from
+#: the first image to the first final report; NULL: not reported) and report target
+#: ({target}: config.turnaround_hours_sql), with how many met it. Read from the index
+#: exams_statistics alone, in one pass.
 _EXAM_GROUPS = (
-    "SELECT modality, source, station_ae, hours, COUNT(*), SUM(status = 'cancelled'),"
+    "SELECT modality, source, station_ae, hours, target, COUNT(*), SUM(status = 'cancelled'),"
     " SUM(status <> 'cancelled' AND instance_count > 0),"
     " SUM(CASE WHEN status <> 'cancelled' AND instance_count > 0 THEN instance_count ELSE 0 END),"
-    " SUM(status <> 'cancelled' AND instance_count = 0), SUM(exact <= {target}),"
+    " SUM(status <> 'cancelled' AND instance_count = 0), SUM(exact <= target),"
     " COUNT(result_class), COUNT(CASE WHEN result_class IN ('abnormal', 'critical') THEN 1 END),"
     " COUNT(CASE WHEN result_class = 'critical' THEN 1 END)"
-    " FROM (SELECT modality, source, priority, target_hours, station_ae, status, instance_count, result_class, exact,"
-    " ROUND(exact, 1) AS hours"
-    " FROM (SELECT modality, source, priority, target_hours, station_ae, status, instance_count, result_class, CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
+    " FROM (SELECT modality, source, station_ae, status, instance_count, result_class, exact,"
+    " ROUND(exact, 1) AS hours, CASE WHEN exact IS NOT NULL THEN {target} END AS target"
+    " FROM (SELECT modality, source, priority, target_hours, station_ae, status, instance_count, result_class,"
+    " CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
     " THEN (julianday(reported_at) - julianday(images_first_at)) * 24 END AS exact"
     " FROM exams WHERE registered_at >= ? AND registered_at < ?))"
-    " GROUP BY modality, source, station_ae, hours")
+    " GROUP BY modality, source, station_ae, hours, target")
 _FILED_STUDY_GROUPS = (
     "SELECT e.modality, e.source, e.station_ae, COUNT(*) FROM studies st JOIN exams e ON e.id = st.exam_ref"
     " WHERE st.first_received_at >= ? AND st.first_received_at < ? AND st.rejected_at IS NULL"
@@ -205,8 +209,14 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
         return found
 
     target, target_params = config.turnaround_hours_sql(settings)
-    for (modality, source, station, hours, registered, cancelled, with_images, images, missing, within, classed,
-         positive, criticals) in conn.execute(_EXAM_GROUPS.format(target=target), (*target_params, since, until)):
+    compliance: dict[float, list[int]] = {}
+    for (modality, source, station, hours, target_hours, registered, cancelled, with_images, images, missing, within,
+         classed, positive, criticals) in conn.execute(_EXAM_GROUPS.format(target=target),
+                                                       (*target_params, since, until)):
+        if hours is not None:
+            met = compliance.setdefault(float(target_hours), [0, 0])
+            met[0] += registered
+            met[1] += within
         for group in groups_of(modality, source, station):
             group.registered += registered
             group.cancelled += cancelled
@@ -249,15 +259,16 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
     return Report(start, end, total, {d: sorted(g.values(), key=lambda x: x.name) for d, g in groups.items()},
                   images_received=images, studies_received=received, studies_quarantined=quarantined,
                   studies_quarantined_on_arrival=on_arrival, minutes_to_refile=minutes,
-                  critical=critical.figures(conn, since, until))
+                  critical=critical.figures(conn, since, until), compliance=dict(sorted(compliance.items())))
 
 
 @dataclass
 class Person:
     """One person's work in the period. A technologist: exams performed ("Exam done", or the
-    modality's MPPS, then named by its AE title) and their images. A radiologist: final reports
-    signed (first versions; amendments apart), reports written as preliminary, the median hours
-    from the first image to the signed report and how many were within the exam's target."""
+    modality's MPPS, then named by its AE title) and their images. A radiologist: exams whose
+    first final report they signed, amendments signed, reports written as preliminary, the
+    median hours from the first image to the final report and how many were within the exam's
+    target."""
 
     name: str
     exams: int = 0
@@ -282,10 +293,13 @@ class Person:
 class Workload:
     technologists: list[Person]
     radiologists: list[Person]
-    #: (local day, modality) → [exams performed, their images, final reports signed]
+    #: (local day, modality) → [exams performed, their images, final reports signed], for the
+    #: period's last DAYS days
     days: dict[tuple[str, str], list[int]]
-    #: report target in hours → [reported, within the target] (exams registered in the period)
-    compliance: dict[float, list[int]]
+
+
+#: The per-day table covers the period's last days only (a 2-year period would be 730 × modalities).
+DAYS = 31
 
 
 def _day_modifier(settings: Mapping[str, Any], start: date) -> str:
@@ -297,56 +311,60 @@ def _day_modifier(settings: Mapping[str, Any], start: date) -> str:
 
 
 def workload(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, end: date) -> Workload:
-    """Who did what in the local days ``start`` to ``end`` (both included), per modality and
-    day, and the report-target compliance by target; each query reads one index range."""
+    """Who did what in the local days ``start`` to ``end`` (both included), by modality, and per
+    day and modality for the last DAYS days. SQLite groups; each query reads one index range."""
     since, _ = clock.local_day_bounds(start, settings["TIMEZONE"])
     _, until = clock.local_day_bounds(end, settings["TIMEZONE"])
-    local = _day_modifier(settings, start)
     technologists: dict[str, Person] = {}
     radiologists: dict[str, Person] = {}
-    days: dict[tuple[str, str], list[int]] = {}
-    for who, modality, day, exams_done, images in conn.execute(
-            "SELECT performed_by, modality, date(performed_at, ?), COUNT(*), SUM(instance_count) FROM exams"
-            " WHERE performed_at >= ? AND performed_at < ? GROUP BY 1, 2, 3", (local, since, until)):
+    for who, modality, exams_done, images in conn.execute(
+            "SELECT performed_by, modality, COUNT(*), SUM(instance_count) FROM exams"
+            " WHERE performed_at >= ? AND performed_at < ? GROUP BY 1, 2", (since, until)):
         person = technologists.setdefault(who or "—", Person(who or "—"))
         person.exams += exams_done
         person.images += images
         person.modalities[modality] += exams_done
-        figures = days.setdefault((day, modality), [0, 0, 0])
-        figures[0] += exams_done
-        figures[1] += images
-    target, target_params = config.turnaround_hours_sql(settings, "e")
-    for who, modality, day, version, hours, within in conn.execute(
-            f"SELECT signed_by, modality, date(signed_at, ?), version, ROUND(exact, 1), exact <= target FROM"
-            f" (SELECT r.signed_by, r.signed_at, r.version, e.modality, {target} AS target,"
-            f" (julianday(r.signed_at) - julianday(e.images_first_at)) * 24 AS exact"
-            f" FROM report_versions r JOIN exams e ON e.id = r.exam_ref WHERE r.signed_at >= ? AND r.signed_at < ?)",
-            (local, *target_params, since, until)):
-        person = radiologists.setdefault(who, Person(who))
-        if version > 1:
-            person.amendments += 1
-            continue
-        person.reports += 1
-        person.modalities[modality] += 1
+    target, target_params = config.turnaround_hours_sql(settings)
+    for who, modality, hours, within, signed in conn.execute(
+            f"SELECT reported_by, modality, ROUND(exact, 1), exact <= target, COUNT(*) FROM"
+            f" (SELECT reported_by, modality, {target} AS target,"
+            f" (julianday(reported_at) - julianday(images_first_at)) * 24 AS exact"
+            f" FROM exams WHERE reported_at >= ? AND reported_at < ?) GROUP BY 1, 2, 3, 4",
+            (*target_params, since, until)):
+        person = radiologists.setdefault(who or "—", Person(who or "—"))
+        person.reports += signed
+        person.modalities[modality] += signed
         if hours is not None:
-            person.hours[hours] += 1
-            person.within_target += bool(within)
-        days.setdefault((day, modality), [0, 0, 0])[2] += 1
+            person.hours[hours] += signed
+            person.within_target += signed if within else 0
+    for who, amended in conn.execute(
+            "SELECT signed_by, COUNT(*) FROM report_versions WHERE signed_at >= ? AND signed_at < ? AND version > 1"
+            " GROUP BY 1", (since, until)):
+        radiologists.setdefault(who, Person(who)).amendments += amended
     for who, written in conn.execute(
             "SELECT preliminary_by, COUNT(*) FROM report_versions WHERE preliminary_at >= ? AND preliminary_at < ?"
             " GROUP BY preliminary_by", (since, until)):
         radiologists.setdefault(who, Person(who)).preliminary += written
-    compliance: dict[float, list[int]] = {}
-    target, target_params = config.turnaround_hours_sql(settings)
-    for hours, reported, within in conn.execute(
-            f"SELECT {target}, COUNT(*), SUM((julianday(reported_at) - julianday(images_first_at)) * 24 <= {target})"
-            f" FROM exams WHERE registered_at >= ? AND registered_at < ? AND status <> 'cancelled'"
-            f" AND images_first_at IS NOT NULL AND reported_at IS NOT NULL GROUP BY 1",
-            (*target_params, *target_params, since, until)):
-        compliance[float(hours)] = [reported, within]
     by_name = lambda people: sorted(people.values(), key=lambda p: p.name)  # noqa: E731
-    return Workload(by_name(technologists), by_name(radiologists), dict(sorted(days.items())),
-                    dict(sorted(compliance.items())))
+    return Workload(by_name(technologists), by_name(radiologists), _days(conn, settings, max(start, end - timedelta(
+        days=DAYS - 1)), end))
+
+
+def _days(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date,
+          end: date) -> dict[tuple[str, str], list[int]]:
+    since, _ = clock.local_day_bounds(start, settings["TIMEZONE"])
+    _, until = clock.local_day_bounds(end, settings["TIMEZONE"])
+    local = _day_modifier(settings, start)
+    days: dict[tuple[str, str], list[int]] = {}
+    for day, modality, exams_done, images in conn.execute(
+            "SELECT date(performed_at, ?), modality, COUNT(*), SUM(instance_count) FROM exams"
+            " WHERE performed_at >= ? AND performed_at < ? GROUP BY 1, 2", (local, since, until)):
+        days[(day, modality)] = [exams_done, images, 0]
+    for day, modality, signed in conn.execute(
+            "SELECT date(reported_at, ?), modality, COUNT(*) FROM exams WHERE reported_at >= ? AND reported_at < ?"
+            " GROUP BY 1, 2", (local, since, until)):
+        days.setdefault((day, modality), [0, 0, 0])[2] = signed
+    return dict(sorted(days.items()))
 
 
 def default_period(settings: Mapping[str, Any]) -> tuple[date, date]:

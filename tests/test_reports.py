@@ -573,7 +573,13 @@ def test_workload_per_technologist_and_radiologist_per_day_and_target(app, conn,
         2, 1, 2.0)
     assert (people["dr_zhao"].reports, people["dr_zhao"].preliminary) == (0, 1)
     assert work.days == {(today.isoformat(), "CT"): [2, 2, 2]}
-    assert work.compliance == {1.0: [1, 0], 8.0: [1, 1]}  # STAT 1 h missed, routine CT 8 h met
-    page = client_as("admin").get("/statistics").get_data(as_text=True)
+    compliance = statistics.report(conn, app.config, today, today).compliance
+    assert compliance == {1.0: [1, 0], 8.0: [1, 1]}  # STAT 1 h missed, routine CT 8 h met
+    admin = client_as("admin")
+    assert 'hx-get="/statistics/workload?' in admin.get("/statistics").get_data(as_text=True)  # loaded after
+    part = admin.get(f"/statistics/workload?start={today}&end={today}", headers={"HX-Request": "true"})
+    page = part.get_data(as_text=True)
     assert 'id="work-radiologists"' in page and "Name of dr_wang" in page and "Name of tech_li" in page
-    assert 'id="workload"' not in client_as("registrar").get("/statistics").get_data(as_text=True)
+    assert "<html" not in page  # the partial
+    assert 'id="workload' not in client_as("registrar").get("/statistics").get_data(as_text=True)
+    assert client_as("registrar").get("/statistics/workload").status_code == 403

@@ -10,12 +10,11 @@ from flask_login import current_user
 
 from .. import statistics, users
 from ..db import get_db
-from . import access, csvout
+from . import access, csvout, is_htmx
 
 bp = Blueprint("stats", __name__)
-#: Who sees each person's workload, and how many (day, modality) rows its table shows (the latest).
+#: Who sees each person's workload.
 WORKLOAD_ROLES = ("admin", "radiologist")
-DAY_ROWS = 300
 
 
 def _period() -> tuple[date, date, bool]:
@@ -38,12 +37,22 @@ def statistics_page() -> Any:
     if not valid:
         flash(gettext("That is not a valid period; here are the last 30 days."), "error")
     result = statistics.report(get_db(), current_app.config, start, end)
-    work = names = None
-    if current_user.has_any(WORKLOAD_ROLES):  # who did how much: for the department's heads
-        work = statistics.workload(get_db(), current_app.config, start, end)
-        names = users.display_names(get_db(), [p.name for p in (*work.technologists, *work.radiologists)])
-    return render_template("statistics/page.html", result=result, dimensions=statistics.DIMENSIONS, work=work,
-                           names=names, day_limit=DAY_ROWS)
+    return render_template("statistics/page.html", result=result, dimensions=statistics.DIMENSIONS,
+                           show_workload=current_user.has_any(WORKLOAD_ROLES))
+
+
+@bp.route("/statistics/workload")
+@access.allow(*WORKLOAD_ROLES)
+def workload() -> Any:
+    """Who did how much in the period: for the department's heads. Loaded by the statistics page
+    after itself (htmx), so that each answer stays within its second over two years of exams."""
+    start, end, valid = _period()
+    if not valid:
+        return Response(gettext("That is not a valid period."), status=400, mimetype="text/plain")
+    work = statistics.workload(get_db(), current_app.config, start, end)
+    names = users.display_names(get_db(), [p.name for p in (*work.technologists, *work.radiologists)])
+    template = "statistics/_workload.html" if is_htmx() else "statistics/workload.html"
+    return render_template(template, work=work, names=names, day_count=statistics.DAYS, start=start, end=end)
 
 
 @bp.route("/statistics.csv")
