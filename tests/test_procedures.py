@@ -130,3 +130,21 @@ def test_the_cli_adds_lists_and_imports_the_catalogue_all_or_nothing(tmp_path) -
     assert imported.returncode == 0 and "1 added, 1 updated" in imported.stdout, imported.stderr
     listed = flask_cli(instance, "procedure", "list").stdout
     assert "CT-ABD" in listed and "CT-CHEST" in listed and "6 h" in listed and "CT-MR" not in listed
+
+
+def test_exams_from_before_the_catalogue_get_their_target_once_at_start_up(app, conn, client_as) -> None:
+    """An upgraded department's exams have no target of their own: the first start gives each
+    the one the configuration gives it (audited once), and later starts find nothing to do."""
+    from pacslite import create_app
+    desk = client_as("registrar")
+    routine, stat = register(desk), register(desk, patient_id="P0002", priority="stat")
+    with conn:  # as the exams of an older pacslite are
+        conn.execute("UPDATE exams SET target_hours = NULL")
+    create_app({"INSTANCE_DIR": app.config["INSTANCE_DIR"], "TIMEZONE": "Asia/Shanghai", "DEFAULT_LANGUAGE": "en",
+                "STORAGE_DIR": app.config["STORAGE_DIR"]})
+    targets = dict(conn.execute("SELECT accession_number, target_hours FROM exams").fetchall())
+    assert targets == {routine: 8.0, stat: 1.0}  # CT 8 h; STAT 1 h
+    assert [r["detail"] for r in audit.search(conn, action="exam.targets")] == ['{"exams": 2, "rule": "configuration"}']
+    create_app({"INSTANCE_DIR": app.config["INSTANCE_DIR"], "TIMEZONE": "Asia/Shanghai", "DEFAULT_LANGUAGE": "en",
+                "STORAGE_DIR": app.config["STORAGE_DIR"]})
+    assert len(audit.search(conn, action="exam.targets")) == 1

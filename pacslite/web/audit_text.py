@@ -39,7 +39,7 @@ FIELDS = {
     "how": _l("How"), "path": _l("Path"), "endpoint": _l("Page"), "width": _l("Width"), "height": _l("Height"),
     "media_type": _l("File type"), "was_required": _l("Was required"), "instances_count": _l("Images"),
     "refiling": _l("Re-filing"), "rejected_reason": _l("Reason for rejection"), "finding_id": _l("Finding"),
-    "acknowledgement": _l("Acknowledgement"), "department_note": _l("Note"), "note": _l("Note"),
+    "exams": _l("Exams"), "rule": _l("Rule"), "acknowledgement": _l("Acknowledgement"), "department_note": _l("Note"), "note": _l("Note"),
 }
 #: Keys whose values are codes with a word of their own (labels.LABELS' kinds).
 CODED = {"sex": "sex", "source": "source", "priority": "priority", "status": "status", "from": "status",

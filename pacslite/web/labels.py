@@ -75,7 +75,7 @@ LABELS = {
         "critical.report": _l("Sent a critical finding"), "critical.acknowledge": _l("Acknowledged a critical finding"),
         "critical.escalate": _l("A critical finding escalated (not acknowledged in time)"),
         "dicom.associate": _l("DICOM association"), "dicom.service": _l("DICOM service used"),
-        "exam.register": _l("Registered an exam"), "exam.cancel": _l("Cancelled an exam"),
+        "exam.register": _l("Registered an exam"), "exam.targets": _l("Gave earlier exams their report target"), "exam.cancel": _l("Cancelled an exam"),
         "exam.done": _l("Marked an exam done"), "exam.state": _l("Exam state changed"),
         "exam.images_missing": _l("Flagged images missing"), "exam.images_missing_clear": _l("Images-missing flag cleared"),
         "exam.receipt_print": _l("Printed a receipt"), "exam.request_form": _l("Attached a request form"),
