@@ -184,20 +184,26 @@ def _apply_changes(conn: sqlite3.Connection, actor: audit.Actor, existing: sqlit
 
 
 def search_patients(conn: sqlite3.Connection, query: str, limit: int = 50) -> list[sqlite3.Row]:
-    """Patients by ID (exact or prefix), resident ID card number (exact), name, full pinyin or
-    pinyin initials."""
+    """Patients by ID (exact or prefix, as typed or in capitals), resident ID card number
+    (exact), name (anywhere in it), full pinyin or pinyin initials (their start).
+
+    Each way is its own index lookup, and the name one reads only the name index: one query
+    over every condition at once read the 120,000 patients of the paper's scale whole (55 ms)."""
     query = query.strip()[:64]
     if not query:
         return []
     compact = re.sub(r"\s+", "", query.lower())
-    like = "%" + _escape_like(query) + "%"
     return conn.execute(
-        "SELECT * FROM patients WHERE patient_id = ? OR national_id = ? OR patient_id LIKE ? ESCAPE '\\'"
-        " OR name LIKE ? ESCAPE '\\'"
-        " OR REPLACE(name_pinyin, ' ', '') LIKE ? ESCAPE '\\' OR name_initials LIKE ? ESCAPE '\\'"
-        " ORDER BY (patient_id = ?) DESC, name LIMIT ?",
-        (query, query.upper(), _escape_like(query) + "%", like, _escape_like(compact) + "%",
-         _escape_like(compact) + "%", query, limit)).fetchall()
+        "SELECT * FROM patients WHERE id IN ("
+        " SELECT id FROM patients WHERE patient_id IN (?1, ?2) OR national_id = ?2"
+        " UNION SELECT id FROM patients WHERE patient_id >= ?1 AND patient_id < ?1 || ?6"
+        " UNION SELECT id FROM patients WHERE patient_id >= ?2 AND patient_id < ?2 || ?6"
+        " UNION SELECT id FROM patients WHERE name LIKE ?3 ESCAPE '\\'"
+        " UNION SELECT id FROM patients WHERE REPLACE(name_pinyin, ' ', '') >= ?4"
+        " AND REPLACE(name_pinyin, ' ', '') < ?4 || ?6"
+        " UNION SELECT id FROM patients WHERE name_initials >= ?4 AND name_initials < ?4 || ?6)"
+        " ORDER BY (patient_id = ?1) DESC, name LIMIT ?5",
+        (query, query.upper(), "%" + _escape_like(query) + "%", compact, limit, chr(0x10FFFF))).fetchall()
 
 
 def _escape_like(value: str) -> str:

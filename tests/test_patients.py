@@ -110,10 +110,13 @@ def test_search_by_id_name_pinyin_and_initials(app, conn) -> None:
     patients.create_patient(conn, ACTOR, {**PATIENT, "patient_id": "H0001", "name": "张三丰", "sex": "M"})
     patients.create_patient(conn, ACTOR, {**PATIENT, "patient_id": "H0002", "name": "Smith^John".replace("^", " "),
                                           "sex": "M"})
-    for query in ("H0001", "H000", "张三", "zhangsan", "zhang san", "zsf", "ZSF"):
+    patients.create_patient(conn, ACTOR, {**PATIENT, "patient_id": "H00010", "name": "阿兰", "sex": "F"})
+    for query in ("H0001", "H000", "h000", "张三", "zhangsan", "zhang san", "zsf", "ZSF"):
         found = [r["patient_id"] for r in patients.search_patients(conn, query)]
         assert "H0001" in found, query
     assert [r["patient_id"] for r in patients.search_patients(conn, "smith")] == ["H0002"]
+    # the exact ID first, then by name (阿兰 sorts before 张三丰)
+    assert [r["patient_id"] for r in patients.search_patients(conn, "H0001")] == ["H0001", "H00010"]
     assert patients.search_patients(conn, "%") == []  # LIKE wildcards are literal
 
 
