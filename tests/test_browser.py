@@ -195,6 +195,9 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.wait_for_url(re.compile(re.escape(live.url) + r"/exams/A\d+$"))
     second = page.url.rsplit("/", 1)[1]
     assert second != accession and page.locator("text=CT chest, plain").count() >= 1
+    page.goto(f"{live.url}/patients/MZ20261124")  # every stored value kept
+    facts = page.locator("dl").first.inner_text()
+    assert "1988-07-15" in facts and "13800138000" in facts and "Female" in facts, facts
 
     # The exam list filters in place (htmx), without a page load.
     page.goto(f"{live.url}/exams")
