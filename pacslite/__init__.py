@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from . import audit, config, db, procedures, users
+from . import audit, config, db, exams, users
 
 __version__ = "0.1.0"
 
@@ -52,7 +52,7 @@ def _prepare_database(path: str, settings: Mapping[str, Any]) -> str | None:
     conn = db.connect(path)
     try:
         db.migrate(conn)
-        procedures.fill_missing_targets(conn, settings)
+        exams.fill_missing_targets(conn, settings)
         audit.chain_key(conn)  # made now, not by the first change: rows before it would be unkeyed
         return users.ensure_admin(conn)
     finally:

@@ -223,36 +223,27 @@ def turnaround_hours(settings: Mapping[str, Any], modality_code: str, source: st
     return min(float(hours), float(by_priority)) if by_priority is not None else float(hours)
 
 
-def exam_target_hours(settings: Mapping[str, Any], exam: Mapping[str, Any]) -> float:
-    """The exam's report target: fixed at registration (``target_hours``), or for an exam
-    registered before the catalogue, computed from the configuration."""
-    if exam["target_hours"] is not None:
-        return float(exam["target_hours"])
-    return turnaround_hours(settings, exam["modality"], exam["source"], exam["priority"])
-
-
-def turnaround_hours_sql(settings: Mapping[str, Any], table: str = "") -> tuple[str, list[Any]]:
-    """:func:`exam_target_hours` as an SQL expression over the columns ``target_hours``,
-    ``modality``, ``source`` and ``priority`` (and its parameters), for counting in SQLite what
-    met its target; ``table`` qualifies the columns (``"e"`` for ``e.modality``)."""
-    col = (table + ".") if table else ""
+def turnaround_hours_sql(settings: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """:func:`turnaround_hours` without a catalogue procedure or the modalities page, as an SQL
+    expression over the columns ``modality``, ``source`` and ``priority`` (and its parameters):
+    what exams registered before the catalogue are given once (exams.fill_missing_targets)."""
     cases: list[str] = []
     params: list[Any] = []
     for key, hours in settings["TURNAROUND_BY_SOURCE"].items():
         modality_code, _, source = key.partition("/")
-        cases.append(f"WHEN {col}modality = ? AND {col}source = ? THEN ?")
+        cases.append("WHEN modality = ? AND source = ? THEN ?")
         params += [modality_code, source, float(hours)]
     for entry in settings["MODALITIES"]:
-        cases.append(f"WHEN {col}modality = ? THEN ?")
+        cases.append("WHEN modality = ? THEN ?")
         params += [entry["code"], float(entry.get("turnaround_hours", 24))]
     base = f"(CASE {' '.join(cases)} ELSE 24.0 END)" if cases else "24.0"
     if not settings["TURNAROUND_BY_PRIORITY"]:
-        return f"COALESCE({col}target_hours, {base})", params
+        return base, params
     urgent: list[str] = []
     for priority, hours in settings["TURNAROUND_BY_PRIORITY"].items():
-        urgent.append(f"WHEN {col}priority = ? THEN ?")
+        urgent.append("WHEN priority = ? THEN ?")
         params += [priority, float(hours)]
-    return f"COALESCE({col}target_hours, min({base}, (CASE {' '.join(urgent)} ELSE 1e9 END)))", params
+    return f"min({base}, (CASE {' '.join(urgent)} ELSE 1e9 END))", params
 
 
 def review_required(settings: Mapping[str, Any], modality_code: str) -> bool:

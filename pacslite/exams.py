@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Mapping
 
-from . import audit, clock, transmission
+from . import audit, clock, config, transmission
 from .db import transaction
 from .validation import N_, Conflict, ValidationError, text
 
@@ -135,6 +135,21 @@ def performed(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, A
     conn.execute("UPDATE exams SET performed_at = ?, performed_by = ?, images_expected = COALESCE(?, images_expected)"
                  " WHERE id = ?", (clock.to_db(now), actor.name, images_expected, exam["id"]))
     transmission.schedule(conn, exam, grace_minutes, now)
+
+
+def fill_missing_targets(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> int:
+    """Exams registered before the procedure catalogue have no report target of their own
+    (``target_hours``; registration fixes it since): give them, once, at start-up, the one the
+    configuration gives them, so that every exam's target is read, never worked out row by row.
+    Audited as one record with the count; returns it."""
+    if conn.execute("SELECT 1 FROM exams WHERE target_hours IS NULL LIMIT 1").fetchone() is None:
+        return 0  # the partial index exams_target_unset: empty once this has run
+    expression, params = config.turnaround_hours_sql(settings)
+    with transaction(conn):
+        filled = conn.execute(f"UPDATE exams SET target_hours = {expression} WHERE target_hours IS NULL",
+                              params).rowcount
+        audit.record(conn, audit.SYSTEM, "exam.targets", "exams", detail={"exams": filled, "rule": "configuration"})
+    return filled
 
 
 def set_taken(conn: sqlite3.Connection, exam_id: int, by: str | None, at: str | None) -> None:

@@ -238,22 +238,6 @@ def report_target(conn: sqlite3.Connection, settings: Mapping[str, Any], modalit
                                    modality_hours=page["turnaround_hours"] if page else None, cap=cap)
 
 
-def fill_missing_targets(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> int:
-    """Exams registered before the catalogue have no target of their own: give them, once, the
-    one the configuration gives them (what the statistics and the reading list computed for them
-    so far), so that every exam's target is read, not worked out row by row over two years of
-    exams. Audited as one record with the count; returns it."""
-    if conn.execute("SELECT 1 FROM exams WHERE target_hours IS NULL LIMIT 1").fetchone() is None:
-        return 0
-    expression, params = config.turnaround_hours_sql(settings)
-    with transaction(conn):
-        filled = conn.execute(f"UPDATE exams SET target_hours = {expression} WHERE target_hours IS NULL",
-                              params).rowcount
-        audit.record(conn, audit.SYSTEM, "exam.targets", "exams", detail={"exams": filled,
-                                                                          "rule": "configuration"})
-    return filled
-
-
 # ---------------------------------------------------------------- a modality's target and location
 
 def modality_setting(conn: sqlite3.Connection, modality_code: str) -> sqlite3.Row | None:

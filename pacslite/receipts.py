@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import barcode
 from barcode.writer import SVGWriter
 
-from . import audit, clock, config
+from . import audit, clock
 from .db import transaction
 
 
@@ -46,10 +46,9 @@ def age_at_exam(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> Age | N
     return age_on(date.fromisoformat(exam["birth_date"]), day)
 
 
-def report_ready_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
-    """Scheduled time plus the exam's turnaround target."""
-    hours = config.exam_target_hours(settings, exam)
-    return clock.from_db(exam["scheduled_at"]) + timedelta(hours=hours)
+def report_ready_at(exam: Mapping[str, Any]) -> datetime:
+    """Scheduled time plus the exam's report target (fixed when it was registered)."""
+    return clock.from_db(exam["scheduled_at"]) + timedelta(hours=exam["target_hours"])
 
 
 def code128_svg(value: str) -> str:

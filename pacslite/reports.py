@@ -149,11 +149,10 @@ class ReadingItem:
     overdue: bool
 
 
-def due_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
-    """When the report is due: the first image's arrival plus the exam's turnaround target."""
-    start = clock.from_db(exam["images_first_at"] or exam["scheduled_at"])
-    hours = config.exam_target_hours(settings, exam)
-    return start + timedelta(hours=hours)
+def due_at(exam: Mapping[str, Any]) -> datetime:
+    """When the report is due: the first image's arrival plus the exam's report target (fixed
+    when it was registered)."""
+    return clock.from_db(exam["images_first_at"] or exam["scheduled_at"]) + timedelta(hours=exam["target_hours"])
 
 
 def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modality: str = "", source: str = "",
@@ -181,8 +180,8 @@ def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modal
     now = clock.now()
     items = []
     for row in rows:
-        due = due_at(row, settings)
-        target = config.exam_target_hours(settings, row)
+        due = due_at(row)
+        target = row["target_hours"]
         items.append(ReadingItem(row, row["report_status"] or "", now - clock.from_db(row["images_first_at"]),
                                  target, due, now > due))
     urgency = {"stat": 0, "urgent": 1}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Mapping
 
-from . import clock, config, critical
+from . import clock, critical
 
 DIMENSIONS = ("modality", "source", "station")
 
@@ -134,10 +134,10 @@ class Report:
 
 
 #: The period's exams per (modality, source, station), report turnaround to 0.1 h (hours from
-#: the first image to the first final report; NULL: not reported) and report target
-#: ({target}: config.turnaround_hours_sql), with how many met it. Read from the index
-#: exams_statistics alone, in one pass. ``LIMIT -1`` keeps SQLite from flattening the
-#: subqueries, which would work the turnaround out again at each of its uses (8 % faster).
+#: the first image to the first final report; NULL: not reported) and the exam's report target
+#: (fixed at registration), with how many met it. Read from the index exams_statistics alone,
+#: in one pass. ``LIMIT -1`` keeps SQLite from flattening the subquery, which would work the
+#: turnaround out again at each of its uses.
 _EXAM_GROUPS = (
     "SELECT modality, source, station_ae, hours, target, COUNT(*), SUM(status = 'cancelled'),"
     " SUM(status <> 'cancelled' AND instance_count > 0),"
@@ -146,11 +146,11 @@ _EXAM_GROUPS = (
     " COUNT(result_class), COUNT(CASE WHEN result_class IN ('abnormal', 'critical') THEN 1 END),"
     " COUNT(CASE WHEN result_class = 'critical' THEN 1 END)"
     " FROM (SELECT modality, source, station_ae, status, instance_count, result_class, exact,"
-    " ROUND(exact, 1) AS hours, CASE WHEN exact IS NOT NULL THEN {target} END AS target"
-    " FROM (SELECT modality, source, priority, target_hours, station_ae, status, instance_count, result_class,"
+    " ROUND(exact, 1) AS hours, CASE WHEN exact IS NOT NULL THEN target_hours END AS target"
+    " FROM (SELECT modality, source, target_hours, station_ae, status, instance_count, result_class,"
     " CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
     " THEN (julianday(reported_at) - julianday(images_first_at)) * 24 END AS exact"
-    " FROM exams WHERE registered_at >= ? AND registered_at < ? LIMIT -1) LIMIT -1)"
+    " FROM exams WHERE registered_at >= ? AND registered_at < ? LIMIT -1))"
     " GROUP BY modality, source, station_ae, hours, target")
 _FILED_STUDY_GROUPS = (
     "SELECT e.modality, e.source, e.station_ae, COUNT(*) FROM studies st JOIN exams e ON e.id = st.exam_ref"
@@ -209,11 +209,9 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
                                              for d, name in zip(DIMENSIONS, key)]
         return found
 
-    target, target_params = config.turnaround_hours_sql(settings)
     compliance: dict[float, list[int]] = {}
     for (modality, source, station, hours, target_hours, registered, cancelled, with_images, images, missing, within,
-         classed, positive, criticals) in conn.execute(_EXAM_GROUPS.format(target=target),
-                                                       (*target_params, since, until)):
+         classed, positive, criticals) in conn.execute(_EXAM_GROUPS, (since, until)):
         if hours is not None:
             met = compliance.setdefault(float(target_hours), [0, 0])
             met[0] += registered
@@ -325,13 +323,11 @@ def workload(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date,
         person.exams += exams_done
         person.images += images
         person.modalities[modality] += exams_done
-    target, target_params = config.turnaround_hours_sql(settings)
     for who, modality, hours, within, signed in conn.execute(
-            f"SELECT reported_by, modality, ROUND(exact, 1), exact <= target, COUNT(*) FROM"
-            f" (SELECT reported_by, modality, {target} AS target,"
-            f" (julianday(reported_at) - julianday(images_first_at)) * 24 AS exact"
-            f" FROM exams WHERE reported_at >= ? AND reported_at < ?) GROUP BY 1, 2, 3, 4",
-            (*target_params, since, until)):
+            "SELECT reported_by, modality, ROUND(exact, 1), exact <= target_hours, COUNT(*) FROM"
+            " (SELECT reported_by, modality, target_hours,"
+            " (julianday(reported_at) - julianday(images_first_at)) * 24 AS exact"
+            " FROM exams WHERE reported_at >= ? AND reported_at < ?) GROUP BY 1, 2, 3, 4", (since, until)):
         person = radiologists.setdefault(who or "—", Person(who or "—"))
         person.reports += signed
         person.modalities[modality] += signed

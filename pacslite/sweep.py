@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from . import audit, capacity, clock, config, exams, integrity
+from . import audit, capacity, clock, exams, integrity
 from .background import BackgroundThread
 from .alerts import CLEARED, OPEN, RESOLVED  # noqa: F401 (RESOLVED: the alert pages use sweep.RESOLVED)
 from .db import transaction
@@ -76,7 +76,7 @@ def _exam_findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: d
             f"SELECT e.id, e.modality, e.source, e.priority, e.target_hours, e.images_first_at FROM exams e"
             f" WHERE e.status IN ({', '.join('?' * len(exams.AWAITING_FINAL))}) AND e.instance_count > 0",
             exams.AWAITING_FINAL):
-        hours = config.exam_target_hours(settings, row)
+        hours = row["target_hours"]
         due = clock.from_db(row["images_first_at"]) + timedelta(hours=hours)
         if due < now:
             found.append(Finding("overdue_report", f"exam:{row['id']}", row["id"], None,

@@ -41,6 +41,11 @@ def test_the_admin_adds_a_procedure_with_every_error_shown_at_once_then_edits_an
     assert post(admin, "/admin/procedures/CT-HEAD", {**HEAD_CT, "target_hours": "4"}).status_code == 302
     change = audit.search(conn, action="procedure.update")[0]
     assert '"target_hours": [6.0, 4.0]' in change["detail"] and change["actor"] != audit.SYSTEM.name
+    unchanged = procedures.get_procedure(conn, "CT-HEAD")
+    assert post(admin, "/admin/procedures/CT-HEAD", {**HEAD_CT, "name_zh": "", "name_en": "", "target_urgent_hours": "x"}
+                ).status_code == 400  # an edit that is wrong changes nothing
+    assert dict(procedures.get_procedure(conn, "CT-HEAD")) == dict(unchanged)
+    assert post(admin, "/admin/procedures/CT-NONE/active", {"active": "0"}).status_code == 404
     assert post(admin, "/admin/procedures/CT-HEAD/active", {"active": "0"}).status_code == 302
     assert procedures.catalogue_for(conn, "CT") == []
     assert client_as("registrar").get("/admin/procedures").status_code == 403
@@ -96,6 +101,7 @@ def test_targets_follow_the_procedure_then_the_configuration_then_the_modalities
     bad = post(admin, "/admin/modalities/targets/CT", {"turnaround_hours": "0", "location": "x"})
     assert bad.status_code == 400 and "More than 0" in bad.get_data(as_text=True)
     assert post(admin, "/admin/modalities/targets/PET", {"turnaround_hours": "2"}).status_code == 404
+    assert procedures.modality_setting(conn, "CT") is None and not audit.search(conn, action="modality.settings")
     assert post(admin, "/admin/modalities/targets/CT", {"turnaround_hours": "3", "location": "Room 105"}
                 ).status_code == 302
     assert procedures.report_target(conn, settings, "CT", "outpatient", "routine") == 3

@@ -300,14 +300,12 @@ def test_turnaround_targets_by_modality_and_source(app) -> None:
     assert config.turnaround_hours(settings, "DR", "outpatient", "urgent") == 1  # DR's own is shorter
     assert config.turnaround_hours(settings, "CT", "outpatient", "routine") == 8
     exam = {"images_first_at": "2026-11-24T02:00:00+00:00", "scheduled_at": "2026-11-24T01:00:00+00:00",
-            "modality": "CT", "source": "emergency", "priority": "routine", "target_hours": None}
-    assert clock.to_db(reports.due_at(exam, settings)) == clock.to_db(clock.from_db("2026-11-24T03:00:00+00:00"))
-    # an exam registered with the catalogue keeps the target it was given then
-    fixed = {**exam, "target_hours": 0.5}
-    assert clock.to_db(reports.due_at(fixed, settings)) == clock.to_db(clock.from_db("2026-11-24T02:30:00+00:00"))
+            "target_hours": config.turnaround_hours(settings, "CT", "emergency")}
+    assert clock.to_db(reports.due_at(exam)) == clock.to_db(clock.from_db("2026-11-24T03:00:00+00:00"))
 
 
 def test_the_sql_report_target_says_what_the_configuration_says(app, conn) -> None:
+    """The rule older exams are given their target by, in SQL, is the configuration's."""
     from pacslite import config
     settings = {**app.config, "TURNAROUND_BY_SOURCE": {"CT/emergency": 1, "MR/inpatient": 2.5},
                 "TURNAROUND_BY_PRIORITY": {"stat": 0.5, "urgent": 3}}
@@ -316,12 +314,10 @@ def test_the_sql_report_target_says_what_the_configuration_says(app, conn) -> No
         for modality in ("CT", "MR", "DR", "US", "XX"):
             for source in ("emergency", "inpatient", "outpatient"):
                 for priority in ("stat", "urgent", "routine"):
-                    for fixed in (None, 0.25):  # not fixed at registration (older exams), or fixed
-                        exam = {"modality": modality, "source": source, "priority": priority, "target_hours": fixed}
-                        in_sql = conn.execute(f"SELECT {expression} FROM (SELECT ? AS modality, ? AS source,"
-                                              f" ? AS priority, ? AS target_hours)",
-                                              (*params, modality, source, priority, fixed)).fetchone()[0]
-                        assert in_sql == config.exam_target_hours(targets, exam), (modality, source, priority)
+                    in_sql = conn.execute(f"SELECT {expression} FROM (SELECT ? AS modality, ? AS source,"
+                                          f" ? AS priority)", (*params, modality, source, priority)).fetchone()[0]
+                    assert in_sql == config.turnaround_hours(targets, modality, source, priority), (
+                        modality, source, priority)
 
 
 def test_report_turnaround_statistics_count_from_the_first_image_to_the_first_final_report(

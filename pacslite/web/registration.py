@@ -194,10 +194,9 @@ def exam_choices() -> Any:
 
 def _choices(modality_code: str) -> dict[str, Any]:
     """What the exam form offers for a modality: its catalogue procedures and its stations."""
-    settings = current_app.config
-    if config.modality(settings, modality_code) is None:
+    entry = config.modality(current_app.config, modality_code)
+    if entry is None:
         return {"modality": "", "catalogue": [], "stations": []}
-    entry = config.modality(settings, modality_code)
     return {"modality": modality_code, "catalogue": procedures.catalogue_for(get_db(), modality_code),
             "stations": aes.stations(get_db(), entry["dicom"])}
 
@@ -305,7 +304,7 @@ def exam_receipt(accession: str) -> Any:
     receipts.record_print(get_db(), access.actor(), exam, fmt)
     settings = current_app.config
     return render_template("exams/receipt.html", exam=exam, fmt=fmt, age=receipts.age_of(exam, settings),
-                           ready_at=clock.to_db(receipts.report_ready_at(exam, settings)),
+                           ready_at=clock.to_db(receipts.report_ready_at(exam)),
                            location=procedures.location_of(get_db(), settings, exam),
                            preparation=procedures.preparation_of(get_db(), exam),
                            autoprint=request.args.get("print") == "1")
