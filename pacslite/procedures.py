@@ -260,6 +260,11 @@ def modality_targets(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> l
     return result
 
 
+def modality_target(conn: sqlite3.Connection, settings: Mapping[str, Any], modality_code: str) -> dict[str, Any]:
+    """One configured modality's report target and location as they apply now."""
+    return next(item for item in modality_targets(conn, settings) if item["code"] == modality_code)
+
+
 def set_modality_setting(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any],
                          modality_code: str, data: Mapping[str, Any]) -> None:
     """The modalities page sets a modality's report target and location (for exams registered
@@ -269,13 +274,13 @@ def set_modality_setting(conn: sqlite3.Connection, actor: audit.Actor, settings:
     fields = collect({"turnaround_hours": lambda: hours(data, "turnaround_hours"),
                       "location": lambda: text(data, "location", max_length=64)})
     with transaction(conn):
-        before = {item["code"]: item for item in modality_targets(conn, settings)}[modality_code]
+        before = modality_target(conn, settings, modality_code)
         conn.execute("INSERT INTO modality_settings (code, turnaround_hours, location, updated_at)"
                      " VALUES (:code, :turnaround_hours, :location, :now) ON CONFLICT (code) DO UPDATE SET"
                      " turnaround_hours = excluded.turnaround_hours, location = excluded.location,"
                      " updated_at = excluded.updated_at",
                      {**fields, "code": modality_code, "now": clock.to_db(clock.now())})
-        after = {item["code"]: item for item in modality_targets(conn, settings)}[modality_code]
+        after = modality_target(conn, settings, modality_code)
         changes = {k: [before[k], after[k]] for k in ("turnaround_hours", "location") if before[k] != after[k]}
         audit.record(conn, actor, "modality.settings", f"modality:{modality_code}", detail=changes)
 
@@ -286,10 +291,9 @@ def location_of(conn: sqlite3.Connection, settings: Mapping[str, Any], exam: Map
         station = aes.find_ae(conn, exam["station_ae"])
         if station is not None and station["location"]:
             return station["location"]
-    for item in modality_targets(conn, settings):
-        if item["code"] == exam["modality"]:
-            return item["location"]
-    return ""
+    if config.modality(settings, exam["modality"]) is None:
+        return ""
+    return modality_target(conn, settings, exam["modality"])["location"]
 
 
 def preparation_of(conn: sqlite3.Connection, exam: Mapping[str, Any]) -> str:
