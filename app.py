@@ -13,14 +13,16 @@ from types import FrameType
 
 from waitress import create_server
 
-from pacslite import (arrivals, audit, commitment, create_app, critical, db, filing, integrity, offsite, routing,
-                      transmission)
-from pacslite.background import Periodic
+from pacslite import create_app
+from pacslite.core import audit, db
+from pacslite.core.background import Periodic
+from pacslite.core.jobs import JobRunner
 from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
-from pacslite.web import limits
-from pacslite.jobs import JobRunner
+from pacslite.pacs import arrivals, commitment, filing, integrity, offsite, routing
+from pacslite.ris import critical, exams, transmission
 from pacslite.sweep import Sweeper
+from pacslite.web import limits
 
 log = logging.getLogger("pacslite")
 
@@ -85,7 +87,7 @@ def main() -> int:
         reports = Periodic(app.config, "commitment-reports",
                            lambda conn, config: commitment.run_due(conn, config, sender.send_commitment_report),
                            app.config["FORWARD_POLL_SECONDS"])
-        expected = Periodic(app.config, "expected-images", transmission.run_due, transmission.poll_seconds(app.config))
+        expected = Periodic(app.config, "expected-images", exams.check_transmissions_due, transmission.poll_seconds(app.config))
         escalation = Periodic(app.config, "critical-escalation", critical.escalate_due,
                               critical.poll_seconds(app.config))
         for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor, outgoing, reports, expected,

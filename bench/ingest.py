@@ -166,8 +166,10 @@ def run_orthanc(work: Path, files: list[Path], parallel: int) -> Result:
 def check_cost(work: Path, files: list[Path]) -> tuple[float, float]:
     """Median milliseconds, per image, of the full-dataset check (wellformed.check_file) and of
     the whole ingest that includes it (filing.ingest, in this process, into a fresh store)."""
-    from pacslite import create_app, db, filing, storage, wellformed
-    from pacslite.index import Source
+    from pacslite.core import db, storage
+    from pacslite.pacs import filing, wellformed
+    from pacslite import create_app
+    from pacslite.pacs.index import Source
     from tests.conftest import HOST_DISK_INDEPENDENT
     with contextlib.redirect_stdout(io.StringIO()):  # its first start prints an admin password
         app = create_app({"INSTANCE_DIR": str(work / "check-cost"), **HOST_DISK_INDEPENDENT})

@@ -19,8 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pacslite import audit, create_app, db, filing, patients, users  # noqa: E402
-from pacslite.index import Source  # noqa: E402
+from pacslite.core import audit, db
+from pacslite.ris import patients, users
+from pacslite.pacs import filing
+from pacslite import create_app  # noqa: E402
+from pacslite.pacs.index import Source  # noqa: E402
 from tests.conftest import EXAM_FORM, login  # noqa: E402
 from tests.dicomkit import make_ct  # noqa: E402
 

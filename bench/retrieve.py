@@ -131,7 +131,7 @@ GIVEN = ["小明", "建国", "秀英", "桂英", "志强", "海燕", "丽华", "
 
 def fill(conn, count: int) -> None:
     """``count`` patients, each with one exam and one filed study of one series (direct SQL)."""
-    from pacslite import clock, names
+    from pacslite.core import clock, names
     rng = random.Random(7)
     readings = {}
     for surname in SURNAMES:
@@ -167,7 +167,9 @@ def fill(conn, count: int) -> None:
 def time_queries(exams: int, runs: int = 5) -> list[tuple[str, int, float]]:
     from pydicom.dataset import Dataset
 
-    from pacslite import create_app, db, qr
+    from pacslite.core import db
+    from pacslite.pacs import qr
+    from pacslite import create_app
     work = Path(tempfile.mkdtemp(prefix="pacslite-qr-"))
     try:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -68,7 +68,8 @@ def _quiet_app(instance: Path) -> Any:
 
 
 def build(instance: Path, scale: float) -> dict[str, float]:
-    from pacslite import audit, clock, db, names, users
+    from pacslite.core import audit, clock, db, names
+    from pacslite.ris import users
     instance.mkdir(parents=True, exist_ok=True)
     conn = db.connect(instance / "pacslite.db")
     db.migrate(conn, BUILD_AT_SCHEMA)  # filled as an installation of that version, then upgraded
@@ -168,7 +169,7 @@ def build(instance: Path, scale: float) -> dict[str, float]:
 def _timed_migration(conn: Any) -> tuple[float, str]:
     """Upgrade the filled database to the current schema: (seconds, what was applied), after
     checking that no table lost a row."""
-    from pacslite import db
+    from pacslite.core import db
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
                                          " AND name NOT LIKE 'sqlite_%'")]
     before = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
@@ -213,7 +214,7 @@ def _audit_rows(conn: Any, others: int, exams: int, deliveries: int) -> None:
     """The chain as the application writes it: one ``image.file`` row per delivery and study,
     and ``others`` rows of views, registrations and reports between them, with a few re-filings
     (one in 20,000) and refused logins (one in 50,000) for the filters that look for rare rows."""
-    from pacslite import audit, clock
+    from pacslite.core import audit, clock
     key = audit.chain_key(conn)
     start = clock.now() - timedelta(days=730)
     last = conn.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
@@ -246,7 +247,7 @@ def _audit_rows(conn: Any, others: int, exams: int, deliveries: int) -> None:
 
 def _sample_files(settings: Any, conn: Any) -> None:
     """Real files (512 KiB) behind the first SAMPLE_FILES instances, with their true SHA-256."""
-    from pacslite import storage
+    from pacslite.core import storage
     rng = random.Random(3)
     rows = conn.execute("SELECT id, storage_path FROM instances ORDER BY id LIMIT ?", (SAMPLE_FILES,)).fetchall()
     for row in rows:
@@ -298,7 +299,8 @@ def api(url: str, runs: int, token: str, accession: str) -> list[tuple[str, floa
 
 
 def api_token(instance: Path) -> str:
-    from pacslite import audit, db, users
+    from pacslite.core import audit, db
+    from pacslite.ris import users
     conn = db.connect(instance / "pacslite.db")
     try:
         return users.create_token(conn, audit.SYSTEM, "bench_admin")
@@ -307,7 +309,7 @@ def api_token(instance: Path) -> str:
 
 
 def pages(url: str, runs: int, accession: str, quarantined: int) -> list[tuple[str, float, float, int]]:
-    from pacslite import clock
+    from pacslite.core import clock
     session = log_in(url)
     today = clock.now().date()
     two_years = f"start={today - timedelta(days=730)}&end={today}"
@@ -350,7 +352,10 @@ def in_process(instance: Path) -> list[tuple[str, float, float, int]]:
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    from pacslite import audit, clock, db, integrity, qr, sweep, worklist
+    from pacslite.core import audit, clock, db
+    from pacslite.ris import worklist
+    from pacslite.pacs import integrity, qr
+    from pacslite import sweep
     app = _quiet_app(instance)
     conn = db.connect(app.config["DATABASE"])
     today = clock.local_today(app.config["TIMEZONE"]).strftime("%Y%m%d")

@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pacslite import clock, create_app, db, sweep  # noqa: E402
+from pacslite.core import clock, db
+from pacslite import create_app, sweep  # noqa: E402
 
 MODALITIES = [("CR", "CR"), ("DR", "DX"), ("CT", "CT"), ("MR", "MR"), ("DSA", "XA")]
 SOURCES = ["outpatient", "inpatient", "emergency", "physical_exam"]

@@ -33,7 +33,7 @@ from bench.retrieve import fill  # noqa: E402
 def open_today(conn, exams: int, count: int, settings) -> None:
     """``count`` exams (spread over the ids) scheduled today, a fifth of them in progress; CT,
     MR and DX, on stations CT01 / MR01 or none."""
-    from pacslite import clock
+    from pacslite.core import clock
     today = clock.now().replace(hour=1, minute=0, second=0, microsecond=0)
     conn.execute("BEGIN")
     for n in range(count):
@@ -54,7 +54,9 @@ def main() -> None:
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    from pacslite import aes, audit, clock, create_app, db, worklist
+    from pacslite.core import audit, clock, db
+    from pacslite.ris import aes, worklist
+    from pacslite import create_app
     work = Path(tempfile.mkdtemp(prefix="pacslite-wl-"))
     try:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -9,7 +9,8 @@ from typing import Any, Mapping
 
 from flask import Flask
 
-from . import audit, config, db, exams, users
+from .core import audit, config, db
+from .ris import exams, users
 
 __version__ = "0.1.0"
 

@@ -14,8 +14,11 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import aes, audit, db, importing, integrity, procedures, routing, sweep, users
-from .validation import Conflict, NotFound, ValidationError
+from .core import audit, db
+from .ris import aes, procedures, users
+from .pacs import importing, integrity, routing
+from . import sweep
+from .core.validation import Conflict, NotFound, ValidationError
 
 CLI_ACTOR = audit.Actor("cli")
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Mapping
 
-from . import clock, critical
+from .core import clock
+from .ris import critical
 
 DIMENSIONS = ("modality", "source", "station")
 

@@ -25,23 +25,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from . import audit, capacity, clock, exams, integrity
-from .background import BackgroundThread
-from .alerts import CLEARED, OPEN, RESOLVED  # noqa: F401 (RESOLVED: the alert pages use sweep.RESOLVED)
-from .db import transaction
-from .validation import N_, Conflict, NotFound, text
+from .core import alerts, audit, clock
+from .ris import exams
+from .pacs import capacity, integrity
+from .core.background import BackgroundThread
+from .core.alerts import CLEARED, OPEN, RESOLVED  # noqa: F401 (RESOLVED: the alert pages use sweep.RESOLVED)
+from .core.db import transaction
+from .core.validation import N_, Conflict, NotFound, text
 
 log = logging.getLogger(__name__)
 #: The sweep's rules (it opens and clears these); the scrub raises file_missing and file_changed,
 #: the outbound queue forward_failed, the expected-image check incomplete_transmission, storage
 #: commitment commitment_failed, a critical finding (危急值) critical_finding.
-SWEEP_RULES = ("missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict",
-               "storage_low", "backup_space")
-RULES = (*SWEEP_RULES, "file_missing", "file_changed", "forward_failed", "incomplete_transmission",
-         "commitment_failed", "critical_finding")
-#: Alerts a person closes elsewhere than on the alerts page: a critical finding is closed by
-#: the ward's acknowledgement (:mod:`pacslite.critical`).
-CLOSED_ELSEWHERE = ("critical_finding",)
+SWEEP_RULES = tuple(alerts.register(rule) for rule in (
+    "missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict", "storage_low",
+    "backup_space"))
 
 
 @dataclass(frozen=True)
@@ -130,11 +128,8 @@ def run(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime | N
                              f" AND rule IN ({','.join('?' * len(SWEEP_RULES))})", (CLEARED, *SWEEP_RULES))}
         new = [f for key, f in current.items() if key not in live]
         gone = [r["id"] for key, r in live.items() if key not in current and r["state"] == OPEN]
-        conn.executemany("INSERT INTO alerts (rule, subject, exam_ref, study_ref, state, detail, opened_at)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         [(f.rule, f.subject, f.exam_ref, f.study_ref, OPEN, json.dumps(f.detail), at) for f in new])
-        conn.executemany("UPDATE alerts SET state = ?, closed_at = ?, closed_by = 'sweep' WHERE id = ?",
-                         [(CLEARED, at, alert_id) for alert_id in gone])
+        alerts.open_many(conn, [(f.rule, f.subject, f.exam_ref, f.study_ref, f.detail) for f in new], at)
+        alerts.clear_ids(conn, gone, at, "sweep")
         if new or gone:
             audit.record(conn, audit.SYSTEM, "sweep.run", "alerts", detail={
                 "opened": len(new), "cleared": len(gone),
@@ -186,11 +181,10 @@ def resolve(conn: sqlite3.Connection, actor: audit.Actor, alert_id: int, data: M
             raise NotFound(f"alert {alert_id}")
         if alert["state"] != OPEN:
             raise Conflict(N_("This alert is already closed."))
-        if alert["rule"] in CLOSED_ELSEWHERE:
+        if alerts.closed_elsewhere(alert["rule"]):
             raise Conflict(N_("A critical finding is closed by the ward's acknowledgement, on the critical findings"
                               " page."))
-        conn.execute("UPDATE alerts SET state = ?, closed_at = ?, closed_by = ?, resolution = ? WHERE id = ?",
-                     (RESOLVED, clock.to_db(clock.now()), actor.name, note, alert_id))
+        alerts.resolve(conn, alert_id, actor.name, note, clock.to_db(clock.now()))
         audit.record(conn, actor, "alert.resolve", f"alert:{alert_id}", detail={"rule": alert["rule"],
                                                                                "subject": alert["subject"],
                                                                                "resolution": note})

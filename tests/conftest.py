@@ -13,7 +13,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from pacslite import audit, create_app, db, users
+from pacslite.core import audit, db
+from pacslite.ris import users
+from pacslite import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct-horse-1"

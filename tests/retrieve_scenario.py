@@ -16,7 +16,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.uid import RLELossless
 
-from pacslite import storage
+from pacslite.core import storage
 from tests import server as pacs_server
 from tests.conftest import flask_cli, free_port
 from tests.dicomkit import dataset_bytes, echoscu, make_ct, propose_option, run, store_results, storescu

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pacslite import audit, config, db, patients, users
+from pacslite.core import audit, config, db
+from pacslite.ris import patients, users
 from tests.conftest import EXAM_FORM, HOST_DISK_INDEPENDENT, ROOT, free_port
 
 

@@ -2,7 +2,8 @@
 change their own password; every problem with the new one is shown at once."""
 from __future__ import annotations
 
-from pacslite import audit, users
+from pacslite.core import audit
+from pacslite.ris import users
 from tests.conftest import PASSWORD, csrf_token, login, make_user, post, register
 
 
@@ -85,7 +86,7 @@ def test_a_clinician_starts_on_the_own_departments_exams_and_sees_reports_ready(
     """Wards (issue 19): the exam list opens on the clinician's department (all stay one choice
     away); a final report is marked ready; the exam page shows the report inline, a preliminary
     one marked as such."""
-    from pacslite import patients, reports
+    from pacslite.ris import patients, reports
     from tests.test_reports import add_image
     desk = client_as("registrar")
     mine = register(desk, requesting_department="心内科", patient_id="P7001", name="王五")

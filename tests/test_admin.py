@@ -1,5 +1,6 @@
 """Admin pages: add, change roles, disable, reset passwords; the audit log page."""
-from pacslite import aes, audit, users
+from pacslite.core import audit
+from pacslite.ris import aes, users
 from tests.conftest import EXAM_FORM, PASSWORD, csrf_token, login, post, register
 
 
@@ -141,7 +142,7 @@ def test_an_admin_uploads_a_signature_image_kept_as_a_small_png(app, conn, clien
 
 
 def test_the_visit_numbers_ward_and_bed_are_registered_and_answered(app, conn, client_as) -> None:
-    from pacslite import patients
+    from pacslite.ris import patients
     desk = client_as("registrar")
     accession = register(desk, source="inpatient", inpatient_number="ZY-77", ward="心内科病区", bed="3A")
     exam = patients.get_exam(conn, accession)
@@ -158,8 +159,8 @@ def test_the_audit_log_reads_as_sentences_pages_by_period_and_exports_csv(app, c
     import io
     from datetime import timedelta
 
-    from pacslite import clock
-    from pacslite.db import transaction
+    from pacslite.core import clock
+    from pacslite.core.db import transaction
     desk = client_as("registrar", username="desk")
     accession = register(desk)
     with transaction(conn):  # a target that a spreadsheet would take for a formula

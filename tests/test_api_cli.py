@@ -2,7 +2,8 @@
 
 import pytest
 
-from pacslite import aes, audit, patients, procedures, users
+from pacslite.core import audit
+from pacslite.ris import aes, patients, procedures, users
 from tests.conftest import count, flask_cli, login, make_user
 
 BODY = {"patient": {"patient_id": "HIS001", "name": "赵六", "sex": "F", "birth_date": "1975-03-04",

@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from pacslite import audit, capacity, filing, patients, sweep
-from pacslite.index import Source
-from pacslite.validation import Conflict
+from pacslite.core import audit
+from pacslite.ris import patients
+from pacslite.pacs import capacity, filing
+from pacslite import sweep
+from pacslite.pacs.index import Source
+from pacslite.core.validation import Conflict
 from tests.conftest import EXAM_FORM, flask_cli
 from tests.dicomkit import make_ct, store_results, storescu
 from tests.server import Pacs
@@ -83,7 +86,9 @@ def test_build_verify_release_and_restore_a_volume(app, conn, tmp_path, client_a
     import hashlib
     import pycdlib
     from pydicom.fileset import FileSet
-    from pacslite import archive, create_app, db, jobs, storage
+    from pacslite.core import db, jobs, storage
+    from pacslite.pacs import archive
+    from pacslite import create_app
     settings = _archiving(app)
     accession = register(app, conn)
     first = add_study(app, conn, tmp_path, accession, images=3)
@@ -133,7 +138,7 @@ def test_build_verify_release_and_restore_a_volume(app, conn, tmp_path, client_a
     assert not any(storage.resolve(settings["STORAGE_DIR"], r[0]).exists() for r in released)
 
     # workstations cannot retrieve released images, and the study page says how to restore them
-    from pacslite import outbound
+    from pacslite.pacs import outbound
     row = conn.execute("SELECT * FROM instances LIMIT 1").fetchone()
     with pytest.raises(outbound.Unsendable, match="offline"):
         outbound.payload(settings["STORAGE_DIR"], row, {row["transfer_syntax_uid"]})
@@ -158,7 +163,8 @@ def test_build_verify_release_and_restore_a_volume(app, conn, tmp_path, client_a
 
 
 def test_a_job_pauses_resumes_and_survives_a_restart(app, conn, tmp_path) -> None:
-    from pacslite import archive, db, jobs
+    from pacslite.core import db, jobs
+    from pacslite.pacs import archive
     settings = _archiving(app)
     add_study(app, conn, tmp_path, register(app, conn), images=2)
     volume_id = archive.plan_volume(conn, audit.SYSTEM, settings)
@@ -181,7 +187,8 @@ def test_a_job_pauses_resumes_and_survives_a_restart(app, conn, tmp_path) -> Non
 
 def test_the_offsite_copy_is_lossy_about_ten_to_one_and_never_filed_back(app, conn, tmp_path, client_as) -> None:
     from pydicom import dcmread
-    from pacslite import jobs, offsite, storage
+    from pacslite.core import jobs, storage
+    from pacslite.pacs import offsite
     settings = {**app.config, "OFFSITE_DIR": str(tmp_path / "offsite")}
     add_study(app, conn, tmp_path, register(app, conn), images=3, size=512)
     assert offsite.pending(conn)["images"] == 3
@@ -219,7 +226,8 @@ def test_the_archive_page_says_when_no_offsite_location_is_configured(app, clien
 def test_the_scrub_finds_missing_and_changed_files_and_clears_when_right(app, conn, tmp_path) -> None:
     """The quick pass (daily) finds a missing file and one whose size changed; the full pass
     (SHA-256) also finds one changed in place; both clear their alerts once the files are right."""
-    from pacslite import integrity, storage
+    from pacslite.core import storage
+    from pacslite.pacs import integrity
     add_study(app, conn, tmp_path, register(app, conn), images=4)
     flipped, missing, shortened, _ = conn.execute("SELECT * FROM instances ORDER BY id").fetchall()
     paths = {row["id"]: storage.resolve(app.config["STORAGE_DIR"], row["storage_path"])
@@ -248,7 +256,7 @@ def test_the_scrub_finds_missing_and_changed_files_and_clears_when_right(app, co
 
 
 def test_the_full_pass_reads_the_store_once_in_its_days_at_a_bounded_rate(app, conn, tmp_path) -> None:
-    from pacslite import integrity
+    from pacslite.pacs import integrity
     add_study(app, conn, tmp_path, register(app, conn), images=2)
     settings = {**app.config, "SCRUB_MB_PER_SECOND": 20, "SCRUB_FULL_DAYS": 30}
     assert integrity.full_rate(conn, settings) == 1024 * 1024  # a small store: the 1 MiB/s floor
@@ -259,14 +267,16 @@ def test_the_full_pass_reads_the_store_once_in_its_days_at_a_bounded_rate(app, c
 
 def test_an_online_backup_restores_into_a_fresh_instance(app, conn, tmp_path) -> None:
     import shutil
-    from pacslite import create_app, db, integrity
+    from pacslite.core import db
+    from pacslite.pacs import integrity
+    from pacslite import create_app
     add_study(app, conn, tmp_path, register(app, conn), images=2)
     result = flask_cli(tmp_path / "instance", "backup", "db", "--to", str(tmp_path / "copies"))
     assert result.returncode == 0, result.stderr
     backup = Path(re.search(r"database backed up to (\S+)", result.stdout).group(1))
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    shutil.copy(backup, fresh / "pacslite.db")  # the README's restore: the backup becomes pacslite.db
+    shutil.copy(backup, fresh / "pacslite.db")  # the admin guide's restore: the backup becomes pacslite.db
     restored_app = create_app({"INSTANCE_DIR": str(fresh), "DEFAULT_LANGUAGE": "en"})
     restored = db.connect(restored_app.config["DATABASE"])
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
@@ -279,7 +289,8 @@ def test_an_online_backup_restores_into_a_fresh_instance(app, conn, tmp_path) ->
 
 
 def test_a_study_page_says_where_the_study_lives(app, conn, tmp_path, client_as) -> None:
-    from pacslite import archive, jobs
+    from pacslite.core import jobs
+    from pacslite.pacs import archive
     settings = {**_archiving(app), "OFFSITE_DIR": str(tmp_path / "offsite")}
     uid = add_study(app, conn, tmp_path, register(app, conn), images=2)
     archive.plan_volume(conn, audit.SYSTEM, settings)

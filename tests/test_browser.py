@@ -275,7 +275,8 @@ def test_pages_fit_1366_and_use_the_width_of_1920_in_both_languages(browser, tmp
     pacs.send_series(tmp_path / "sent", 2, accession=reg.accession_number, patient_id="LY0001", name="ZHANG^SAN",
                      sex="M", birth_date="19800203")
     pacs.add_user("boss_layout", "admin")
-    from pacslite import audit, procedures
+    from pacslite.core import audit
+    from pacslite.ris import procedures
     conn = pacs.conn()
     procedures.add_procedure(conn, audit.SYSTEM, pacs.settings, {
         "code": "CT-CHEST", "modality": "CT", "name_zh": "胸部CT平扫", "name_en": "CT chest, plain",
@@ -544,7 +545,8 @@ def test_a_radiologist_reads_with_the_images_priors_and_tools_on_one_page(browse
     the viewer; on-image text, zoom, pan, a length in millimetres, the CT number under the cursor."""
     from pydicom import dcmread
 
-    from pacslite import audit, patients, reports
+    from pacslite.core import audit
+    from pacslite.ris import patients, reports
     pacs = modality_pacs()
     pacs.add_user("dr_reader", "radiologist", display_name="王医生")
     prior = pacs.register(patient_id="RR0001", name="张三", station_ae="STORESCU", scheduled_date="2026-10-02",
@@ -635,7 +637,8 @@ def test_an_admin_tests_modalities_with_c_echo_and_sees_their_last_contact(brows
                                                                            modality_pacs) -> None:
     """Issue 19's modalities page: a C-ECHO test with its result (pacslite answering itself, and
     an AE where nothing listens), the last association and the last image of each AE."""
-    from pacslite import aes, audit
+    from pacslite.core import audit
+    from pacslite.ris import aes
     pacs = modality_pacs()
     conn = pacs.conn()
     try:

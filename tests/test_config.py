@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from pacslite import config
+from pacslite.core import config
 
 
 def test_defaults_need_no_configuration(tmp_path: Path) -> None:

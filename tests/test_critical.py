@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from pacslite import audit, clock, critical, patients, statistics
+from pacslite.core import audit, clock
+from pacslite.ris import critical, patients
+from pacslite import statistics
 from tests.test_reports import add_image, audit_rows, register, send
 
 TEXTS = {"findings": "Hyperdense collection in the left temporal lobe.", "impression": "Acute haemorrhage."}
@@ -34,7 +36,7 @@ def ward_client(client_as, conn, username: str, department: str):
 
 def sign_critical(client, conn, accession: str, level: str = "final") -> None:
     """Sign the report, over its current revision, classed critical."""
-    from pacslite import reports
+    from pacslite.ris import reports
     current = reports.latest(conn, patients.get_exam(conn, accession)["id"])
     response = send(client, f"/exams/{accession}/report/sign", {
         "confirm": "1", "level": level, "result_class": "critical", **TEXTS,
@@ -145,7 +147,7 @@ def test_a_critical_finding_alert_is_closed_by_acknowledgement_only(app, conn, r
 
 
 def test_the_his_reads_open_critical_findings(app, conn, rad, imaged, client_as) -> None:
-    from pacslite import users
+    from pacslite.ris import users
     sign_critical(rad, conn, imaged)
     client_as("registrar", username="his")
     ward_client(client_as, conn, "cardio_api", "心内科")
@@ -180,8 +182,8 @@ def test_bad_requests_change_nothing(app, conn, rad, imaged, client_as) -> None:
     ward = ward_client(client_as, conn, "neuro9", "神经内科")
     assert send(ward, "/critical/999/acknowledge", {"note": "x"}).status_code == 404
     # a cancelled exam: nothing to tell the ward, and it is said
-    from pacslite import exams as exam_states
-    from pacslite.db import transaction
+    from pacslite.ris import exams as exam_states
+    from pacslite.core.db import transaction
     cancelled = register(app, conn, requesting_department="神经内科", patient_id="P0009")
     with transaction(conn):
         exam_states.cancel(conn, audit.SYSTEM, patients.get_exam(conn, cancelled), "patient left")
@@ -193,7 +195,7 @@ def test_bad_requests_change_nothing(app, conn, rad, imaged, client_as) -> None:
 
 def test_acknowledged_findings_page_back_by_id_even_when_reported_in_one_second(app, conn, imaged) -> None:
     """Paging by the report time lost findings reported in the same second at a page's edge."""
-    from pacslite.db import transaction
+    from pacslite.core.db import transaction
     exam = patients.get_exam(conn, imaged)
     at = clock.to_db(clock.now())
     with transaction(conn):

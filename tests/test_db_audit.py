@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pacslite import audit, db, users
+from pacslite.core import audit, db
+from pacslite.ris import users
 from tests.conftest import make_user
 
 
@@ -176,7 +177,7 @@ def test_rows_from_before_the_key_stay_verifiable(tmp_path: Path) -> None:
 
 
 def test_a_backup_carries_the_anchors_and_its_own_head(app, conn) -> None:
-    from pacslite import integrity
+    from pacslite.pacs import integrity
     make_user(conn, "e1", "clinician")
     backup = integrity.backup_database(app.config)
     anchors = list(audit.read_anchors(backup.with_name(backup.name + ".anchors")))

@@ -11,9 +11,12 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from pacslite import audit, create_app, filing, patients, storage, users, wellformed
-from pacslite.filing import is_uid
-from pacslite.index import Header
+from pacslite.core import audit, storage
+from pacslite.ris import patients, users
+from pacslite.pacs import filing, wellformed
+from pacslite import create_app
+from pacslite.core.uids import is_uid
+from pacslite.pacs.index import Header
 from tests import server as pacs_server
 from tests.conftest import csrf_token, flask_cli, login
 from tests.dicomkit import (CT_SMALL, TEST_FILES, dataset_bytes, echoscu, findscu, make_ct, propose_option,

@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterator
 import pytest
 from pydicom import dcmread
 
-from pacslite import filing, storage
+from pacslite.core import storage
+from pacslite.pacs import filing
 from tests.conftest import flask_cli, wait_for
 from tests.dicomkit import echoscu, make_ct, store_results, storescu
 from tests.server import Pacs

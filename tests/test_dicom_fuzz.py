@@ -19,7 +19,8 @@ from pydicom.encaps import generate_frames
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, generate_uid
 
-from pacslite import storage, wellformed
+from pacslite.core import storage
+from pacslite.pacs import wellformed
 from tests import hostile
 from tests import server as pacs_server
 from tests.conftest import flask_cli

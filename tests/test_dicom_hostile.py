@@ -15,7 +15,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
-from pacslite import capacity, storage
+from pacslite.core import storage
+from pacslite.pacs import capacity
 from tests import hostile
 from tests import server as pacs_server
 from tests.conftest import csrf_token, flask_cli, wait_for
@@ -262,7 +263,7 @@ def test_data_that_cannot_be_read_back_is_not_acknowledged(pacs, damage) -> None
 def test_deep_sequences_are_refused_and_what_is_stored_opens_everywhere(pacs, tmp_path) -> None:
     """Case 6: sequences nested 500 deep answered 0xC211 with the file left in tmp, or were
     stored and then the study page and re-filing answered 500."""
-    from pacslite import wellformed
+    from pacslite.pacs import wellformed
     ds = ct(size=64, patient_id="DEEP01", accession="NOSUCH")
     plain = hostile.encode(ds, implicit=False)
     deep = hostile.with_element_before_pixels(plain, hostile.nested_sequences(500))
@@ -392,7 +393,7 @@ def refuse(port: int, calling: str, source: str = "127.0.0.1") -> int:
 def test_a_flood_of_unknown_callers_stays_bounded_and_real_refusals_stay_visible(pacs) -> None:
     """Case 9: 300 unknown callers added 300 rejection rows and 300 audit rows, and the page
     showed only the newest 100."""
-    from pacslite import aes
+    from pacslite.ris import aes
     audits_before = pacs.query("SELECT COUNT(*) FROM audit_log WHERE action = 'dicom.associate'"
                                " AND address = '127.0.0.1'")[0][0]
     attempts_before = pacs.query("SELECT COALESCE(SUM(attempts), 0) FROM association_rejections"
@@ -418,7 +419,8 @@ def test_a_flood_of_unknown_callers_stays_bounded_and_real_refusals_stay_visible
 def test_each_ae_is_offered_only_what_it_may_use(pacs) -> None:
     """Issue 14: a workstation may query and retrieve, a modality store and read the worklist;
     what an AE may not use is refused as "not permitted" and listed."""
-    from pacslite import aes, audit
+    from pacslite.core import audit
+    from pacslite.ris import aes
     from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
     conn = pacs.conn()
     try:

@@ -330,7 +330,7 @@ def test_stow_on_the_browser_session_needs_the_csrf_header(app, client_as, tmp_p
     body = multipart_body([("application/dicom", path.read_bytes())])
     forged = tech.post("/dicom-web/studies", data=body, content_type=RELATED)
     assert forged.status_code == 400
-    from pacslite import db
+    from pacslite.core import db
     conn = db.connect(app.config["DATABASE"])
     try:
         assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
@@ -347,7 +347,7 @@ def test_without_ohif_pacslite_runs_and_says_the_viewer_is_unavailable(tmp_path)
     from tests.conftest import HOST_DISK_INDEPENDENT, login, make_user
     app = create_app({"INSTANCE_DIR": str(tmp_path / "instance"), "DEFAULT_LANGUAGE": "en",
                       "OHIF_DIR": str(tmp_path / "no-ohif"), **HOST_DISK_INDEPENDENT})
-    from pacslite import db
+    from pacslite.core import db
     conn = db.connect(app.config["DATABASE"])
     make_user(conn, "dr_no_ohif", "radiologist")
     conn.close()

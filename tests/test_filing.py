@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from pacslite import audit, filing, patients, storage
-from pacslite.index import Source
+from pacslite.core import audit, storage
+from pacslite.ris import patients
+from pacslite.pacs import filing
+from pacslite.pacs.index import Source
 from tests.conftest import EXAM_FORM, count
 from tests.dicomkit import CT_SMALL, dataset_bytes, make_ct
 

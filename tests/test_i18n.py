@@ -4,7 +4,7 @@ import re
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
-from pacslite import users
+from pacslite.ris import users
 from pacslite.web.i18n import SOURCE
 from tests.conftest import ROOT, post, register
 

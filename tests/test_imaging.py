@@ -13,8 +13,10 @@ from pydicom import dcmread
 from pydicom.data import data_manager, get_testdata_file
 from pydicom.uid import generate_uid
 
-from pacslite import audit, filing, imaging, patients
-from pacslite.index import Source
+from pacslite.core import audit
+from pacslite.ris import patients
+from pacslite.pacs import filing, imaging
+from pacslite.pacs.index import Source
 from tests.conftest import EXAM_FORM
 from tests.dicomkit import make_ct
 

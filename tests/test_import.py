@@ -14,7 +14,9 @@ from pydicom import dcmread
 from pydicom.data import data_manager, get_testdata_file
 from pydicom.dataset import Dataset
 
-from pacslite import audit, importing, patients, storage
+from pacslite.core import audit, storage
+from pacslite.ris import patients
+from pacslite.pacs import importing
 
 
 def fixes_of(line: importing.Line) -> list[str]:
@@ -232,7 +234,7 @@ def test_the_command_imports_and_prints_its_report(app, conn, tmp_path) -> None:
 
 
 def test_the_import_page_stages_runs_and_refuses_odd_names(app, conn, tmp_path, client_as) -> None:
-    from pacslite import jobs
+    from pacslite.core import jobs
     reg = register(app, conn)
     tech = client_as("technologist")
     scan = image_file(tmp_path / "scan.png", "PNG")
@@ -353,7 +355,7 @@ def test_the_zip_limit_counts_over_the_whole_import(app, conn, tmp_path) -> None
 
 def test_an_upload_named_like_a_folder_of_another_gets_its_own_line(app, conn, tmp_path, client_as) -> None:
     """``ok.dcm`` and ``ok.dcm/y.dcm`` in one upload answered 500."""
-    from pacslite import jobs
+    from pacslite.core import jobs
     tech = client_as("technologist")
     ct = make_ct(tmp_path / "ct.dcm")
     token = tech.get("/import/").get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]

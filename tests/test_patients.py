@@ -5,8 +5,9 @@ from datetime import date
 import pytest
 from stdnum import damm
 
-from pacslite import audit, exams, patients
-from pacslite.validation import Conflict, ValidationError
+from pacslite.core import audit
+from pacslite.ris import exams, patients
+from pacslite.core.validation import Conflict, ValidationError
 from tests.conftest import count
 
 ACTOR = audit.Actor("desk1", "127.0.0.1")
@@ -152,7 +153,7 @@ def test_exam_list_filters(app, conn) -> None:
 def test_a_blank_scheduled_date_is_the_departments_today(monkeypatch) -> None:
     from datetime import datetime, timezone
 
-    from pacslite import clock
+    from pacslite.core import clock
     # 23:30 UTC on the 24th is 07:30 on the 25th in Shanghai: the desk means the 25th.
     monkeypatch.setattr(clock, "now", lambda: datetime(2026, 11, 24, 23, 30, tzinfo=timezone.utc))
     assert patients.combine_local("", "09:00", "Asia/Shanghai") == "2026-11-25T09:00"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from pacslite import aes, audit, clock, patients, procedures
+from pacslite.core import audit, clock
+from pacslite.ris import aes, patients, procedures
 from tests.conftest import EXAM_FORM, count, flask_cli, post, register
 
 HEAD_CT = {"code": "CT-HEAD", "modality": "CT", "name_zh": "头颅CT平扫", "name_en": "CT head, plain",

@@ -76,7 +76,7 @@ def test_the_audit_head_is_anchored_while_running_and_at_stop(tmp_path) -> None:
     AUDIT_ANCHOR_MINUTES while it runs."""
     import time
 
-    from pacslite import audit, db
+    from pacslite.core import audit, db
     instance = tmp_path / "instance"
 
     def head_is_anchored() -> bool:

@@ -1,4 +1,4 @@
-"""The query-matching engine (pacslite.query): wildcards agree with the standard's meaning and
+"""The query-matching engine (pacslite.core.query): wildcards agree with the standard's meaning and
 never take exponential time."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pacslite import query
+from pacslite.core import query
 
 
 def reference(pattern: str, value: str) -> bool:

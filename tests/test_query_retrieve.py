@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pacslite import aes, audit
+from pacslite.core import audit
+from pacslite.ris import aes
 from tests import server as pacs_server
 from tests.conftest import flask_cli, wait_for
 from tests.dicomkit import make_ct, qr_findscu, store_results, storescu
@@ -193,7 +194,7 @@ def test_a_workstation_gets_a_study_byte_identical_over_its_own_association(pacs
     compared here; the byte-for-byte comparison is C-MOVE's, which sends the same way.)"""
     from pydicom import dcmread
 
-    from pacslite import storage
+    from pacslite.core import storage
     study = pacs.query("SELECT s.study_instance_uid FROM studies s JOIN exams e ON e.id = s.exam_ref"
                        " WHERE e.accession_number = ?", pacs.zhang.accession_number)[0][0]
     got = getscu(pacs, "WS_UTF8", tmp_path / "got", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")

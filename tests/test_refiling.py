@@ -7,8 +7,10 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from pacslite import aes, audit, filing, patients, refiling, storage, users
-from pacslite.index import Source
+from pacslite.core import audit, storage
+from pacslite.ris import aes, patients, users
+from pacslite.pacs import filing, refiling
+from pacslite.pacs.index import Source
 from tests.conftest import EXAM_FORM, count, csrf_token
 from tests.dicomkit import make_ct
 
@@ -175,7 +177,7 @@ def test_the_api_lists_ranked_candidates(app, conn, tmp_path) -> None:
 
 def test_purge_removes_only_what_is_past_its_retention(app, conn, tmp_path, client_as) -> None:
     from datetime import timedelta
-    from pacslite import clock
+    from pacslite.core import clock
     exam = register(app, conn)
     uid = send(app, conn, tmp_path, accession=typo_of(exam.accession_number), patient_id="P0001")
     study = study_of(conn, uid)

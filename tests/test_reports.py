@@ -9,8 +9,10 @@ from datetime import timedelta
 import pytest
 from pydicom.uid import generate_uid
 
-from pacslite import audit, clock, filing, patients, reports
-from pacslite.index import Source
+from pacslite.core import audit, clock
+from pacslite.ris import patients, reports
+from pacslite.pacs import filing
+from pacslite.pacs.index import Source
 from tests.conftest import EXAM_FORM, count, csrf_token
 from tests.dicomkit import make_ct
 
@@ -198,7 +200,7 @@ def test_with_review_everywhere_a_final_report_is_submitted_first_and_issued_by_
 
 
 def _token(conn, client_as) -> dict[str, str]:
-    from pacslite import users
+    from pacslite.ris import users
     client_as("clinician", username="ward_api")
     return {"Authorization": f"Bearer {users.create_token(conn, audit.SYSTEM, 'ward_api')}"}
 
@@ -287,7 +289,7 @@ def test_admin_phrases_are_inserted_into_the_texts(app, conn, client_as, rad, im
 
 
 def test_turnaround_targets_by_modality_and_source(app) -> None:
-    from pacslite import config
+    from pacslite.core import config
     settings = {**app.config, "TURNAROUND_BY_SOURCE": {"CT/emergency": 1}}
     assert config.turnaround_hours(settings, "CT", "emergency") == 1
     assert config.turnaround_hours(settings, "CT", "outpatient") == 8
@@ -306,7 +308,7 @@ def test_turnaround_targets_by_modality_and_source(app) -> None:
 
 def test_the_sql_report_target_says_what_the_configuration_says(app, conn) -> None:
     """The rule older exams are given their target by, in SQL, is the configuration's."""
-    from pacslite import config
+    from pacslite.core import config
     settings = {**app.config, "TURNAROUND_BY_SOURCE": {"CT/emergency": 1, "MR/inpatient": 2.5},
                 "TURNAROUND_BY_PRIORITY": {"stat": 0.5, "urgent": 3}}
     for targets in (settings, {**settings, "TURNAROUND_BY_PRIORITY": {}}):
@@ -435,7 +437,7 @@ def test_a_report_written_by_one_radiologist_and_issued_by_another_prints_both_n
 
 def test_with_review_one_radiologist_submits_and_another_who_may_review_issues_it(
         app, conn, rad, imaged, client_as) -> None:
-    from pacslite import config
+    from pacslite.core import config
     app.config["MODALITIES"] = [{**m, "review": "review"} if m["code"] == "CT" else m
                                 for m in app.config["MODALITIES"]]
     assert config.review_required(app.config, "CT") and not config.review_required(app.config, "DR")
@@ -469,7 +471,7 @@ def test_with_review_one_radiologist_submits_and_another_who_may_review_issues_i
 
 
 def test_an_admin_gives_the_review_permission_and_it_is_audited(conn, client_as) -> None:
-    from pacslite import users
+    from pacslite.ris import users
     admin = client_as("admin", username="boss_r")
     doctor = users.create(conn, audit.SYSTEM, {"username": "dr_sun", "password": "Secret-pass-1",
                                                "roles": ["radiologist"]})

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pacslite import aes, audit, filing, routing, sweep
+from pacslite.core import audit
+from pacslite.ris import aes
+from pacslite.pacs import filing, routing
+from pacslite import sweep
 from pacslite.dicom import sender
-from pacslite.index import Source
+from pacslite.pacs.index import Source
 from tests.conftest import flask_cli, free_port, post, register
 from tests.dicomkit import make_ct
 

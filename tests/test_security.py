@@ -1,7 +1,8 @@
 """Sessions, CSRF, headers, redirects and login throttling."""
 import pytest
 
-from pacslite import audit, users
+from pacslite.core import audit
+from pacslite.ris import users
 from tests.conftest import PASSWORD, csrf_token, login, make_user, post, register
 
 

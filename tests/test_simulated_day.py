@@ -7,7 +7,10 @@ from datetime import timedelta
 
 from pydicom import dcmread
 
-from pacslite import audit, clock, create_app, refiling, storage, sweep, users
+from pacslite.core import audit, clock, storage
+from pacslite.ris import users
+from pacslite.pacs import refiling
+from pacslite import create_app, sweep
 from tests import simulated_day as day
 from tests.conftest import csrf_token, flask_cli, login
 from tests.dicomkit import store_results, storescu

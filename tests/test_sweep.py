@@ -6,8 +6,11 @@ from datetime import timedelta
 
 from pydicom.uid import generate_uid
 
-from pacslite import audit, clock, filing, patients, sweep, users
-from pacslite.index import Source
+from pacslite.core import audit, clock
+from pacslite.ris import patients, users
+from pacslite.pacs import filing
+from pacslite import sweep
+from pacslite.pacs.index import Source
 from tests.conftest import EXAM_FORM, csrf_token, flask_cli
 from tests.dicomkit import make_ct
 
@@ -142,7 +145,7 @@ def test_missing_images_count_from_the_scheduled_time_not_the_registration(app, 
 
 
 def test_a_backup_retention_that_would_not_fit_its_disk_is_raised_before_a_backup_fails(app, conn, client_as) -> None:
-    from pacslite import integrity
+    from pacslite.pacs import integrity
     space = integrity.backup_space(conn, app.config)
     assert space.fits and space.database_bytes > 0
     # keeping as many copies as the disk holds, and two more: the next backups would not fit

@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from pacslite import audit, patients
+from pacslite.core import audit
+from pacslite.ris import patients
 from tests.conftest import EXAM_FORM, count, image_bytes, post, register
 
 HOSTILE = '<script>alert(1)</script>"\'&'
@@ -225,7 +226,7 @@ def test_receipt_contents_and_print_audit(client_as, conn) -> None:
 def test_ages() -> None:
     from datetime import date
 
-    from pacslite.receipts import Age, age_on
+    from pacslite.ris.receipts import Age, age_on
     today = date(2026, 11, 24)
     assert age_on(date(1980, 11, 25), today) == Age(45, "years")
     assert age_on(date(1980, 11, 24), today) == Age(46, "years")

@@ -1,4 +1,4 @@
-"""The whole-dataset check (pacslite.wellformed) on files built byte by byte: what parses to
+"""The whole-dataset check (pacslite.pacs.wellformed) on files built byte by byte: what parses to
 its end passes, every way of being cut short or mislabelled is named."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian, RLELossless)
 
-from pacslite import wellformed
+from pacslite.pacs import wellformed
 from tests.dicomkit import CT_SMALL, TEST_FILES, dataset_bytes
 from tests.hostile import encode, nested_sequences, with_element_before_pixels
 

@@ -459,7 +459,9 @@ def test_a_report_nobody_takes_is_retried_then_given_up_with_an_alert(app, conn)
     """The requesting AE is down: the report waits and is tried again (real associations to a
     port nobody listens on), then given up with commitment_failed; a restart resumes what was
     being sent."""
-    from pacslite import aes, audit, commitment
+    from pacslite.core import audit
+    from pacslite.ris import aes
+    from pacslite.pacs import commitment
     from pacslite.dicom import sender
     aes.add_ae(conn, audit.SYSTEM, {"ae_title": "DOWNSCU", "host": "127.0.0.1", "port": free_port()})
     kept = commitment.request(conn, audit.Actor("ae:DOWNSCU", "127.0.0.1"), "DOWNSCU", generate_uid(),

@@ -6,7 +6,7 @@ its own N-ACTION service, then, still in the association's thread (no race with 
 reactor for incoming messages), each report the handler kept (:func:`handlers.on_n_action`) as an
 N-EVENT-REPORT. It waits for the acknowledgement only while the peer keeps the association open:
 a peer that releases or aborts instead gets the report on a new association
-(:func:`pacslite.commitment.run_due`).
+(:func:`pacslite.pacs.commitment.run_due`).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, A_RELEASE
 from pynetdicom.service_class_n import StorageCommitmentServiceClass
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from .. import commitment, db
+from ..core import db
+from ..pacs import commitment
 from .handlers import COMMITMENT_INSTANCE
 
 log = logging.getLogger(__name__)

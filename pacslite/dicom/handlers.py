@@ -17,8 +17,10 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind,  # type: igno
                                   PatientRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelFind)
 
-from .. import aes, arrivals, audit, clock, commitment, db, filing, mpps, names, qr, query, uids, worklist
-from ..index import Source
+from ..core import audit, clock, db, names, query, uids
+from ..ris import aes, mpps, worklist
+from ..pacs import arrivals, commitment, filing, qr
+from ..pacs.index import Source
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class Connections:
 
 
 def source_of(event: events.Event) -> Source:
-    """The calling AE and address; the association is one delivery (:mod:`pacslite.arrivals`)."""
+    """The calling AE and address; the association is one delivery (:mod:`pacslite.pacs.arrivals`)."""
     requestor = event.assoc.requestor
     return Source(names.printable(str(requestor.ae_title)), str(requestor.address),
                   getattr(event.assoc, "pacslite_batch", ""))

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from pynetdicom import _config, dimse_messages
 
-from .. import capacity
+from ..pacs import capacity
 
 log = logging.getLogger(__name__)
 

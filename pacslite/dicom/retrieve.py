@@ -1,8 +1,8 @@
 """C-MOVE and C-GET as pacslite serves them: pynetdicom's own services hand the images to send
 over as pydicom Datasets, which it encodes again, so an image would not arrive byte for byte
 as stored, and would sit whole in memory. This serves both itself, in pynetdicom's place: the
-images are what :mod:`pacslite.qr` says the identifier names (filed ones only), each goes in
-the form :mod:`pacslite.outbound` chooses (the stored file streamed as it is, or decompressed),
+images are what :mod:`pacslite.pacs.qr` says the identifier names (filed ones only), each goes in
+the form :mod:`pacslite.pacs.outbound` chooses (the stored file streamed as it is, or decompressed),
 with pending responses carrying the counts and C-CANCEL honoured. C-MOVE sends over its own
 association to a destination configured here (never an address taken from the request);
 C-GET over the requesting association, to the storage contexts it accepted in the SCP role.
@@ -23,10 +23,11 @@ from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelGet,  
                                   StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove)
 
-from .. import aes, outbound, qr
+from ..ris import aes
+from ..pacs import outbound, qr
 from . import sender
-from ..audit import Actor
-from ..query import QueryError
+from ..core.audit import Actor
+from ..core.query import QueryError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The one DICOM sender: stored images to another AE, over an association pacslite opens
 (C-MOVE, forward rules, "send to…") or over the requesting one (C-GET); and storage
 commitment reports that could not go on the requesting association. What goes and in which
-form is :mod:`pacslite.outbound`'s (and :mod:`pacslite.commitment`'s) decision; this only
+form is :mod:`pacslite.pacs.outbound`'s (and :mod:`pacslite.pacs.commitment`'s) decision; this only
 knows pynetdicom."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
-from .. import outbound
+from ..pacs import outbound
 from . import network
 from .handlers import COMMITMENT_INSTANCE
 

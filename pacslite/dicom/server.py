@@ -21,7 +21,9 @@ from pynetdicom.sop_class import (ModalityPerformedProcedureStep,  # type: ignor
                                   StudyRootQueryRetrieveInformationModelFind, Verification)
 from pydicom import uid
 
-from .. import aes, arrivals, db, filing, storage
+from ..core import db, storage, uids
+from ..ris import aes
+from ..pacs import arrivals
 from . import commitment, handlers, network, receive, retrieve
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ def accept_private_storage(assoc: Any) -> None:
     added = []
     for proposed in assoc.requestor.primitive.presentation_context_definition_list:
         sop_class = str(proposed.abstract_syntax)
-        if sop_class in supported or sop_class.startswith(DICOM_ROOT) or not filing.is_uid(sop_class):
+        if sop_class in supported or sop_class.startswith(DICOM_ROOT) or not uids.is_uid(sop_class):
             continue
         if _register_private_storage(sop_class):
             added.append(build_context(sop_class, STORAGE_TRANSFER_SYNTAXES))

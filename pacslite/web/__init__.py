@@ -3,20 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, render_template
 from flask_babel import get_locale, gettext
-from flask_babel import lazy_gettext as _l
-from flask_login import LoginManager
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from .. import procedures, receipts, users
-from ..db import close_db, get_db
-from . import access, audit_text, i18n, limits, proxies
-from .labels import label, options, uid_name
-
-csrf = CSRFProtect()
-login_manager = LoginManager()
+from ..ris import procedures, receipts, users
+from . import (access, admin, alerts, api, archive, audit_text, auth, critical, dicomweb, i18n, images, imports,
+               limits, ohif, proxies, quarantine, registration, reports, routing, stats, workflow)
+from .database import close_db, get_db
+from .extensions import csrf, login_manager
+from .htmx import is_htmx
+from .labels import label, options, person, uid_name
 
 
 @login_manager.user_loader
@@ -29,24 +27,7 @@ def _load_session_user(token: str) -> users.User | None:
 login_manager.request_loader(access.load_token_user)
 
 
-#: Actors that are not people, as the pages name them.
-_NOT_PEOPLE = {"system": _l("system"), "cli": _l("command line")}
-
-
-def person(name: str | None) -> str:
-    """A name for a page: pacslite itself and the command line in the user's language."""
-    return str(_NOT_PEOPLE[name]) if name in _NOT_PEOPLE else (name or "")
-
-
-def is_htmx() -> bool:
-    """Whether the request came from htmx and wants a partial (not a history restore)."""
-    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
-
-
 def init_app(app: Flask) -> None:
-    from . import (admin, alerts, api, archive, auth, critical, dicomweb, images, imports, ohif, quarantine,
-                   registration, reports, routing, stats, workflow)
-
     i18n.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"

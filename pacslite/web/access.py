@@ -13,8 +13,10 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, current_app, g, jsonify, redirect, request, url_for
 from flask_login import current_user
 
-from .. import audit, users
-from ..db import get_db, transaction
+from ..core import audit
+from ..ris import users
+from ..core.db import transaction
+from .database import get_db
 
 STAFF = users.ROLES
 #: Who sees (and, later, re-files) images that were not filed: the technologists and admins.

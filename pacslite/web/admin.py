@@ -9,10 +9,13 @@ from typing import Any
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import aes, arrivals, audit, clock, procedures, users
-from ..db import get_db
-from ..validation import Conflict, ValidationError
-from . import access, csvout, is_htmx, limits
+from ..core import audit, clock
+from ..ris import aes, procedures, users
+from ..pacs import arrivals
+from .database import get_db
+from ..core.validation import Conflict, ValidationError
+from . import access, csvout, limits
+from .htmx import is_htmx
 from .labels import label
 from .forms import errors_of, found_or_404, message
 

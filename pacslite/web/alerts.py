@@ -9,8 +9,9 @@ from flask_babel import gettext
 from flask_login import current_user
 
 from .. import sweep
-from ..db import get_db
-from ..validation import Conflict, NotFound, ValidationError
+from ..core.alerts import rules as alert_rules
+from .database import get_db
+from ..core.validation import Conflict, NotFound, ValidationError
 from . import access
 from .forms import message
 
@@ -25,11 +26,11 @@ def alert_list(status: int = 200) -> Any:
     state = request.args.get("state", sweep.OPEN)
     state = state if state in (sweep.OPEN, sweep.RESOLVED, sweep.CLEARED, "") else sweep.OPEN
     rule = request.args.get("rule", "")
-    rule = rule if rule in sweep.RULES else ""
+    rule = rule if rule in alert_rules() else ""
     alerts = sweep.list_alerts(get_db(), state=state, rule=rule, before_id=request.args.get("before", type=int))
     details = {a["id"]: json.loads(a["detail"]) for a in alerts}
     return render_template("alerts/list.html", alerts=alerts, details=details, state=state, rule=rule,
-                           rules=sweep.RULES, more=len(alerts) == sweep.ALERTS_PAGE), status
+                           rules=alert_rules(), more=len(alerts) == sweep.ALERTS_PAGE), status
 
 
 @bp.route("/alerts/count")

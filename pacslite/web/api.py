@@ -6,9 +6,11 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask_login import current_user
 
-from .. import critical, patients, refiling, reports, sweep
-from ..db import get_db
-from ..validation import ValidationError
+from ..ris import critical, patients, reports
+from ..pacs import refiling
+from .. import sweep
+from .database import get_db
+from ..core.validation import ValidationError
 from . import access
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")

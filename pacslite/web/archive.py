@@ -9,10 +9,12 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 
-from .. import archive, capacity, integrity, jobs, offsite
-from ..db import get_db
-from ..validation import Conflict, NotFound, ValidationError
-from . import access, is_htmx
+from ..core import jobs
+from ..pacs import archive, capacity, integrity, offsite
+from .database import get_db
+from ..core.validation import Conflict, NotFound, ValidationError
+from . import access
+from .htmx import is_htmx
 from .forms import found_or_404, message
 
 bp = Blueprint("archive", __name__, url_prefix="/archive")

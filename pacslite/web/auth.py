@@ -7,9 +7,9 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext, format_datetime
 from flask_login import current_user, login_user, logout_user
 
-from .. import users
-from ..db import get_db
-from ..validation import ValidationError
+from ..ris import users
+from .database import get_db
+from ..core.validation import ValidationError
 from . import access
 from .forms import errors_of
 

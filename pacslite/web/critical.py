@@ -8,9 +8,10 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import clock, critical, patients, users
-from ..db import get_db
-from ..validation import Conflict, NotFound, ValidationError
+from ..core import clock
+from ..ris import critical, patients, users
+from .database import get_db
+from ..core.validation import Conflict, NotFound, ValidationError
 from . import access
 from .forms import found_or_404, message
 

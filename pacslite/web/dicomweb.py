@@ -1,6 +1,6 @@
 """DICOMweb over HTTP under ``/dicom-web`` (QIDO-RS, WADO-RS, STOW-RS) and WADO-URI at ``/wado``:
 routes, media types and multipart bodies. What is found, sent and stored is
-:mod:`pacslite.dicomweb`'s.
+:mod:`pacslite.pacs.dicomweb`'s.
 
 Used by browsers (OHIF, with the web session; STOW then needs the CSRF header) and by programs
 (a bearer token). Those who see images read; technologists and admins store.
@@ -15,11 +15,13 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.wsgi import wrap_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-from .. import arrivals, dicomweb, imaging, storage
-from ..db import get_db
-from ..index import Source
-from ..query import QueryError
+from ..core import storage
+from ..pacs import arrivals, dicomweb, imaging
+from .database import get_db
+from ..pacs.index import Source
+from ..core.query import QueryError
 from . import access, limits, multipart
+from .extensions import csrf
 from .images import VIEWERS, cache, metadata_cache
 
 log = logging.getLogger(__name__)
@@ -421,7 +423,6 @@ def frame_rendered(study: str, series: str, instance: str, frames: str) -> Respo
 
 def _store(study: str | None) -> Response:
     if g.get("auth_via") != "token":
-        from . import csrf
         csrf.protect()  # a browser's session: the request must come from pacslite's own pages
     media_type, params = multipart.media_type(request.headers.get("Content-Type", ""))
     if media_type != "multipart/related" or params.get("type", "application/dicom") != "application/dicom":

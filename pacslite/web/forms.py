@@ -6,7 +6,7 @@ from typing import Any, Callable, TypeVar
 from flask import abort
 from flask_babel import gettext
 
-from ..validation import Conflict, FormErrors, NotFound, ValidationError
+from ..core.validation import Conflict, FormErrors, NotFound, ValidationError
 
 T = TypeVar("T")
 

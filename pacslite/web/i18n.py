@@ -16,8 +16,8 @@ from flask import Flask, current_app, request, session
 from flask_babel import Babel, format_datetime, format_decimal, format_percent, gettext
 from flask_login import current_user
 
-from .. import clock
-from ..users import LANGUAGES
+from ..core import clock
+from ..ris.users import LANGUAGES
 
 SOURCE = Path(__file__).resolve().parent.parent / "translations"
 

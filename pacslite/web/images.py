@@ -8,9 +8,12 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from flask_login import current_user
 
-from .. import imaging, index, patients, storage
-from ..db import get_db
-from . import access, is_htmx
+from ..core import storage
+from ..ris import patients
+from ..pacs import imaging, index
+from .database import get_db
+from . import access
+from .htmx import is_htmx
 
 bp = Blueprint("images", __name__)
 #: Who sees images: those who report, read or take them (registrars do not).

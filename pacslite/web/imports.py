@@ -9,10 +9,12 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_babel import gettext
 from markupsafe import Markup, escape
 
-from .. import importing, jobs
-from ..db import get_db
-from ..validation import Conflict
-from . import access, is_htmx, limits
+from ..core import jobs
+from ..pacs import importing
+from .database import get_db
+from ..core.validation import Conflict
+from . import access, limits
+from .htmx import is_htmx
 from .forms import found_or_404, message
 from .labels import LABELS, label
 

@@ -134,3 +134,12 @@ def uid_name(uid: str) -> str:
 
 def options(kind: str) -> list[tuple[str, str]]:
     return [(code, str(text)) for code, text in LABELS[kind].items()]
+
+
+#: Actors that are not people, as the pages name them.
+_NOT_PEOPLE = {"system": _l("system"), "cli": _l("command line")}
+
+
+def person(name: str | None) -> str:
+    """A name for a page: pacslite itself and the command line in the user's language."""
+    return str(_NOT_PEOPLE[name]) if name in _NOT_PEOPLE else (name or "")

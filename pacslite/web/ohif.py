@@ -12,8 +12,10 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, send_from_directory, url_for
 from werkzeug.security import safe_join
 
-from .. import index, ohif, patients
-from ..db import get_db
+from ..ris import patients
+from ..pacs import index
+from .. import ohif
+from .database import get_db
 from . import access
 from .images import VIEWERS
 

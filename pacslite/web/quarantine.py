@@ -7,10 +7,12 @@ from typing import Any, Callable
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import archive, index, patients, refiling
-from ..db import get_db
-from ..validation import Conflict, NotFound, ValidationError
-from . import access, is_htmx
+from ..ris import patients
+from ..pacs import archive, index, refiling
+from .database import get_db
+from ..core.validation import Conflict, NotFound, ValidationError
+from . import access
+from .htmx import is_htmx
 from .forms import found_or_404, message
 
 bp = Blueprint("quarantine", __name__)

@@ -9,11 +9,13 @@ from flask import (Blueprint, Response, current_app, flash, redirect, render_tem
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import (aes, clock, config, documents, exams, index, mpps, patients, procedures, receipts, reports, routing,
-               storage, transmission, users)
-from ..db import get_db
-from ..validation import Conflict, ValidationError
-from . import access, is_htmx, limits
+from ..core import clock, config, storage
+from ..ris import aes, documents, exams, mpps, patients, procedures, receipts, reports, transmission, users
+from ..pacs import index, routing
+from .database import get_db
+from ..core.validation import Conflict, ValidationError
+from . import access, limits
+from .htmx import is_htmx
 from .forms import errors_of, found_or_404, message
 
 bp = Blueprint("registration", __name__)

@@ -9,10 +9,13 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import clock, config, critical, exams, index, patients, reports, users
-from ..db import get_db
-from ..validation import Conflict, ValidationError
-from . import access, images, is_htmx
+from ..core import clock, config
+from ..ris import critical, exams, patients, reports, users
+from ..pacs import index
+from .database import get_db
+from ..core.validation import Conflict, ValidationError
+from . import access, images
+from .htmx import is_htmx
 from .forms import errors_of, found_or_404, message
 
 bp = Blueprint("reports", __name__)
@@ -106,7 +109,7 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         review=config.review_required(current_app.config, exam["modality"]),
         criticals=criticals, now=clock.to_db(clock.now()), awaiting=exam["status"] in exams.AWAITING_FINAL,
         names=users.display_names(conn, people), holder=holder,
-        warnings=reports.quarantine_warnings(conn, exam, current_app.config),
+        warnings=index.quarantine_warnings(conn, exam, current_app.config),
         phrases=reports.phrases_for(conn, exam["modality"], exam["body_part"]) if editing else [],
         final=reports.latest_final(conn, exam["id"]), priors=reports.priors(conn, exam),
         series=index.series_of_exam(conn, exam["id"]) if _sees_images() else []), status

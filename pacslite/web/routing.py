@@ -6,10 +6,12 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import patients, routing
-from ..db import get_db
-from ..validation import Conflict, NotFound, ValidationError
-from . import access, is_htmx
+from ..ris import patients
+from ..pacs import routing
+from .database import get_db
+from ..core.validation import Conflict, NotFound, ValidationError
+from . import access
+from .htmx import is_htmx
 from .forms import errors_of, found_or_404, message
 
 bp = Blueprint("routing", __name__)

@@ -8,9 +8,11 @@ from flask import Blueprint, Response, current_app, flash, render_template, requ
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import statistics, users
-from ..db import get_db
-from . import access, csvout, is_htmx
+from ..ris import users
+from .. import statistics
+from .database import get_db
+from . import access, csvout
+from .htmx import is_htmx
 
 bp = Blueprint("stats", __name__)
 #: Who sees each person's workload.

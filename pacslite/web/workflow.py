@@ -8,9 +8,10 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext
 from flask_login import current_user
 
-from .. import commitment, mpps
-from ..db import get_db
-from ..validation import Conflict, NotFound, ValidationError
+from ..ris import mpps
+from ..pacs import commitment
+from .database import get_db
+from ..core.validation import Conflict, NotFound, ValidationError
 from . import access
 from .forms import errors_of, message
 
