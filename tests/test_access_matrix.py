@@ -1,19 +1,21 @@
-"""Every route, as every role and anonymously, against the matrix the README documents."""
+"""Every route, as every role and anonymously, against the matrix the administrator guide documents."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from pacslite import (aes, archive, audit, clock, critical, documents, filing, patients, procedures, refiling,
-                      reports, routing, sweep, users)
-from pacslite.index import Source
+from pacslite.core import audit, clock
+from pacslite.ris import aes, critical, documents, patients, procedures, reports, users
+from pacslite.pacs import archive, filing, refiling, routing
+from pacslite import sweep
+from pacslite.pacs.index import Source
 from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
 
 
 
 def documented_matrix() -> dict[tuple[str, str], dict[str, bool]]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "admin-guide.md").read_text(encoding="utf-8")
     block = text.split("<!-- access-matrix:start -->")[1].split("<!-- access-matrix:end -->")[0]
     lines = [line for line in block.strip().splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
@@ -54,7 +56,7 @@ def _refiled_study(app, conn, accession: str, tmp_path) -> tuple[int, int]:
 
 def _an_import(app, conn) -> int:
     from pathlib import Path
-    from pacslite import importing
+    from pacslite.pacs import importing
     folder, refused = importing.stage(app.config, [("notes.txt", lambda path: path.write_bytes(b"not an image"))])
     return importing.create(conn, audit.SYSTEM, Path(folder), refused)
 
@@ -64,7 +66,7 @@ def _an_unlinked_step(app, conn) -> int:
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
     from pydicom.uid import generate_uid
-    from pacslite import mpps
+    from pacslite.ris import mpps
     ds = Dataset()
     ds.PerformedProcedureStepStatus = "IN PROGRESS"
     ds.ScheduledStepAttributesSequence = Sequence([Dataset()])
@@ -75,7 +77,7 @@ def _an_unlinked_step(app, conn) -> int:
 def _an_alert(app, conn) -> int:
     """The sweep, run as if two days had passed: an exam without images raises an alert."""
     from datetime import timedelta
-    from pacslite import patients
+    from pacslite.ris import patients
     from tests.conftest import EXAM_FORM
     patients.register_exam(conn, audit.SYSTEM, app.config, EXAM_FORM, EXAM_FORM, confirm_demographics=True)
     sweep.run(conn, app.config, now=clock.now() + timedelta(days=2))
@@ -83,7 +85,7 @@ def _an_alert(app, conn) -> int:
 
 
 def _a_critical_finding(conn, accession: str) -> int:
-    from pacslite.db import transaction
+    from pacslite.core.db import transaction
     with transaction(conn):
         return critical.record(conn, audit.SYSTEM, patients.get_exam(conn, accession), "x", clock.to_db(clock.now()), 15)
 
