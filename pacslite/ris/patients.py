@@ -13,11 +13,9 @@ from datetime import date, datetime, time
 from typing import Any, Mapping
 
 from stdnum import damm
-from stdnum.cn import ric
-from stdnum.exceptions import ValidationError as NumberInvalid
 
 from ..core import audit, clock, config, uids
-from . import exams, procedures
+from . import exams, idcard, procedures
 from ..core.names import pinyin_of
 from ..core.db import transaction
 from ..core.validation import N_, FormErrors, NotFound, ValidationError, choice, collect, matches, text
@@ -72,24 +70,8 @@ def clean_patient(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _national_id(data: Mapping[str, Any]) -> str | None:
-    value = text(data, "national_id", max_length=32).replace(" ", "").upper()
-    if not value:
-        return None
-    try:
-        return ric.validate(value)
-    except NumberInvalid:
-        raise ValidationError("national_id", N_("Not a resident ID card number: 18 characters, the last a check"
-                                                " digit or X.")) from None
-
-
-def id_card_facts(number: str) -> tuple[str, str] | None:
-    """The birth date (ISO) and sex (M/F) a valid resident ID card number encodes (the 17th digit
-    odd for a man), or None when it is not one."""
-    try:
-        valid = ric.validate(number.replace(" ", "").upper())
-    except NumberInvalid:
-        return None
-    return ric.get_birth_date(valid).isoformat(), "M" if int(valid[16]) % 2 else "F"
+    value = text(data, "national_id", max_length=32)
+    return idcard.read(value).number if value.strip() else None
 
 
 def _birth_date(data: Mapping[str, Any]) -> str | None:

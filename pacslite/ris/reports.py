@@ -8,6 +8,7 @@ names the revision it edited, so two radiologists cannot silently overwrite each
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -16,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from ..core import audit, clock, config
 from . import critical, exams, patients, users
 from ..core.db import transaction
-from ..core.validation import N_, Conflict, ValidationError, choice, text
+from ..core.validation import N_, Conflict, FormErrors, ValidationError, choice, text
 
 DRAFT, PRELIMINARY, FINAL = "draft", "preliminary", "final"
 SIGN_LEVELS = (PRELIMINARY, FINAL)
@@ -34,13 +35,40 @@ class Signing:
 
 
 def signing(data: Mapping[str, Any]) -> Signing:
-    """The sign-off ``data`` asks for, or ValidationError: a level, and for a final report an
-    impression and a result class."""
+    """The sign-off ``data`` asks for, or ValidationError: a level, for a final report an
+    impression and a result class, and no phrase blank left unfilled (either level)."""
     level = choice(data, "level", SIGN_LEVELS)
     result_class = choice(data, "result_class", RESULT_CLASSES, required=level == FINAL)
     if level == FINAL and not text(data, "impression", max_length=TEXT_MAX, multiline=True):
         raise ValidationError("impression", N_("A final report needs an impression."))
+    _refuse_unfilled_blanks(data)
     return Signing(level, result_class)
+
+
+#: A phrase's blank for the radiologist to fill in ("大小约__mm×__mm"): two or more underscores,
+#: or full-width low lines.
+BLANK = re.compile(r"_{2,}|＿+")
+
+
+def first_blank(value: str) -> tuple[int, str] | None:
+    """The first line (numbered from 1) that still holds a blank, and its text; None when none does."""
+    for number, line in enumerate(value.splitlines(), 1):
+        if BLANK.search(line):
+            return number, line.strip()
+    return None
+
+
+def _refuse_unfilled_blanks(data: Mapping[str, Any]) -> None:
+    """A report is not signed with a phrase's blank in it: each text that has one is named, with
+    the line, so that the page can point at it."""
+    problems = {}
+    for field in ("findings", "impression"):
+        found = first_blank(text(data, field, max_length=TEXT_MAX, multiline=True))
+        if found is not None:
+            problems[field] = (N_("Fill in the blank (__) before signing, line %(line)d: %(text)s"),
+                               {"line": found[0], "text": found[1][:120]})
+    if problems:
+        raise FormErrors(problems)
 
 
 def check_signer(conn: sqlite3.Connection, username: str) -> None:

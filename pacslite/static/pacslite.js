@@ -11,15 +11,25 @@ document.addEventListener("click", function (event) {
   }
 });
 // A form marked data-enter-moves (the registration desk): Enter goes to the next field instead of
-// submitting half a form; Ctrl + Enter submits it.
+// submitting half a form (in a text area it starts a new line); Ctrl + Enter submits it from any
+// field, the text areas included.
 document.addEventListener("keydown", function (event) {
   var form = event.target.closest && event.target.closest("form[data-enter-moves]");
-  if (!form || event.key !== "Enter" || event.target.matches("textarea, button")) { return; }
+  if (!form || event.key !== "Enter") { return; }
+  if (event.ctrlKey || event.metaKey) { event.preventDefault(); form.requestSubmit(); return; }
+  if (event.target.matches("textarea, button")) { return; }
   event.preventDefault();
-  if (event.ctrlKey || event.metaKey) { form.requestSubmit(); return; }
   var fields = Array.prototype.filter.call(form.querySelectorAll("input, select, textarea, button"), function (el) {
     return !el.disabled && el.type !== "hidden" && el.offsetParent !== null;
   });
   var next = fields[fields.indexOf(event.target) + 1];
   if (next) { next.focus(); }
 });
+// A report refused for an unfilled phrase blank ("__"): the first blank of the first text named
+// is selected, so the radiologist types straight into it.
+function selectBlank() {
+  var area = document.querySelector("textarea[data-select-blank]");
+  var match = area && /_{2,}|\uFF3F+/.exec(area.value);
+  if (match) { area.focus(); area.setSelectionRange(match.index, match.index + match[0].length); }
+}
+if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", selectBlank); } else { selectBlank(); }

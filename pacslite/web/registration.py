@@ -10,7 +10,8 @@ from flask_babel import gettext
 from flask_login import current_user
 
 from ..core import clock, config, storage
-from ..ris import aes, documents, exams, mpps, patients, procedures, receipts, reports, transmission, users
+from ..ris import (aes, documents, exams, idcard, mpps, patients, procedures, receipts, reports, transmission,
+                  users)
 from ..pacs import index, routing
 from .database import get_db
 from ..core.validation import Conflict, ValidationError
@@ -148,13 +149,16 @@ def id_card() -> Any:
     """What the resident ID card number typed on the exam form encodes, offered for the birth
     date and sex (htmx); with ``apply``, the patient fields with them filled in."""
     values = {k: request.args.get(k, "") for k in ("name", "sex", "birth_date", "phone", "national_id")}
-    number = values["national_id"].strip()
-    facts = patients.id_card_facts(number) if number else None
-    if request.args.get("apply") and facts is not None:
-        values["birth_date"], values["sex"] = facts
+    card, problem = None, ""
+    if values["national_id"].strip():
+        try:
+            card = idcard.read(values["national_id"])
+        except ValidationError as exc:
+            problem = message(exc)
+    if request.args.get("apply") and card is not None:
+        values["birth_date"], values["sex"] = card.birth_date.isoformat(), card.sex
         return render_template("patients/_fields.html", values=values, errors={})
-    return render_template("patients/_id_card.html", values=values,
-                           id_card={"facts": facts, "invalid": bool(number) and facts is None})
+    return render_template("patients/_id_card.html", values=values, card=card, problem=problem)
 
 
 @bp.route("/exams/new", methods=["GET", "POST"])
