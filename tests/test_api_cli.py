@@ -81,7 +81,7 @@ def test_the_api_updates_changed_demographics_with_an_audit_record(app, conn, to
 @pytest.mark.parametrize("change, field", [
     ({"modality": "PET"}, "modality"), ({"source": "walk_in"}, "source"), ({"procedure": ""}, "procedure"),
     ({"scheduled_at": "soon"}, "scheduled_at"), ({"patient": {**BODY["patient"], "sex": "male"}}, "patient.sex"),
-    ({"patient": {**BODY["patient"], "birth_date": "1975/03/04"}}, "patient.birth_date"),
+    ({"patient": {**BODY["patient"], "birth_date": "04.03.1975"}}, "patient.birth_date"),  # day first: refused, not misread
     ({"patient": {**BODY["patient"], "patient_id": "../x"}}, "patient.patient_id"),
     ({"patient": {**BODY["patient"], "name": 42}}, "patient.name"),
     ({"patient": "HIS001"}, "patient"),

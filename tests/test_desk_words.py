@@ -9,6 +9,7 @@ import pytest
 from babel.messages.pofile import read_po
 from stdnum.cn import ric
 
+from pacslite.core import datetext
 from pacslite.core.validation import ValidationError
 from pacslite.ris import idcard, patients
 from tests.conftest import EXAM_FORM, ROOT, post, register
@@ -129,3 +130,88 @@ def test_a_report_with_an_unfilled_blank_is_not_signed(app, conn, client_as, tmp
                                                             "confirm": "1"})
     assert filled.status_code == 302
     assert patients.get_exam(conn, accession)["status"] == level
+
+
+# ---------------------------------------------------------------- dates as the desk types them
+
+TODAY = date(2026, 12, 4)
+
+
+@pytest.mark.parametrize("typed", ["19580312", "1958-03-12", "1958-3-12", "1958.3.12", "1958/3/12", "1958年3月12日",
+                                   " 1958.03.12 "])
+def test_a_date_is_read_in_every_form_the_desk_types(typed: str) -> None:
+    read = datetext.read_date(typed, "birth_date", TODAY, ages=True)
+    assert read == datetext.TypedDate(date(1958, 3, 12)) and not read.estimated
+
+
+@pytest.mark.parametrize(("typed", "born", "age"), [
+    ("67岁", date(1959, 12, 4), (67, "years")), ("67y", date(1959, 12, 4), (67, "years")),
+    ("8月", date(2026, 4, 4), (8, "months")), ("8个月", date(2026, 4, 4), (8, "months")),
+    ("15天", date(2026, 11, 19), (15, "days")), ("15d", date(2026, 11, 19), (15, "days")),
+])
+def test_an_age_gives_an_estimated_birth_date(typed: str, born: date, age: tuple[int, str]) -> None:
+    read = datetext.read_date(typed, "birth_date", TODAY, ages=True)
+    assert (read.value, read.age, read.estimated) == (born, age, True)
+    assert datetext.age_in(read.value, TODAY, age[1]) == age[0]
+
+
+@pytest.mark.parametrize("typed", ["80312", "1958-02-30", "12/03/1958", "03121958", "67", "200岁", "1858-01-01"])
+def test_a_date_that_cannot_be_read_is_refused(typed: str) -> None:
+    with pytest.raises(ValidationError):
+        datetext.read_date(typed, "birth_date", TODAY, ages=True)
+
+
+def test_an_age_is_not_a_scheduled_date() -> None:
+    with pytest.raises(ValidationError):
+        datetext.read_date("3天", "scheduled_date", TODAY)
+
+
+@pytest.mark.parametrize(("typed", "read"), [("22:38", (22, 38)), ("2238", (22, 38)), ("8:05", (8, 5)),
+                                             ("0805", (8, 5)), ("22：38", (22, 38)), ("", None)])
+def test_a_time_is_read_on_the_24_hour_clock(typed: str, read) -> None:
+    moment = datetext.read_time(typed, "scheduled_time")
+    assert (moment.hour, moment.minute) == read if read else moment is None
+
+
+@pytest.mark.parametrize("typed", ["10:38 PM", "24:00", "2260", "7"])
+def test_a_time_that_cannot_be_read_is_refused(typed: str) -> None:
+    with pytest.raises(ValidationError):
+        datetext.read_time(typed, "scheduled_time")
+
+
+def test_the_desk_registers_with_typed_dates_an_age_and_a_24_hour_time(client_as, conn) -> None:
+    desk = client_as("registrar")
+    accession = register(desk, patient_id="D1", birth_date="19580312", scheduled_date="2026.12.4",
+                         scheduled_time="2238")
+    patient = patients.get_patient(conn, "D1")
+    assert (patient["birth_date"], patient["birth_date_estimated"]) == ("1958-03-12", 0)
+    assert patients.get_exam(conn, accession)["scheduled_at"] == "2026-12-04T14:38:00+00:00"  # 22:38 in Shanghai
+    register(desk, patient_id="D2", birth_date="67岁")
+    estimated = patients.get_patient(conn, "D2")
+    assert estimated["birth_date_estimated"] == 1
+    assert datetext.age_in(date.fromisoformat(estimated["birth_date"]), date.today(), "years") == 67
+    assert "(estimated from the age)" in desk.get("/patients/D2").get_data(as_text=True)
+    register(desk, patient_id="D2", birth_date="67岁")  # the same age again: no question, nothing changed
+    assert patients.get_patient(conn, "D2")["birth_date"] == estimated["birth_date"]
+    bad = post(desk, "/exams/new", {**EXAM_FORM, "patient_id": "D3", "birth_date": "80312",
+                                    "scheduled_date": "3天", "scheduled_time": "10:38 PM"})
+    page = bad.get_data(as_text=True)
+    assert bad.status_code == 400 and all(f'id="e-{f}"' in page for f in ("birth_date", "scheduled_date",
+                                                                           "scheduled_time"))
+    assert patients.find_patient(conn, "D3") is None
+
+
+def test_the_form_says_what_it_read_while_the_desk_types(client_as) -> None:
+    desk = client_as("registrar")
+    hx = {"HX-Request": "true"}
+    read = desk.get("/exams/understood?field=birth_date&birth_date=19580312", headers=hx).get_data(as_text=True)
+    assert "Read as 1958-03-12" in read
+    age = desk.get("/exams/understood?field=birth_date&birth_date=15天", headers=hx).get_data(as_text=True)
+    assert "estimated from the age" in age
+    time_read = desk.get("/exams/understood?field=scheduled_time&scheduled_time=2238", headers=hx)
+    assert "Read as 22:38" in time_read.get_data(as_text=True)
+    wrong = desk.get("/exams/understood?field=scheduled_time&scheduled_time=10pm", headers=hx).get_data(as_text=True)
+    assert 'class="error"' in wrong and "24-hour" in wrong
+    assert desk.get("/exams/understood?field=name&name=x", headers=hx).status_code == 404
+    form = desk.get("/exams/new").get_data(as_text=True)
+    assert 'type="date"' not in form and 'type="time"' not in form

@@ -102,7 +102,7 @@ def test_every_error_is_shown_at_once_under_its_field(client_as, conn) -> None:
     assert response.status_code == 400
     for field in ("sex", "modality", "birth_date", "station_ae"):
         assert f'id="e-{field}" role="alert"' in page, field
-    assert "Use the form YYYY-MM-DD." in page and "At most 10 characters" not in page
+    assert "Type the date as 19580312, 1958-03-12 or 1958.3.12, or an age" in page and "At most" not in page
     assert count(conn, "exams") == 0
 
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from stdnum import damm
 
-from ..core import audit, clock, config, uids
+from ..core import audit, clock, config, datetext, uids
 from . import exams, idcard, procedures
 from ..core.names import pinyin_of
 from ..core.db import transaction
@@ -56,8 +56,10 @@ def _name(data: Mapping[str, Any]) -> str:
 
 
 def clean_patient(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated patient fields, or FormErrors naming every bad field."""
-    return collect({
+    """Validated patient fields, or FormErrors naming every bad field. The birth date may be
+    typed as the desk types it, or as an age (:mod:`pacslite.core.datetext`): then it is an
+    estimate (``birth_date_estimated``), and ``birth_age`` keeps the age typed."""
+    fields = collect({
         "patient_id": lambda: matches(text(data, "patient_id", required=True), "patient_id", PATIENT_ID_PATTERN,
                                       N_("Letters, digits, dots, dashes and underscores only.")),
         "name": lambda: _name(data),
@@ -67,6 +69,11 @@ def clean_patient(data: Mapping[str, Any]) -> dict[str, Any]:
                                  N_("Digits, spaces and + ( ) - only.")),
         "national_id": lambda: _national_id(data),
     })
+    typed = fields.pop("birth_date")
+    fields["birth_date"] = typed.value.isoformat() if typed else None
+    fields["birth_date_estimated"] = int(typed is not None and typed.estimated)
+    fields["birth_age"] = typed.age if typed else None
+    return fields
 
 
 def _national_id(data: Mapping[str, Any]) -> str | None:
@@ -74,17 +81,11 @@ def _national_id(data: Mapping[str, Any]) -> str | None:
     return idcard.read(value).number if value.strip() else None
 
 
-def _birth_date(data: Mapping[str, Any]) -> str | None:
-    value = text(data, "birth_date", max_length=64)
-    if not value:
-        return None
-    try:
-        parsed = date.fromisoformat(value)
-    except ValueError:
-        raise ValidationError("birth_date", N_("Use the form YYYY-MM-DD.")) from None
-    if parsed > date.today() or parsed.year < 1880:
+def _birth_date(data: Mapping[str, Any]) -> datetext.TypedDate | None:
+    typed = datetext.read_date(text(data, "birth_date", max_length=64), "birth_date", date.today(), ages=True)
+    if typed is not None and typed.value > date.today():
         raise ValidationError("birth_date", N_("Not a possible birth date."))
-    return parsed.isoformat()
+    return typed
 
 
 def get_patient(conn: sqlite3.Connection, patient_id: str) -> sqlite3.Row:
@@ -111,12 +112,12 @@ def _insert_patient(conn: sqlite3.Connection, actor: audit.Actor, fields: dict[s
     words, initials = pinyin_of(fields["name"])
     now = clock.to_db(clock.now())
     cur = conn.execute(
-        "INSERT INTO patients (patient_id, name, name_pinyin, name_initials, sex, birth_date, phone, national_id,"
-        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO patients (patient_id, name, name_pinyin, name_initials, sex, birth_date, birth_date_estimated,"
+        " phone, national_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (fields["patient_id"], fields["name"], words, initials, fields["sex"], fields["birth_date"],
-         fields["phone"], fields["national_id"], now, now))
+         fields["birth_date_estimated"], fields["phone"], fields["national_id"], now, now))
     audit.record(conn, actor, "patient.create", f"patient:{fields['patient_id']}",
-                 patient_id=fields["patient_id"], detail=fields)
+                 patient_id=fields["patient_id"], detail=_audited(fields))
     return int(cur.lastrowid)
 
 
@@ -136,6 +137,10 @@ def _settled(existing: sqlite3.Row, fields: Mapping[str, Any], resolutions: Mapp
     for key in ("phone", "birth_date", "national_id"):
         if not settled[key]:
             settled[key] = existing[key]
+    if not fields["birth_date"]:
+        settled["birth_date_estimated"] = existing["birth_date_estimated"]
+    if _same_age(existing, fields):  # "67岁" again for a patient on file born 1958-03-12: the same
+        settled["birth_date"], settled["birth_date_estimated"] = existing["birth_date"], existing["birth_date_estimated"]
     unresolved = {}
     for key, pair in _differences(existing, settled, DEMOGRAPHICS).items():
         choice_made = UPDATE if update_all else resolutions.get(key)
@@ -148,19 +153,34 @@ def _settled(existing: sqlite3.Row, fields: Mapping[str, Any], resolutions: Mapp
     return settled
 
 
+def _same_age(existing: sqlite3.Row, fields: Mapping[str, Any]) -> bool:
+    """An age typed for a patient on file whose birth date gives that age today."""
+    if not (fields.get("birth_age") and existing["birth_date"]):
+        return False
+    count, unit = fields["birth_age"]
+    return datetext.age_in(date.fromisoformat(existing["birth_date"]), date.today(), unit) == count
+
+
+def _audited(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A patient's fields as the audit keeps them (the age typed is in the estimate's flag)."""
+    return {k: v for k, v in fields.items() if k != "birth_age"}
+
+
 def _differences(existing: sqlite3.Row, fields: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
     return {k: (existing[k], fields[k]) for k in keys if (existing[k] or None) != (fields[k] or None)}
 
 
 def _apply_changes(conn: sqlite3.Connection, actor: audit.Actor, existing: sqlite3.Row, fields: Mapping[str, Any]) -> None:
-    changed = _differences(existing, fields, ("name", "sex", "birth_date", "phone", "national_id"))
+    changed = _differences(existing, fields, ("name", "sex", "birth_date", "birth_date_estimated", "phone",
+                                              "national_id"))
     if not changed:
         return
     words, initials = pinyin_of(fields["name"])
     conn.execute("UPDATE patients SET name = ?, name_pinyin = ?, name_initials = ?, sex = ?, birth_date = ?,"
-                 " phone = ?, national_id = ?, updated_at = ? WHERE id = ?",
-                 (fields["name"], words, initials, fields["sex"], fields["birth_date"], fields["phone"],
-                  fields["national_id"], clock.to_db(clock.now()), existing["id"]))
+                 " birth_date_estimated = ?, phone = ?, national_id = ?, updated_at = ? WHERE id = ?",
+                 (fields["name"], words, initials, fields["sex"], fields["birth_date"],
+                  fields["birth_date_estimated"], fields["phone"], fields["national_id"], clock.to_db(clock.now()),
+                  existing["id"]))
     audit.record(conn, actor, "patient.update", f"patient:{existing['patient_id']}",
                  patient_id=existing["patient_id"],
                  detail={"before": {k: v[0] for k, v in changed.items()}, "after": {k: v[1] for k, v in changed.items()}})
@@ -251,14 +271,25 @@ def parse_scheduled(value: Any, tz_name: str) -> datetime:
 
 
 def combine_local(day: str, at: str, tz_name: str) -> str:
-    """The web form's separate date and time as one ISO text (validated later).
-
-    A blank date is today in the department's zone (not UTC's today, which differs at night).
-    """
-    day, at = (day or "").strip(), (at or "").strip()
-    if not day and not at:
+    """The web form's separate date and time, typed as the desk types them
+    (:mod:`pacslite.core.datetext`), as one ISO text; FormErrors under ``scheduled_date`` and
+    ``scheduled_time``. A blank date is today in the department's zone (not UTC's today,
+    which differs at night); a blank time is midnight."""
+    today = clock.local_today(tz_name)
+    typed = collect({"day": lambda: datetext.read_date(day or "", "scheduled_date", today),
+                     "at": lambda: datetext.read_time(at or "", "scheduled_time")})
+    if typed["day"] is None and typed["at"] is None:
         return ""
-    return f"{day or clock.local_today(tz_name).isoformat()}T{at or time(0).isoformat('minutes')}"
+    on = typed["day"].value if typed["day"] else today
+    return f"{on.isoformat()}T{(typed['at'] or time(0)).isoformat('minutes')}"
+
+
+def _scheduled_at(data: Mapping[str, Any], tz_name: str) -> str:
+    """When the exam is scheduled: the form's date and time boxes, or the API's ``scheduled_at``."""
+    if data.get("scheduled_date") or data.get("scheduled_time"):
+        return clock.to_db(parse_scheduled(combine_local(data.get("scheduled_date", ""),
+                                                         data.get("scheduled_time", ""), tz_name), tz_name))
+    return clock.to_db(parse_scheduled(data.get("scheduled_at"), tz_name))
 
 
 def clean_exam(data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,7 +309,7 @@ def clean_exam(data: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str
         "ward": lambda: text(data, "ward", max_length=64),
         "bed": lambda: text(data, "bed", max_length=16),
         "priority": lambda: choice(data, "priority", PRIORITIES, required=False, default="routine"),
-        "scheduled_at": lambda: clock.to_db(parse_scheduled(data.get("scheduled_at"), settings["TIMEZONE"])),
+        "scheduled_at": lambda: _scheduled_at(data, settings["TIMEZONE"]),
     })
     fields["dicom_modality"] = config.modality(settings, fields["modality"])["dicom"]
     return fields

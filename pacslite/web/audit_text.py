@@ -15,7 +15,7 @@ from .labels import label
 #: What a detail's key is called on the page (keys not listed are shown as they are).
 FIELDS = {
     "accession_number": _l("Accession number"), "address": _l("Address"), "body_part": _l("Body part"),
-    "birth_date": _l("Birth date"), "bytes": _l("Bytes"), "cause": _l("Cause"), "charset": _l("Character set"),
+    "birth_date": _l("Birth date"), "birth_date_estimated": _l("Birth date estimated from the age"), "bytes": _l("Bytes"), "cause": _l("Cause"), "charset": _l("Character set"),
     "clinical_note": _l("Clinical note"), "conflict": _l("Conflict"), "default_station_ae": _l("Default station"),
     "department": _l("Department"), "destination": _l("Destination"), "display_name": _l("Display name"),
     "error": _l("Error"), "exam": _l("Exam"), "files": _l("Files"), "finding": _l("Finding"),

@@ -4,12 +4,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from flask import (Blueprint, Response, current_app, flash, redirect, render_template, request,
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    send_file, url_for)
 from flask_babel import gettext
 from flask_login import current_user
 
-from ..core import clock, config, storage
+from ..core import clock, config, datetext, storage
 from ..ris import (aes, documents, exams, idcard, mpps, patients, procedures, receipts, reports, transmission,
                   users)
 from ..pacs import index, routing
@@ -161,6 +161,35 @@ def id_card() -> Any:
     return render_template("patients/_id_card.html", values=values, card=card, problem=problem)
 
 
+@bp.route("/exams/understood")
+@access.allow(*REGISTRAR)
+def understood() -> Any:
+    """What a date or time box of the registration form was read as, shown beside it while the
+    desk types (htmx): the date (with the age it gives for a birth date), or what is wrong."""
+    field = request.args.get("field", "")
+    if field not in ("birth_date", "scheduled_date", "scheduled_time"):
+        abort(404)
+    value, shown, problem = request.args.get(field, ""), "", ""
+    today = clock.local_today(current_app.config["TIMEZONE"])
+    try:
+        if field == "scheduled_time":
+            moment = datetext.read_time(value, field)
+            shown = moment.isoformat("minutes") if moment else ""
+        else:
+            typed = datetext.read_date(value, field, today, ages=field == "birth_date")
+            shown = _understood_date(typed, today) if typed else ""
+    except ValidationError as exc:
+        problem = message(exc)
+    return render_template("exams/_understood.html", field=field, shown=shown, problem=problem)
+
+
+def _understood_date(typed: datetext.TypedDate, today: date) -> str:
+    """The date read; for an age, the birth date it gives, marked as estimated."""
+    if typed.estimated:
+        return f"{typed.value.isoformat()} ({gettext('estimated from the age')})"
+    return typed.value.isoformat()
+
+
 @bp.route("/exams/new", methods=["GET", "POST"])
 @access.allow(*REGISTRAR)
 def exam_new() -> Any:
@@ -168,12 +197,9 @@ def exam_new() -> Any:
     confirm: patients.ConfirmationNeeded | None = None
     if request.method == "POST":
         form = request.form
-        scheduled_at = patients.combine_local(form.get("scheduled_date", ""), form.get("scheduled_time", ""),
-                                              current_app.config["TIMEZONE"])
-        exam_data = {**form, "scheduled_at": scheduled_at}
         try:
             resolutions = {f: form[f"resolve_{f}"] for f in patients.DEMOGRAPHICS if form.get(f"resolve_{f}")}
-            registration = patients.register_exam(get_db(), access.actor(), current_app.config, form, exam_data,
+            registration = patients.register_exam(get_db(), access.actor(), current_app.config, form, form,
                                                   resolutions=resolutions)
         except patients.ConfirmationNeeded as exc:
             confirm, errors = exc, errors_of(exc)
