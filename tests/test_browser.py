@@ -92,6 +92,8 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     problems: list[str] = []
     # 3 device pixels per CSS pixel: about 290 dpi, like a receipt printer rather than a screen.
     context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900}, device_scale_factor=3)
+    # every frame's print() counted on the top window (the receipt prints from a frame of the form)
+    context.add_init_script("window.print = function () { window.top.__printed = (window.top.__printed || 0) + 1; };")
     page = context.new_page()
     watch_console(page, problems)
 
@@ -165,8 +167,13 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.select_option("#f-source", "outpatient")
     page.fill("#f-procedure", "胸部正位")  # DR has no catalogue: typed
     page.click("button:has-text('Register')")
-    page.wait_for_url(f"{live.url}/exams/A*")
-    accession = page.url.rsplit("/", 1)[1]
+    # one step: the receipt prints from a frame and the desk is back on an empty form
+    page.wait_for_url(re.compile(re.escape(live.url) + r"/exams/new\?registered=A\d+$"))
+    accession = page.url.split("registered=")[1]
+    wait_for(lambda: page.evaluate("window.__printed || 0") == 1, "the receipt printing from the form's frame")
+    assert page.input_value("#f-patient_id") == "" and page.input_value("#f-name") == ""
+    assert f"Registered {accession} for 王<b>芳</b> (MZ20261124)." in page.locator("#registered").inner_text()
+    page.click("#registered >> text=Open the exam")
     assert page.locator("h1 .mono").inner_text() == accession
     assert page.locator("text=王<b>芳</b>").count() >= 1  # shown as typed, not as markup
 
@@ -189,10 +196,13 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.select_option("#f-station_ae", "CT01")
     page.select_option("#f-source", "emergency")
     page.select_option("#f-priority", "stat")
-    page.focus("#f-procedure_code")
+    page.click("#f-clinical_note")  # the last field: Ctrl + Enter registers from the note too
+    page.keyboard.type("胸痛 2 小时")
     page.keyboard.press("Control+Enter")
-    page.wait_for_url(re.compile(re.escape(live.url) + r"/exams/A\d+$"))
-    second = page.url.rsplit("/", 1)[1]
+    page.wait_for_url(re.compile(re.escape(live.url) + r"/exams/new\?registered=A\d+$"))
+    second = page.url.split("registered=")[1]
+    wait_for(lambda: page.evaluate("window.__printed || 0") == 1, "the second receipt printing")  # a new page: counted anew
+    page.goto(f"{live.url}/exams/{second}")
     assert second != accession and page.locator("text=CT chest, plain").count() >= 1
     page.goto(f"{live.url}/patients/MZ20261124")  # every stored value kept
     facts = page.locator("dl").first.inner_text()

@@ -215,3 +215,95 @@ def test_the_form_says_what_it_read_while_the_desk_types(client_as) -> None:
     assert desk.get("/exams/understood?field=name&name=x", headers=hx).status_code == 404
     form = desk.get("/exams/new").get_data(as_text=True)
     assert 'type="date"' not in form and 'type="time"' not in form
+
+
+# ---------------------------------------------------------------- after registering
+
+def test_registering_prints_the_receipt_and_returns_to_an_empty_form(client_as, conn) -> None:
+    desk = client_as("registrar")
+    response = post(desk, "/exams/new", {**EXAM_FORM, "patient_id": "NEXT1"})
+    assert response.status_code == 302 and response.location.startswith("/exams/new?registered=A")
+    accession = response.location.split("registered=")[1]
+    page = desk.get(response.location).get_data(as_text=True)
+    assert f"Registered {accession} for 张三 (NEXT1)." in page and "The receipt is printing." in page
+    assert f'src="/exams/{accession}/receipt?print=1"' in page  # printed from a frame of the empty form
+    assert 'id="f-patient_id" name="patient_id" type="text" value=""' in page  # the form is empty
+    assert "cough" not in page
+    again = desk.get(response.location).get_data(as_text=True)  # a reload names it but prints nothing
+    assert f"Registered {accession}" in again and 'src="about:blank"' in again and 'id="print-again"' in again
+    assert desk.get("/exams/new?registered=NOSUCH").get_data(as_text=True).count('id="registered"') == 0
+
+
+# ---------------------------------------------------------------- the smaller things
+
+def test_a_reviewer_is_not_told_the_writer_is_still_editing_a_submitted_report(app, conn, client_as, tmp_path) -> None:
+    from tests.test_reports import add_image, register as register_exam
+    app.config["REPORT_REVIEW"] = True
+    accession = register_exam(app, conn)
+    add_image(app, conn, tmp_path, accession)
+    writer = client_as("radiologist", username="dr_writer")
+    assert post(writer, f"/exams/{accession}/report/save", {"findings": "F", "impression": "I",
+                                                            "revision": "0"}).status_code in (200, 204)
+    reviewer = client_as("radiologist", username="dr_reviewer")
+    assert 'id="holder"' in reviewer.get(f"/exams/{accession}/report").get_data(as_text=True)  # while writing
+    assert post(writer, f"/exams/{accession}/report/sign", {"confirm": "1", "level": "preliminary", "revision": "1",
+                                                            "findings": "F", "impression": "I"}).status_code == 302
+    assert 'id="holder"' not in reviewer.get(f"/exams/{accession}/report").get_data(as_text=True)
+
+
+def test_the_registrar_is_not_offered_the_report_page_button(client_as) -> None:
+    desk = client_as("registrar")
+    accession = register(desk)
+    assert 'id="open-report"' not in desk.get(f"/exams/{accession}").get_data(as_text=True)
+    assert 'id="open-report"' in client_as("radiologist").get(f"/exams/{accession}").get_data(as_text=True)
+
+
+def test_the_users_list_says_who_may_review(conn, client_as) -> None:
+    client_as("radiologist", username="dr_senior")
+    with conn:
+        conn.execute("UPDATE users SET can_review = 1 WHERE username = 'dr_senior'")
+    page = client_as("admin").get("/admin/users").get_data(as_text=True)
+    row = re.search(r">dr_senior</a></td>.*?</tr>", page, re.S).group(0)
+    assert '<td class="may-review">✓ Reviews</td>' in row
+    assert '<td class="may-review"></td>' in re.search(r">u_admin</a></td>.*?</tr>", page, re.S).group(0)
+
+
+def test_the_audit_log_in_chinese_says_why_an_exam_moved_in_chinese(app, conn, client_as) -> None:
+    from pacslite.core import audit
+    from pacslite.core.db import transaction
+    with transaction(conn):
+        for cause in ("first image filed", "technologist: exam done", "MPPS COMPLETED from CT01"):
+            audit.record(conn, audit.SYSTEM, "exam.state", "exam:A1", detail={"from": "scheduled",
+                                                                              "to": "in_progress", "cause": cause})
+        audit.record(conn, audit.SYSTEM, "report.sign", "exam:A1", detail={"level": "final",
+                                                                            "result_class": "abnormal"})
+    admin = client_as("admin")
+    post(admin, "/language", {"language": "zh_CN"})
+    page = admin.get("/admin/audit").get_data(as_text=True)
+    rows = re.sub(r"<details.*?</details>", "", page.split("<tbody>")[1].split("</tbody>")[0], flags=re.S)
+    shown = re.sub(r"<[^>]+>", " ", rows)  # what a reader sees, the raw JSON folded away
+    assert "首幅图像已归档" in shown and "技师：检查完成" in shown and "CT01 发来的 MPPS：" in shown
+    for english in ("first image filed", "exam done", "abnormal", "final"):
+        assert english not in shown, english
+
+
+@pytest.mark.parametrize(("department", "note", "shown"), [
+    ("", "", ("放射科", "本报告仅供临床参考。")),
+    ("影像科", "-", ("影像科",)),
+])
+def test_the_printed_report_has_the_department_line_and_its_note(app, conn, client_as, tmp_path, department: str,
+                                                                 note: str, shown: tuple[str, ...]) -> None:
+    from tests.test_reports import add_image, register as register_exam
+    app.config.update(REPORT_DEPARTMENT=department, REPORT_NOTE=note)
+    accession = register_exam(app, conn)
+    add_image(app, conn, tmp_path, accession)
+    rad = client_as("radiologist", username="dr_print")
+    assert post(rad, f"/exams/{accession}/report/sign", {"confirm": "1", "level": "final", "revision": "0",
+                                                         "result_class": "normal", "findings": "F",
+                                                         "impression": "I"}).status_code == 302
+    post(rad, "/language", {"language": "zh_CN"})
+    page = rad.get(f"/exams/{accession}/report/print").get_data(as_text=True)
+    assert re.search(r'id="printed-department">' + shown[0] + "<", page)
+    assert ('id="printed-note"' in page) == (note != "-")
+    if note != "-":
+        assert re.search(r'id="printed-note">' + shown[1] + "<", page)

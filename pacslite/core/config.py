@@ -63,6 +63,11 @@ DEFAULTS: dict[str, Any] = {
     "DICOM_MAX_CONNECTIONS_PER_ADDRESS": 8,
     # The department.
     "HOSPITAL_NAME": "pacslite",
+    # The printed report's department line and its closing note; empty: the words in the
+    # reader's language ("Department of Radiology" 放射科, "For clinical reference only." 仅供临床参考);
+    # "-": not printed.
+    "REPORT_DEPARTMENT": "",
+    "REPORT_NOTE": "",
     "TIMEZONE": "Asia/Shanghai",
     "DEFAULT_LANGUAGE": "zh_CN",
     "MODALITIES": DEFAULT_MODALITIES,

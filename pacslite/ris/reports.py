@@ -321,11 +321,13 @@ def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
     _refuse_if_locked(conn, actor, exam, "report.sign")
     check_signer(conn, actor.name)
     now = clock.to_db(clock.now())
-    changes: dict[str, Any] = {"status": level, "result_class": asked.result_class or None}
+    # a signature ends the writer's hold: nobody is warned that the writer is still editing it
+    changes: dict[str, Any] = {"status": level, "result_class": asked.result_class or None, "held_by": None,
+                               "held_at": None}
     if level == PRELIMINARY:
         changes.update(preliminary_at=now, preliminary_by=actor.name)
     else:
-        changes.update(signed_at=now, signed_by=actor.name, held_by=None, held_at=None)
+        changes.update(signed_at=now, signed_by=actor.name)
     with transaction(conn):  # signed preliminary again: the newest preliminary signature counts
         if review and level == FINAL:
             _check_review(latest(conn, exam["id"]), actor, reviewer)

@@ -5,6 +5,7 @@ the page, and in the CSV."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask_babel import gettext
@@ -43,7 +44,12 @@ FIELDS = {
 }
 #: Keys whose values are codes with a word of their own (labels.LABELS' kinds).
 CODED = {"sex": "sex", "source": "source", "priority": "priority", "status": "status", "from": "status",
-         "to": "status", "roles": "role", "outcome": "outcome"}
+         "to": "status", "roles": "role", "outcome": "outcome", "result_class": "result", "level": "report"}
+#: Why an exam's state moved, as exams.py records it (English data), in the user's language.
+CAUSES = {"first image filed": _l("first image filed"), "images re-filed to it": _l("images re-filed to it"),
+          "technologist: exam done": _l("technologist: exam done"),
+          "report signed preliminary": _l("report signed preliminary"), "report signed final": _l("report signed final")}
+MPPS_CAUSE = re.compile(r"MPPS (IN PROGRESS|COMPLETED|DISCONTINUED) from (.*)")
 MAX_LINES, MAX_VALUE = 12, 160
 
 
@@ -57,7 +63,7 @@ def describe(action: str, detail_text: str | None) -> list[tuple[str, str]]:
         return [("", _value("", detail))]
     if action == "exam.state" and "from" in detail and "to" in detail:
         line = f"{label('status', detail['from'])} → {label('status', detail['to'])}"
-        return [(str(FIELDS["status"]), f"{line} ({detail['cause']})" if detail.get("cause") else line)]
+        return [(str(FIELDS["status"]), f"{line} ({_cause(detail['cause'])})" if detail.get("cause") else line)]
     before, after = detail.get("before"), detail.get("after")
     if isinstance(before, dict) and isinstance(after, dict):
         return [_change(key, before.get(key), after.get(key)) for key in after][:MAX_LINES]
@@ -68,6 +74,16 @@ def describe(action: str, detail_text: str | None) -> list[tuple[str, str]]:
         elif value not in (None, "", [], {}):
             lines.append((_field(key), _value(key, value)))
     return lines[:MAX_LINES]
+
+
+def _cause(cause: str) -> str:
+    """A state move's cause in the user's language (a cancellation's reason is the desk's own words)."""
+    if cause in CAUSES:
+        return str(CAUSES[cause])
+    mpps = MPPS_CAUSE.fullmatch(cause)
+    if mpps:
+        return gettext("MPPS %(state)s from %(ae)s", state=label("mpps", mpps.group(1)), ae=mpps.group(2))
+    return cause
 
 
 def _field(key: str) -> str:

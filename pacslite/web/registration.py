@@ -5,7 +5,7 @@ from datetime import date
 from typing import Any
 
 from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
-                   send_file, url_for)
+                   send_file, session, url_for)
 from flask_babel import gettext
 from flask_login import current_user
 
@@ -205,15 +205,27 @@ def exam_new() -> Any:
             confirm, errors = exc, errors_of(exc)
         except ValidationError as exc:
             errors = errors_of(exc)
-        else:
-            flash(gettext("Exam %(accession)s registered.", accession=registration.accession_number), "success")
-            return redirect(url_for("registration.exam_view", accession=registration.accession_number))
+        else:  # back to an empty form, the receipt printing: the next patient is already waiting
+            session["print_receipt"] = registration.accession_number
+            return redirect(url_for("registration.exam_new", registered=registration.accession_number))
         values: Any = form
     else:
         values = _new_exam_defaults(request.args.get("patient_id", ""))
     return render_template("exams/form.html", values=values, errors=errors, confirm=confirm,
-                           choices=_choices(values.get("modality", "")),
+                           choices=_choices(values.get("modality", "")), registered=_just_registered(),
                            sources=patients.SOURCES, priorities=patients.PRIORITIES), (400 if errors else 200)
+
+
+def _just_registered() -> dict[str, Any] | None:
+    """The exam registered a moment ago (``?registered=``), to name above the empty form; its
+    receipt prints once, on the first view after registering, not on every reload."""
+    accession = request.args.get("registered", "")
+    if request.method != "GET" or not accession:
+        return None
+    exam = patients.find_exam(get_db(), accession=accession)
+    if exam is None:
+        return None
+    return {"exam": exam, "print": session.pop("print_receipt", None) == accession}
 
 
 @bp.route("/exams/choices")
