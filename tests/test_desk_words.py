@@ -307,3 +307,45 @@ def test_the_printed_report_has_the_department_line_and_its_note(app, conn, clie
     assert ('id="printed-note"' in page) == (note != "-")
     if note != "-":
         assert re.search(r'id="printed-note">' + shown[1] + "<", page)
+
+
+# ---------------------------------------------------------------- the quarantine in people's words
+
+def test_a_technologist_files_a_quarantined_study_to_its_likely_exam(app, conn, client_as, tmp_path) -> None:
+    from tests.test_refiling import register as register_exam, send, study_of, typo_of
+    right = register_exam(app, conn, patient_id="P0001", name="吴敏", sex="F", birth_date="1972-02-28")
+    other = register_exam(app, conn, patient_id="P0009", name="李四", sex="M", birth_date="1990-01-01",
+                          scheduled_at="2030-01-02T09:00")  # no sign points to it: not a likely exam
+    uid = send(app, conn, tmp_path, accession=typo_of(right.accession_number), patient_id="P0001", name="WU^MIN",
+               sex="F", birth_date="19720228")
+    study = study_of(conn, uid)
+    tech = client_as("technologist")
+    page = tech.get("/quarantine/").get_data(as_text=True)
+    assert "WU MIN" in page and "WU^MIN" not in page and "1972-02-28" in page and "19720228" not in page
+    assert "Unknown accession number" in page or "accession" in page.lower()
+    view = tech.get(f"/studies/{study['id']}").get_data(as_text=True)
+    assert 'id="file-to-candidate"' in view and 'id="refile-form"' not in view  # the admin's form is not hers
+    candidates = tech.get(f"/quarantine/studies/{study['id']}/candidates",
+                          headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "most likely" in candidates and "Agrees:" in candidates
+    assert not re.search(r"<strong>\d+</strong>", candidates)  # no bare score
+
+    elsewhere = post(tech, f"/studies/{study['id']}/file", {"accession_number": other.accession_number,
+                                                            "reason": "looks like it"})
+    assert elsewhere.status_code == 409 and "not one of this study" in elsewhere.get_data(as_text=True)
+    no_reason = post(tech, f"/studies/{study['id']}/file", {"accession_number": right.accession_number})
+    assert no_reason.status_code == 400 and 'id="e-file_reason"' in no_reason.get_data(as_text=True)
+    assert study_of(conn, uid)["exam_ref"] is None
+    filed = post(tech, f"/studies/{study['id']}/file", {"accession_number": right.accession_number,
+                                                        "reason": "typo at the console"})
+    assert filed.status_code == 302
+    after = study_of(conn, uid)
+    assert after["exam_ref"] == patients.get_exam(conn, right.accession_number)["id"]
+    row = conn.execute("SELECT actor, outcome FROM audit_log WHERE action = 'image.refile'").fetchone()
+    assert tuple(row) == ("u_technologist", "success")
+    # moving a filed study stays the administrator's
+    again = post(tech, f"/studies/{study['id']}/file", {"accession_number": other.accession_number,
+                                                        "reason": "wrong patient"})
+    assert again.status_code == 409 and study_of(conn, uid)["exam_ref"] == after["exam_ref"]
+    assert post(tech, f"/studies/{study['id']}/refile", {"accession_number": other.accession_number,
+                                                         "reason": "x"}).status_code == 403

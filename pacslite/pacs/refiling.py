@@ -293,6 +293,21 @@ def _selected_instances(conn: sqlite3.Connection, series: sqlite3.Row, numbers: 
     return chosen
 
 
+def file_to_candidate(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any], study_id: int,
+                      data: Mapping[str, Any]) -> int:
+    """A technologist files a quarantined study, whole, to one of its likely exams
+    (:func:`candidates`), with a reason: the same re-filing, audited the same way. A study that
+    is filed already, or an exam that is not a candidate, stays an administrator's decision."""
+    study = get_study(conn, study_id)
+    if study["exam_ref"] is not None or study["quarantine_reason"] is None:
+        raise Conflict(N_("This study is filed: only an administrator moves it to another exam."))
+    accession = text(data, "accession_number", required=True)
+    if accession not in {c.exam["accession_number"] for c in candidates(conn, study)}:
+        raise Conflict(N_("Exam %(accession)s is not one of this study's likely exams: an administrator files it"
+                          " elsewhere."), accession=accession)
+    return refile(conn, actor, settings, study_id, {"accession_number": accession, "reason": data.get("reason", "")})
+
+
 def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any], study_id: int,
            data: Mapping[str, Any], series_id: int | None = None) -> int:
     """Move a quarantined or filed study, one of its series, or some images of a series (by

@@ -14,7 +14,7 @@ from . import (access, admin, alerts, api, archive, audit_text, auth, critical, 
 from .database import close_db, get_db
 from .extensions import csrf, login_manager
 from .htmx import is_htmx
-from .labels import label, options, person, uid_name
+from .labels import dicom_date, dicom_person, dicom_sex, label, options, person, uid_name
 
 
 @login_manager.user_loader
@@ -51,6 +51,7 @@ def init_app(app: Flask) -> None:
                                  procedure_name=lambda p: procedures.name_in(p, get_locale().language),
                                  audit_lines=audit_text.describe)
     app.jinja_env.filters["person"] = person
+    app.jinja_env.filters.update(dicom_person=dicom_person, dicom_date=dicom_date, dicom_sex=dicom_sex)
     app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)

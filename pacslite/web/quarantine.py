@@ -102,6 +102,17 @@ def study_refile(study_id: int) -> Any:
                     "accession_number", gettext("The study was re-filed. The original files are kept."))
 
 
+@bp.route("/studies/<int:study_id>/file", methods=["POST"])
+@access.allow(*access.IMAGE_CONTROL)
+def study_file(study_id: int) -> Any:
+    """File a quarantined study to one of its likely exams (technologists too; moving a filed
+    study, or to any other exam, stays the administrator's re-filing)."""
+    found_or_404(refiling.get_study, get_db(), study_id)
+    return _correct(study_id, lambda: refiling.file_to_candidate(get_db(), access.actor(), current_app.config,
+                                                                 study_id, request.form),
+                    "file_reason", gettext("The study was filed. The original files are kept."))
+
+
 @bp.route("/studies/<int:study_id>/reject", methods=["POST"])
 @access.allow(*REFILING)
 def study_reject(study_id: int) -> Any:
