@@ -136,19 +136,23 @@ class Report:
 
 #: The period's exams per (modality, source, station), report turnaround to 0.1 h (hours from
 #: the first image to the first final report; NULL: not reported) and the exam's report target
-#: (fixed at registration), with how many met it. Read from the index exams_statistics alone,
+#: (fixed at registration), with how many met it: reported by ``report_due_at`` (the target in
+#: the department's reporting hours, kept at the first final signature), or, for exams reported
+#: before it was kept, within the target in clock hours. Read from the index exams_statistics alone,
 #: in one pass. ``LIMIT -1`` keeps SQLite from flattening the subquery, which would work the
 #: turnaround out again at each of its uses.
 _EXAM_GROUPS = (
     "SELECT modality, source, station_ae, hours, target, COUNT(*), SUM(status = 'cancelled'),"
     " SUM(status <> 'cancelled' AND instance_count > 0),"
     " SUM(CASE WHEN status <> 'cancelled' AND instance_count > 0 THEN instance_count ELSE 0 END),"
-    " SUM(status <> 'cancelled' AND instance_count = 0), SUM(exact <= target),"
+    " SUM(status <> 'cancelled' AND instance_count = 0), SUM(met),"
     " COUNT(result_class), COUNT(CASE WHEN result_class IN ('abnormal', 'critical') THEN 1 END),"
     " COUNT(CASE WHEN result_class = 'critical' THEN 1 END)"
     " FROM (SELECT modality, source, station_ae, status, instance_count, result_class, exact,"
-    " ROUND(exact, 1) AS hours, CASE WHEN exact IS NOT NULL THEN target_hours END AS target"
+    " ROUND(exact, 1) AS hours, CASE WHEN exact IS NOT NULL THEN target_hours END AS target,"
+    " CASE WHEN exact IS NOT NULL THEN COALESCE(reported_at <= report_due_at, exact <= target_hours) END AS met"
     " FROM (SELECT modality, source, target_hours, station_ae, status, instance_count, result_class,"
+    " reported_at, report_due_at,"
     " CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL AND reported_at IS NOT NULL"
     " THEN (julianday(reported_at) - julianday(images_first_at)) * 24 END AS exact"
     " FROM exams WHERE registered_at >= ? AND registered_at < ? LIMIT -1))"
@@ -325,8 +329,9 @@ def workload(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date,
         person.images += images
         person.modalities[modality] += exams_done
     for who, modality, hours, within, signed in conn.execute(
-            "SELECT reported_by, modality, ROUND(exact, 1), exact <= target_hours, COUNT(*) FROM"
-            " (SELECT reported_by, modality, target_hours,"
+            "SELECT reported_by, modality, ROUND(exact, 1),"
+            " COALESCE(reported_at <= report_due_at, exact <= target_hours), COUNT(*) FROM"
+            " (SELECT reported_by, modality, target_hours, reported_at, report_due_at,"
             " (julianday(reported_at) - julianday(images_first_at)) * 24 AS exact"
             " FROM exams WHERE reported_at >= ? AND reported_at < ?) GROUP BY 1, 2, 3, 4", (since, until)):
         person = radiologists.setdefault(who or "—", Person(who or "—"))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from .core import alerts, audit, clock
+from .core import alerts, audit, clock, workhours
 from .ris import exams
 from .pacs import capacity, integrity
 from .core.background import BackgroundThread
@@ -74,8 +74,7 @@ def _exam_findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: d
             f"SELECT e.id, e.modality, e.source, e.priority, e.target_hours, e.images_first_at FROM exams e"
             f" WHERE e.status IN ({', '.join('?' * len(exams.AWAITING_FINAL))}) AND e.instance_count > 0",
             exams.AWAITING_FINAL):
-        hours = row["target_hours"]
-        due = clock.from_db(row["images_first_at"]) + timedelta(hours=hours)
+        due = workhours.exam_due(clock.from_db(row["images_first_at"]), row, settings)
         if due < now:
             found.append(Finding("overdue_report", f"exam:{row['id']}", row["id"], None,
                                  {"due_at": clock.to_db(due)}))

@@ -140,9 +140,9 @@ def routing(work: Path) -> dict:
 
         # "Send to…" from the exam page, as a technologist
         from pacslite import create_app
-        from tests.conftest import HOST_DISK_INDEPENDENT, csrf_token, login
+        from tests.conftest import INDEPENDENT_OF_HOST_AND_HOUR, csrf_token, login
         pacs.add_user("tech_fwd", "technologist")
-        app = create_app({"INSTANCE_DIR": str(instance), "DEFAULT_LANGUAGE": "en", **HOST_DISK_INDEPENDENT})
+        app = create_app({"INSTANCE_DIR": str(instance), "DEFAULT_LANGUAGE": "en", **INDEPENDENT_OF_HOST_AND_HOUR})
         client = app.test_client()
         login(client, "tech_fwd", "Secret-pass-1")
         page = client.get(f"/exams/{reg.accession_number}").get_data(as_text=True)

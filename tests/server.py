@@ -17,7 +17,7 @@ from typing import Any
 
 from pacslite.core import audit, config, db
 from pacslite.ris import patients, users
-from tests.conftest import EXAM_FORM, HOST_DISK_INDEPENDENT, ROOT, free_port
+from tests.conftest import EXAM_FORM, INDEPENDENT_OF_HOST_AND_HOUR, ROOT, free_port
 
 
 @dataclass
@@ -72,7 +72,7 @@ def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **
     environ = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), "PACSLITE_HTTP_HOST": "127.0.0.1",
                "PACSLITE_HTTP_PORT": str(port), "PACSLITE_DEFAULT_LANGUAGE": "en",
                "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PYTHONUNBUFFERED": "1",
-               **{f"PACSLITE_{k}": str(v) for k, v in HOST_DISK_INDEPENDENT.items()}, **env}
+               **{f"PACSLITE_{k}": str(v) for k, v in INDEPENDENT_OF_HOST_AND_HOUR.items()}, **env}
     process = subprocess.Popen([*wrapper, sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     server = Server(process, f"http://127.0.0.1:{port}")
@@ -102,7 +102,7 @@ class Pacs:
 
     def __init__(self, instance: Path, **options: Any) -> None:
         self.instance = instance
-        self.settings = config.load({"INSTANCE_DIR": str(instance), **HOST_DISK_INDEPENDENT})
+        self.settings = config.load({"INSTANCE_DIR": str(instance), **INDEPENDENT_OF_HOST_AND_HOUR})
         self.server = start(instance, **options)
         self.port = self.server.dicom_port
 

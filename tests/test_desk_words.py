@@ -3,13 +3,13 @@ never read as 危急值."""
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from babel.messages.pofile import read_po
 from stdnum.cn import ric
 
-from pacslite.core import datetext
+from pacslite.core import datetext, workhours
 from pacslite.core.validation import ValidationError
 from pacslite.ris import idcard, patients
 from tests.conftest import EXAM_FORM, ROOT, post, register
@@ -349,3 +349,83 @@ def test_a_technologist_files_a_quarantined_study_to_its_likely_exam(app, conn, 
     assert again.status_code == 409 and study_of(conn, uid)["exam_ref"] == after["exam_ref"]
     assert post(tech, f"/studies/{study['id']}/refile", {"accession_number": other.accession_number,
                                                          "reason": "x"}).status_code == 403
+
+
+# ---------------------------------------------------------------- reporting hours
+
+DAYTIME = {day: ["08:00-18:00"] for day in workhours.DAYS}
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+@pytest.mark.parametrize(("start", "hours", "clock_hours", "due"), [
+    ("2026-12-04T22:38+08:00", 8, False, "2026-12-05T16:00+08:00"),   # the night does not count
+    ("2026-12-04T22:38+08:00", 8, True, "2026-12-05T06:38+08:00"),    # an emergency: around the clock
+    ("2026-12-04T10:00+08:00", 1, False, "2026-12-04T11:00+08:00"),   # within the day
+    ("2026-12-04T17:30+08:00", 2, False, "2026-12-05T09:30+08:00"),   # across the evening
+    ("2026-12-04T06:00+08:00", 24, False, "2026-12-06T12:00+08:00"),  # 10 h a day: 10 + 10 + 4
+])
+def test_a_report_target_counts_the_reporting_hours(start: str, hours: float, clock_hours: bool, due: str) -> None:
+    settings = {"REPORTING_HOURS": DAYTIME, "REPORTING_HOLIDAYS": [], "TIMEZONE": "Asia/Shanghai"}
+    assert workhours.due(_utc(start), hours, settings, clock_hours) == _utc(due)
+
+
+def test_holidays_and_days_without_hours_are_skipped() -> None:
+    settings = {"REPORTING_HOURS": {**DAYTIME, "sat": [], "sun": ["08:00-12:00"]},
+                "REPORTING_HOLIDAYS": ["2026-12-07"], "TIMEZONE": "Asia/Shanghai"}
+    # Friday 17:00: 1 h on Friday, Saturday closed, 4 h on Sunday, Monday a holiday, 3 h on Tuesday
+    assert workhours.due(_utc("2026-12-04T17:00+08:00"), 8, settings) == _utc("2026-12-08T11:00+08:00")
+    assert workhours.due(_utc("2026-12-04T17:00+08:00"), 8, {**settings, "REPORTING_HOURS": {}}) == \
+        _utc("2026-12-05T01:00+08:00")  # no timetable: every hour counts
+
+
+@pytest.mark.parametrize("hours", [{"mon": "8-18"}, {"mon": ["18:00-08:00"]}, {"monday": ["08:00-18:00"]}])
+def test_a_malformed_timetable_stops_the_start(tmp_path, hours) -> None:
+    from pacslite.core import config
+    with pytest.raises(SystemExit):
+        config.load({"INSTANCE_DIR": str(tmp_path), "REPORTING_HOURS": hours})
+
+
+def test_the_receipt_at_22_38_promises_the_report_within_the_reporting_hours(app, client_as) -> None:
+    app.config["REPORTING_HOURS"] = DAYTIME
+    desk = client_as("registrar")
+    post(desk, "/language", {"language": "zh_CN"})
+    routine = register(desk, patient_id="N1", scheduled_date="2026-12-04", scheduled_time="22:38")
+    receipt = desk.get(f"/exams/{routine}/receipt").get_data(as_text=True)
+    assert "2026-12-05 16:00" in receipt and "06:38" not in receipt  # CT: 8 h of reporting time
+    emergency = register(desk, patient_id="N2", scheduled_date="2026-12-04", scheduled_time="22:38",
+                         source="emergency", priority="stat")
+    receipt = desk.get(f"/exams/{emergency}/receipt").get_data(as_text=True)
+    assert "2026-12-04 23:38" in receipt and "紧急" in receipt  # STAT 1 h, around the clock
+
+
+def test_the_statistics_count_a_report_within_the_reporting_hours(app, conn, client_as, tmp_path) -> None:
+    """Images at 17:00, the report at 09:00 the next morning: 16 clock hours, but within a CT
+    target of 8 reporting hours (1 h that evening, then from 08:00)."""
+    from pacslite import statistics
+    from pacslite.core import clock
+    from tests.test_reports import add_image, register as register_exam
+    app.config["REPORTING_HOURS"] = DAYTIME
+    accession = register_exam(app, conn)
+    add_image(app, conn, tmp_path, accession)
+    evening = _utc(f"{clock.local_today('Asia/Shanghai')}T17:00+08:00")
+    with conn:
+        conn.execute("UPDATE exams SET images_first_at = ? WHERE accession_number = ?",
+                     (clock.to_db(evening), accession))
+    rad = client_as("radiologist", username="dr_hours")
+    assert post(rad, f"/exams/{accession}/report/sign", {"confirm": "1", "level": "final", "revision": "0",
+                                                         "result_class": "normal", "findings": "F",
+                                                         "impression": "I"}).status_code == 302
+    exam = patients.get_exam(conn, accession)
+    assert exam["report_due_at"] == clock.to_db(evening + timedelta(hours=22))  # 16:00 the next day
+    with conn:  # as if signed at 09:00 the next morning
+        conn.execute("UPDATE exams SET reported_at = ? WHERE accession_number = ?",
+                     (clock.to_db(evening + timedelta(hours=16)), accession))
+    today = clock.local_today("Asia/Shanghai")
+    total = statistics.report(conn, app.config, today, today).total
+    assert (total.reported, total.within_target) == (1, 1)
+    with conn:  # by clock hours it was late
+        conn.execute("UPDATE exams SET report_due_at = NULL WHERE accession_number = ?", (accession,))
+    assert statistics.report(conn, app.config, today, today).total.within_target == 0

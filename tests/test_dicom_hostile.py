@@ -44,8 +44,8 @@ def pacs(tmp_path_factory) -> pacs_server.Pacs:
 def admin_client(pacs: pacs_server.Pacs):
     """A test client of the pages on the server's instance, logged in as an admin."""
     from pacslite import create_app
-    from tests.conftest import HOST_DISK_INDEPENDENT, login
-    app = create_app({"INSTANCE_DIR": str(pacs.instance), "DEFAULT_LANGUAGE": "en", **HOST_DISK_INDEPENDENT})
+    from tests.conftest import INDEPENDENT_OF_HOST_AND_HOUR, login
+    app = create_app({"INSTANCE_DIR": str(pacs.instance), "DEFAULT_LANGUAGE": "en", **INDEPENDENT_OF_HOST_AND_HOUR})
     name = f"admin{len(pacs.query('SELECT id FROM users'))}"
     pacs.add_user(name, "admin")
     client = app.test_client()

@@ -344,9 +344,9 @@ def test_stow_on_the_browser_session_needs_the_csrf_header(app, client_as, tmp_p
 
 def test_without_ohif_pacslite_runs_and_says_the_viewer_is_unavailable(tmp_path) -> None:
     from pacslite import create_app
-    from tests.conftest import HOST_DISK_INDEPENDENT, login, make_user
+    from tests.conftest import INDEPENDENT_OF_HOST_AND_HOUR, login, make_user
     app = create_app({"INSTANCE_DIR": str(tmp_path / "instance"), "DEFAULT_LANGUAGE": "en",
-                      "OHIF_DIR": str(tmp_path / "no-ohif"), **HOST_DISK_INDEPENDENT})
+                      "OHIF_DIR": str(tmp_path / "no-ohif"), **INDEPENDENT_OF_HOST_AND_HOUR})
     from pacslite.core import db
     conn = db.connect(app.config["DATABASE"])
     make_user(conn, "dr_no_ohif", "radiologist")

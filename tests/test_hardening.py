@@ -42,10 +42,10 @@ def _login_from(client, peer: str, forwarded_for: str | None, password: str) -> 
 def test_behind_a_trusted_proxy_each_client_is_throttled_on_its_own(tmp_path) -> None:
     from pacslite.core import db
     from pacslite import create_app
-    from tests.conftest import HOST_DISK_INDEPENDENT, PASSWORD, make_user
+    from tests.conftest import INDEPENDENT_OF_HOST_AND_HOUR, PASSWORD, make_user
     app = create_app({"INSTANCE_DIR": str(tmp_path / "instance"), "DEFAULT_LANGUAGE": "en",
                       "TRUSTED_PROXIES": ["10.0.0.1", "10.9.0.0/16"], "LOGIN_MAX_FAILURES": 1000,
-                      **HOST_DISK_INDEPENDENT})
+                      **INDEPENDENT_OF_HOST_AND_HOUR})
     conn = db.connect(app.config["DATABASE"])
     make_user(conn, "desk", "registrar")
     limit = app.config["LOGIN_MAX_FAILURES_PER_ADDRESS"]

@@ -277,9 +277,9 @@ def import_peak_mib(instance: Path, *args: str) -> tuple[float, str]:
     import subprocess
     import sys
 
-    from tests.conftest import HOST_DISK_INDEPENDENT, ROOT
+    from tests.conftest import INDEPENDENT_OF_HOST_AND_HOUR, ROOT
     env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance),
-           **{f"PACSLITE_{k}": str(v) for k, v in HOST_DISK_INDEPENDENT.items()}}
+           **{f"PACSLITE_{k}": str(v) for k, v in INDEPENDENT_OF_HOST_AND_HOUR.items()}}
     done = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, "--app", "app", "import", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

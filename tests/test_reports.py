@@ -302,8 +302,9 @@ def test_turnaround_targets_by_modality_and_source(app) -> None:
     assert config.turnaround_hours(settings, "DR", "outpatient", "urgent") == 1  # DR's own is shorter
     assert config.turnaround_hours(settings, "CT", "outpatient", "routine") == 8
     exam = {"images_first_at": "2026-11-24T02:00:00+00:00", "scheduled_at": "2026-11-24T01:00:00+00:00",
-            "target_hours": config.turnaround_hours(settings, "CT", "emergency")}
-    assert clock.to_db(reports.due_at(exam)) == clock.to_db(clock.from_db("2026-11-24T03:00:00+00:00"))
+            "target_hours": config.turnaround_hours(settings, "CT", "emergency"), "source": "emergency",
+            "priority": "routine"}
+    assert clock.to_db(reports.due_at(exam, settings)) == clock.to_db(clock.from_db("2026-11-24T03:00:00+00:00"))
 
 
 def test_the_sql_report_target_says_what_the_configuration_says(app, conn) -> None:
@@ -334,9 +335,11 @@ def test_report_turnaround_statistics_count_from_the_first_image_to_the_first_fi
             signed = send(rad, f"/exams/{accession}/report/sign", {"confirm": "1", "result_class": "normal", "level": "final", "revision": "0",
                                                                    "findings": "F", "impression": "I"})
             assert signed.status_code == 302, signed.get_data(as_text=True)
-            with conn:  # the images as if they had come ``value`` hours before the report
+            with conn:  # the images as if they had come ``value`` hours before the report (so the due
+                # time kept at signing no longer holds: compared by clock hours, as before it was kept)
                 conn.execute("UPDATE exams SET images_first_at = strftime('%Y-%m-%dT%H:%M:%f+00:00',"
-                             " julianday(reported_at) - ? / 24.0) WHERE accession_number = ?", (value, accession))
+                             " julianday(reported_at) - ? / 24.0), report_due_at = NULL WHERE accession_number = ?",
+                             (value, accession))
     today = clock.local_today(app.config["TIMEZONE"])
     result = statistics.report(conn, app.config, today, today)
     total = result.total
@@ -553,9 +556,10 @@ def test_workload_per_technologist_and_radiologist_per_day_and_target(app, conn,
                                                                "level": "final", "revision": "0",
                                                                "findings": "F", "impression": "I"})
         assert signed.status_code == 302, signed.get_data(as_text=True)
-        with conn:
+        with conn:  # the due time kept at signing no longer holds: compared by clock hours
             conn.execute("UPDATE exams SET images_first_at = strftime('%Y-%m-%dT%H:%M:%f+00:00',"
-                         " julianday(reported_at) - ? / 24.0) WHERE accession_number = ?", (value, accession))
+                         " julianday(reported_at) - ? / 24.0), report_due_at = NULL WHERE accession_number = ?",
+                         (value, accession))
     dr = register(app, conn, modality="DR", procedure="Chest PA")
     assert add_image(app, conn, tmp_path, dr).result == filing.FILED
     assert send(second, f"/exams/{dr}/report/sign", {"confirm": "1", "result_class": "normal", "level": "preliminary",

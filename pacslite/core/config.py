@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import workhours
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Modalities the department registers. ``code`` is what the desk sees, ``dicom`` the DICOM
@@ -63,6 +65,12 @@ DEFAULTS: dict[str, Any] = {
     "DICOM_MAX_CONNECTIONS_PER_ADDRESS": 8,
     # The department.
     "HOSPITAL_NAME": "pacslite",
+    # The hours radiologists report, a weekly timetable in TIMEZONE ("mon" … "sun": a list of
+    # "HH:MM-HH:MM"), and the local dates nobody reports: report targets count these hours
+    # (the receipt's pick-up time, the reading list, the overdue alert, the statistics);
+    # emergency and STAT exams count every hour. {} counts every hour.
+    "REPORTING_HOURS": {day: ["08:00-18:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+    "REPORTING_HOLIDAYS": [],
     # The printed report's department line and its closing note; empty: the words in the
     # reader's language ("Department of Radiology" 放射科, "For clinical reference only." 仅供临床参考);
     # "-": not printed.
@@ -195,6 +203,10 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
                 raise SystemExit(f"PACSLITE_{key}={raw!r} is not a valid value: {exc}") from exc
     settings.update(overrides)
     settings["INSTANCE_DIR"] = str(Path(settings["INSTANCE_DIR"]).resolve())
+    try:
+        workhours.check(settings)
+    except ValueError as exc:
+        raise SystemExit(f"pacslite: {exc}") from exc
     if not settings["STORAGE_DIR"]:
         settings["STORAGE_DIR"] = str(Path(settings["INSTANCE_DIR"]) / "storage")
     return settings

@@ -249,11 +249,13 @@ def check_transmissions_due(conn: sqlite3.Connection, settings: Mapping[str, Any
 
 
 def report_signed(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], level: str,
-                  review: bool = False, result_class: str = "") -> None:
+                  review: bool = False, result_class: str = "", due_at: str | None = None) -> None:
     """A report was signed preliminary or final: the exam follows. A final signature on a final
     exam is an amendment (the exam stays final, marked amended). With ``review`` (the setting
     REPORT_REVIEW) a final report needs a preliminary one first. A final report's
-    ``result_class`` becomes the exam's (the statistics' positive rate)."""
+    ``result_class`` becomes the exam's (the statistics' positive rate). ``due_at``: when the
+    report was due, in the department's reporting hours, kept beside the first final
+    signature's time (the statistics' "within target")."""
     state = current_state(conn, exam["id"])
     if level == FINAL:
         conn.execute("UPDATE exams SET result_class = ? WHERE id = ?", (result_class or None, exam["id"]))
@@ -265,5 +267,5 @@ def report_signed(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[st
         raise Conflict(N_("Reports are reviewed here: sign this report preliminary first."))
     else:
         move(conn, actor, exam, FINAL, "report signed final")
-        conn.execute("UPDATE exams SET reported_at = ?, reported_by = ? WHERE id = ?",
-                     (clock.to_db(clock.now()), actor.name, exam["id"]))
+        conn.execute("UPDATE exams SET reported_at = ?, reported_by = ?, report_due_at = ? WHERE id = ?",
+                     (clock.to_db(clock.now()), actor.name, due_at, exam["id"]))

@@ -4,13 +4,13 @@ from __future__ import annotations
 import io
 import sqlite3
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Mapping
 
 import barcode
 from barcode.writer import SVGWriter
 
-from ..core import audit, clock
+from ..core import audit, clock, workhours
 from ..core.db import transaction
 
 
@@ -46,9 +46,10 @@ def age_at_exam(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> Age | N
     return age_on(date.fromisoformat(exam["birth_date"]), day)
 
 
-def report_ready_at(exam: Mapping[str, Any]) -> datetime:
-    """Scheduled time plus the exam's report target (fixed when it was registered)."""
-    return clock.from_db(exam["scheduled_at"]) + timedelta(hours=exam["target_hours"])
+def report_ready_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
+    """The scheduled time plus the exam's report target (fixed when it was registered), counted
+    in the department's reporting hours (:mod:`pacslite.core.workhours`)."""
+    return workhours.exam_due(clock.from_db(exam["scheduled_at"]), exam, settings)
 
 
 def code128_svg(value: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping, Sequence
 
-from ..core import audit, clock, config
+from ..core import audit, clock, config, workhours
 from . import critical, exams, patients, users
 from ..core.db import transaction
 from ..core.validation import N_, Conflict, FormErrors, ValidationError, choice, text
@@ -178,10 +178,10 @@ class ReadingItem:
     overdue: bool
 
 
-def due_at(exam: Mapping[str, Any]) -> datetime:
+def due_at(exam: Mapping[str, Any], settings: Mapping[str, Any]) -> datetime:
     """When the report is due: the first image's arrival plus the exam's report target (fixed
-    when it was registered)."""
-    return clock.from_db(exam["images_first_at"] or exam["scheduled_at"]) + timedelta(hours=exam["target_hours"])
+    when it was registered), counted in the department's reporting hours."""
+    return workhours.exam_due(clock.from_db(exam["images_first_at"] or exam["scheduled_at"]), exam, settings)
 
 
 def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modality: str = "", source: str = "",
@@ -209,7 +209,7 @@ def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modal
     now = clock.now()
     items = []
     for row in rows:
-        due = due_at(row)
+        due = due_at(row, settings)
         target = row["target_hours"]
         items.append(ReadingItem(row, row["report_status"] or "", now - clock.from_db(row["images_first_at"]),
                                  target, due, now > due))
@@ -332,7 +332,8 @@ def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
         if review and level == FINAL:
             _check_review(latest(conn, exam["id"]), actor, reviewer)
         signed = _write(conn, actor, exam, data, changes)
-        exams.report_signed(conn, actor, exam, level, review, result_class=asked.result_class)
+        exams.report_signed(conn, actor, exam, level, review, result_class=asked.result_class,
+                            due_at=clock.to_db(due_at(exam, settings)))
         audit.record(conn, actor, "report.sign", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
                      detail={"version": signed["version"], "level": level, "result_class": asked.result_class})
         if asked.result_class == CRITICAL:

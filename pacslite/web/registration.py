@@ -348,7 +348,7 @@ def exam_receipt(accession: str) -> Any:
     receipts.record_print(get_db(), access.actor(), exam, fmt)
     settings = current_app.config
     return render_template("exams/receipt.html", exam=exam, fmt=fmt, age=receipts.age_of(exam, settings),
-                           ready_at=clock.to_db(receipts.report_ready_at(exam)),
+                           ready_at=clock.to_db(receipts.report_ready_at(exam, settings)),
                            location=procedures.location_of(get_db(), settings, exam),
                            preparation=procedures.preparation_of(get_db(), exam),
                            autoprint=request.args.get("print") == "1")
