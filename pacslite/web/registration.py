@@ -177,13 +177,13 @@ def understood() -> Any:
             shown = moment.isoformat("minutes") if moment else ""
         else:
             typed = datetext.read_date(value, field, today, ages=field == "birth_date")
-            shown = _understood_date(typed, today) if typed else ""
+            shown = _understood_date(typed) if typed else ""
     except ValidationError as exc:
         problem = message(exc)
     return render_template("exams/_understood.html", field=field, shown=shown, problem=problem)
 
 
-def _understood_date(typed: datetext.TypedDate, today: date) -> str:
+def _understood_date(typed: datetext.TypedDate) -> str:
     """The date read; for an age, the birth date it gives, marked as estimated."""
     if typed.estimated:
         return f"{typed.value.isoformat()} ({gettext('estimated from the age')})"
