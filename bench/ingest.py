@@ -170,9 +170,9 @@ def check_cost(work: Path, files: list[Path]) -> tuple[float, float]:
     from pacslite.pacs import filing, wellformed
     from pacslite import create_app
     from pacslite.pacs.index import Source
-    from tests.conftest import HOST_DISK_INDEPENDENT
+    from tests.conftest import INDEPENDENT_OF_HOST_AND_HOUR
     with contextlib.redirect_stdout(io.StringIO()):  # its first start prints an admin password
-        app = create_app({"INSTANCE_DIR": str(work / "check-cost"), **HOST_DISK_INDEPENDENT})
+        app = create_app({"INSTANCE_DIR": str(work / "check-cost"), **INDEPENDENT_OF_HOST_AND_HOUR})
     store = app.config["STORAGE_DIR"]
     conn = db.connect(app.config["DATABASE"])
     checks, ingests = [], []
