@@ -429,3 +429,57 @@ def test_the_statistics_count_a_report_within_the_reporting_hours(app, conn, cli
     with conn:  # by clock hours it was late
         conn.execute("UPDATE exams SET report_due_at = NULL WHERE accession_number = ?", (accession,))
     assert statistics.report(conn, app.config, today, today).total.within_target == 0
+
+
+def test_names_and_dates_from_a_header_read_as_people_write_them() -> None:
+    from pacslite.core.names import dicom_person_name, readable_person_name
+    from pacslite.web.i18n import dicom_datetime
+    assert readable_person_name("WU^MIN=吴^敏") == "吴敏 (WU MIN)"
+    assert readable_person_name("WU^MIN") == "WU MIN" and readable_person_name("") == ""
+    assert readable_person_name(dicom_person_name("张三")) == "张三 (ZHANG SAN)"
+    assert dicom_datetime("19720228") == "1972-02-28"
+    assert dicom_datetime("1972") == "1972"  # a typo in a header stays visible, not blank
+
+
+@pytest.mark.parametrize("who", ["technologist", "admin"])
+def test_a_study_filed_by_someone_else_meanwhile_is_not_moved_again(app, conn, tmp_path, monkeypatch,
+                                                                     who: str) -> None:
+    """Two people correcting one study at once: the second finds it filed when its files are
+    written, is refused, and its new files are removed; the first filing stands."""
+    from pathlib import Path
+
+    from pacslite.core import audit
+    from pacslite.core.validation import Conflict
+    from pacslite.pacs import refiling
+    from tests.test_refiling import register as register_exam, send, study_of, typo_of
+    right = register_exam(app, conn, patient_id="P0001", name="吴敏", sex="F", birth_date="1972-02-28")
+    other = register_exam(app, conn, patient_id="P0002", name="吴敏", sex="F", birth_date="1972-02-28")
+    uid = send(app, conn, tmp_path, accession=typo_of(right.accession_number), patient_id="P0001",
+               name="WU^MIN", sex="F", birth_date="19720228")
+    study_id = study_of(conn, uid)["id"]
+    files_before = set(Path(app.config["STORAGE_DIR"]).rglob("*.dcm"))
+    original = refiling._rewrite_all
+
+    def meanwhile(*args, **kwargs):  # the other person's filing commits while these files are written
+        monkeypatch.setattr(refiling, "_rewrite_all", original)
+        refiling.refile(conn, audit.SYSTEM, app.config, study_id, {"accession_number": other.accession_number,
+                                                                  "reason": "first"})
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(refiling, "_rewrite_all", meanwhile)
+    data = {"accession_number": right.accession_number, "reason": "second"}
+    with pytest.raises(Conflict):
+        if who == "technologist":
+            refiling.file_to_candidate(conn, audit.Actor("u_tech", "10.0.0.9"), app.config, study_id, data)
+        else:
+            refiling.refile(conn, audit.Actor("u_admin", "10.0.0.9"), app.config, study_id, data)
+    assert study_of(conn, uid)["exam_ref"] == patients.get_exam(conn, other.accession_number)["id"]
+    assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'image.refile'").fetchone()[0] == 1
+    files_now = set(Path(app.config["STORAGE_DIR"]).rglob("*.dcm"))
+    assert len(files_now - files_before) == 2  # the first filing's two files; the refused one's removed
+
+
+def test_a_holiday_that_is_not_a_date_stops_the_start(tmp_path) -> None:
+    from pacslite.core import config
+    with pytest.raises(SystemExit):
+        config.load({"INSTANCE_DIR": str(tmp_path), "REPORTING_HOLIDAYS": ["2027-13-01"]})

@@ -42,12 +42,6 @@ def register(kind: str) -> Callable[[StepFunction], StepFunction]:
         return function
     return decorate
 
-
-def kinds() -> tuple[str, ...]:
-    """Every registered job kind."""
-    return tuple(_STEPS)
-
-
 def get(conn: sqlite3.Connection, job_id: int) -> sqlite3.Row:
     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:

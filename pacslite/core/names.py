@@ -94,6 +94,18 @@ def dicom_person_name(name: str, with_ideographs: bool = True) -> str:
     return f"{alphabetic}={surname}^{given_name}"
 
 
+def readable_person_name(value: str | None) -> str:
+    """A DICOM PN as people read it, the reverse of :func:`dicom_person_name`:
+    ``WU^MIN=吴^敏`` → ``吴敏 (WU MIN)``, ``WU^MIN`` → ``WU MIN``."""
+    if not value:
+        return ""
+    groups = [" ".join(part for part in group.split("^") if part) for group in value.split("=")]
+    letters, ideographs = groups[0], "".join(groups[1].split()) if len(groups) > 1 else ""
+    if ideographs and letters:
+        return f"{ideographs} ({letters})"
+    return ideographs or letters
+
+
 @lru_cache(maxsize=4096)
 def _readings(character: str) -> tuple[str, ...]:
     if not _CJK.match(character):

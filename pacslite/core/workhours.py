@@ -59,13 +59,14 @@ def due(start: datetime, hours: float, settings: Mapping[str, Any], clock_hours:
     if clock_hours or not timetable:
         return start + timedelta(hours=hours)
     zone = clock.zone(settings["TIMEZONE"])
+    week = {day: intervals(timetable.get(day, [])) for day in DAYS}
     holidays = {date.fromisoformat(str(d)) for d in settings.get("REPORTING_HOLIDAYS") or []}
     local = start.astimezone(zone)
     remaining = timedelta(hours=hours)
     day = local.date()
     for _ in range(MAX_DAYS):
         if day not in holidays:
-            for begin, end in intervals(timetable.get(DAYS[day.weekday()], [])):
+            for begin, end in week[DAYS[day.weekday()]]:
                 opens = datetime.combine(day, begin, zone)
                 closes = datetime.combine(day + timedelta(days=1), time(0), zone) if end is None \
                     else datetime.combine(day, end, zone)

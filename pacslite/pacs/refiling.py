@@ -305,11 +305,12 @@ def file_to_candidate(conn: sqlite3.Connection, actor: audit.Actor, settings: Ma
     if accession not in {c.exam["accession_number"] for c in candidates(conn, study)}:
         raise Conflict(N_("Exam %(accession)s is not one of this study's likely exams: an administrator files it"
                           " elsewhere."), accession=accession)
-    return refile(conn, actor, settings, study_id, {"accession_number": accession, "reason": data.get("reason", "")})
+    return refile(conn, actor, settings, study_id, {"accession_number": accession, "reason": data.get("reason", "")},
+                  quarantined_only=True)
 
 
 def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any], study_id: int,
-           data: Mapping[str, Any], series_id: int | None = None) -> int:
+           data: Mapping[str, Any], series_id: int | None = None, *, quarantined_only: bool = False) -> int:
     """Move a quarantined or filed study, one of its series, or some images of a series (by
     their instance numbers, ``data["instances"]``) to the exam ``data["accession_number"]``,
     with ``data["reason"]``; returns the re-filing's id.
@@ -317,7 +318,9 @@ def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, 
     A series that leaves a study with other series becomes a study of its own: its files also
     get a new StudyInstanceUID; images that leave their series get a new series in a new study
     (new SeriesInstanceUID too). The old UIDs are kept with the other old values. Files first,
-    then one transaction; on any failure the new files are removed and nothing changed.
+    then one transaction; on any failure the new files are removed and nothing changed. The
+    transaction refuses a study filed elsewhere meanwhile (two people correcting it at once), and
+    with ``quarantined_only`` (a technologist's filing) any study no longer in the quarantine.
     """
     store = settings["STORAGE_DIR"]
     study = get_study(conn, study_id)
@@ -353,6 +356,9 @@ def refile(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, 
     try:
         _rewrite_all(store, instances, values, study["calling_ae"] or "unknown", at, written)
         with transaction(conn):
+            filed_to = get_study(conn, study_id)["exam_ref"]
+            if filed_to != study["exam_ref"] or (quarantined_only and filed_to is not None):
+                raise Conflict(N_("The study was filed meanwhile: reload the page."))
             now_there = (instances_of_study(conn, study_id) if series is None else conn.execute(
                 "SELECT id FROM instances WHERE series_ref = ?", (series["id"],)).fetchall())
             if not partial and len(now_there) != len(instances):

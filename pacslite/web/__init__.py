@@ -8,13 +8,14 @@ from flask_babel import get_locale, gettext
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from ..core.names import readable_person_name
 from ..ris import procedures, receipts, users
 from . import (access, admin, alerts, api, archive, audit_text, auth, critical, dicomweb, i18n, images, imports,
                limits, ohif, proxies, quarantine, registration, reports, routing, stats, workflow)
 from .database import close_db, get_db
 from .extensions import csrf, login_manager
 from .htmx import is_htmx
-from .labels import dicom_date, dicom_person, dicom_sex, label, options, person, uid_name
+from .labels import dicom_sex, label, options, person, uid_name
 
 
 @login_manager.user_loader
@@ -51,7 +52,7 @@ def init_app(app: Flask) -> None:
                                  procedure_name=lambda p: procedures.name_in(p, get_locale().language),
                                  audit_lines=audit_text.describe)
     app.jinja_env.filters["person"] = person
-    app.jinja_env.filters.update(dicom_person=dicom_person, dicom_date=dicom_date, dicom_sex=dicom_sex)
+    app.jinja_env.filters.update(dicom_person=readable_person_name, dicom_sex=dicom_sex)
     app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)

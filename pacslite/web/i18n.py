@@ -59,10 +59,11 @@ def localtime(value: str | None, fmt: str = "yyyy-MM-dd HH:mm") -> str:
 
 
 def dicom_datetime(value: str | None) -> str:
-    """A DICOM date and time as a modality sent it (its own clock, no zone): 2026-11-29 10:30."""
+    """A DICOM date and time as a modality sent it (its own clock, no zone): 2026-11-29 10:30;
+    a value that is not one is shown as it came (a quarantined header's typo stays visible)."""
     digits = "".join(c for c in (value or "") if c.isdigit())
     if len(digits) < 8:
-        return ""
+        return value or ""
     shown = f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}"
     return f"{shown} {digits[8:10]}:{digits[10:12]}" if len(digits) >= 12 else shown
 

@@ -145,24 +145,6 @@ def person(name: str | None) -> str:
     return str(_NOT_PEOPLE[name]) if name in _NOT_PEOPLE else (name or "")
 
 
-def dicom_person(value: str | None) -> str:
-    """A DICOM person name as people read it: "WU^MIN=吴^敏" → "吴敏 (WU MIN)", "WU^MIN" → "WU MIN"."""
-    if not value:
-        return ""
-    groups = [" ".join(part for part in group.split("^") if part) for group in value.split("=")]
-    letters, ideographs = groups[0], "".join(groups[1].split()) if len(groups) > 1 else ""
-    if ideographs and letters:
-        return f"{ideographs} ({letters})"
-    return ideographs or letters
-
-
-def dicom_date(value: str | None) -> str:
-    """A DICOM date (DA, "19720228") as the pages write dates ("1972-02-28"); anything else as it is."""
-    if value and len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
-    return value or ""
-
-
 def dicom_sex(value: str | None) -> str:
     """A DICOM sex code (M, F, O) as a word; anything else as it is."""
     return str(LABELS["sex"][value]) if value in LABELS["sex"] else (value or "")
