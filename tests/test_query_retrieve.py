@@ -219,3 +219,37 @@ def test_a_workstation_gets_a_study_byte_identical_over_its_own_association(pacs
     assert refused.returncode != 0 and not any((tmp_path / "refused").iterdir())
     stored_back = storescu(pacs.port, [pacs.stray], aet="WS_UTF8")
     assert list(store_results(stored_back.stdout + stored_back.stderr).values()) != ["Success"]
+
+
+@pytest.mark.parametrize("level, keys", [
+    ("PATIENT", {"PatientID": "*"}),
+    ("PATIENT", {"PatientID": "QR000?"}),
+    ("STUDY", {"PatientID": "QR0001", "StudyInstanceUID": "*"}),
+    ("STUDY", {"PatientID": "QR0001", "StudyInstanceUID": "1.2-1.3"}),
+])
+def test_a_retrieve_with_a_wildcard_or_range_in_a_unique_key_is_refused(pacs, level, keys) -> None:
+    """Issue 27, row 5: PATIENT level, PatientID ``*`` sent every patient's images in one
+    request. A unique key names objects; a wildcard or a range is refused 0xA900, nothing sent."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, build_role
+    from pynetdicom.sop_class import (CTImageStorage,  # type: ignore[attr-defined]
+                                      PatientRootQueryRetrieveInformationModelGet)
+    received: list[str] = []
+    ae = AE("WS_UTF8")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    from pynetdicom import evt
+
+    def on_store(event):
+        received.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+    assoc = ae.associate("127.0.0.1", pacs.port, ae_title="PACSLITE",
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    statuses = [int(status.Status) for status, _ in assoc.send_c_get(identifier, PatientRootQueryRetrieveInformationModelGet)]
+    assoc.release()
+    assert statuses == [0xA900] and received == []

@@ -358,6 +358,16 @@ UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "S
                "IMAGE": "SOPInstanceUID"}
 
 
+def _unique(text: str, keyword: str) -> None:
+    """A retrieve's unique key names its objects (PS3.4 C.4.2.2.1): one patient ID, or UIDs
+    (one or a list); a wildcard or a range would widen it to everything it matches."""
+    if keyword == "PatientID":
+        if any(c in text for c in "*?\\"):
+            raise QueryError("PatientID in a retrieve must be one patient ID, without wildcards")
+    elif not _uids(text, keyword) or any(c in text for c in "*?-"):
+        raise QueryError(f"{keyword} in a retrieve must be a UID or a list of UIDs")
+
+
 def retrievable(conn: sqlite3.Connection, identifier: Dataset, model: str) -> list[sqlite3.Row]:
     """The images a C-MOVE or C-GET identifier names (by the unique keys of its level and the
     levels above), filed ones only, in study, series and image order."""
@@ -368,6 +378,7 @@ def retrievable(conn: sqlite3.Connection, identifier: Dataset, model: str) -> li
     for level, keyword in UNIQUE_KEYS.items():
         text = query.key(keyword)
         if _DEPTH[level] <= depth and text:
+            _unique(text, keyword)
             setattr(wanted, keyword, text.split("\\") if "\\" in text else text)
         elif _DEPTH[level] == depth:
             raise QueryError(f"a {query.level} retrieve needs {keyword}")
