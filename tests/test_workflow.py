@@ -366,6 +366,29 @@ def test_mpps_refusals_carry_their_status_and_change_nothing(pacs, tmp_path) -> 
         {"not_permitted"}
 
 
+def test_only_the_modality_that_created_a_step_may_end_it(pacs, tmp_path) -> None:
+    """Issue 27, row 2: MOD2 sent N-SET DISCONTINUED on MOD1's step and the exam went to
+    discontinued. Now refused 0x0110, audited as denied, the step and the exam unchanged."""
+    reg = pacs.register(patient_id="WF0027", name="钱七", station_ae="CT01", scheduled_date="2026-12-01",
+                        scheduled_time="14:00")
+    (answer,) = [a for a in worklist(pacs, tmp_path / "wl") if a.PatientID == "WF0027"]
+    owner = associate(pacs, "CT01")
+    status, uid = create(owner, in_progress(answer))
+    assert status == 0x0000
+    other = associate(pacs, "STORESCU")  # a configured modality with the mpps right, not the step's
+    refused = set_step(other, uid, final("DISCONTINUED", generate_uid(), []))
+    other.release()
+    assert refused.Status == 0x0110 and "created by CT01" in refused.ErrorComment
+    assert pacs.query("SELECT state FROM mpps WHERE sop_instance_uid = ?", uid)[0][0] == "IN PROGRESS"
+    assert status_of(pacs, reg.accession_number) == "in_progress"
+    (denied,) = pacs.query("SELECT actor, outcome, detail FROM audit_log WHERE action = 'mpps.set' AND target = ?",
+                           f"mpps:{uid}")
+    assert denied[:2] == ("ae:STORESCU", "denied") and json.loads(denied[2])["created_by"] == "CT01"
+    assert set_step(owner, uid, final("DISCONTINUED", generate_uid(), [])).Status == 0x0000  # its own: yes
+    owner.release()
+    assert status_of(pacs, reg.accession_number) == "discontinued"
+
+
 def _lines(pacs) -> list[str]:
     pacs.server._drain()
     return pacs.server.output

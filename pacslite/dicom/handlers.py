@@ -202,7 +202,8 @@ def on_n_set(event: events.Event, connections: Connections, settings: Mapping[st
         return failure(NOT_AUTHORIZED, "this AE may not report procedure steps"), None
     uid = str(event.request.RequestedSOPInstanceUID or "")
     try:
-        mpps.update(connections.of(event.assoc), settings, _actor(event), uid, event.modification_list)
+        mpps.update(connections.of(event.assoc), settings, _actor(event), uid, event.modification_list,
+                    source_of(event).calling_ae)
     except mpps.MppsError as exc:
         log.warning("MPPS N-SET %s from %s refused with 0x%04X: %s", uid, source_of(event).calling_ae,
                     exc.status, exc)

@@ -170,14 +170,30 @@ def _performed_instances(ds: Dataset) -> list[tuple[str, str, str, str]] | None:
     return list(found.values())
 
 
+def _refuse_other_ae(conn: sqlite3.Connection, actor: audit.Actor, step: sqlite3.Row, calling_ae: str) -> None:
+    """Audit, in its own transaction, an N-SET from an AE that did not create the step."""
+    with transaction(conn):
+        audit.record(conn, actor, "mpps.set", f"mpps:{step['sop_instance_uid']}", outcome="denied",
+                     patient_id=step["patient_id"],
+                     detail={"reason": "not_the_creating_ae", "created_by": step["calling_ae"],
+                             "calling_ae": calling_ae})
+    raise MppsError(PROCESSING_FAILURE, f"this MPPS was created by {step['calling_ae']}; only it may update it")
+
+
 def update(conn: sqlite3.Connection, settings: Mapping[str, Any], actor: audit.Actor, sop_instance_uid: str,
-           ds: Dataset) -> sqlite3.Row:
-    """N-SET: the step's new values; COMPLETED or DISCONTINUED ends it, with what was acquired."""
+           ds: Dataset, calling_ae: str) -> sqlite3.Row:
+    """N-SET: the step's new values; COMPLETED or DISCONTINUED ends it, with what was acquired.
+
+    Only the AE that created the step (N-CREATE) may update it: another modality ending it
+    would move someone else's exam (refused 0x0110 and audited as denied)."""
     state = _value(ds, "PerformedProcedureStepStatus")
     if state and state not in STATES:
         raise MppsError(INVALID_ATTRIBUTE_VALUE, f"{state} is not an MPPS status")
     listed = _performed_instances(ds)
     now = clock.to_db(clock.now())
+    step = find(conn, sop_instance_uid)
+    if step is not None and step["calling_ae"] != calling_ae:
+        _refuse_other_ae(conn, actor, step, calling_ae)
     with transaction(conn):
         step = find(conn, sop_instance_uid)
         if step is None:
