@@ -306,6 +306,55 @@ def test_hostile_stow_bodies_change_nothing(pacs, tmp_path) -> None:
     assert [p for p in tmp.iterdir() if p.suffix == ".part"] == []
 
 
+def test_a_stow_request_holds_a_bounded_number_of_parts_with_bounded_headers(pacs) -> None:
+    """Issue 27, rows 4 and 8: 200,000 empty parts held a web worker 44 s; a part header of
+    20,000 bytes was stored although the limit is 16 KiB. Now the parts beyond STOW_MAX_PARTS
+    are not read (one failure says why), and a long part header is refused, nothing stored."""
+    from pacslite.core import config
+    most = config.DEFAULTS["STOW_MAX_PARTS"]
+    body = multipart_body([("application/dicom", b"")] * (most + 500))
+    answer = stow(pacs, body, RELATED)
+    failed = answer.json()["00081198"]["Value"]
+    assert answer.status_code == 409 and len(failed) == most + 1, (answer.status_code, len(failed))
+    assert f"more than {most} parts" in answer.headers["Warning"]
+
+    before = pacs.query("SELECT COUNT(*) FROM instances")[0][0]
+    good = pacs.work / "long-header.dcm"
+    make_ct(good, accession=pacs.zhang.accession_number, patient_id="DW0001", name="ZHANG^SAN", sex="M",
+            birth_date="19800203")
+    long_header = (b"--XbOuNdArY\r\nContent-Type: application/dicom\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\n"
+                   + good.read_bytes() + b"\r\n--XbOuNdArY--\r\n")
+    refused = stow(pacs, long_header, RELATED)
+    assert refused.status_code == 400 and "16384 bytes" in refused.json()["error"], refused.text[:300]
+    assert pacs.query("SELECT COUNT(*) FROM instances")[0][0] == before
+
+
+def test_a_frame_asked_many_times_is_sent_once(pacs) -> None:
+    """Issue 27, row 6: ``frames/1,1,1,…`` (9,999 times) answered 329 MB."""
+    study_uid, series_uid, sop_uid = uids(pacs.files[0])
+    url = (f"{pacs.server.url}/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/"
+           + ",".join(["1"] * 9_999))
+    response = requests.get(url, timeout=60, headers={"Authorization": f"Bearer {pacs.tokens['radiologist']}",
+                                                      "Accept": "multipart/related; type=application/octet-stream"})
+    assert response.status_code == 200
+    assert len(parts_of(response)) == 1 and len(response.content) < 64 * 64 * 2 + 1024
+
+
+def test_wado_uri_sizes_are_whole_numbers_within_the_limit(pacs) -> None:
+    """Issue 27, row 7: ``rows=-5&columns=-5`` answered 500, ``rows=100000`` a picture clamped
+    to 4,096 where the documentation promises 400."""
+    study_uid, series_uid, sop_uid = uids(pacs.files[0])
+    params = {"requestType": "WADO", "studyUID": study_uid, "seriesUID": series_uid, "objectUID": sop_uid}
+    auth = {"Authorization": f"Bearer {pacs.tokens['radiologist']}"}
+    for sizes in ({"rows": "-5", "columns": "-5"}, {"rows": "100000"}, {"columns": "0"}, {"rows": "1.5"},
+                  {"rows": "4097"}):
+        response = requests.get(f"{pacs.server.url}/wado", params={**params, **sizes}, headers=auth, timeout=30)
+        assert response.status_code == 400 and "whole number from 1 to 4096" in response.json()["error"], sizes
+    fits = requests.get(f"{pacs.server.url}/wado", params={**params, "rows": "32", "columns": "16"}, headers=auth,
+                        timeout=30)
+    assert fits.status_code == 200 and max(Image.open(io.BytesIO(fits.content)).size) == 32
+
+
 def test_wado_uri_gives_the_file_or_a_picture(pacs) -> None:
     study_uid, series_uid, sop_uid = uids(pacs.files[2])
     params = {"requestType": "WADO", "studyUID": study_uid, "seriesUID": series_uid, "objectUID": sop_uid}

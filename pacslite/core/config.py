@@ -141,6 +141,8 @@ DEFAULTS: dict[str, Any] = {
     "OHIF_DIR": "",
     # The largest STOW-RS request body (every part together).
     "STOW_MAX_BYTES": 1024 * 1024 * 1024,
+    # The most parts (instances) one STOW-RS request may hold; a part beyond is not read.
+    "STOW_MAX_PARTS": 10000,
     # Rendered images (PNG) for the browser: a cache under the instance folder, at most this big.
     "RENDER_CACHE_MB": 512,
     # DICOMweb metadata read from the files (JSON, about 10 KB an image), kept under the instance folder.

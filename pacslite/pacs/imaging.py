@@ -39,6 +39,10 @@ PRESETS: dict[str, list[tuple[str, int, int]]] = {
 VIEW_AUDIT_WINDOW = timedelta(minutes=10)
 
 
+#: The largest side a rendered image may be asked for (DICOMweb ``viewport``, WADO-URI ``rows``/``columns``).
+MAX_RENDERED = 4096
+
+
 @dataclass(frozen=True)
 class View:
     """How to show a frame: window (center, width) or None for the header's own; invert; size."""

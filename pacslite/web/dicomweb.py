@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.wsgi import wrap_file
@@ -376,8 +376,8 @@ def _rendering(frame: int, thumbnail: bool) -> imaging.View | Response:
             size = max(int(v) for v in viewport.split(",")[:2])
         except ValueError:
             return _error(400, "viewport is width,height")
-        if not 0 < size <= 4096:
-            return _error(400, "viewport is at most 4096 pixels")
+        if not 0 < size <= imaging.MAX_RENDERED:
+            return _error(400, f"viewport is at most {imaging.MAX_RENDERED} pixels")
     return imaging.View(frame=frame, center=center, width=width, max_size=size)
 
 
@@ -430,9 +430,11 @@ def _store(study: str | None) -> Response:
     settings = current_app.config
     results: list[dicomweb.StoreResult] = []
     directory = storage.tmp_dir(settings["STORAGE_DIR"])
+    broken = ""
     with arrivals.delivery(get_db(), Source(f"stow:{access.actor().name}", request.remote_addr or "")) as source:
         try:
-            for headers, path in multipart.read(request.stream, params.get("boundary", ""), directory):
+            for headers, path in multipart.read(request.stream, params.get("boundary", ""), directory,
+                                                settings["STOW_MAX_PARTS"]):
                 try:
                     part_type = multipart.media_type(headers.get("content-type", "application/dicom"))[0]
                     if part_type != "application/dicom":
@@ -445,14 +447,17 @@ def _store(study: str | None) -> Response:
             if not results:
                 return _error(400, str(exc))
             results.append(dicomweb.unreadable_part(str(exc)))
+            broken = str(exc)
     if not results:
         return _error(400, "the body holds no part")
     status, body = dicomweb.store_response(results, _base_url())
     response = _json(body, status)
     quarantined = sum(1 for r in results if r.outcome == "quarantined")
+    if broken:  # the parts before were taken; say why the rest was not
+        response.headers.add("Warning", f'299 pacslite "the rest of the body was not read: {broken}"')
     if quarantined:
-        response.headers["Warning"] = (f'299 pacslite "{quarantined} instance(s) kept in the quarantine: no'
-                                       f' registered exam matched; a technologist files them"')
+        response.headers.add("Warning", f'299 pacslite "{quarantined} instance(s) kept in the quarantine: no'
+                                        f' registered exam matched; a technologist files them"')
     return response
 
 
@@ -505,9 +510,22 @@ def wado_uri() -> Response:
     center, width = args.get("windowCenter"), args.get("windowWidth")
     try:
         view = imaging.View(frame=int(frame) - 1, center=float(center) if center else None,
-                            width=float(width) if width else None,
-                            max_size=min(max(int(args.get("rows", 0) or 0), int(args.get("columns", 0) or 0)), 4096))
-    except ValueError:
-        return _error(400, "windowCenter, windowWidth, rows and columns are numbers")
+                            width=float(width) if width else None, max_size=_wado_size(args))
+    except ValueError as exc:
+        return _error(400, str(exc))
     return _picture(rows[0], view, content_type)
+
+
+def _wado_size(args: Mapping[str, str]) -> int:
+    """The larger of ``rows`` and ``columns`` (0: the image's own size); ValueError, said
+    plainly, for a value that is not a whole number from 1 to the largest rendered size."""
+    sizes = []
+    for name in ("rows", "columns"):
+        value = args.get(name, "")
+        if value == "":
+            continue
+        if not value.isdigit() or not 0 < int(value) <= imaging.MAX_RENDERED:
+            raise ValueError(f"{name} is a whole number from 1 to {imaging.MAX_RENDERED}")
+        sizes.append(int(value))
+    return max(sizes, default=0)
 

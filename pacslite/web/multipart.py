@@ -167,7 +167,7 @@ class _Reader:
     def until(self, marker: bytes, limit: int, what: str) -> bytes:
         """Everything before ``marker`` (which is consumed too); at most ``limit`` bytes."""
         while True:
-            at = self.buffer.find(marker)
+            at = self.buffer.find(marker, 0, limit + len(marker))
             if at >= 0:
                 found = bytes(self.buffer[:at])
                 del self.buffer[:at + len(marker)]
@@ -193,19 +193,25 @@ def _headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-def read(stream: BinaryIO, boundary: str, directory: Path) -> Iterator[tuple[dict[str, str], Path]]:
+def read(stream: BinaryIO, boundary: str, directory: Path,
+         max_parts: int = 0) -> Iterator[tuple[dict[str, str], Path]]:
     """Each part of a multipart body with its headers, written to a new file in ``directory``.
-    The caller owns the file (and removes it) before asking for the next part."""
+    The caller owns the file (and removes it) before asking for the next part. A part beyond
+    ``max_parts`` (0: no limit) is not read: MultipartError."""
     if not boundary or len(boundary) > 70:
         raise MultipartError("the Content-Type names no usable boundary")
     reader = _Reader(stream)
     reader.buffer += b"\r\n"  # the first delimiter may open the body, without a line break before it
     delimiter = b"\r\n--" + boundary.encode("latin-1")
     reader.until(delimiter, MAX_HEADER_BYTES, "preamble")
+    parts = 0
     while True:
         after = reader.need(2)
         if after == b"--":
             return
+        parts += 1
+        if max_parts and parts > max_parts:
+            raise MultipartError(f"more than {max_parts} parts in one request")
         reader.buffer[:] = reader.buffer.lstrip(b" \t")
         if reader.need(2) != b"\r\n":
             raise MultipartError("a boundary is not followed by a line break")
