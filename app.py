@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 import signal
 import sys
 from types import FrameType
@@ -50,6 +51,19 @@ def _recover(config) -> None:
         log.warning("start-up: removed %d temporary and %d never-committed files", tmp, unindexed)
 
 
+def _room_for_connections(connections: int) -> None:
+    """Raise the open-files limit (often 1,024) to what the web connections, the DICOM
+    associations and the files they read need, within the hard limit."""
+    wanted = connections + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < wanted:
+            log.warning("only %d files may be open at once (the hard limit): fewer than the %d that %d web"
+                        " connections need", raised, wanted, connections)
+
+
 def _write_anchor(config) -> None:
     """The audit chain's head, outside the database, as pacslite stops."""
     conn = db.connect(config["DATABASE"])
@@ -64,8 +78,14 @@ def main() -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # it logs every association at INFO
     app = create_app()
     app.extensions["dicom_echo"] = sender.echo  # the modalities page's C-ECHO test (web/ never imports pynetdicom)
+    _room_for_connections(app.config["HTTP_CONNECTION_LIMIT"])
     server = create_server(app, host=app.config["HTTP_HOST"], port=app.config["HTTP_PORT"],
                            threads=app.config["HTTP_THREADS"], ident="pacslite",
+                           # browsers keep about six idle connections per PC open: forty ward and
+                           # desk PCs passed waitress's default of 100, and then every new page hung
+                           connection_limit=app.config["HTTP_CONNECTION_LIMIT"],
+                           channel_timeout=app.config["HTTP_IDLE_SECONDS"],
+                           asyncore_use_poll=True,  # select() cannot watch a descriptor above 1023
                            max_request_body_size=limits.largest_body(app) + 1,
                            # a response waiting for a slow client stays in memory up to 8 MiB (then the
                            # thread writing it waits), never spooled to a temporary file: DICOMweb
@@ -81,6 +101,8 @@ def main() -> int:
         dicom.start()
         services.append(dicom)
         print(f"pacslite: DICOM {app.config['AE_TITLE']} on {app.config['DICOM_HOST']}:{dicom.port}", flush=True)
+        if dicom.tls_port:
+            print(f"pacslite: DICOM over TLS on {app.config['DICOM_HOST']}:{dicom.tls_port}", flush=True)
         periodic = (offsite.ensure_job, integrity.backup_if_due)
         anchor = Periodic(app.config, "audit-anchor", audit.write_anchor, app.config["AUDIT_ANCHOR_MINUTES"] * 60)
         outgoing = routing.Sender(app.config, sender.send_to)

@@ -96,6 +96,11 @@ def audit_verify(anchors: str | None) -> None:
 
 MAY_HELP = ("What it may use, comma-separated: " + ", ".join(aes.RIGHTS)
             + f" (default for a new AE: a modality's, {','.join(aes.MODALITY_RIGHTS)}).")
+ANY_HOST_HELP = ("Accept it from any address (its address changes, DHCP): a warning on the modalities page."
+                 " Without a host it is any host too.")
+ALSO_FROM_HELP = "Further addresses or host names it may call from, separated by spaces."
+TLS_HELP = "It must associate over TLS (the TLS port), and pacslite sends to it over TLS."
+CERTIFICATE_HELP = "Its client certificate (a PEM file), pinned: over TLS it must present this one."
 MODALITY_HELP = ("Its DICOM modality (CT, MR, DX…): a worklist query by its AE title also gets the exams of"
                  " this modality scheduled on no particular station.")
 
@@ -110,15 +115,26 @@ MODALITY_HELP = ("Its DICOM modality (CT, MR, DX…): a worklist query by its AE
 @click.option("--charset", default=aes.CHARSETS[0], type=click.Choice(aes.CHARSETS), show_default=True,
               help="Character set of its worklist and query answers.")
 @click.option("--may", default=",".join(aes.MODALITY_RIGHTS), help=MAY_HELP)
+@click.option("--any-host", is_flag=True, help=ANY_HOST_HELP)
+@click.option("--also-from", default="", help=ALSO_FROM_HELP)
+@click.option("--tls", is_flag=True, help=TLS_HELP)
+@click.option("--certificate", type=click.File("r"), help=CERTIFICATE_HELP)
 def ae_add(ae_title: str, host: str, port: int, name: str, location: str, modality: str, charset: str,
-           may: str) -> None:
+           may: str, any_host: bool, also_from: str, tls: bool, certificate: Any) -> None:
     """Allow the AE AE_TITLE (a modality or a workstation) to connect for what it may use."""
     with _connection() as conn:
         ae = aes.add_ae(conn, CLI_ACTOR, {"ae_title": ae_title, "host": host, "port": port, "name": name,
                                           "location": location, "modality": modality, "charset": charset,
-                                          "rights": may})
-    click.echo(f"added modality {ae['ae_title']} ({ae['host'] or 'any host'}:{ae['port']}, {ae['charset']},"
-               f" may {ae['rights'] or 'nothing but echo'})")
+                                          "rights": may, "any_host": any_host, "also_from": also_from, "tls": tls,
+                                          "certificate": certificate.read() if certificate else ""})
+    click.echo(f"added modality {_described(ae)}")
+
+
+def _described(ae: Any) -> str:
+    where = "any host" if aes.accepts_any_host(ae) else " ".join([ae["host"], *ae["also_from"].split()])
+    return (f"{ae['ae_title']} ({ae['host'] or '-'}:{ae['port']}, accepted from {where}"
+            f"{', TLS' if ae['tls'] else ''}{', certificate pinned' if ae['certificate'] else ''}, {ae['charset']},"
+            f" may {ae['rights'] or 'nothing but echo'})")
 
 
 @ae_cli.command("update")
@@ -130,13 +146,18 @@ def ae_add(ae_title: str, host: str, port: int, name: str, location: str, modali
 @click.option("--modality", help=MODALITY_HELP)
 @click.option("--charset", type=click.Choice(aes.CHARSETS), help="Character set of its answers.")
 @click.option("--may", help=MAY_HELP.replace("default for a new AE", "a new AE gets"))
+@click.option("--any-host/--its-host", default=None, help=ANY_HOST_HELP)
+@click.option("--also-from", help=ALSO_FROM_HELP)
+@click.option("--tls/--no-tls", default=None, help=TLS_HELP)
+@click.option("--certificate", type=click.File("r"), help=CERTIFICATE_HELP + " An empty file removes it.")
 def ae_update(ae_title: str, **given: Any) -> None:
     """Change what is given for the AE AE_TITLE; the rest stays."""
     changes = {("rights" if k == "may" else k): v for k, v in given.items() if v is not None}
+    if "certificate" in changes:
+        changes["certificate"] = changes["certificate"].read()
     with _connection(missing=f"no modality {ae_title}") as conn:
         ae = aes.update_ae(conn, CLI_ACTOR, ae_title, changes)
-    click.echo(f"updated {ae['ae_title']} ({ae['host'] or 'any host'}:{ae['port']}, {ae['charset']},"
-               f" may {ae['rights'] or 'nothing but echo'})")
+    click.echo(f"updated {_described(ae)}")
 
 
 @ae_cli.command("list")
@@ -145,8 +166,9 @@ def ae_list() -> None:
     with _connection() as conn:
         rows = aes.list_aes(conn)
     for ae in rows:
-        click.echo(f"{ae['ae_title']:<16}  {ae['host'] or '-'}:{ae['port']}  {ae['modality'] or '-'}  {ae['charset']}"
-                   f"  {ae['rights'] or '-'}  {ae['name']}")
+        where = "any-host" if aes.accepts_any_host(ae) else "its-host"
+        click.echo(f"{ae['ae_title']:<16}  {ae['host'] or '-'}:{ae['port']}  {where}{'+tls' if ae['tls'] else ''}"
+                   f"  {ae['modality'] or '-'}  {ae['charset']}  {ae['rights'] or '-'}  {ae['name']}")
 
 
 @ae_cli.command("remove")

@@ -9,7 +9,9 @@ Rules (thresholds in the configuration):
 - ``conflict``: images filed to a cancelled exam;
 - ``storage_low``: the store filled to ``STORAGE_WARN_PERCENT``, or full within ``STORAGE_WARN_DAYS``;
 - ``backup_space``: the backups' disk cannot hold ``BACKUP_KEEP`` copies of the database as it is
-  now (the warning comes before a backup fails for want of space).
+  now (the warning comes before a backup fails for want of space);
+- ``ae_any_host``: a configured AE accepted from any address (marked so, or without a host):
+  anyone who learns its title may use its rights.
 
 Each finding is an alert, one per rule and subject: opened when first found, *cleared* by the
 sweep when its condition no longer holds, or *resolved* by a person with a note (and then not
@@ -26,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from .core import alerts, audit, clock, workhours
-from .ris import exams
+from .ris import aes, exams
 from .pacs import capacity, integrity
 from .core.background import BackgroundThread
 from .core.alerts import CLEARED, OPEN, RESOLVED  # noqa: F401 (RESOLVED: the alert pages use sweep.RESOLVED)
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 #: commitment commitment_failed, a critical finding (危急值) critical_finding.
 SWEEP_RULES = tuple(alerts.register(rule) for rule in (
     "missing_images", "unfiled_images", "stale_registration", "overdue_report", "conflict", "storage_low",
-    "backup_space"))
+    "backup_space", "ae_any_host"))
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,16 @@ def _store_findings(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> li
     return found
 
 
+def _ae_findings(conn: sqlite3.Connection) -> list[Finding]:
+    return [Finding("ae_any_host", f"ae:{row['ae_title']}", None, None,
+                    {"ae_title": row["ae_title"], "why": "marked_any_host" if row["host"] else "no_host",
+                     "rights": row["rights"]})
+            for row in aes.any_host_aes(conn)]
+
+
 def findings(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime) -> list[Finding]:
     return (_exam_findings(conn, settings, now) + _study_findings(conn, settings, now)
-            + _store_findings(conn, settings))
+            + _store_findings(conn, settings) + _ae_findings(conn))
 
 
 def run(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime | None = None) -> Outcome:

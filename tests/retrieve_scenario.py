@@ -176,15 +176,19 @@ def orthanc_rest(port: int, path: str, body: object | None = None) -> object:
     return raw if path.endswith("/file") else json.loads(raw or b"null")
 
 
-def start_orthanc(work: Path, dicom_port: int, http_port: int, pacs_port: int) -> subprocess.Popen:
-    """Orthanc (Debian's) as a workstation: pacslite is its modality "pacslite"."""
+def start_orthanc(work: Path, dicom_port: int, http_port: int, pacs_port: int, tls: dict | None = None) -> subprocess.Popen:
+    """Orthanc (Debian's) as a workstation: pacslite is its modality "pacslite". ``tls``: its
+    DICOM TLS options (its certificate, key and trusted certificates), pacslite reached over TLS."""
     home = work / "orthanc"
     home.mkdir()
+    modality: list | dict = ["PACSLITE", "127.0.0.1", pacs_port]
+    if tls:
+        modality = {"AET": "PACSLITE", "Host": "127.0.0.1", "Port": pacs_port, "UseDicomTls": True}
     config = {"Name": "ws", "StorageDirectory": str(home / "storage"), "IndexDirectory": str(home / "index"),
               "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "Plugins": [],
               "RemoteAccessAllowed": False, "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
               "DicomAlwaysAllowEcho": True, "DefaultEncoding": "Utf8",
-              "DicomModalities": {"pacslite": ["PACSLITE", "127.0.0.1", pacs_port]}}
+              "DicomModalities": {"pacslite": modality}, **(tls or {})}
     (home / "orthanc.json").write_text(json.dumps(config))
     process = subprocess.Popen(["Orthanc", str(home / "orthanc.json")], stdout=subprocess.DEVNULL,
                                stderr=(home / "orthanc.log").open("w"))
@@ -252,6 +256,59 @@ def orthanc(work: Path) -> dict:
     return result
 
 
+def orthanc_tls(work: Path) -> dict:
+    """Orthanc over DICOM TLS both ways: it queries pacslite's TLS port and retrieves the study
+    (C-MOVE to itself); pacslite sends to it over TLS, each side checking the other's
+    certificate (Orthanc's pinned for its AE in pacslite, pacslite's trusted by Orthanc)."""
+    instance = work / "instance"
+    dicom_port, http_port = free_port(), free_port()
+    key, certificate = work / "orthanc.key", work / "orthanc.crt"
+    made = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-subj", "/CN=orthanc", "-days", "30", "-keyout", str(key), "-out", str(certificate)])
+    assert made.returncode == 0, made.stderr
+    for args in (["STORESCU"], ["ORTHANC", "--host", "127.0.0.1", "--port", str(dicom_port), "--may",
+                                "query,retrieve", "--certificate", str(certificate)]):
+        assert flask_cli(instance, "ae", "add", *args).returncode == 0
+    pacs = pacs_server.Pacs(instance)
+    process = None
+    result: dict = {}
+    try:
+        reg = pacs.register(patient_id="ORT02", name="张三", sex="M", birth_date="1980-02-03", station_ae="")
+        files = pacs.send_series(work / "sent", 2, accession=reg.accession_number, patient_id="ORT02",
+                                 name="ZHANG^SAN", sex="M", birth_date="19800203")
+        tls = {"DicomTlsEnabled": True, "DicomTlsCertificate": str(certificate), "DicomTlsPrivateKey": str(key),
+               "DicomTlsTrustedCertificates": str(instance / "tls" / "pacslite.crt"),
+               "DicomTlsRemoteCertificateRequired": True,
+               "DicomModalities": {"pacslite": {"AET": "PACSLITE", "Host": "127.0.0.1", "Port": pacs.tls_port,
+                                                "UseDicomTls": True},
+                                   "plain": ["PACSLITE", "127.0.0.1", pacs.port]}}
+        process = start_orthanc(work, dicom_port, http_port, pacs.tls_port, tls)
+        query = orthanc_rest(http_port, "/modalities/pacslite/query",
+                             {"Level": "Study", "Query": {"PatientID": "ORT02", "StudyInstanceUID": ""}})
+        result["found"] = len(orthanc_rest(http_port, f"/queries/{query['ID']}/answers"))
+        orthanc_rest(http_port, f"/queries/{query['ID']}/answers/0/retrieve",
+                     {"TargetAet": "ORTHANC", "Synchronous": True})
+        received = []
+        for orthanc_id in orthanc_rest(http_port, "/instances"):
+            (work / "got.dcm").write_bytes(orthanc_rest(http_port, f"/instances/{orthanc_id}/file"))
+            received.append(dcmread(work / "got.dcm").SOPInstanceUID)
+        result["received"] = sorted(received)
+        result["sent"] = sorted(dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files)
+        # over the plain port, the AE whose certificate is pinned is refused
+        try:
+            orthanc_rest(http_port, "/modalities/plain/echo", {})
+            result["plain_echo"] = "answered"
+        except OSError as exc:  # Orthanc answers an HTTP error when the C-ECHO failed
+            result["plain_echo"] = str(exc)[:200]
+        result["refusals"] = [tuple(r) for r in pacs.query("SELECT calling_ae, reason FROM association_rejections")]
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait()
+        assert pacs.server.stop() == 0
+    return result
+
+
 def commitment(work: Path) -> dict:
     """Orthanc as a storage commitment SCU through its REST API: it asks pacslite about three
     stored images and one it never sent, and gets the report back on its own DICOM port."""
@@ -293,6 +350,6 @@ def commitment(work: Path) -> dict:
 
 
 if __name__ == "__main__":
-    scenario = {"routing": routing, "orthanc": orthanc, "commitment": commitment}.get(
+    scenario = {"routing": routing, "orthanc": orthanc, "orthanc_tls": orthanc_tls, "commitment": commitment}.get(
         sys.argv[2] if len(sys.argv) > 2 else "", main)
     print(json.dumps(scenario(Path(sys.argv[1]))))

@@ -25,6 +25,7 @@ class Server:
     process: subprocess.Popen
     url: str
     dicom_port: int = 0
+    tls_port: int = 0
     output: list[str] = field(default_factory=list)
     lines: "queue.Queue[str | None]" = field(default_factory=queue.Queue)
 
@@ -71,7 +72,8 @@ def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **
     port = free_port()
     environ = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), "PACSLITE_HTTP_HOST": "127.0.0.1",
                "PACSLITE_HTTP_PORT": str(port), "PACSLITE_DEFAULT_LANGUAGE": "en",
-               "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PYTHONUNBUFFERED": "1",
+               "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PACSLITE_DICOM_TLS_PORT": "0",
+               "PYTHONUNBUFFERED": "1",
                **{f"PACSLITE_{k}": str(v) for k, v in INDEPENDENT_OF_HOST_AND_HOUR.items()}, **env}
     process = subprocess.Popen([*wrapper, sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -90,6 +92,9 @@ def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **
         dicom = re.search(r"pacslite: DICOM \S+ on [0-9.]+:(\d+)", line)
         if dicom:
             server.dicom_port = int(dicom.group(1))
+        over_tls = re.search(r"pacslite: DICOM over TLS on [0-9.]+:(\d+)", line)
+        if over_tls:
+            server.tls_port = int(over_tls.group(1))
         if re.search(r"pacslite: listening on http://", line):
             return server
     process.kill()
@@ -105,6 +110,7 @@ class Pacs:
         self.settings = config.load({"INSTANCE_DIR": str(instance), **INDEPENDENT_OF_HOST_AND_HOUR})
         self.server = start(instance, **options)
         self.port = self.server.dicom_port
+        self.tls_port = self.server.tls_port
 
     def conn(self):
         return db.connect(self.instance / "pacslite.db")
@@ -161,7 +167,7 @@ class Pacs:
 
     def restart(self, **options: Any) -> None:
         self.server = start(self.instance, **options)
-        self.port = self.server.dicom_port
+        self.port, self.tls_port = self.server.dicom_port, self.server.tls_port
 
     def api(self, path: str, token: str) -> Any:
         request = urllib.request.Request(self.server.url + path, headers={"Authorization": f"Bearer {token}"})

@@ -148,13 +148,18 @@ def test_cli_user_add_and_token_create(tmp_path) -> None:
 def test_cli_configures_modalities_and_refuses_bad_input(tmp_path) -> None:
     instance = tmp_path / "instance"
     added = flask_cli(instance, "ae", "add", "CT01", "--host", "10.1.2.3", "--port", "4006", "--charset", "GB18030")
-    assert added.returncode == 0 and "added modality CT01 (10.1.2.3:4006, GB18030, may store,worklist,mpps,commitment)" \
-        in added.stdout, added.stderr  # without --may: a modality's rights
+    assert added.returncode == 0 and ("added modality CT01 (10.1.2.3:4006, accepted from 10.1.2.3, GB18030,"
+                                      " may store,worklist,mpps,commitment)") in added.stdout, added.stderr
+    # without --may: a modality's rights; with a host: accepted from it only
     station = flask_cli(instance, "ae", "add", "READ01", "--may", "query,retrieve")
     assert station.returncode == 0 and "may query,retrieve" in station.stdout, station.stderr
     updated = flask_cli(instance, "ae", "update", "READ01", "--port", "11113", "--may", "retrieve,query,store")
-    assert updated.returncode == 0 and "(any host:11113, ISO_IR 192, may store,query,retrieve)" in updated.stdout
-    for bad in (["CT01"], ["BAD\\AE"], ["CT02", "--port", "0"], ["CT02", "--charset", "SJIS"], ["CT02", "--may", "all"]):
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    assert updated.returncode == 0 and "(-:11113, accepted from any host, ISO_IR 192, may store,query,retrieve)" \
+        in updated.stdout
+    for bad in (["CT01"], ["BAD\\AE"], ["CT02", "--port", "0"], ["CT02", "--charset", "SJIS"], ["CT02", "--may", "all"],
+                ["CT02", "--also-from", "a;b"], ["CT02", "--certificate", str(bogus)]):
         refused = flask_cli(instance, "ae", "add", *bad)
         assert refused.returncode != 0 and "Error" in refused.stderr, bad
     assert "no modality NOPE" in flask_cli(instance, "ae", "update", "NOPE", "--may", "query").stderr

@@ -33,8 +33,8 @@ SETTINGS = {"PACSLITE_DICOM_NETWORK_TIMEOUT": str(NETWORK_TIMEOUT),
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory) -> pacs_server.Pacs:
     instance = tmp_path_factory.mktemp("hostile")
-    for title in CALLERS:
-        added = flask_cli(instance, "ae", "add", title, "--host", "127.0.0.1")
+    for title in CALLERS:  # 127.0.0.2 is "another host" of the same peer in the per-address tests
+        added = flask_cli(instance, "ae", "add", title, "--host", "127.0.0.1", "--also-from", "127.0.0.2")
         assert added.returncode == 0, added.stderr
     running = pacs_server.Pacs(instance, **SETTINGS)
     yield running

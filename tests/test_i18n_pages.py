@@ -22,7 +22,7 @@ CODES = {
     "YYYY", "MM", "DD", "HH", "Ctrl", "Enter", "Tab", "Esc", "Shift", "Alt", "Space", "GB18030", "GBK",
     "Latin", "Unicode", "PS", "Secondary", "Capture", "Storage", "FIND", "MOVE", "GET", "STORE",
     "N", "ACTION", "EVENT", "REPORT", "CREATE", "SET", "C", "A4", "A5", "flask", "app", "procedure", "add",
-    "import", "list", "English",
+    "import", "list", "English", "DHCP", "PEM", "SHA",
 }
 #: What the world fixture seeded (the registration form's values, users, AEs, files, phrases).
 SEEDED_PATTERNS = re.compile(r"\b(?:matrix|seed|target|u)_\w+|\bPACSLITE\b|\bC-ECHO\b")

@@ -76,3 +76,12 @@ def test_orthanc_finds_the_patient_by_name_and_retrieves_the_study(tmp_path) -> 
     assert result["quarantined_answers"] == 0
     assert sorted(result["received"]) == result["sent"]
     assert all(result["received"].values()), result["received"]  # as stored, byte for byte
+
+
+def test_orthanc_queries_and_retrieves_over_dicom_tls_both_ways(tmp_path) -> None:
+    """Issue 27: Orthanc's DICOM TLS client and server against pacslite's TLS port and its TLS
+    sender, each checking the other's certificate; the plain port refuses the AE that pinned one."""
+    result = in_namespace(tmp_path, "orthanc_tls")
+    assert result["found"] == 1
+    assert result["received"] == result["sent"] and len(result["sent"]) == 2
+    assert result["plain_echo"] != "answered" and ("ORTHANC", "tls_required") in map(tuple, result["refusals"])

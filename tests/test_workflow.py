@@ -270,6 +270,8 @@ def test_a_transfer_that_stopped_short_raises_incomplete_transmission_until_the_
     send(pacs, files[3:])  # the rest is sent again
     wait_for(lambda: alert(pacs, reg.accession_number)["state"] == "cleared", "the alert cleared itself")
     assert "acquired 5 · received 5" in technologist.get(f"/exams/{reg.accession_number}").get_data(as_text=True)
+    cleared = technologist.get("/alerts?state=cleared").get_data(as_text=True)  # its counts are of then, said so
+    assert "When it was opened: 2 of 5 images not received" in cleared
 
 
 def test_commitment_report_on_a_new_association_with_an_unknown_instance(pacs, tmp_path) -> None:

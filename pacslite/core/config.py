@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "HTTP_HOST": "0.0.0.0",
     "HTTP_PORT": 8080,
     "HTTP_THREADS": 8,
+    # Open web connections at once (each browser keeps about six idle ones) and how long an idle
+    # one is kept; beyond the limit waitress stops accepting until one closes.
+    "HTTP_CONNECTION_LIMIT": 1000,
+    "HTTP_IDLE_SECONDS": 60,
     "DICOM_HOST": "0.0.0.0",
     "DICOM_PORT": 11112,
     "AE_TITLE": "PACSLITE",
@@ -63,6 +67,20 @@ DEFAULTS: dict[str, Any] = {
     "DICOM_NETWORK_TIMEOUT": 30,
     # Connections one address may hold at once; more are closed at once.
     "DICOM_MAX_CONNECTIONS_PER_ADDRESS": 8,
+    # DICOM over TLS (PS3.15 B.1, the BCP 195 profile: TLS 1.2 or later) on its own port; -1: none.
+    # pacslite's certificate and key (empty: <INSTANCE_DIR>/tls/pacslite.crt and .key, made at
+    # the first start); a client presenting a certificate must present one pinned for its AE
+    # on the modalities page or issued by DICOM_TLS_CA_FILE (PEM, optional), which also checks
+    # the AEs pacslite sends to over TLS when none is pinned for them.
+    "DICOM_TLS_PORT": 2762,
+    "DICOM_TLS_CERTIFICATE": "",
+    "DICOM_TLS_KEY": "",
+    "DICOM_TLS_CA_FILE": "",
+    # The largest data set of a DIMSE message other than C-STORE (whose data set is written to
+    # the store as it arrives), checked as its fragments arrive: more is aborted unread.
+    "DICOM_MAX_FIND_BYTES": 128 * 1024,
+    "DICOM_MAX_MPPS_BYTES": 4 * 1024 * 1024,
+    "DICOM_MAX_ACTION_BYTES": 4 * 1024 * 1024,
     # The department.
     "HOSPITAL_NAME": "pacslite",
     # The hours radiologists report, a weekly timetable in TIMEZONE ("mon" … "sun": a list of
@@ -211,6 +229,9 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         raise SystemExit(f"pacslite: {exc}") from exc
     if not settings["STORAGE_DIR"]:
         settings["STORAGE_DIR"] = str(Path(settings["INSTANCE_DIR"]) / "storage")
+    for key, name in (("DICOM_TLS_CERTIFICATE", "pacslite.crt"), ("DICOM_TLS_KEY", "pacslite.key")):
+        if not settings[key]:
+            settings[key] = str(Path(settings["INSTANCE_DIR"]) / "tls" / name)
     return settings
 
 

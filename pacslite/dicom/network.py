@@ -14,6 +14,10 @@ must not fill its memory, freeze an association thread or lock the others out.
 - **Connections per address.** One address may hold at most ``DICOM_MAX_CONNECTIONS_PER_ADDRESS``
   connections; more are closed at once, so that one misbehaving host cannot take every
   association slot.
+- **Data sets of DIMSE messages** other than C-STORE's (which go to a file as they arrive)
+  are counted as their fragments arrive: one longer than its limit (a C-FIND identifier, an
+  MPPS, an N-ACTION; ``DICOM_MAX_*_BYTES``) is dropped unread and the association aborted,
+  before pydicom decodes anything (an N-ACTION of 19 MB took 16 s and 600 MB to refuse).
 - **The end of an association** calls a hook whatever ended it, so that what it leaves
   behind is cleared.
 """
@@ -21,11 +25,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
 from typing import Any, Callable
 
+from io import BytesIO
+
+from pynetdicom import dimse_messages
 from pynetdicom.association import Association
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -109,17 +117,56 @@ class GuardedSocket(AssociationSocket):
         return header
 
     def _refuse(self, pdu_type: int, length: int) -> None:
-        peer = self.assoc.requestor.address
-        log.warning("aborted the connection from %s: a PDU of type %d declared %d bytes, more than the %d"
-                    " accepted", peer, pdu_type, length, self._cap(pdu_type))
-        abort = A_ABORT_RQ()
-        abort.source, abort.reason_diagnostic = ABORT_SOURCE, ABORT_REASON
-        try:
-            assert self.socket is not None
-            self.socket.sendall(abort.encode())
-            self.socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        abort_connection(self, f"a PDU of type {pdu_type} declared {length} bytes, more than the"
+                               f" {self._cap(pdu_type)} accepted")
+
+
+def abort_connection(sock: Any, why: str) -> None:
+    """A-ABORT (service provider, invalid PDU parameter) and close: the peer's reader ends."""
+    log.warning("aborted the connection from %s: %s", sock.assoc.requestor.address, why)
+    abort = A_ABORT_RQ()
+    abort.source, abort.reason_diagnostic = ABORT_SOURCE, ABORT_REASON
+    try:
+        assert sock.socket is not None
+        sock.socket.sendall(abort.encode())
+        sock.socket.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+#: The data-set limit of each DIMSE request, by its message class name (set by :func:`bound_data_sets`).
+_DATA_SET_LIMITS: dict[str, int] = {}
+_DEFAULT_LIMIT_KEY = "C_FIND_RQ"
+
+
+def bound_data_sets(limits: dict[str, int]) -> None:
+    """Count each DIMSE message's data set as it arrives (pynetdicom keeps it in memory until
+    the message is whole); one over its limit is dropped and the association aborted.
+    ``limits``: message class name (C_FIND_RQ, N_ACTION_RQ …) → bytes (0: none); others get
+    C-FIND's."""
+    _DATA_SET_LIMITS.clear()
+    _DATA_SET_LIMITS.update(limits)
+    message_class = dimse_messages.DIMSEMessage
+    if getattr(message_class.decode_msg, "pacslite_bounded", False):
+        return
+    decode = message_class.decode_msg
+
+    def bounded_decode(self: Any, primitive: Any, assoc: Any = None) -> bool:
+        done = decode(self, primitive, assoc)
+        data = self.data_set
+        if isinstance(data, BytesIO) and not getattr(self, "_data_set_file", None):
+            name = type(self).__name__
+            limit = _DATA_SET_LIMITS.get(name, _DATA_SET_LIMITS.get(_DEFAULT_LIMIT_KEY, 0))
+            if limit and data.tell() > limit:
+                self.data_set = BytesIO()  # the memory goes back at once
+                sock = getattr(getattr(assoc, "dul", None), "socket", None)
+                if sock is not None:
+                    abort_connection(sock, f"the data set of a {name.replace('_', '-')} passed {limit} bytes")
+                return False  # never handed on: nothing decodes it
+        return done
+
+    bounded_decode.pacslite_bounded = True  # type: ignore[attr-defined]
+    message_class.decode_msg = bounded_decode  # type: ignore[method-assign]
 
 
 class EndingAssociation(Association):
@@ -141,7 +188,31 @@ class EndingAssociation(Association):
 
 
 class GuardedRequestHandler(RequestHandler):
-    """Gives each accepted association a :class:`GuardedSocket` and its end hook."""
+    """Gives each accepted association a :class:`GuardedSocket` and its end hook; on the TLS
+    port, first the handshake, in the association's own thread and within the network timeout
+    (pynetdicom does it in the thread that accepts: one silent client froze the port)."""
+
+    def handle(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket) and not self._handshake(self.request):
+            return
+        super().handle()
+
+    def _handshake(self, sock: ssl.SSLSocket) -> bool:
+        address = str(self.client_address[0])
+        sock.settimeout(float(self.server.network_timeout))
+        try:
+            sock.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("refused a TLS connection from %s: %s", address, exc)
+            if self.server.on_refused is not None:
+                self.server.on_refused(address, "tls_handshake")
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return False
+        sock.settimeout(None)  # blocking again: the guarded socket sets kernel timeouts
+        return True
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
@@ -157,14 +228,29 @@ class GuardedServer(ThreadedAssociationServer):
     """The association server, with at most ``per_address`` live connections from one address."""
 
     def __init__(self, *args: Any, per_address: int, network_timeout: float,
-                 on_association_end: Callable[[Any], object] | None = None, **kwargs: Any) -> None:
+                 on_association_end: Callable[[Any], object] | None = None,
+                 tls_context: Callable[[], ssl.SSLContext] | None = None,
+                 on_refused: Callable[[str, str], object] | None = None, **kwargs: Any) -> None:
         self.per_address = per_address
         self.network_timeout = network_timeout
         self.on_association_end = on_association_end
+        self.tls_context, self.on_refused = tls_context, on_refused
         self._live: dict[str, list[socket.socket]] = {}
         self._live_lock = threading.Lock()
         self._last_warning: dict[str, float] = {}
         super().__init__(*args, request_handler=GuardedRequestHandler, **kwargs)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept; on the TLS port wrap the socket without its handshake (done by the handler)."""
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        if self.tls_context is not None:
+            try:
+                client = self.tls_context().wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+            except (ssl.SSLError, OSError):
+                client.close()
+                raise
+        return client, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Refuse (close at once) a connection beyond the address's share."""

@@ -13,7 +13,7 @@ from pynetdicom import AE, build_role
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
 from ..pacs import outbound
-from . import network
+from . import network, tls
 from .handlers import COMMITMENT_INSTANCE
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def open_to(settings: Mapping[str, Any], destination: Mapping[str, Any], rows: l
     for sop_class, syntaxes in outbound.contexts_for(rows):
         ae.add_requested_context(sop_class, syntaxes)
     assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"],
-                         max_pdu=settings["DICOM_MAX_PDU"])
+                         max_pdu=settings["DICOM_MAX_PDU"], tls_args=tls.tls_args(settings, destination))
     if not assoc.is_established:
         log.warning("cannot associate with %s (%s:%s)", destination["ae_title"], destination["host"],
                     destination["port"])
@@ -47,7 +47,8 @@ def echo(settings: Mapping[str, Any], destination: Mapping[str, Any]) -> tuple[i
     ae = _requestor(settings)
     ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = min(10, settings["DICOM_NETWORK_TIMEOUT"])
     ae.add_requested_context(Verification)
-    assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"])
+    assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"],
+                         tls_args=tls.tls_args(settings, destination))
     if assoc.is_rejected:
         return None, "rejected"
     if not assoc.is_established:
@@ -130,7 +131,8 @@ def send_commitment_report(settings: Mapping[str, Any], destination: Mapping[str
     role = build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)
     try:
         assoc = ae.associate(destination["host"], destination["port"], ae_title=destination["ae_title"],
-                             max_pdu=settings["DICOM_MAX_PDU"], ext_neg=[role])
+                             max_pdu=settings["DICOM_MAX_PDU"], ext_neg=[role],
+                             tls_args=tls.tls_args(settings, destination))
     except Exception as exc:
         return f"cannot associate with {destination['ae_title']}: {exc}"
     if not assoc.is_established:

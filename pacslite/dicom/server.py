@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import ssl
 import threading
 from typing import Any, Mapping
 
@@ -24,7 +25,7 @@ from pydicom import uid
 from ..core import db, storage, uids
 from ..ris import aes
 from ..pacs import arrivals
-from . import commitment, handlers, network, receive, retrieve
+from . import commitment, handlers, network, receive, retrieve, tls
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,14 @@ def offer_only(assoc: Any, rights: frozenset[str]) -> None:
     acceptor.supported_contexts = [cx for cx in offered if str(cx.abstract_syntax) in allowed]
 
 
+def data_set_limits(settings: Mapping[str, Any]) -> dict[str, int]:
+    """The largest data set of each DIMSE request (C-STORE's goes to a file: the store's mark bounds it)."""
+    find, mpps, action = (int(settings[k]) for k in ("DICOM_MAX_FIND_BYTES", "DICOM_MAX_MPPS_BYTES",
+                                                     "DICOM_MAX_ACTION_BYTES"))
+    return {"C_STORE_RQ": 0, "C_FIND_RQ": find, "C_MOVE_RQ": find, "C_GET_RQ": find, "N_CREATE_RQ": mpps,
+            "N_SET_RQ": mpps, "N_ACTION_RQ": action, "N_EVENT_REPORT_RQ": action}
+
+
 class DicomServer:
     """The listening AE. ``start()`` returns once it accepts connections; ``stop()`` closes it."""
 
@@ -108,17 +117,28 @@ class DicomServer:
         self.database = settings["DATABASE"]
         self.connections = handlers.Connections(self.database)
         self._server: Any = None
+        self._tls_server: Any = None
 
-    def rights_of(self, calling: str) -> frozenset[str] | None:
-        """What the calling AE may do; None when it may not connect at all."""
+    def admit(self, assoc: Any, calling: str) -> aes.Admission:
+        """What the calling AE may do on this association, or why it may not connect (its
+        host, TLS and certificate checked: node authentication)."""
+        sock = assoc.dul.socket.socket
+        over_tls = isinstance(sock, ssl.SSLSocket)
         conn = db.connect(self.database)
         try:
-            rights = aes.rights_of(conn, calling)
+            return aes.admit(conn, calling, str(assoc.requestor.address), over_tls=over_tls,
+                             peer_certificate=sock.getpeercert(binary_form=True) if over_tls else None,
+                             accept_any_caller=self.settings["DICOM_ACCEPT_ANY_CALLER"])
         finally:
             conn.close()
-        if rights is None and self.settings["DICOM_ACCEPT_ANY_CALLER"]:
-            return frozenset(aes.MODALITY_RIGHTS)
-        return rights
+
+    def _record_refused_connection(self, address: str, reason: str) -> None:
+        """A connection refused before any AE title was said (a failed TLS handshake)."""
+        conn = db.connect(self.database)
+        try:
+            aes.record_rejection(conn, "", self.settings["AE_TITLE"], address, reason)
+        finally:
+            conn.close()
 
     def _make_ae(self) -> AE:
         s = self.settings
@@ -146,15 +166,25 @@ class DicomServer:
 
         Done here rather than by pynetdicom's own checks so that the attempt is committed
         before the caller hears "rejected" (pynetdicom lets EVT_REQUESTED send the reject).
+        Fails closed: pynetdicom accepts an association whose handler raised, so nothing may escape.
         """
+        try:
+            self._admit_or_reject(event)
+        except Exception:
+            log.exception("refused an association: its admission could not be decided")
+            event.assoc.acse.send_reject(0x02, 0x02, 0x01)  # rejected-transient, by the provider (ACSE), no reason
+            event.assoc.kill()
+
+    def _admit_or_reject(self, event: Any) -> None:
         primitive = event.assoc.requestor.primitive
         calling = str(primitive.calling_ae_title).strip()
         called = str(primitive.called_ae_title).strip()
-        rights = self.rights_of(calling)
+        admission = self.admit(event.assoc, calling)
+        rights = admission.rights
         if called != self.settings["AE_TITLE"]:
             reason, diagnostic = "wrong_called_ae", 0x07
         elif rights is None:
-            reason, diagnostic = "unknown_calling_ae", 0x03
+            reason, diagnostic = admission.refusal, 0x03  # calling AE title not recognised (from here, so)
         else:
             event.assoc.pacslite = self  # what the services pacslite serves itself (C-MOVE, C-GET) need
             event.assoc.pacslite_rights = rights
@@ -170,9 +200,20 @@ class DicomServer:
     def start(self) -> None:
         s = self.settings
         receive.receive_into(str(storage.tmp_dir(s["STORAGE_DIR"])), s["STORAGE_HIGH_WATER_PERCENT"])
+        network.bound_data_sets(data_set_limits(s))
         retrieve.install()
         commitment.install()
         ae = self._make_ae()
+        self._server = self._serve(ae, s["DICOM_PORT"], None)
+        log.info("DICOM %s listening on %s:%s", s["AE_TITLE"], s["DICOM_HOST"], self.port)
+        if s["DICOM_TLS_PORT"] >= 0:
+            tls.ensure_certificate(s)
+            self._tls_server = self._serve(ae, s["DICOM_TLS_PORT"], tls.ServerContexts(s).current)
+            log.info("DICOM %s over TLS listening on %s:%s", s["AE_TITLE"], s["DICOM_HOST"], self.tls_port)
+
+    def _serve(self, ae: AE, port: int, tls_context: Any) -> Any:
+        """A listening server on ``port`` (TLS when ``tls_context`` gives the context), started."""
+        s = self.settings
         bound = [
             (evt.EVT_C_ECHO, handlers.on_echo),
             (evt.EVT_C_STORE, handlers.on_store, [self.connections, s, receive.ReceiveFile.claim]),
@@ -183,23 +224,29 @@ class DicomServer:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, handlers.on_accepted, [self.connections]),
         ]
-        server = ae.make_server((s["DICOM_HOST"], s["DICOM_PORT"]), evt_handlers=bound,
+        server = ae.make_server((s["DICOM_HOST"], port), evt_handlers=bound,
                                 server_class=network.GuardedServer,
                                 per_address=s["DICOM_MAX_CONNECTIONS_PER_ADDRESS"],
                                 network_timeout=s["DICOM_NETWORK_TIMEOUT"],
                                 on_association_end=functools.partial(handlers.on_ended, self.connections,
-                                                                     receive.ReceiveFile.abandon))
+                                                                     receive.ReceiveFile.abandon),
+                                tls_context=tls_context, on_refused=self._record_refused_connection)
         ae._servers.append(server)  # as AE.start_server does: server.shutdown() takes it out again
         threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
-        self._server = server
-        log.info("DICOM %s listening on %s:%s", s["AE_TITLE"], s["DICOM_HOST"], self.port)
+        return server
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1]) if self._server else 0
 
+    @property
+    def tls_port(self) -> int:
+        """The TLS port (0 when DICOM over TLS is off)."""
+        return int(self._tls_server.server_address[1]) if self._tls_server else 0
+
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
+        self._server = self._tls_server = None
         self.connections.close_all()

@@ -9,7 +9,15 @@ address, so that a flood of attempts cannot grow the database.
 """
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import re
+import socket
 import sqlite3
+import ssl
+import threading
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Mapping
 
@@ -25,8 +33,13 @@ RIGHTS = ("store", "worklist", "query", "retrieve", "mpps", "commitment")
 #: A modality's rights: what ``ae add`` gives without ``--may``, and what a caller gets when
 #: any caller is accepted (DICOM_ACCEPT_ANY_CALLER).
 MODALITY_RIGHTS = ("store", "worklist", "mpps", "commitment")
-REJECTION_REASONS = ("unknown_calling_ae", "wrong_called_ae")
-FIELDS = ("ae_title", "host", "port", "name", "location", "modality", "charset", "rights")
+REJECTION_REASONS = ("unknown_calling_ae", "wrong_called_ae", "wrong_host", "tls_required", "wrong_certificate",
+                     "tls_handshake")
+FIELDS = ("ae_title", "host", "port", "name", "location", "modality", "charset", "rights", "any_host", "also_from",
+          "tls", "certificate")
+#: The most further addresses (or host names) one AE may be accepted from.
+MAX_ALSO_FROM = 8
+_HOST_PATTERN = r"[A-Za-z0-9.:_-]+"
 
 
 def clean_ae(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,11 +56,46 @@ def clean_ae(data: Mapping[str, Any]) -> dict[str, Any]:
         raise ValidationError("port", N_("A number from 1 to 65535."))
     modality = matches(text(data, "modality", max_length=16).upper(), "modality", r"[A-Z0-9]{1,16}",
                        N_("A DICOM modality code such as CT, MR or DX."))
+    certificate = clean_certificate(text(data, "certificate", max_length=16384, multiline=True))
     return {"ae_title": ae_title, "host": host, "port": port,
             "name": text(data, "name", max_length=64), "location": text(data, "location", max_length=64),
             "modality": modality,
             "charset": choice(data, "charset", CHARSETS, required=False, default=CHARSETS[0]),
-            "rights": clean_rights(data.get("rights", MODALITY_RIGHTS))}
+            "rights": clean_rights(data.get("rights", MODALITY_RIGHTS)),
+            "any_host": int(_flag(data.get("any_host"))), "also_from": clean_also_from(data.get("also_from", "")),
+            # a pinned certificate is only ever seen over TLS
+            "tls": int(_flag(data.get("tls")) or bool(certificate)), "certificate": certificate}
+
+
+def _flag(value: Any) -> bool:
+    """A checkbox or a command-line switch: on, 1, true, yes."""
+    return value is True or str(value or "").strip().lower() in ("1", "on", "true", "yes")
+
+
+def clean_also_from(value: Any) -> str:
+    """Further addresses or host names the AE may call from (a modality with two network
+    cards), separated by spaces or commas; stored space-separated."""
+    given = [v for v in re.split(r"[\s,]+", str(value or "")) if v]
+    if len(given) > MAX_ALSO_FROM or any(len(v) > 253 or not re.fullmatch(_HOST_PATTERN, v) for v in given):
+        raise ValidationError("also_from", N_("Up to 8 host names or IP addresses, separated by spaces."))
+    return " ".join(dict.fromkeys(given))
+
+
+def clean_certificate(pem: str) -> str:
+    """An AE's client certificate as PEM (one certificate), or empty."""
+    if not pem:
+        return ""
+    from cryptography import x509
+    try:
+        x509.load_der_x509_certificate(ssl.PEM_cert_to_DER_cert(pem))
+    except ValueError:
+        raise ValidationError("certificate", N_("One certificate in PEM form (-----BEGIN CERTIFICATE----- …)."))
+    return pem.strip() + "\n"
+
+
+def certificate_sha256(pem: str) -> str:
+    """The SHA-256 fingerprint (hex) an AE's certificate is pinned by; empty for none."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest() if pem else ""
 
 
 def clean_rights(value: Any) -> str:
@@ -127,9 +175,11 @@ def add_ae(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]
         if find_ae(conn, fields["ae_title"]) is not None:
             raise ValidationError("ae_title", N_("This AE title is configured already."))
         conn.execute("INSERT INTO application_entities (ae_title, host, port, name, location, modality, charset,"
-                     " rights, created_at, updated_at) VALUES (:ae_title, :host, :port, :name, :location, :modality,"
-                     " :charset, :rights, :now, :now)", {**fields, "now": now})
-        audit.record(conn, actor, "ae.add", f"ae:{fields['ae_title']}", detail=fields)
+                     " rights, any_host, also_from, tls, certificate, certificate_sha256, created_at, updated_at)"
+                     " VALUES (:ae_title, :host, :port, :name, :location, :modality, :charset, :rights, :any_host,"
+                     " :also_from, :tls, :certificate, :certificate_sha256, :now, :now)",
+                     {**fields, "certificate_sha256": certificate_sha256(fields["certificate"]), "now": now})
+        audit.record(conn, actor, "ae.add", f"ae:{fields['ae_title']}", detail=_audited(fields))
     return get_ae(conn, fields["ae_title"])
 
 
@@ -143,12 +193,13 @@ def update_ae(conn: sqlite3.Connection, actor: audit.Actor, ae_title: str, data:
         if changed:
             conn.execute("UPDATE application_entities SET host = :host, port = :port, name = :name,"
                          " location = :location, modality = :modality, charset = :charset, rights = :rights,"
-                         " updated_at = :now"
-                         " WHERE id = :id",
-                         {**fields, "now": clock.to_db(clock.now()), "id": before["id"]})
+                         " any_host = :any_host, also_from = :also_from, tls = :tls, certificate = :certificate,"
+                         " certificate_sha256 = :certificate_sha256, updated_at = :now WHERE id = :id",
+                         {**fields, "certificate_sha256": certificate_sha256(fields["certificate"]),
+                          "now": clock.to_db(clock.now()), "id": before["id"]})
             audit.record(conn, actor, "ae.update", f"ae:{ae_title}",
-                         detail={"before": {k: v[0] for k, v in changed.items()},
-                                 "after": {k: v[1] for k, v in changed.items()}})
+                         detail={"before": _audited({k: v[0] for k, v in changed.items()}),
+                                 "after": _audited({k: v[1] for k, v in changed.items()})})
     return get_ae(conn, ae_title)
 
 
@@ -157,7 +208,103 @@ def remove_ae(conn: sqlite3.Connection, actor: audit.Actor, ae_title: str) -> No
     with transaction(conn):
         before = get_ae(conn, ae_title)
         conn.execute("DELETE FROM application_entities WHERE id = ?", (before["id"],))
-        audit.record(conn, actor, "ae.remove", f"ae:{ae_title}", detail={k: before[k] for k in FIELDS})
+        audit.record(conn, actor, "ae.remove", f"ae:{ae_title}", detail=_audited({k: before[k] for k in FIELDS}))
+
+
+def _audited(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as the audit keeps them: a certificate by its fingerprint, not its 1 KB of PEM."""
+    return {k: (certificate_sha256(v) if k == "certificate" else v) for k, v in fields.items()}
+
+
+# ---------------------------------------------------------------- node authentication
+
+#: How long a host name's addresses are believed (a DHCP-assigned modality's name may move).
+RESOLVE_SECONDS = 60.0
+_resolved: dict[str, tuple[float, frozenset[str]]] = {}
+_resolved_lock = threading.Lock()
+
+
+def _normal(address: str) -> str:
+    """An IP address as compared: an IPv4 address mapped into IPv6 is the IPv4 one."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+def addresses_of(host: str) -> frozenset[str]:
+    """Every address ``host`` (a name or an address) stands for; none when it does not resolve.
+    Names are resolved at most once a minute each."""
+    try:
+        return frozenset({str(ipaddress.ip_address(host))})
+    except ValueError:
+        pass  # a name
+    now = time.monotonic()
+    with _resolved_lock:
+        known = _resolved.get(host)
+    if known and now - known[0] < RESOLVE_SECONDS:
+        return known[1]
+    try:
+        found = frozenset(_normal(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP))
+    except (OSError, UnicodeError):
+        found = frozenset()
+    with _resolved_lock:
+        _resolved[host] = (now, found)
+    return found
+
+
+def accepts_any_host(ae: Mapping[str, Any]) -> bool:
+    """An AE marked "any host", or configured without one (as before node authentication)."""
+    return bool(ae["any_host"]) or not ae["host"]
+
+
+def accepted_from(ae: Mapping[str, Any], address: str) -> bool:
+    """Whether the AE may call from ``address``: its host's addresses and its further ones."""
+    if accepts_any_host(ae):
+        return True
+    address = _normal(address)
+    return any(address in addresses_of(host) for host in [ae["host"], *ae["also_from"].split()])
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a calling AE may do on this association, or why it is refused."""
+
+    rights: frozenset[str] | None
+    refusal: str = ""
+
+
+def admit(conn: sqlite3.Connection, ae_title: str, address: str, *, over_tls: bool, peer_certificate: bytes | None,
+          accept_any_caller: bool) -> Admission:
+    """Node authentication: a configured AE is accepted only from its host, over TLS when it
+    requires it, and with its pinned certificate when it has one; an unknown caller only when
+    any caller is accepted (DICOM_ACCEPT_ANY_CALLER), with a modality's rights."""
+    ae = find_ae(conn, ae_title)
+    if ae is None:
+        if accept_any_caller:
+            return Admission(frozenset(MODALITY_RIGHTS))
+        return Admission(None, "unknown_calling_ae")
+    if not accepted_from(ae, address):
+        return Admission(None, "wrong_host")
+    if ae["tls"] and not over_tls:
+        return Admission(None, "tls_required")
+    if ae["certificate_sha256"] and (peer_certificate is None
+                                     or hashlib.sha256(peer_certificate).hexdigest() != ae["certificate_sha256"]):
+        return Admission(None, "wrong_certificate")
+    return Admission(frozenset(r for r in ae["rights"].split(",") if r))
+
+
+def pinned_certificates(conn: sqlite3.Connection) -> str:
+    """Every AE's pinned certificate (PEM, concatenated): what the TLS port trusts as a client's."""
+    return "".join(row[0] for row in conn.execute("SELECT certificate FROM application_entities WHERE certificate <> ''"))
+
+
+def any_host_aes(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """AEs accepted from any address (marked so, or configured without a host)."""
+    return conn.execute("SELECT * FROM application_entities WHERE any_host = 1 OR host = '' ORDER BY ae_title"
+                        " LIMIT 1000").fetchall()
 
 
 #: Refusals are counted per (calling AE, …, address); one address gets at most this many rows,

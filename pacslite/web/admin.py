@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from ..core import audit, clock
+from ..core import audit, certificates, clock
 from ..ris import aes, procedures, users
 from ..pacs import arrivals
 from .database import get_db
@@ -170,7 +171,8 @@ def audit_csv() -> Any:
 
 # ---------------------------------------------------------------- modalities (DICOM AEs)
 
-AE_FORM_FIELDS = ("ae_title", "host", "port", "name", "location", "modality", "charset")
+AE_FORM_FIELDS = ("ae_title", "host", "port", "name", "location", "modality", "charset", "any_host", "also_from",
+                  "tls", "certificate")
 
 
 def _ae_or_404(ae_id: int) -> Any:
@@ -235,9 +237,18 @@ def _modalities_page(configured: list[Any], target_errors: dict[str, dict[str, s
         if target_values and item["code"] == target_values["code"]:
             item.update(target_values)
     return render_template("admin/modalities.html", aes=configured, rejections=aes.list_rejections(conn),
+                           any_host=aes.accepts_any_host, tls_fingerprint=_tls_fingerprint(),
                            refused_services=aes.list_refused_contexts(conn), others=aes.OTHERS,
                            last_images=arrivals.last_image_at(conn, [a["ae_title"] for a in configured]),
                            targets=targets, target_errors=target_errors or {}), (400 if target_errors else 200)
+
+
+def _tls_fingerprint() -> str:
+    """pacslite's TLS certificate's fingerprint, for the modalities that pin it ('' before it is made)."""
+    try:
+        return certificates.fingerprint(Path(current_app.config["DICOM_TLS_CERTIFICATE"]))
+    except (OSError, ValueError):
+        return ""
 
 
 @bp.route("/modalities/targets/<modality>", methods=["POST"])

@@ -40,6 +40,8 @@ FIELDS = {
     "how": _l("How"), "path": _l("Path"), "endpoint": _l("Page"), "width": _l("Width"), "height": _l("Height"),
     "media_type": _l("File type"), "was_required": _l("Was required"), "instances_count": _l("Images"),
     "refiling": _l("Re-filing"), "rejected_reason": _l("Reason for rejection"), "finding_id": _l("Finding"),
+    "any_host": _l("Any host"), "also_from": _l("Also from"), "tls": _l("Requires TLS"),
+    "certificate": _l("Certificate (SHA-256)"), "created_by": _l("Created by"),
     "exams": _l("Exams"), "rule": _l("Rule"), "acknowledgement": _l("Acknowledgement"), "department_note": _l("Note"), "note": _l("Note"),
 }
 #: Keys whose values are codes with a word of their own (labels.LABELS' kinds).
