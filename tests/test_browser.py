@@ -984,6 +984,75 @@ def drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
     page.mouse.up()
 
 
+def compressed_series(directory, syntax: str, count: int, **fields) -> list:
+    """``count`` CT images of one series, compressed losslessly in ``syntax``: JPEG 2000 by
+    pydicom (OpenJPEG), JPEG-LS by DCMTK's dcmcjpls (pydicom has no JPEG-LS encoder here)."""
+    from pydicom import dcmread
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, generate_uid
+    from tests.dicomkit import run
+    directory.mkdir(parents=True, exist_ok=True)
+    study, series, files = generate_uid(), generate_uid(), []
+    for number in range(1, count + 1):
+        plain, packed = directory / f"plain-{number}.dcm", directory / f"packed-{number}.dcm"
+        make_ct(plain, study_uid=study, series_uid=series, instance_number=number, **fields)
+        if syntax == JPEG2000Lossless:
+            ds = dcmread(plain)
+            ds.compress(JPEG2000Lossless, generate_instance_uid=False)
+            ds.save_as(packed, enforce_file_format=True)
+        else:
+            assert syntax == JPEGLSLossless
+            done = run(["dcmcjpls", str(plain), str(packed)])
+            assert done.returncode == 0, done.stderr
+        assert dcmread(packed, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
+        files.append(packed)
+    return files
+
+
+def test_ohif_shows_jpeg_2000_and_jpeg_ls_studies_under_its_policy(browser, tmp_path, modality_pacs) -> None:
+    """The interoperability run: OHIF asked for frames with ``transfer-syntax=*``, got them as
+    stored (compressed), and its decoding worker then evaluated strings as code, which the
+    Content-Security-Policy forbids: black viewports. OHIF now asks for Explicit VR Little
+    Endian, which pacslite decompresses to; the policy is unchanged (no 'unsafe-eval')."""
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+    from tests.dicomkit import propose_option
+    pacs = modality_pacs()
+    pacs.add_user("dr_packed", "radiologist")
+    problems: list[str] = []
+    page = page_as(browser, pacs, "dr_packed", problems, viewport={"width": 1200, "height": 800})
+    for number, syntax in enumerate((JPEG2000Lossless, JPEGLSLossless), start=1):
+        reg = pacs.register(patient_id=f"OHC00{number}", name="张三")
+        files = compressed_series(tmp_path / syntax, syntax, 3, accession=reg.accession_number,
+                                  patient_id=f"OHC00{number}", name="ZHANG^SAN")
+        sent = storescu(pacs.port, files, extra=propose_option(files[0]))
+        assert set(store_results(sent.stdout + sent.stderr).values()) == {"Success"}, sent.stderr[-2000:]
+        stored = pacs.query("SELECT DISTINCT i.transfer_syntax_uid FROM instances i JOIN series se ON se.id ="
+                            " i.series_ref JOIN studies s ON s.id = se.study_ref JOIN exams e ON e.id = s.exam_ref"
+                            " WHERE e.accession_number = ?", reg.accession_number)
+        assert [r[0] for r in stored] == [syntax]  # kept as the modality compressed it
+        blocked: list[str] = []
+        frames: list[tuple[int, str]] = []
+        ohif = page.context.new_page()
+        ohif.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text
+                or "EvalError" in m.text else None)
+        ohif.on("response", lambda r: frames.append((r.status, r.request.headers.get("accept", "")))
+                if "/frames/" in r.url else None)
+        ohif.goto(f"{pacs.server.url}/exams/{reg.accession_number}/ohif")
+        ohif.wait_for_selector("canvas.cornerstone-canvas", timeout=60_000)
+        ohif.wait_for_function("""() => { const c = document.querySelector('canvas.cornerstone-canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            for (let i = 0; i < d.length; i += 4) if (d[i] > 40) return true; return false; }""", timeout=60_000)
+        lit, levels = canvas_pixels(ohif)
+        assert lit > 5_000 and levels > 50, (syntax, lit, levels)
+        assert blocked == [], blocked
+        assert frames and all(status == 200 and "transfer-syntax=1.2.840.10008.1.2.1" in accept
+                              for status, accept in frames), frames
+        ARTIFACTS.mkdir(exist_ok=True)
+        ohif.screenshot(path=str(ARTIFACTS / f"ohif-{syntax}.png"))
+        ohif.close()
+    csp = page.request.get(f"{pacs.server.url}/ohif/app-config.js").headers["content-security-policy"]
+    assert "'unsafe-eval'" not in csp
+
+
 def test_a_radiologist_reads_a_ct_in_ohif_with_measurements(browser, tmp_path, modality_pacs) -> None:
     """Issue 16's "done when": Open in OHIF on the reading list, the CT shown, a length and a
     CT-number ROI measured; every DICOMweb request answered 200; a registrar refused."""

@@ -183,6 +183,8 @@ def test_search_follows_the_c_find_rules(pacs) -> None:
     reader = client(pacs, "clinician")
     li = reader.search_for_studies(search_filters={"PatientID": "DW0002"})
     assert li[0]["00080056"]["Value"] == ["OFFLINE"]
+    assert "00080052" not in li[0]  # QueryRetrieveLevel is C-FIND's, not in PS3.18's answer lists
+    assert all("00080052" not in answer for answer in reader.search_for_series(li[0]["0020000D"]["Value"][0]))
     study_uid = li[0]["0020000D"]["Value"][0]
     with pytest.raises(HTTPError) as refused:
         reader.retrieve_study(study_uid)
@@ -365,6 +367,7 @@ def test_wado_uri_gives_the_file_or_a_picture(pacs) -> None:
     jpeg = requests.get(f"{pacs.server.url}/wado", params=params, headers=auth, timeout=30)
     assert jpeg.headers["Content-Type"] == "image/jpeg"
     assert Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
+    assert Image.open(io.BytesIO(jpeg.content)).mode == "L"  # a MONOCHROME2 CT: one component, as Orthanc's
     assert requests.get(f"{pacs.server.url}/wado", params=params, timeout=30).status_code == 401
     missing = requests.get(f"{pacs.server.url}/wado", params={**params, "objectUID": "1.2.3"}, headers=auth,
                            timeout=30)

@@ -173,6 +173,8 @@ def search(conn: sqlite3.Connection, settings: Mapping[str, Any], wanted: Search
     out = []
     for answer in page[:wanted.limit]:
         answer.RetrieveURL = _retrieve_url(base_url, answer, wanted.level)
+        if "QueryRetrieveLevel" in answer:  # C-FIND's, not among PS3.18's QIDO-RS answer attributes
+            del answer.QueryRetrieveLevel
         out.append(answer.to_json_dict())
     return Found(out, more)
 

@@ -142,9 +142,11 @@ def png(image: Image.Image) -> bytes:
 
 
 def jpeg(png_data: bytes, quality: int = 90) -> bytes:
-    """A rendered PNG as JPEG (for clients that take only JPEG: DICOMweb's default, WADO-URI)."""
+    """A rendered PNG as JPEG (for clients that take only JPEG: DICOMweb's default, WADO-URI);
+    a grey image stays grey (one component), as a MONOCHROME image is."""
     out = io.BytesIO()
-    Image.open(io.BytesIO(png_data)).convert("RGB").save(out, "JPEG", quality=quality)
+    image = Image.open(io.BytesIO(png_data))
+    (image if image.mode in ("L", "RGB") else image.convert("RGB")).save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, send_from_directory, url_for
 from werkzeug.security import safe_join
+from pydicom.uid import ExplicitVRLittleEndian
 
 from ..ris import patients
 from ..pacs import index
@@ -99,6 +100,9 @@ def _configuration() -> dict[str, Any]:
                 "qidoSupportsIncludeField": True, "supportsReject": False, "supportsStow": False,
                 "imageRendering": "wadors", "thumbnailRendering": "wadors", "enableStudyLazyLoad": True,
                 "supportsFuzzyMatching": True, "supportsWildcard": True, "omitQuotationForMultipartRequest": True,
+                # frames uncompressed (pacslite decompresses on the server): OHIF's JPEG 2000 and
+                # JPEG-LS decoders evaluate strings as code, which the policy forbids (black viewports)
+                "requestTransferSyntaxUID": ExplicitVRLittleEndian,
                 "bulkDataURI": {"enabled": True},
             },
         }],
