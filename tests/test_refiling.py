@@ -65,6 +65,53 @@ def test_the_right_exam_is_ranked_first_for_a_typo(app, conn, tmp_path) -> None:
     assert all(c.score < ranked[0].score for c in ranked[1:])
 
 
+def test_another_patients_demographics_with_this_exams_accession_ranks_the_accessions_exam_first(app, conn,
+                                                                                                   tmp_path) -> None:
+    """Issue 28: a console kept the previous patient's demographics and the technologist scanned
+    the next patient's receipt. The previous patient's exam (a matching patient block, 65 before)
+    was ranked above the scanned accession's (50), and the near-accession bonus went to exams two
+    edits away although one matched exactly. Now the exact, check-digit-valid accession leads; the
+    previous patient's exam, already holding its own study from this station, counts against."""
+    aes.add_ae(conn, audit.SYSTEM, {"ae_title": "CT01", "modality": "CT"})
+    previous = register(app, conn, patient_id="P0101", name="张伟", sex="M", birth_date="1970-05-06",
+                        station_ae="CT01")
+    send(app, conn, tmp_path, accession=previous.accession_number, patient_id="P0101", name="ZHANG^WEI", sex="M",
+         birth_date="19700506")
+    following = [register(app, conn, patient_id=f"P01{n:02d}", name=name, sex=sex, birth_date=birth,
+                          station_ae="CT01")
+                 for n, (name, sex, birth) in enumerate((("李娜", "F", "1985-01-02"), ("王强", "M", "1991-03-04"),
+                                                         ("赵敏", "F", "1960-07-08")), start=2)]
+    right = following[1]
+    uid = send(app, conn, tmp_path, accession=right.accession_number, patient_id="P0101", name="ZHANG^WEI", sex="M",
+               birth_date="19700506")
+    study = study_of(conn, uid)
+    assert study["quarantine_reason"] is not None  # never filed silently
+    ranked = refiling.candidates(conn, study)
+    assert ranked[0].exam["accession_number"] == right.accession_number, [
+        (c.exam["accession_number"], c.score, c.reasons, c.against) for c in ranked]
+    assert "accession_equal" in ranked[0].reasons and "awaiting_images" in ranked[0].reasons
+    held = next(c for c in ranked if c.exam["accession_number"] == previous.accession_number)
+    assert "holds_study_from_caller" in held.against and "patient_id_equal" in held.reasons
+    assert not any("accession_close" in c.reasons or "accession_typo" in c.reasons for c in ranked)
+    assert refiling.is_clear(ranked)
+
+
+def test_close_candidates_are_not_clear(app, conn, tmp_path, client_as) -> None:
+    """Twins registered for the same CT, a study with neither accession nor patient ID: the
+    two are nearly equally likely, and the quarantine must not offer one click."""
+    aes.add_ae(conn, audit.SYSTEM, {"ae_title": "CT01", "modality": "CT"})
+    for patient_id, name in (("P0201", "陈静"), ("P0202", "陈敏")):
+        register(app, conn, patient_id=patient_id, name=name, sex="F", birth_date="2001-02-03", station_ae="CT01")
+    uid = send(app, conn, tmp_path, accession="", patient_id="", name="CHEN^JING", sex="F", birth_date="20010203")
+    study = study_of(conn, uid)
+    ranked = refiling.candidates(conn, study)
+    assert len(ranked) >= 2 and not refiling.is_clear(ranked), [(c.score, c.reasons) for c in ranked]
+    page = client_as("technologist").get(f"/studies/{study['id']}").get_data(as_text=True)
+    assert "The first candidates are close" in page and "most likely" not in page
+    choices = page[page.index('id="file-to-candidate"'):]
+    assert 'name="accession_number"' in choices and "checked" not in choices[:choices.index("</fieldset>")]
+
+
 def test_refile_rewrites_the_headers_keeps_the_originals_and_can_be_undone(app, conn, tmp_path, client_as) -> None:
     exam = register(app, conn)
     typo = typo_of(exam.accession_number)

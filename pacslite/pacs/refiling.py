@@ -47,81 +47,176 @@ MINIMUM_SCORE = 30
 class Candidate:
     exam: sqlite3.Row
     score: int
-    reasons: tuple[str, ...]  # codes, see SCORES
+    reasons: tuple[str, ...]  # evidence for it, codes of EVIDENCE
+    against: tuple[str, ...] = ()  # evidence against it
 
 
-#: What makes an exam a likely home for a study, and how much each sign counts.
-SCORES = {"accession_equal": 50, "accession_typo": 40, "accession_close": 15, "patient_id_equal": 30,
-          "patient_id_typo": 20, "name_similar": 20, "birth_date_equal": 10, "sex_equal": 5,
-          "same_modality": 10, "scheduled_within_day": 10, "station_is_caller": 10}
+#: Every piece of evidence the ranking weighs, and how much it tells (negative: against). A
+#: study in the quarantine carries something that disagrees with its exam; which of its values
+#: are right is the question. Values that come from the receipt's barcode or the worklist (the
+#: exam's own accession number with a valid check digit, the worklist's pre-assigned Study
+#: Instance UID, a step the station reported) are rarely wrong; the patient block is what a
+#: console most often carries over from the previous patient, and equal names are common in a
+#: Chinese department, so they count for less. Near accession numbers count only where no exam
+#: has the number exactly: at a busy department many numbers are two edits apart. An exam that
+#: already holds its own study from the same station that day is most likely not this one's.
+#: The table is shown in the user guide (docs/user-guide.md, "How candidates are ranked").
+EVIDENCE = {
+    "study_uid_equal": 80, "accession_equal": 60, "accession_equal_unchecked": 45, "mpps_from_caller": 40,
+    "accession_typo": 35, "patient_id_equal": 25, "awaiting_images": 15, "patient_id_typo": 15,
+    "accession_close": 10, "scheduled_within_hours": 10, "station_is_caller": 10, "same_modality": 10,
+    "birth_date_equal": 10, "name_similar": 10, "scheduled_within_day": 5, "sex_equal": 3,
+    "holds_study_from_caller": -40, "other_modality": -15, "birth_date_differs": -10, "sex_differs": -10,
+}
+#: Kept for the API's readers: the weights of the evidence for.
+SCORES = {code: weight for code, weight in EVIDENCE.items() if weight > 0}
+#: The first candidate is "clear" (one-click filing) when it leads the second by this much.
+CLEAR_LEAD = 30
+SCHEDULED_NEAR = timedelta(hours=2)
+SAME_DAY = timedelta(hours=12)
 
 
-def _distance_reason(header: str, registered: str, equal: str, typo: str, close: str | None) -> str | None:
+def _distance(header: str, registered: str) -> int | None:
     if not header or not registered:
         return None
-    distance = DamerauLevenshtein.distance(header.upper(), registered.upper())
-    if distance == 0:
-        return equal
-    if distance == 1:
-        return typo
-    return close if close and distance == 2 else None
+    return DamerauLevenshtein.distance(header.upper(), registered.upper())
 
 
-def _reasons(study: Mapping[str, Any], arrived: datetime, modalities: set[str], exam: sqlite3.Row,
-             minimum: int = 0) -> list[str] | None:
-    """Why ``exam`` may be the study's, in display order; None when it cannot score ``minimum``
-    even with a name match (the name comparison, the costly part, is then not made)."""
-    ids = [_distance_reason(study["accession_number"], exam["accession_number"], "accession_equal",
-                            "accession_typo", "accession_close"),
-           _distance_reason(study["patient_id"], exam["patient_id"], "patient_id_equal", "patient_id_typo", None)]
-    others = []
-    birth = (exam["birth_date"] or "").replace("-", "")
-    if study["patient_birth_date"] and study["patient_birth_date"] == birth:
-        others.append("birth_date_equal")
-    if study["patient_sex"] and study["patient_sex"] == exam["sex"]:
-        others.append("sex_equal")
-    if exam["dicom_modality"] in modalities:
-        others.append("same_modality")
-    if abs(clock.from_db(exam["scheduled_at"]) - arrived) <= timedelta(days=1):
-        others.append("scheduled_within_day")
+@dataclass(frozen=True)
+class _Context:
+    """What the ranking knows about the study beyond its header."""
+
+    arrived: datetime
+    modalities: set[str]
+    accession_known: bool  # some exam has the study's accession number exactly
+    patient_id_known: bool  # some candidate's patient has the study's patient ID exactly
+    accession_checked: bool  # the study's accession has pacslite's form and a valid check digit
+    stepped: set[int]  # exams the calling station reported a step of (MPPS)
+    holding: set[int]  # exams holding another study from the calling station that day
+
+
+def _identifiers(study: Mapping[str, Any], exam: sqlite3.Row, known: _Context) -> list[str]:
+    found = []
+    if exam["study_instance_uid"] and exam["study_instance_uid"] == study["study_instance_uid"]:
+        found.append("study_uid_equal")
+    accession = _distance(study["accession_number"], exam["accession_number"])
+    if accession == 0:
+        found.append("accession_equal" if known.accession_checked else "accession_equal_unchecked")
+    elif accession == 1 and not known.accession_known:
+        found.append("accession_typo")
+    elif accession == 2 and not known.accession_known:
+        found.append("accession_close")
+    if exam["id"] in known.stepped:
+        found.append("mpps_from_caller")
+    patient_id = _distance(study["patient_id"], exam["patient_id"])
+    if patient_id == 0:
+        found.append("patient_id_equal")
+    elif patient_id == 1 and not known.patient_id_known:
+        found.append("patient_id_typo")
+    return found
+
+
+def _circumstances(study: Mapping[str, Any], exam: sqlite3.Row, known: _Context) -> tuple[list[str], list[str]]:
+    """The evidence of the exam's state, time, station and modality, and of the patient's birth
+    date and sex: (for, against)."""
+    for_it, against = [], []
+    if exam["instance_count"] == 0 and exam["status"] in (exams.SCHEDULED, exams.IN_PROGRESS):
+        for_it.append("awaiting_images")
+    if exam["id"] in known.holding:
+        against.append("holds_study_from_caller")
+    apart = abs(clock.from_db(exam["scheduled_at"]) - known.arrived)
+    if apart <= SCHEDULED_NEAR:
+        for_it.append("scheduled_within_hours")
+    elif apart <= timedelta(days=1):
+        for_it.append("scheduled_within_day")
     if exam["station_ae"] and exam["station_ae"] == study["calling_ae"]:
-        others.append("station_is_caller")
-    found = [r for r in ids if r] + others
-    if sum(SCORES[r] for r in found) + SCORES["name_similar"] < minimum:
+        for_it.append("station_is_caller")
+    if exam["dicom_modality"] and known.modalities:
+        (for_it if exam["dicom_modality"] in known.modalities else against).append(
+            "same_modality" if exam["dicom_modality"] in known.modalities else "other_modality")
+    birth = (exam["birth_date"] or "").replace("-", "")
+    if study["patient_birth_date"] and birth:
+        (for_it if study["patient_birth_date"] == birth else against).append(
+            "birth_date_equal" if study["patient_birth_date"] == birth else "birth_date_differs")
+    if study["patient_sex"] in ("M", "F") and exam["sex"] in ("M", "F"):
+        (for_it if study["patient_sex"] == exam["sex"] else against).append(
+            "sex_equal" if study["patient_sex"] == exam["sex"] else "sex_differs")
+    return for_it, against
+
+
+def _weigh(study: Mapping[str, Any], exam: sqlite3.Row, known: _Context,
+           minimum: int) -> tuple[int, list[str], list[str]] | None:
+    """The exam's score and the evidence for and against it, in display order; None when it
+    cannot reach ``minimum`` even with a name match (the costly comparison is then not made)."""
+    identifiers = _identifiers(study, exam, known)
+    for_it, against = _circumstances(study, exam, known)
+    score = sum(EVIDENCE[code] for code in identifiers + for_it + against)
+    if score + EVIDENCE["name_similar"] < minimum:
         return None
     name = ["name_similar"] if names.same_person_name(tuple(study["patient_name"].split("=")),
                                                        exam["patient_name"]) else []
-    return [r for r in ids if r] + name + others
+    return score + sum(EVIDENCE[code] for code in name), identifiers + name + for_it, against
+
+
+def _context(conn: sqlite3.Connection, study: Mapping[str, Any], rows: list[sqlite3.Row],
+             arrived: datetime) -> _Context:
+    ids = [row["id"] for row in rows]
+    marks = ", ".join("?" * len(ids))
+    stepped = {r[0] for r in conn.execute(
+        f"SELECT DISTINCT exam_ref FROM mpps WHERE exam_ref IN ({marks}) AND calling_ae = ?",
+        (*ids, study["calling_ae"]))} if ids and study["calling_ae"] else set()
+    holding = {r[0] for r in conn.execute(
+        f"SELECT DISTINCT exam_ref FROM studies WHERE exam_ref IN ({marks}) AND calling_ae = ? AND id <> ?"
+        f" AND first_received_at >= ? AND first_received_at <= ?",
+        (*ids, study["calling_ae"], study["id"], clock.to_db(arrived - SAME_DAY), clock.to_db(arrived + SAME_DAY)))} \
+        if ids and study["calling_ae"] else set()
+    accession = study["accession_number"]
+    return _Context(
+        arrived=arrived,
+        modalities={r[0] for r in conn.execute("SELECT DISTINCT modality FROM series WHERE study_ref = ?",
+                                               (study["id"],)) if r[0]},
+        accession_known=bool(accession) and any(row["accession_number"] == accession for row in rows),
+        patient_id_known=bool(study["patient_id"]) and any(row["patient_id"] == study["patient_id"] for row in rows),
+        accession_checked=patients.is_valid_accession(accession, re.match(r"[A-Z]*", accession).group(0)),
+        stepped=stepped, holding=holding)
 
 
 def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], limit: int = 5) -> list[Candidate]:
-    """Exams the study may belong to, best first, each with the reasons for its rank: exams
-    scheduled within three days of the study's arrival, or carrying its accession number or
-    patient ID; not cancelled, not the exam it is filed to now."""
+    """Exams the study may belong to, best first, each with the evidence for and against it
+    (:data:`EVIDENCE`): exams scheduled within three days of the study's arrival, or carrying
+    its accession number, patient ID or Study Instance UID; not cancelled, not the exam it is
+    filed to now."""
     arrived = clock.from_db(study["first_received_at"])
-    # three index lookups joined by UNION: an OR across exams and patients would read every exam;
+    # index lookups joined by UNION: an OR across exams and patients would read every exam;
     # only the columns the ranking reads (a week of exams), the whole row for the few kept
     rows = conn.execute(
-        "SELECT e.id, e.accession_number, e.dicom_modality, e.scheduled_at, e.station_ae, p.patient_id,"
-        " p.name AS patient_name, p.sex, p.birth_date FROM exams e JOIN patients p ON p.id = e.patient_ref"
+        "SELECT e.id, e.accession_number, e.study_instance_uid, e.dicom_modality, e.scheduled_at, e.station_ae,"
+        " e.status, e.instance_count, p.patient_id, p.name AS patient_name, p.sex, p.birth_date"
+        " FROM exams e JOIN patients p ON p.id = e.patient_ref"
         " WHERE e.id IN (SELECT id FROM exams WHERE scheduled_at >= ? AND scheduled_at < ?"
         " UNION SELECT id FROM exams WHERE accession_number = ?"
+        " UNION SELECT id FROM exams WHERE study_instance_uid = ?"
         " UNION SELECT x.id FROM exams x JOIN patients px ON px.id = x.patient_ref WHERE px.patient_id = ?)"
         " AND e.status <> ? AND e.id IS NOT ?",
         (clock.to_db(arrived - CANDIDATE_WINDOW), clock.to_db(arrived + CANDIDATE_WINDOW), study["accession_number"],
-         study["patient_id"], exams.CANCELLED, study["exam_ref"])).fetchall()
-    modalities = {r[0] for r in conn.execute("SELECT DISTINCT modality FROM series WHERE study_ref = ?",
-                                             (study["id"],))}
+         study["study_instance_uid"], study["patient_id"], exams.CANCELLED, study["exam_ref"])).fetchall()
+    known = _context(conn, study, rows, arrived)
     ranked = []
     for exam in rows:
-        reasons = _reasons(study, arrived, modalities, exam, MINIMUM_SCORE)
-        score = sum(SCORES[r] for r in reasons) if reasons is not None else 0
-        if score >= MINIMUM_SCORE:
+        weighed = _weigh(study, exam, known, MINIMUM_SCORE)
+        if weighed is not None and weighed[0] >= MINIMUM_SCORE:
+            score, for_it, against = weighed
             distance = abs(clock.from_db(exam["scheduled_at"]) - arrived)
-            ranked.append((-score, distance, exam["id"], score, tuple(reasons)))
+            ranked.append((-score, distance, exam["id"], score, tuple(for_it), tuple(against)))
     ranked.sort(key=lambda item: item[:3])
-    return [Candidate(patients.find_exam(conn, exam_id=exam_id), score, reasons)
-            for _, _, exam_id, score, reasons in ranked[:limit]]
+    return [Candidate(patients.find_exam(conn, exam_id=exam_id), score, for_it, against)
+            for _, _, exam_id, score, for_it, against in ranked[:limit]]
+
+
+def is_clear(ranked: list[Candidate]) -> bool:
+    """Whether the first candidate leads the second by :data:`CLEAR_LEAD` (or stands alone):
+    then it may be filed with one click; else the staff compare the images first."""
+    return bool(ranked) and (len(ranked) == 1 or ranked[0].score - ranked[1].score >= CLEAR_LEAD)
 
 
 def quarantine_with_candidates(conn: sqlite3.Connection, limit: int = 500,

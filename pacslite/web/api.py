@@ -98,8 +98,9 @@ def quarantine_list() -> Any:
         "calling_ae": item["calling_ae"], "address": item["address"], "series": item["series_count"],
         "instances": item["instance_count"], "first_received_at": item["first_received_at"],
         "last_received_at": item["last_received_at"],
-        "candidates": [{"accession_number": c.exam["accession_number"], "score": c.score, "reasons": list(c.reasons)}
-                       for c in item["candidates"]],
+        "candidates": [{"accession_number": c.exam["accession_number"], "score": c.score, "reasons": list(c.reasons),
+                        "against": list(c.against)} for c in item["candidates"]],
+        "clear": refiling.is_clear(item["candidates"]),
     } for item in found[:QUARANTINE_PAGE]]
     return jsonify({"items": items, "count": len(items),
                     "next_offset": offset + QUARANTINE_PAGE if len(found) > QUARANTINE_PAGE else None})

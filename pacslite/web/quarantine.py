@@ -36,7 +36,8 @@ def study_candidates(study_id: int) -> Any:
     study = found_or_404(refiling.get_study, conn, study_id)
     if not is_htmx():
         return redirect(url_for("quarantine.study_view", study_id=study_id))
-    return render_template("quarantine/_candidates.html", candidates=refiling.candidates(conn, study))
+    ranked = refiling.candidates(conn, study)
+    return render_template("quarantine/_candidates.html", candidates=ranked, clear=refiling.is_clear(ranked))
 
 
 @bp.route("/quarantine/rejected")
@@ -62,8 +63,9 @@ def _study_page(study_id: int, errors: dict[str, str] | None = None, status: int
     study = found_or_404(refiling.get_study, conn, study_id)
     exam = patients.find_exam(conn, exam_id=study["exam_ref"]) if study["exam_ref"] else None
     series = index.series_of_study(conn, study_id)
+    ranked = refiling.candidates(conn, study)
     return render_template("quarantine/study.html", study=study, exam=exam, series=series,
-                           candidates=refiling.candidates(conn, study), history=refiling.refilings_of_study(conn, study_id),
+                           candidates=ranked, clear=refiling.is_clear(ranked), history=refiling.refilings_of_study(conn, study_id),
                            originals=refiling.original_attributes(current_app.config["STORAGE_DIR"], study_id, conn),
                            where=archive.locations(conn, study_id),
                            errors=errors or {}, values=request.form), status
