@@ -62,11 +62,11 @@ class Candidate:
 #: already holds its own study from the same station that day is most likely not this one's.
 #: The table is shown in the user guide (docs/user-guide.md, "How candidates are ranked").
 EVIDENCE = {
-    "study_uid_equal": 80, "accession_equal": 60, "accession_equal_unchecked": 45, "mpps_from_caller": 40,
+    "study_uid_equal": 80, "accession_equal": 80, "accession_equal_unchecked": 50, "mpps_from_caller": 40,
     "accession_typo": 35, "patient_id_equal": 25, "awaiting_images": 15, "patient_id_typo": 15,
     "accession_close": 10, "scheduled_within_hours": 10, "station_is_caller": 10, "same_modality": 10,
     "birth_date_equal": 10, "name_similar": 10, "scheduled_within_day": 5, "sex_equal": 3,
-    "holds_study_from_caller": -40, "other_modality": -15, "birth_date_differs": -10, "sex_differs": -10,
+    "holds_study_from_caller": -40, "other_modality": -15, "birth_date_differs": -5, "sex_differs": -5,
 }
 #: Kept for the API's readers: the weights of the evidence for.
 SCORES = {code: weight for code, weight in EVIDENCE.items() if weight > 0}
