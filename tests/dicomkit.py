@@ -179,3 +179,13 @@ def qr_findscu(port: int, model: str, keys: list[str], directory: Path, *, aet: 
         args += ["-k", key]
     result = run([*args, "127.0.0.1", str(port)])
     return result, [dcmread(p) for p in sorted(directory.glob("rsp*.dcm"))]
+
+
+def self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate (ECDSA P-256) and its key for ``name``, made with openssl as a
+    site would make one for a modality or a workstation: (key, certificate)."""
+    key, certificate = directory / f"{name}.key", directory / f"{name}.crt"
+    made = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-subj", f"/CN={name}", "-days", "30", "-keyout", str(key), "-out", str(certificate)], timeout=60)
+    assert made.returncode == 0, made.stderr
+    return key, certificate

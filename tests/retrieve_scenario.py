@@ -19,7 +19,8 @@ from pydicom.uid import RLELossless
 from pacslite.core import storage
 from tests import server as pacs_server
 from tests.conftest import flask_cli, free_port
-from tests.dicomkit import dataset_bytes, echoscu, make_ct, propose_option, run, store_results, storescu
+from tests.dicomkit import (dataset_bytes, echoscu, make_ct, propose_option, run, self_signed_certificate,
+                            store_results, storescu)
 
 
 def start_storescp(aet: str, port: int, folder: Path, *options: str) -> subprocess.Popen:
@@ -176,19 +177,17 @@ def orthanc_rest(port: int, path: str, body: object | None = None) -> object:
     return raw if path.endswith("/file") else json.loads(raw or b"null")
 
 
-def start_orthanc(work: Path, dicom_port: int, http_port: int, pacs_port: int, tls: dict | None = None) -> subprocess.Popen:
-    """Orthanc (Debian's) as a workstation: pacslite is its modality "pacslite". ``tls``: its
-    DICOM TLS options (its certificate, key and trusted certificates), pacslite reached over TLS."""
+def start_orthanc(work: Path, dicom_port: int, http_port: int, pacs_port: int,
+                  more: dict | None = None) -> subprocess.Popen:
+    """Orthanc (Debian's) as a workstation: pacslite is its modality "pacslite". ``more``:
+    further configuration (DICOM TLS), which replaces what it names."""
     home = work / "orthanc"
     home.mkdir()
-    modality: list | dict = ["PACSLITE", "127.0.0.1", pacs_port]
-    if tls:
-        modality = {"AET": "PACSLITE", "Host": "127.0.0.1", "Port": pacs_port, "UseDicomTls": True}
     config = {"Name": "ws", "StorageDirectory": str(home / "storage"), "IndexDirectory": str(home / "index"),
               "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "Plugins": [],
               "RemoteAccessAllowed": False, "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
               "DicomAlwaysAllowEcho": True, "DefaultEncoding": "Utf8",
-              "DicomModalities": {"pacslite": modality}, **(tls or {})}
+              "DicomModalities": {"pacslite": ["PACSLITE", "127.0.0.1", pacs_port]}, **(more or {})}
     (home / "orthanc.json").write_text(json.dumps(config))
     process = subprocess.Popen(["Orthanc", str(home / "orthanc.json")], stdout=subprocess.DEVNULL,
                                stderr=(home / "orthanc.log").open("w"))
@@ -203,6 +202,20 @@ def _answers(http_port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def retrieve_patient(http_port: int, work: Path, patient_id: str) -> tuple[int, dict[str, bytes]]:
+    """Orthanc finds the patient's studies on pacslite and C-MOVEs the first to itself: how many
+    studies it found, and each instance it then holds (SOP Instance UID → its data set bytes)."""
+    query = orthanc_rest(http_port, "/modalities/pacslite/query",
+                         {"Level": "Study", "Query": {"PatientID": patient_id, "StudyInstanceUID": ""}})
+    found = len(orthanc_rest(http_port, f"/queries/{query['ID']}/answers"))
+    orthanc_rest(http_port, f"/queries/{query['ID']}/answers/0/retrieve", {"TargetAet": "ORTHANC", "Synchronous": True})
+    held = {}
+    for orthanc_id in orthanc_rest(http_port, "/instances"):
+        (work / "got.dcm").write_bytes(orthanc_rest(http_port, f"/instances/{orthanc_id}/file"))
+        held[dcmread(work / "got.dcm").SOPInstanceUID] = dataset_bytes(work / "got.dcm")
+    return found, held
 
 
 def orthanc(work: Path) -> dict:
@@ -235,18 +248,10 @@ def orthanc(work: Path) -> dict:
         quarantined = orthanc_rest(http_port, "/modalities/pacslite/query",
                                    {"Level": "Study", "Query": {"StudyInstanceUID": stray.StudyInstanceUID}})
         result["quarantined_answers"] = len(orthanc_rest(http_port, f"/queries/{quarantined['ID']}/answers"))
-        query = orthanc_rest(http_port, "/modalities/pacslite/query",
-                             {"Level": "Study", "Query": {"PatientID": "ORT01", "StudyInstanceUID": ""}})
-        orthanc_rest(http_port, f"/queries/{query['ID']}/answers/0/retrieve",
-                     {"TargetAet": "ORTHANC", "Synchronous": True})
+        _, held = retrieve_patient(http_port, work, "ORT01")
         stored = {row[0]: dataset_bytes(storage.resolve(pacs.settings["STORAGE_DIR"], row[1])) for row in pacs.query(
             "SELECT sop_instance_uid, storage_path FROM instances")}
-        received = {}
-        for orthanc_id in orthanc_rest(http_port, "/instances"):
-            (work / "got.dcm").write_bytes(orthanc_rest(http_port, f"/instances/{orthanc_id}/file"))
-            ds = dcmread(work / "got.dcm")
-            received[ds.SOPInstanceUID] = dataset_bytes(work / "got.dcm") == stored.get(ds.SOPInstanceUID)
-        result["received"] = received
+        result["received"] = {uid: data == stored.get(uid) for uid, data in held.items()}
         result["sent"] = sorted(dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files)
     finally:
         if process is not None:
@@ -262,10 +267,7 @@ def orthanc_tls(work: Path) -> dict:
     certificate (Orthanc's pinned for its AE in pacslite, pacslite's trusted by Orthanc)."""
     instance = work / "instance"
     dicom_port, http_port = free_port(), free_port()
-    key, certificate = work / "orthanc.key", work / "orthanc.crt"
-    made = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-subj", "/CN=orthanc", "-days", "30", "-keyout", str(key), "-out", str(certificate)])
-    assert made.returncode == 0, made.stderr
+    key, certificate = self_signed_certificate(work, "orthanc")
     for args in (["STORESCU"], ["ORTHANC", "--host", "127.0.0.1", "--port", str(dicom_port), "--may",
                                 "query,retrieve", "--certificate", str(certificate)]):
         assert flask_cli(instance, "ae", "add", *args).returncode == 0
@@ -283,16 +285,8 @@ def orthanc_tls(work: Path) -> dict:
                                                 "UseDicomTls": True},
                                    "plain": ["PACSLITE", "127.0.0.1", pacs.port]}}
         process = start_orthanc(work, dicom_port, http_port, pacs.tls_port, tls)
-        query = orthanc_rest(http_port, "/modalities/pacslite/query",
-                             {"Level": "Study", "Query": {"PatientID": "ORT02", "StudyInstanceUID": ""}})
-        result["found"] = len(orthanc_rest(http_port, f"/queries/{query['ID']}/answers"))
-        orthanc_rest(http_port, f"/queries/{query['ID']}/answers/0/retrieve",
-                     {"TargetAet": "ORTHANC", "Synchronous": True})
-        received = []
-        for orthanc_id in orthanc_rest(http_port, "/instances"):
-            (work / "got.dcm").write_bytes(orthanc_rest(http_port, f"/instances/{orthanc_id}/file"))
-            received.append(dcmread(work / "got.dcm").SOPInstanceUID)
-        result["received"] = sorted(received)
+        result["found"], held = retrieve_patient(http_port, work, "ORT02")
+        result["received"] = sorted(held)
         result["sent"] = sorted(dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files)
         # over the plain port, the AE whose certificate is pinned is refused
         try:

@@ -7,7 +7,6 @@ import json
 import socket
 import ssl
 import struct
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tests import server as pacs_server
 from pydicom import dcmread
 
 from tests.conftest import flask_cli, wait_for
-from tests.dicomkit import make_ct, run, store_results, storescu
+from tests.dicomkit import make_ct, run, self_signed_certificate, store_results, storescu
 
 
 def lines(pacs) -> list[str]:
@@ -26,21 +25,11 @@ def lines(pacs) -> list[str]:
     return pacs.server.output
 
 
-def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed client certificate and its key, made with openssl (as a site would)."""
-    key, certificate = directory / f"{name}.key", directory / f"{name}.crt"
-    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                           "-subj", f"/CN={name}", "-days", "30", "-keyout", str(key), "-out", str(certificate)],
-                          capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    return key, certificate
-
-
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory) -> pacs_server.Pacs:
     instance = tmp_path_factory.mktemp("node")
     certs = tmp_path_factory.mktemp("certs")
-    _, pinned = make_certificate(certs, "tlsws")
+    _, pinned = self_signed_certificate(certs, "tlsws")
     for args in (["WS1", "--host", "127.0.0.1", "--may", "query,retrieve"],
                  ["FARAWAY", "--host", "10.9.9.9", "--may", "query"],
                  ["ROAMING", "--host", "10.9.9.10", "--any-host", "--may", "query"],
@@ -201,7 +190,7 @@ def tls_args(pacs, name: str | None) -> list[str]:
         return ["+tla", *own]
     key, certificate = pacs.certs / f"{name}.key", pacs.certs / f"{name}.crt"
     if not key.exists():
-        make_certificate(pacs.certs, name)
+        self_signed_certificate(pacs.certs, name)
     return ["+tls", str(key), str(certificate), *own]
 
 
@@ -259,6 +248,17 @@ def test_tls_is_refused_without_the_certificate_an_ae_requires(pacs, tmp_path) -
             pass
 
 
+def test_a_certificate_pinned_while_running_is_trusted_within_seconds(pacs) -> None:
+    """The TLS port trusts pinned certificates; one pinned on the modalities page while pacslite
+    runs is trusted within ServerContexts.RECHECK_SECONDS (5 s), without a restart."""
+    key, certificate = self_signed_certificate(pacs.certs, "latecomer")
+    added = flask_cli(pacs.instance, "ae", "add", "LATECOMER", "--host", "127.0.0.1", "--certificate", str(certificate))
+    assert added.returncode == 0, added.stderr
+    echo = ["echoscu", "-aet", "LATECOMER", "-aec", "PACSLITE", "+tls", str(key), str(certificate),
+            "+cf", str(pacs.instance / "tls" / "pacslite.crt"), "127.0.0.1", str(pacs.tls_port)]
+    wait_for(lambda: run(echo, timeout=30).returncode == 0, "the newly pinned certificate is trusted", seconds=20)
+
+
 def test_a_silent_client_on_the_tls_port_does_not_hold_the_others(pacs) -> None:
     """pynetdicom does the TLS handshake in the thread that accepts: one client that connects
     and says nothing froze the TLS port for everyone."""
@@ -276,7 +276,7 @@ def test_pacslite_sends_over_tls_to_an_ae_marked_so(pacs, tmp_path) -> None:
     from pydicom.dataset import Dataset
     from pynetdicom import AE, AllStoragePresentationContexts, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
-    key, certificate = make_certificate(pacs.certs, "tlsdest")
+    key, certificate = self_signed_certificate(pacs.certs, "tlsdest")
     image = filed_ct(pacs, tmp_path, "TL0003")
     sent = storescu(pacs.port, [image], aet="PLAIN")
     assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"]

@@ -247,9 +247,9 @@ class GuardedServer(ThreadedAssociationServer):
         if self.tls_context is not None:
             try:
                 client = self.tls_context().wrap_socket(client, server_side=True, do_handshake_on_connect=False)
-            except (ssl.SSLError, OSError):
+            except Exception as exc:  # anything but OSError would end the accepting thread
                 client.close()
-                raise
+                raise OSError(f"could not set up TLS for {address[0]}: {exc}") from exc
         return client, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:

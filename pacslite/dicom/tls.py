@@ -15,6 +15,7 @@ import hashlib
 import logging
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -55,24 +56,39 @@ def server_context(settings: Mapping[str, Any], pinned: str) -> ssl.SSLContext:
 
 
 class ServerContexts:
-    """The listening context, made again when the pinned certificates changed."""
+    """The listening context, made again when the pinned certificates changed. Asked for at
+    each accepted connection, in the accepting thread: the database is looked at no more than
+    once every :data:`RECHECK_SECONDS`, and a failed look keeps the context there is."""
+
+    RECHECK_SECONDS = 5.0
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._pinned_digest: str | None = None
-        self._context: ssl.SSLContext | None = None
+        pinned = self._pinned()
+        self._pinned_digest = hashlib.sha256(pinned.encode()).hexdigest()
+        self._context = server_context(settings, pinned)
+        self._checked = time.monotonic()
 
-    def current(self) -> ssl.SSLContext:
+    def _pinned(self) -> str:
         conn = db.connect(self.settings["DATABASE"])
         try:
-            pinned = aes.pinned_certificates(conn)
+            return aes.pinned_certificates(conn)
         finally:
             conn.close()
-        digest = hashlib.sha256(pinned.encode()).hexdigest()
+
+    def current(self) -> ssl.SSLContext:
         with self._lock:
-            if self._context is None or digest != self._pinned_digest:
-                self._context, self._pinned_digest = server_context(self.settings, pinned), digest
+            if time.monotonic() - self._checked < self.RECHECK_SECONDS:
+                return self._context
+            self._checked = time.monotonic()
+            try:
+                pinned = self._pinned()
+                digest = hashlib.sha256(pinned.encode()).hexdigest()
+                if digest != self._pinned_digest:
+                    self._context, self._pinned_digest = server_context(self.settings, pinned), digest
+            except Exception:  # the database busy, a pinned certificate unreadable: as before
+                log.exception("could not reload the pinned certificates; the TLS port keeps the ones it has")
             return self._context
 
 

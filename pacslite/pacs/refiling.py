@@ -68,8 +68,6 @@ EVIDENCE = {
     "birth_date_equal": 10, "name_similar": 10, "scheduled_within_day": 5, "sex_equal": 3,
     "holds_study_from_caller": -40, "other_modality": -15, "birth_date_differs": -5, "sex_differs": -5,
 }
-#: Kept for the API's readers: the weights of the evidence for.
-SCORES = {code: weight for code, weight in EVIDENCE.items() if weight > 0}
 #: The first candidate is "clear" (one-click filing) when it leads the second by this much.
 CLEAR_LEAD = 30
 SCHEDULED_NEAR = timedelta(hours=2)

@@ -110,7 +110,11 @@ def clean_rights(value: Any) -> str:
 def rights_of(conn: sqlite3.Connection, ae_title: str) -> frozenset[str] | None:
     """What a configured AE may do; None when it is not configured."""
     row = find_ae(conn, ae_title)
-    return None if row is None else frozenset(r for r in row["rights"].split(",") if r)
+    return None if row is None else _rights(row)
+
+
+def _rights(ae: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(r for r in ae["rights"].split(",") if r)
 
 
 def list_aes(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -293,7 +297,7 @@ def admit(conn: sqlite3.Connection, ae_title: str, address: str, *, over_tls: bo
     if ae["certificate_sha256"] and (peer_certificate is None
                                      or hashlib.sha256(peer_certificate).hexdigest() != ae["certificate_sha256"]):
         return Admission(None, "wrong_certificate")
-    return Admission(frozenset(r for r in ae["rights"].split(",") if r))
+    return Admission(_rights(ae))
 
 
 def pinned_certificates(conn: sqlite3.Connection) -> str:
