@@ -13,7 +13,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from pacslite.core import audit, storage
 from pacslite.ris import patients, users
-from pacslite.pacs import filing, wellformed
+from pacslite.pacs import filing, refiling, wellformed
 from pacslite import create_app
 from pacslite.core.uids import is_uid
 from pacslite.pacs.index import Header
@@ -353,3 +353,36 @@ def test_the_header_taken_from_the_whole_file_walk_is_the_header_pydicom_reads()
         assert walked == filing.read_header(path), path
         compared += 1
     assert compared > 100
+
+
+def test_the_worklist_log_tells_the_quarantine_which_exam_a_console_picked(pacs, tmp_path) -> None:
+    """(Last in the module: its open exams would answer other tests' station queries.)
+    A console can only have picked what its worklist offered: CT08's query is logged, and
+    its hand-typed study (no accession) ranks the exam it was offered above the same patient's
+    CT booked on CT01, which the ranking would otherwise put first (scheduled earlier)."""
+    added = flask_cli(pacs.instance, "ae", "add", "CT08", "--host", "127.0.0.1", "--modality", "CT")
+    assert added.returncode == 0, added.stderr
+    booked = pacs.register(patient_id="WL0008", name="王五", station_ae="CT01", scheduled_date="2031-07-01",
+                           scheduled_time="09:00")
+    offered = pacs.register(patient_id="WL0008", name="王五", station_ae="", scheduled_date="2031-07-01",
+                            scheduled_time="10:00")
+    result, answers = findscu(pacs.port, _worklist_keys(
+        "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CT08",
+        "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20310701"), tmp_path / "wl", aet="CT08")
+    assert result.returncode == 0, result.stderr
+    assert [a.AccessionNumber for a in answers] == [offered.accession_number]
+    assert [tuple(row) for row in pacs.query(
+        "SELECT e.accession_number FROM worklist_offers o JOIN exams e ON e.id = o.exam_ref"
+        " WHERE o.calling_ae = 'CT08'")] == [(offered.accession_number,)]
+
+    path = tmp_path / "typed.dcm"
+    study_uid = generate_uid()
+    make_ct(path, study_uid=study_uid, patient_id="WL0008", name="WANG^WU", sex="M", birth_date="19800203")
+    sent = storescu(pacs.port, [path], aet="CT08")
+    assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"], sent.stderr
+    conn = pacs.conn()
+    study = conn.execute("SELECT * FROM studies WHERE study_instance_uid = ?", (study_uid,)).fetchone()
+    assert study["quarantine_reason"] == "no_accession"
+    ranked = refiling.candidates(conn, study, pacs.settings["TIMEZONE"])
+    assert [c.exam["accession_number"] for c in ranked] == [offered.accession_number, booked.accession_number]
+    assert "offered_to_caller" in ranked[0].reasons and "not_offered_to_caller" in ranked[1].against

@@ -58,7 +58,7 @@ def test_the_right_exam_is_ranked_first_for_a_typo(app, conn, tmp_path) -> None:
                name="ZHANG^SAN", sex="M", birth_date="19800203")
     study = study_of(conn, uid)
     assert study["quarantine_reason"] == "unknown_accession"
-    ranked = refiling.candidates(conn, study)
+    ranked = refiling.candidates(conn, study, app.config["TIMEZONE"])
     assert ranked[0].exam["accession_number"] == right.accession_number
     assert {"accession_typo", "patient_id_equal", "name_similar", "same_modality", "station_is_caller"} <= \
         set(ranked[0].reasons)
@@ -86,7 +86,7 @@ def test_another_patients_demographics_with_this_exams_accession_ranks_the_acces
                birth_date="19700506")
     study = study_of(conn, uid)
     assert study["quarantine_reason"] is not None  # never filed silently
-    ranked = refiling.candidates(conn, study)
+    ranked = refiling.candidates(conn, study, app.config["TIMEZONE"])
     assert ranked[0].exam["accession_number"] == right.accession_number, [
         (c.exam["accession_number"], c.score, c.reasons, c.against) for c in ranked]
     assert "accession_equal" in ranked[0].reasons and "awaiting_images" in ranked[0].reasons
@@ -104,7 +104,7 @@ def test_close_candidates_are_not_clear(app, conn, tmp_path, client_as) -> None:
         register(app, conn, patient_id=patient_id, name=name, sex="F", birth_date="2001-02-03", station_ae="CT01")
     uid = send(app, conn, tmp_path, accession="", patient_id="", name="CHEN^JING", sex="F", birth_date="20010203")
     study = study_of(conn, uid)
-    ranked = refiling.candidates(conn, study)
+    ranked = refiling.candidates(conn, study, app.config["TIMEZONE"])
     assert len(ranked) >= 2 and not refiling.is_clear(ranked), [(c.score, c.reasons) for c in ranked]
     page = client_as("technologist").get(f"/studies/{study['id']}").get_data(as_text=True)
     assert "The first candidates are close" in page and "most likely" not in page
@@ -151,7 +151,7 @@ def test_refile_rewrites_the_headers_keeps_the_originals_and_can_be_undone(app, 
     detail = json.loads(row["detail"])
     assert (detail["before"]["accession_number"], detail["after"]["accession_number"], detail["reason"]) == \
         (typo, exam.accession_number, "Typo at the CT console")
-    assert [i for i in refiling.quarantine_with_candidates(conn) if i["study_instance_uid"] == uid] == []
+    assert [i for i in refiling.quarantine_with_candidates(conn, "Asia/Shanghai") if i["study_instance_uid"] == uid] == []
     # start-up recovery keeps both the rewritten and the original files
     assert filing.recover(conn, app.config["STORAGE_DIR"]) == (0, 0)
 
@@ -202,11 +202,11 @@ def test_garbage_is_rejected_with_a_reason_and_can_be_restored(app, conn, tmp_pa
     admin = client_as("admin")
     assert post(admin, f"/studies/{study['id']}/reject", {"reason": ""}).status_code == 400
     assert post(admin, f"/studies/{study['id']}/reject", {"reason": "Phantom test images"}).status_code == 302
-    assert uid not in [i["study_instance_uid"] for i in refiling.quarantine_with_candidates(conn)]
+    assert uid not in [i["study_instance_uid"] for i in refiling.quarantine_with_candidates(conn, "Asia/Shanghai")]
     assert stored_files(app, conn, study["id"])[0].exists()  # hidden, not deleted
     assert "Phantom test images" in admin.get("/quarantine/rejected").get_data(as_text=True)
     assert post(admin, f"/studies/{study['id']}/restore", {"reason": "Was a real patient"}).status_code == 302
-    assert uid in [i["study_instance_uid"] for i in refiling.quarantine_with_candidates(conn)]
+    assert uid in [i["study_instance_uid"] for i in refiling.quarantine_with_candidates(conn, "Asia/Shanghai")]
     actions = [r[0] for r in conn.execute("SELECT action FROM audit_log WHERE action LIKE 'image.re%'")]
     assert actions == ["image.reject", "image.restore"]
 

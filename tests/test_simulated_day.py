@@ -35,7 +35,7 @@ def test_a_simulated_day(tmp_path) -> None:
         by_kind = {kind: [c for c in cases if c.kind == kind] for kind in
                    (day.CORRECT, day.ACCESSION_TYPO, day.PATIENT_ID_TYPO, day.WRONG_PATIENT, day.NEVER_SENT)}
         quarantine = {q["patient_id"] + "/" + q["accession_number"]: q
-                      for q in refiling.quarantine_with_candidates(conn) if q["kind"] == "study"}
+                      for q in refiling.quarantine_with_candidates(conn, pacs.settings["TIMEZONE"]) if q["kind"] == "study"}
         # every typo is in quarantine, with the right exam ranked first
         for case in by_kind[day.ACCESSION_TYPO]:
             item = quarantine[f"{case.patient_id}/{day.typo(case.accession)}"]
@@ -78,7 +78,7 @@ def test_a_simulated_day(tmp_path) -> None:
             done = admin.post(f"/studies/{quarantine[key]['id']}/refile", data={
                 "csrf_token": token, "accession_number": accession, "reason": "Corrected after the day's check"})
             assert done.status_code == 302, done.get_data(as_text=True)
-        assert refiling.quarantine_with_candidates(conn) == []
+        assert refiling.quarantine_with_candidates(conn, pacs.settings["TIMEZONE"]) == []
         study = quarantine[next(iter(targets))]
         ds = dcmread(storage.resolve(pacs.settings["STORAGE_DIR"],
                                      refiling.instances_of_study(conn, study["id"])[0]["storage_path"]))

@@ -131,9 +131,9 @@ FIND_TRUNCATED = 0xB001
 
 
 def _answers(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Any, model: str,
-             charset: str) -> Iterator[Any]:
+             charset: str, calling_ae: str) -> Iterator[Any]:
     if model == "worklist":
-        return worklist.query(conn, settings, identifier, charset)
+        return worklist.query(conn, settings, identifier, charset, calling_ae)
     return qr.find(conn, settings, identifier, model, charset)
 
 
@@ -148,7 +148,7 @@ def on_find(event: events.Event, connections: Connections, settings: Mapping[str
     calling = source_of(event).calling_ae
     limit = int(settings["QR_MAX_ANSWERS"])
     try:
-        answers = _answers(conn, settings, event.identifier, model, aes.charset_of(conn, calling))
+        answers = _answers(conn, settings, event.identifier, model, aes.charset_of(conn, calling), calling)
         for count, answer in enumerate(answers):
             if event.is_cancelled:
                 yield FIND_CANCELLED, None

@@ -81,7 +81,7 @@ class Outcome:
 _TAGS = ["SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
          "AccessionNumber", "PatientID", "PatientName", "PatientSex", "PatientBirthDate", "StudyDate", "StudyTime",
          "StudyID", "StudyDescription", "Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber",
-         "DerivationDescription"]
+         "DerivationDescription", "BodyPartExamined"]
 
 
 _TAG_NUMBERS = [tag_for_keyword(keyword) for keyword in _TAGS]
@@ -153,7 +153,7 @@ def _header_of(ds: Dataset, transfer_syntax: str) -> Header:
         study_description=_text(ds, "StudyDescription"),
         modality=_text(ds, "Modality"), series_number=_text(ds, "SeriesNumber"),
         series_description=_text(ds, "SeriesDescription"), instance_number=_text(ds, "InstanceNumber"),
-        derivation_description=_text(ds, "DerivationDescription"))
+        derivation_description=_text(ds, "DerivationDescription"), body_part=_text(ds, "BodyPartExamined").upper())
 
 
 

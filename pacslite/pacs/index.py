@@ -45,6 +45,7 @@ class Header:
     series_description: str = ""
     instance_number: str = ""
     derivation_description: str = ""
+    body_part: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,9 @@ def add_instance(conn: sqlite3.Connection, study: sqlite3.Row, header: Header, s
     if new_series:
         series_ref = conn.execute(
             "INSERT INTO series (study_ref, series_instance_uid, modality, series_number, series_description,"
-            " first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " body_part, first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (study["id"], header.series_instance_uid, header.modality, header.series_number,
-             header.series_description, at, at)).lastrowid
+             header.series_description, header.body_part, at, at)).lastrowid
     else:
         series_ref = series["id"]
     conn.execute(
@@ -182,12 +183,12 @@ def quarantine(conn: sqlite3.Connection, limit: int = 500, offset: int = 0) -> l
     rows = conn.execute(
         "SELECT 'study' AS kind, id, quarantine_reason AS reason, quarantine_detail AS detail, study_instance_uid,"
         " '' AS sop_instance_uid, accession_number, patient_id, patient_name, patient_sex, patient_birth_date,"
-        " study_date, study_description, calling_ae, address, series_count, instance_count,"
+        " study_date, study_time, study_description, calling_ae, address, series_count, instance_count,"
         " first_received_at, last_received_at, exam_ref FROM studies"
         " WHERE quarantine_reason IS NOT NULL AND rejected_at IS NULL AND instance_count > 0"
         " UNION ALL"
         " SELECT 'conflict', id, 'duplicate_conflict', '{}', study_instance_uid, sop_instance_uid, accession_number,"
-        " patient_id, patient_name, patient_sex, patient_birth_date, '', '', calling_ae, address, 1, 1,"
+        " patient_id, patient_name, patient_sex, patient_birth_date, '', '', '', calling_ae, address, 1, 1,"
         " received_at, received_at, NULL FROM instance_conflicts"
         " ORDER BY last_received_at DESC, kind, id LIMIT ? OFFSET ?", (limit, offset)).fetchall()
     return [{**dict(row), "detail": json.loads(row["detail"])} for row in rows]
@@ -293,9 +294,9 @@ def new_series_like(conn: sqlite3.Connection, series: Mapping[str, Any], uid: st
     """A series of its own, in ``study_id``, for images leaving ``series``."""
     return int(conn.execute(
         "INSERT INTO series (study_ref, series_instance_uid, modality, series_number, series_description,"
-        " first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " body_part, first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (study_id, uid, series["modality"], series["series_number"], series["series_description"],
-         series["first_received_at"], series["last_received_at"])).lastrowid)
+         series["body_part"], series["first_received_at"], series["last_received_at"])).lastrowid)
 
 
 def move_series(conn: sqlite3.Connection, series_id: int, study_id: int) -> None:

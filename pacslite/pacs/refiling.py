@@ -27,7 +27,7 @@ from pydicom.sequence import Sequence
 from rapidfuzz.distance import DamerauLevenshtein
 
 from ..core import alerts, audit, clock, names, storage
-from ..ris import exams, patients
+from ..ris import exams, patients, worklist
 from . import arrivals, filing, index
 from ..core.db import transaction
 from ..core.validation import N_, Conflict, NotFound, ValidationError, text
@@ -59,19 +59,43 @@ class Candidate:
 #: console most often carries over from the previous patient, and equal names are common in a
 #: Chinese department, so they count for less. Near accession numbers count only where no exam
 #: has the number exactly: at a busy department many numbers are two edits apart. An exam that
-#: already holds its own study from the same station that day is most likely not this one's.
+#: already holds its own study from the same station that day is most likely not this one's; a
+#: station that uses the worklist can only have picked an exam it was offered. The time is the
+#: acquisition's (the header's Study Date and Time), or the arrival's where the header has none.
 #: The table is shown in the user guide (docs/user-guide.md, "How candidates are ranked").
 EVIDENCE = {
     "study_uid_equal": 80, "accession_equal": 80, "accession_equal_unchecked": 50, "mpps_from_caller": 40,
     "accession_typo": 35, "patient_id_equal": 25, "awaiting_images": 15, "patient_id_typo": 15,
-    "accession_close": 10, "scheduled_within_hours": 10, "station_is_caller": 10, "same_modality": 10,
-    "birth_date_equal": 10, "name_similar": 10, "scheduled_within_day": 5, "sex_equal": 3,
-    "holds_study_from_caller": -40, "other_modality": -15, "birth_date_differs": -5, "sex_differs": -5,
+    "accession_close": 10, "offered_to_caller": 10, "scheduled_within_hours": 10, "station_is_caller": 10,
+    "same_modality": 10, "birth_date_equal": 10, "name_similar": 10, "scheduled_within_day": 5,
+    "body_part_equal": 5, "sex_equal": 3,
+    "holds_study_from_caller": -40, "other_modality": -15, "not_offered_to_caller": -10, "body_part_differs": -10,
+    "birth_date_differs": -5, "sex_differs": -5,
 }
 #: The first candidate is "clear" (one-click filing) when it leads the second by this much.
 CLEAR_LEAD = 30
 SCHEDULED_NEAR = timedelta(hours=2)
 SAME_DAY = timedelta(hours=12)
+#: Body regions: a DICOM Body Part Examined and the words a desk writes for the exam's body part
+#: (in either language) are compared by region. Longer words are matched first (胸椎 is the spine).
+BODY_REGIONS = {
+    "SPINE": ("SPINE", "CSPINE", "TSPINE", "LSPINE", "SSPINE", "颈椎", "胸椎", "腰椎", "骶椎", "脊柱", "椎"),
+    "HEAD": ("HEAD", "BRAIN", "SKULL", "头", "颅", "脑"),
+    "NECK": ("NECK", "颈"),
+    "CHEST": ("CHEST", "THORAX", "LUNG", "胸", "肺"),
+    "BREAST": ("BREAST", "乳"),
+    "ABDOMEN": ("ABDOMEN", "LIVER", "KIDNEY", "腹", "肝", "肾"),
+    "PELVIS": ("PELVIS", "HIP", "盆", "髋"),
+    "LIMB": ("EXTREMITY", "SHOULDER", "ELBOW", "WRIST", "HAND", "KNEE", "ANKLE", "FOOT", "LEG", "ARM",
+             "肢", "肩", "肘", "腕", "手", "膝", "踝", "足", "腿", "臂"),
+}
+_REGION_OF = {word: region for region, words in BODY_REGIONS.items() for word in words}
+_REGION_WORDS = re.compile("|".join(sorted(map(re.escape, _REGION_OF), key=len, reverse=True)))
+
+
+def body_regions(text_value: str) -> set[str]:
+    """The body regions a body part names: ``"CHEST"`` and ``"胸部"`` → {"CHEST"}; unknown → empty."""
+    return {_REGION_OF[match.group(0)] for match in _REGION_WORDS.finditer(text_value.upper())}
 
 
 def _distance(header: str, registered: str) -> int | None:
@@ -84,13 +108,16 @@ def _distance(header: str, registered: str) -> int | None:
 class _Context:
     """What the ranking knows about the study beyond its header."""
 
-    arrived: datetime
+    acquired: datetime  # the header's Study Date and Time, else the arrival
     modalities: set[str]
+    regions: set[str]  # the body regions of its series
     accession_known: bool  # some exam has the study's accession number exactly
     patient_id_known: bool  # some candidate's patient has the study's patient ID exactly
     accession_checked: bool  # the study's accession has pacslite's form and a valid check digit
     stepped: set[int]  # exams the calling station reported a step of (MPPS)
     holding: set[int]  # exams holding another study from the calling station that day
+    offered: set[int]  # exams the worklist had offered to the calling station
+    uses_worklist: bool  # the calling station queried the worklist that day
 
 
 def _identifiers(study: Mapping[str, Any], exam: sqlite3.Row, known: _Context) -> list[str]:
@@ -114,15 +141,24 @@ def _identifiers(study: Mapping[str, Any], exam: sqlite3.Row, known: _Context) -
     return found
 
 
+def _either(for_it: list[str], against: list[str], agrees: bool, yes: str, no: str) -> None:
+    (for_it if agrees else against).append(yes if agrees else no)
+
+
 def _circumstances(study: Mapping[str, Any], exam: sqlite3.Row, known: _Context) -> tuple[list[str], list[str]]:
-    """The evidence of the exam's state, time, station and modality, and of the patient's birth
-    date and sex: (for, against)."""
-    for_it, against = [], []
+    """The evidence of the exam's state, time, station, modality and body part, and of the
+    patient's birth date and sex: (for, against)."""
+    for_it: list[str] = []
+    against: list[str] = []
     if exam["instance_count"] == 0 and exam["status"] in (exams.SCHEDULED, exams.IN_PROGRESS):
         for_it.append("awaiting_images")
     if exam["id"] in known.holding:
         against.append("holds_study_from_caller")
-    apart = abs(clock.from_db(exam["scheduled_at"]) - known.arrived)
+    if exam["id"] in known.offered:
+        for_it.append("offered_to_caller")
+    elif known.uses_worklist:
+        against.append("not_offered_to_caller")
+    apart = abs(clock.from_db(exam["scheduled_at"]) - known.acquired)
     if apart <= SCHEDULED_NEAR:
         for_it.append("scheduled_within_hours")
     elif apart <= timedelta(days=1):
@@ -130,15 +166,15 @@ def _circumstances(study: Mapping[str, Any], exam: sqlite3.Row, known: _Context)
     if exam["station_ae"] and exam["station_ae"] == study["calling_ae"]:
         for_it.append("station_is_caller")
     if exam["dicom_modality"] and known.modalities:
-        (for_it if exam["dicom_modality"] in known.modalities else against).append(
-            "same_modality" if exam["dicom_modality"] in known.modalities else "other_modality")
+        _either(for_it, against, exam["dicom_modality"] in known.modalities, "same_modality", "other_modality")
+    regions = body_regions(exam["body_part"] or "")
+    if regions and known.regions:
+        _either(for_it, against, bool(regions & known.regions), "body_part_equal", "body_part_differs")
     birth = (exam["birth_date"] or "").replace("-", "")
     if study["patient_birth_date"] and birth:
-        (for_it if study["patient_birth_date"] == birth else against).append(
-            "birth_date_equal" if study["patient_birth_date"] == birth else "birth_date_differs")
+        _either(for_it, against, study["patient_birth_date"] == birth, "birth_date_equal", "birth_date_differs")
     if study["patient_sex"] in ("M", "F") and exam["sex"] in ("M", "F"):
-        (for_it if study["patient_sex"] == exam["sex"] else against).append(
-            "sex_equal" if study["patient_sex"] == exam["sex"] else "sex_differs")
+        _either(for_it, against, study["patient_sex"] == exam["sex"], "sex_equal", "sex_differs")
     return for_it, against
 
 
@@ -156,8 +192,26 @@ def _weigh(study: Mapping[str, Any], exam: sqlite3.Row, known: _Context,
     return score + sum(EVIDENCE[code] for code in name), identifiers + name + for_it, against
 
 
+def acquired_at(study: Mapping[str, Any], tz_name: str) -> datetime:
+    """When the study was acquired: its header's Study Date and Time in the department's time
+    zone; the arrival where the header has no usable time or one more than a day from it."""
+    arrived = clock.from_db(study["first_received_at"])
+    match = re.fullmatch(r"(\d{8})", study["study_date"] or "")
+    time_match = re.match(r"(\d{2})(\d{2})?(\d{2})?", study["study_time"] or "")
+    if not match or not time_match:
+        return arrived
+    try:
+        local = datetime.strptime(match.group(1), "%Y%m%d").replace(
+            hour=int(time_match.group(1)), minute=int(time_match.group(2) or 0), second=int(time_match.group(3) or 0),
+            tzinfo=clock.zone(tz_name))
+    except ValueError:
+        return arrived
+    return local if abs(local - arrived) <= timedelta(days=1) else arrived
+
+
 def _context(conn: sqlite3.Connection, study: Mapping[str, Any], rows: list[sqlite3.Row],
-             arrived: datetime) -> _Context:
+             tz_name: str) -> _Context:
+    arrived = clock.from_db(study["first_received_at"])
     ids = [row["id"] for row in rows]
     marks = ", ".join("?" * len(ids))
     stepped = {r[0] for r in conn.execute(
@@ -168,28 +222,31 @@ def _context(conn: sqlite3.Connection, study: Mapping[str, Any], rows: list[sqli
         f" AND first_received_at >= ? AND first_received_at <= ?",
         (*ids, study["calling_ae"], study["id"], clock.to_db(arrived - SAME_DAY), clock.to_db(arrived + SAME_DAY)))} \
         if ids and study["calling_ae"] else set()
+    offered, uses_worklist = worklist.offered(conn, study["calling_ae"], ids, arrived)
+    series = conn.execute("SELECT DISTINCT modality, body_part FROM series WHERE study_ref = ?",
+                          (study["id"],)).fetchall()
     accession = study["accession_number"]
     return _Context(
-        arrived=arrived,
-        modalities={r[0] for r in conn.execute("SELECT DISTINCT modality FROM series WHERE study_ref = ?",
-                                               (study["id"],)) if r[0]},
+        acquired=acquired_at(study, tz_name),
+        modalities={r[0] for r in series if r[0]},
+        regions=set().union(*(body_regions(r[1]) for r in series)),
         accession_known=bool(accession) and any(row["accession_number"] == accession for row in rows),
         patient_id_known=bool(study["patient_id"]) and any(row["patient_id"] == study["patient_id"] for row in rows),
         accession_checked=patients.is_valid_accession(accession, re.match(r"[A-Z]*", accession).group(0)),
-        stepped=stepped, holding=holding)
+        stepped=stepped, holding=holding, offered=offered, uses_worklist=uses_worklist)
 
 
-def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], limit: int = 5) -> list[Candidate]:
+def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], tz_name: str, limit: int = 5) -> list[Candidate]:
     """Exams the study may belong to, best first, each with the evidence for and against it
     (:data:`EVIDENCE`): exams scheduled within three days of the study's arrival, or carrying
     its accession number, patient ID or Study Instance UID; not cancelled, not the exam it is
-    filed to now."""
+    filed to now. ``tz_name``: the department's time zone (the header's times are local)."""
     arrived = clock.from_db(study["first_received_at"])
     # index lookups joined by UNION: an OR across exams and patients would read every exam;
     # only the columns the ranking reads (a week of exams), the whole row for the few kept
     rows = conn.execute(
         "SELECT e.id, e.accession_number, e.study_instance_uid, e.dicom_modality, e.scheduled_at, e.station_ae,"
-        " e.status, e.instance_count, p.patient_id, p.name AS patient_name, p.sex, p.birth_date"
+        " e.status, e.instance_count, e.body_part, p.patient_id, p.name AS patient_name, p.sex, p.birth_date"
         " FROM exams e JOIN patients p ON p.id = e.patient_ref"
         " WHERE e.id IN (SELECT id FROM exams WHERE scheduled_at >= ? AND scheduled_at < ?"
         " UNION SELECT id FROM exams WHERE accession_number = ?"
@@ -198,13 +255,13 @@ def candidates(conn: sqlite3.Connection, study: Mapping[str, Any], limit: int = 
         " AND e.status <> ? AND e.id IS NOT ?",
         (clock.to_db(arrived - CANDIDATE_WINDOW), clock.to_db(arrived + CANDIDATE_WINDOW), study["accession_number"],
          study["study_instance_uid"], study["patient_id"], exams.CANCELLED, study["exam_ref"])).fetchall()
-    known = _context(conn, study, rows, arrived)
+    known = _context(conn, study, rows, tz_name)
     ranked = []
     for exam in rows:
         weighed = _weigh(study, exam, known, MINIMUM_SCORE)
         if weighed is not None and weighed[0] >= MINIMUM_SCORE:
             score, for_it, against = weighed
-            distance = abs(clock.from_db(exam["scheduled_at"]) - arrived)
+            distance = abs(clock.from_db(exam["scheduled_at"]) - known.acquired)
             ranked.append((-score, distance, exam["id"], score, tuple(for_it), tuple(against)))
     ranked.sort(key=lambda item: item[:3])
     return [Candidate(patients.find_exam(conn, exam_id=exam_id), score, for_it, against)
@@ -217,13 +274,13 @@ def is_clear(ranked: list[Candidate]) -> bool:
     return bool(ranked) and (len(ranked) == 1 or ranked[0].score - ranked[1].score >= CLEAR_LEAD)
 
 
-def quarantine_with_candidates(conn: sqlite3.Connection, limit: int = 500,
+def quarantine_with_candidates(conn: sqlite3.Connection, tz_name: str, limit: int = 500,
                                offset: int = 0) -> list[dict[str, Any]]:
     """The quarantine (:func:`index.quarantine`), each study with its ranked candidates (about
     15 ms a study at the paper's scale: callers page it)."""
     items = index.quarantine(conn, limit, offset)
     for item in items:
-        item["candidates"] = candidates(conn, item) if item["kind"] == "study" else []
+        item["candidates"] = candidates(conn, item, tz_name) if item["kind"] == "study" else []
     return items
 
 
@@ -395,7 +452,7 @@ def file_to_candidate(conn: sqlite3.Connection, actor: audit.Actor, settings: Ma
     if study["exam_ref"] is not None or study["quarantine_reason"] is None:
         raise Conflict(N_("This study is filed: only an administrator moves it to another exam."))
     accession = text(data, "accession_number", required=True)
-    if accession not in {c.exam["accession_number"] for c in candidates(conn, study)}:
+    if accession not in {c.exam["accession_number"] for c in candidates(conn, study, settings["TIMEZONE"])}:
         raise Conflict(N_("Exam %(accession)s is not one of this study's likely exams: an administrator files it"
                           " elsewhere."), accession=accession)
     return refile(conn, actor, settings, study_id, {"accession_number": accession, "reason": data.get("reason", "")},

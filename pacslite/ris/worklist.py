@@ -7,10 +7,16 @@ pacslite has no value for it. An exam without a station AE title is scheduled on
 station: a query by station gets it only when its modality is the station's (the modality set
 for that AE), so a CT console is never offered an MR. Only exams scheduled or in progress are
 offered (:data:`pacslite.ris.exams.WORKLIST_STATES`).
+
+Which exams each station was offered, and when, is kept for :data:`OFFERS_KEPT` (table
+``worklist_offers``): a console can only have picked an exam it was offered, and the
+quarantine's ranking weighs that (:mod:`pacslite.pacs.refiling`).
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
+from datetime import datetime, timedelta
 from typing import Any, Iterator, Mapping
 
 from pydicom.dataset import Dataset
@@ -18,9 +24,13 @@ from pydicom.sequence import Sequence
 
 from ..core import clock, names
 from . import aes, exams, patients
+from ..core.db import transaction
 from ..core.query import date_range, matches_name, matches_text, restrict
 
+log = logging.getLogger(__name__)
 SPS = "ScheduledProcedureStepSequence"
+#: How long the log of what each station was offered is kept.
+OFFERS_KEPT = timedelta(days=7)
 
 
 def _value(ds: Dataset, keyword: str) -> str:
@@ -96,9 +106,50 @@ def answer(exam: sqlite3.Row, settings: Mapping[str, Any], charset: str, station
 
 
 def query(conn: sqlite3.Connection, settings: Mapping[str, Any], identifier: Dataset,
-          charset: str) -> Iterator[Dataset]:
-    """The answers to a worklist C-FIND, each in the calling modality's character set."""
+          charset: str, calling_ae: str = "") -> Iterator[Dataset]:
+    """The answers to a worklist C-FIND, each in the calling modality's character set; the
+    exams answered (at most ``QR_MAX_ANSWERS``) are logged as offered to ``calling_ae``."""
     station = _value(_sps_query(identifier), "ScheduledStationAETitle")
     station = "" if "*" in station or "?" in station else station
-    for exam in find(conn, settings, identifier):
+    found = find(conn, settings, identifier)
+    if calling_ae:
+        try:
+            record_offers(conn, calling_ae, [exam["id"] for exam in found[:int(settings["QR_MAX_ANSWERS"])]])
+        except sqlite3.OperationalError as exc:  # busy for longer than the timeout: the answers still go
+            log.warning("worklist offers to %s not logged: %s", calling_ae, exc)
+    for exam in found:
         yield restrict(answer(exam, settings, charset, station), identifier)
+
+
+# ---------------------------------------------------------------- what each station was offered
+
+def record_offers(conn: sqlite3.Connection, calling_ae: str, exam_ids: list[int],
+                  at: datetime | None = None) -> None:
+    """Log that the worklist offered these exams to ``calling_ae`` now; entries not renewed for
+    :data:`OFFERS_KEPT` go. One row per (station, exam): a station polling every minute adds
+    nothing but a time."""
+    now = clock.to_db(at or clock.now())
+    with transaction(conn):
+        conn.executemany(
+            "INSERT INTO worklist_offers (calling_ae, exam_ref, first_at, last_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (calling_ae, exam_ref) DO UPDATE SET last_at = excluded.last_at",
+            [(calling_ae, exam_id, now, now) for exam_id in exam_ids])
+        conn.execute("DELETE FROM worklist_offers WHERE last_at < ?",
+                     (clock.to_db(clock.from_db(now) - OFFERS_KEPT),))
+
+
+def offered(conn: sqlite3.Connection, calling_ae: str, exam_ids: list[int],
+            before: datetime) -> tuple[set[int], bool]:
+    """Of ``exam_ids``, those the worklist had offered to ``calling_ae`` by ``before``; and
+    whether the station had been offered anything in the day before (it uses the worklist)."""
+    if not calling_ae:
+        return set(), False
+    until = clock.to_db(before)
+    marks = ", ".join("?" * len(exam_ids))
+    shown = {row[0] for row in conn.execute(
+        f"SELECT exam_ref FROM worklist_offers WHERE calling_ae = ? AND first_at <= ? AND exam_ref IN ({marks})",
+        (calling_ae, until, *exam_ids))} if exam_ids else set()
+    uses = shown or conn.execute(
+        "SELECT 1 FROM worklist_offers WHERE calling_ae = ? AND last_at >= ? AND first_at <= ? LIMIT 1",
+        (calling_ae, clock.to_db(before - timedelta(days=1)), until)).fetchone() is not None
+    return shown, bool(uses)

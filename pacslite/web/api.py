@@ -89,7 +89,7 @@ def quarantine_list() -> Any:
     offset = request.args.get("offset", 0, type=int)
     if offset < 0:
         return _error(400, "offset must be 0 or more", "offset")
-    found = refiling.quarantine_with_candidates(get_db(), QUARANTINE_PAGE + 1, offset)
+    found = refiling.quarantine_with_candidates(get_db(), current_app.config["TIMEZONE"], QUARANTINE_PAGE + 1, offset)
     items = [{
         "kind": item["kind"], "reason": item["reason"], "detail": item["detail"],
         "study_instance_uid": item["study_instance_uid"], "sop_instance_uid": item["sop_instance_uid"] or None,

@@ -36,7 +36,7 @@ def study_candidates(study_id: int) -> Any:
     study = found_or_404(refiling.get_study, conn, study_id)
     if not is_htmx():
         return redirect(url_for("quarantine.study_view", study_id=study_id))
-    ranked = refiling.candidates(conn, study)
+    ranked = refiling.candidates(conn, study, current_app.config["TIMEZONE"])
     return render_template("quarantine/_candidates.html", candidates=ranked, clear=refiling.is_clear(ranked))
 
 
@@ -63,7 +63,7 @@ def _study_page(study_id: int, errors: dict[str, str] | None = None, status: int
     study = found_or_404(refiling.get_study, conn, study_id)
     exam = patients.find_exam(conn, exam_id=study["exam_ref"]) if study["exam_ref"] else None
     series = index.series_of_study(conn, study_id)
-    ranked = refiling.candidates(conn, study)
+    ranked = refiling.candidates(conn, study, current_app.config["TIMEZONE"])
     return render_template("quarantine/study.html", study=study, exam=exam, series=series,
                            candidates=ranked, clear=refiling.is_clear(ranked), history=refiling.refilings_of_study(conn, study_id),
                            originals=refiling.original_attributes(current_app.config["STORAGE_DIR"], study_id, conn),
