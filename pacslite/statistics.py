@@ -17,8 +17,13 @@ from typing import Any, Iterable, Mapping
 
 from .core import clock
 from .ris import critical
+from .pacs import index
 
 DIMENSIONS = ("modality", "source", "station")
+#: Why a study was re-filed when it was not in the quarantine: it had been filed to another exam.
+AFTER_FILING = "after_filing"
+#: The reasons a study is re-filed, in the order shown: the quarantine's reasons, then a misfile.
+REFILE_REASONS = (*(r for r in index.QUARANTINE_REASONS if r != "duplicate_conflict"), AFTER_FILING)
 
 
 def _ratio(part: float, whole: float) -> float | None:
@@ -60,6 +65,8 @@ class Group:
     missing_images: int = 0
     studies_auto: int = 0  # filed on arrival, never re-filed
     studies_refiled: int = 0
+    #: re-filed studies by why they were moved: the quarantine reason they left, or "after_filing"
+    refiled_by_reason: Counter[str] = field(default_factory=Counter)
     exams_refiled: int = 0
     reported: int = 0
     within_target: int = 0
@@ -81,6 +88,11 @@ class Group:
     def refile_rate(self) -> float | None:
         """Re-filed exams, of the exams with images."""
         return _ratio(self.exams_refiled, self.with_images)
+
+    @property
+    def misfiles_found(self) -> int:
+        """Studies re-filed away from an exam they had been filed to: misfiles found after filing."""
+        return self.refiled_by_reason[AFTER_FILING]
 
     @property
     def turnaround_median(self) -> float | None:
@@ -126,7 +138,8 @@ class Report:
 
     @property
     def final_filing_rate(self) -> float | None:
-        """Studies filed to an exam now (automatically or re-filed), of the studies received."""
+        """Studies filed to an exam now (automatically or re-filed), of the studies received: the
+        paper's final filing rate (its misfiles found after filing are corrected by re-filing)."""
         return _ratio(self.total.studies_filed, self.studies_received)
 
     @property
@@ -170,11 +183,12 @@ class _Refilings:
 
     exams: set[int]  # exams something was re-filed to (not undone)
     first_at: dict[int, str]  # study → its first re-filing not undone
+    reason: dict[int, str]  # study → why it was first re-filed (REFILE_REASONS)
     from_quarantine: set[int]  # studies re-filed out of the quarantine
 
 
 def _refilings(conn: sqlite3.Connection) -> _Refilings:
-    found = _Refilings(set(), {}, set())
+    found = _Refilings(set(), {}, {}, set())
     for study, exam, at, undone, from_reason in conn.execute(
             "SELECT study_ref, to_exam_ref, at, undone_at, from_quarantine_reason FROM refilings"):
         if from_reason is not None:
@@ -183,6 +197,7 @@ def _refilings(conn: sqlite3.Connection) -> _Refilings:
             found.exams.add(exam)
             if study not in found.first_at or at < found.first_at[study]:
                 found.first_at[study] = at
+                found.reason[study] = from_reason or AFTER_FILING
     return found
 
 
@@ -256,6 +271,7 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
             for group in groups_of(modality, source, station):
                 group.studies_auto -= 1
                 group.studies_refiled += 1
+                group.refiled_by_reason[refilings.reason[study_id]] += 1
             if was_quarantined:
                 minutes.append((clock.from_db(refiled_at) - clock.from_db(arrived)).total_seconds() / 60)
     return Report(start, end, total, {d: sorted(g.values(), key=lambda x: x.name) for d, g in groups.items()},
@@ -377,18 +393,24 @@ def default_period(settings: Mapping[str, Any]) -> tuple[date, date]:
 CSV_COLUMNS = ("dimension", "group", "registered", "cancelled", "with_images", "images", "missing_images",
                "studies_filed_automatically", "studies_refiled", "auto_rate", "exams_refiled", "exam_refile_rate",
                "reported", "turnaround_median_h", "turnaround_p90_h", "within_target_rate", "classed", "positive_rate",
-               "critical")
+               "critical", *(f"refiled_{reason}" for reason in REFILE_REASONS), "misfiles_found_after_filing",
+               "studies_received", "quarantined_on_arrival", "still_in_quarantine", "final_filing_rate")
 
 
 def csv_rows(result: Report) -> Iterable[list[Any]]:
-    """One row per group (and one for everything), for the CSV export."""
-    def row(dimension: str, g: Group) -> list[Any]:
+    """One row per group (and one for everything), for the CSV export. The paper's figures of
+    what arrived (received, quarantined on arrival, still there, the final filing rate) are the
+    period's: on the "all" row only (a study in the quarantine has no group)."""
+    def row(dimension: str, g: Group, *period: Any) -> list[Any]:
         values = [dimension, g.name, g.registered, g.cancelled, g.with_images, g.images, g.missing_images,
                   g.studies_auto, g.studies_refiled, g.auto_rate, g.exams_refiled, g.refile_rate, g.reported,
-                  g.turnaround_median, g.turnaround_p90, g.within_target_rate, g.classed, g.positive_rate, g.critical]
+                  g.turnaround_median, g.turnaround_p90, g.within_target_rate, g.classed, g.positive_rate, g.critical,
+                  *(g.refiled_by_reason[reason] for reason in REFILE_REASONS), g.misfiles_found,
+                  *(period or [None] * 4)]
         return ["" if v is None else round(v, 4) if isinstance(v, float) else v for v in values]
     yield list(CSV_COLUMNS)
-    yield row("all", result.total)
+    yield row("all", result.total, result.studies_received, result.studies_quarantined_on_arrival,
+              result.studies_quarantined, result.final_filing_rate)
     for dimension in DIMENSIONS:
         for group in result.groups[dimension]:
             yield row(dimension, group)

@@ -14,6 +14,7 @@ import pytest
 import zxingcpp
 from playwright.sync_api import expect
 from PIL import Image, ImageDraw
+from pydicom import dcmread
 
 from tests import server as pacslite
 from tests.conftest import ROOT, flask_cli, free_port, wait_for
@@ -726,6 +727,72 @@ def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path, mod
     assert page.locator("#refile-rate").inner_text().startswith("1 image sets, 100.00%")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "statistics.png"), full_page=True)
+    assert problems == []
+
+
+def test_a_technologist_compares_twins_images_before_filing_in_both_languages(browser, tmp_path,
+                                                                               modality_pacs) -> None:
+    """Issue 28's "done when": twins' exams on one station, and a hand-typed study with neither
+    accession number nor patient ID (a girl born on their birthday). The quarantine shows the
+    evidence for and against each candidate, says the first two are close and preselects
+    neither; the study's page shows its thumbnails beside each twin's most recent earlier
+    images, at 1366×768 in Chinese and in English, and the technologist files it."""
+    pacs = modality_pacs()
+    twins = {"TW0001": ("王芳", "WANG^FANG", "F"), "TW0002": ("王强", "WANG^QIANG", "M")}
+    for patient_id, (name, dicom_name, sex) in twins.items():  # each twin's earlier chest CT, filed
+        earlier = pacs.register(patient_id=patient_id, name=name, sex=sex, birth_date="1990-05-01",
+                                station_ae="STORESCU")
+        pacs.send_series(tmp_path / patient_id, 2, accession=earlier.accession_number, patient_id=patient_id,
+                         name=dicom_name, sex=sex, birth_date="19900501")
+    today = {patient_id: pacs.register(patient_id=patient_id, name=name, sex=sex, birth_date="1990-05-01",
+                                       station_ae="STORESCU").accession_number
+             for patient_id, (name, _, sex) in twins.items()}
+    typed = pacs.send_series(tmp_path / "typed", 2, sex="F", birth_date="19900501")  # no accession, no patient ID
+    pacs.add_user("tech_li", "technologist")
+    problems: list[str] = []
+    for locale, language in (("zh-CN", "zh_CN"), ("en-US", "en")):
+        page = page_as(browser, pacs, "tech_li", problems, viewport={"width": 1366, "height": 768})
+        words = {"close": "前几个候选检查相差不大", "agrees": "相符：", "waiting": "尚在等待图像", "against": "不符：",
+                 "sex": "性别不同", "compare": "对比图像", "earlier": "最近一次既往图像"} if language == "zh_CN" else \
+            {"close": "The first candidates are close", "agrees": "Agrees:", "waiting": "still waiting for its images",
+             "against": "Against:", "sex": "another sex", "compare": "Compare the images",
+             "earlier": "Most recent earlier images"}
+        page.click("button:has-text('中文')" if language == "zh_CN" else "button:has-text('English')")
+        page.wait_for_selector("nav >> text=" + ("隔离区" if language == "zh_CN" else "Quarantine"))
+        page.goto(f"{pacs.server.url}/quarantine/")
+        row = page.locator("#quarantine tbody tr").first
+        row.locator("ol.candidates").wait_for()
+        listed = row.inner_text()
+        assert words["close"] in listed and words["agrees"] in listed and words["waiting"] in listed, listed
+        ranked = row.locator("ol.candidates > li").all()
+        assert [li.inner_text().split()[0] for li in ranked] == [today["TW0001"], today["TW0002"]]
+        assert words["against"] in ranked[1].inner_text() and words["sex"] in ranked[1].inner_text()
+        row.locator(f"a:has-text('{words['compare']}')").click()
+        page.wait_for_selector("#compare-images")
+        assert page.locator("#compare-images .compare-row").count() == 3  # the study, then each twin
+        for patient_id in twins:
+            twin = page.locator(f"#compare-{today[patient_id]}")
+            assert words["earlier"] in twin.inner_text()
+            assert twin.locator("img.thumb").count() == 1
+        page.wait_for_function("Array.from(document.querySelectorAll('#compare-images img.thumb'))"
+                               ".every(img => img.complete && img.naturalWidth > 0)")
+        assert page.locator("#compare-images img.thumb").count() == 3
+        assert page.locator("#file-to-candidate input[type=radio]:checked").count() == 0  # nothing preselected
+        assert page.evaluate(CARDS_OVERFLOWING) == [], language
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), language
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"quarantine-compare-1366-{language}.png"), full_page=True)
+        if language == "en":
+            page.check(f"#file-to-candidate input[value='{today['TW0001']}']")
+            page.fill("#f-file_reason", "Compared with her earlier chest CT")
+            page.click("#file-to-candidate button[type=submit]")
+            page.wait_for_selector("text=The study was filed")
+            conn = pacs.conn()
+            filed = conn.execute("SELECT e.accession_number FROM studies s JOIN exams e ON e.id = s.exam_ref"
+                                 " WHERE s.study_instance_uid = ?", (dcmread(typed[0]).StudyInstanceUID,)).fetchone()
+            conn.close()
+            assert filed[0] == today["TW0001"]
+        page.context.close()
     assert problems == []
 
 

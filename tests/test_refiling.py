@@ -1,7 +1,10 @@
 """Re-filing: ranked candidates, moving a study with its headers rewritten, undo, reject."""
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from pathlib import Path
 
 from pydicom import dcmread
@@ -167,7 +170,7 @@ def test_refile_rewrites_the_headers_keeps_the_originals_and_can_be_undone(app, 
     assert again.status_code == 409
 
 
-def test_a_filed_study_moves_to_the_right_patient(app, conn, tmp_path) -> None:
+def test_a_filed_study_moves_to_the_right_patient(app, conn, tmp_path, client_as) -> None:
     wrong = register(app, conn, patient_id="P0001")
     right = register(app, conn, patient_id="P0002", name="李四", sex="F", birth_date="1990-01-01")
     uid = send(app, conn, tmp_path, accession=wrong.accession_number, patient_id="P0001")
@@ -175,11 +178,23 @@ def test_a_filed_study_moves_to_the_right_patient(app, conn, tmp_path) -> None:
     assert study["exam_ref"] is not None
     admin = users.create(conn, audit.SYSTEM, {"username": "pacsadmin", "password": "Secret-pass-1",
                                               "roles": ["admin"]})
-    refiling.refile(conn, audit.Actor(admin.username), app.config, study["id"],
-                          {"accession_number": right.accession_number, "reason": "Taken under the wrong patient"})
+    refiled = refiling.refile(conn, audit.Actor(admin.username), app.config, study["id"],
+                              {"accession_number": right.accession_number, "reason": "Taken under the wrong patient"})
     assert patients.get_exam(conn, wrong.accession_number)["instance_count"] == 0
     assert patients.get_exam(conn, right.accession_number)["instance_count"] == 2
     assert {dcmread(p).PatientID for p in stored_files(app, conn, study["id"])} == {"P0002"}
+
+    # the statistics count it as a misfile found after filing, on the page and in the CSV, until undone
+    page = client_as("admin").get("/statistics").get_data(as_text=True)
+    assert re.search(r'id="misfiles-found">1<', page)
+    assert "Filed to the wrong exam (found after filing): 1" in page
+    rows = list(csv.DictReader(io.StringIO(client_as("admin").get("/statistics.csv").get_data(as_text=True)
+                                           .lstrip("\ufeff"))))
+    assert (rows[0]["misfiles_found_after_filing"], rows[0]["refiled_after_filing"]) == ("1", "1")
+    assert (rows[0]["studies_received"], rows[0]["final_filing_rate"]) == ("1", "1.0")
+    refiling.undo_refiling(conn, audit.Actor(admin.username), refiled, {"reason": "Was right after all"})
+    page = client_as("admin").get("/statistics").get_data(as_text=True)
+    assert re.search(r'id="misfiles-found">0<', page)
 
 
 def test_a_role_that_may_not_refile_is_refused_and_audited(app, conn, tmp_path, client_as) -> None:

@@ -90,13 +90,20 @@ def test_a_simulated_day(tmp_path) -> None:
         page = admin.get("/statistics").get_data(as_text=True)
         figure = {key: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", re.search(rf'id="{key}">(.*?)</dd>', page,
                                                                                re.S).group(1))).strip()
-                  for key in ("auto-rate", "refile-rate", "final-rate", "missing")}
+                  for key in ("auto-rate", "refile-rate", "final-rate", "missing", "refiled-by-reason",
+                              "misfiles-found")}
         assert figure["auto-rate"] == "81.08% (30)"
         assert figure["refile-rate"].startswith("7 image sets, 18.92%; 7 exams")
         assert figure["final-rate"] == "100.00%"
         assert figure["missing"] == "5"
+        assert figure["refiled-by-reason"] == ("Unknown accession number: 3Patient ID does not match the exam: 2"
+                                               "Demographics do not match the patient (possible wrong patient): 2")
+        assert figure["misfiles-found"] == "0"
         csv = admin.get("/statistics.csv").get_data(as_text=True)
         assert csv.splitlines()[1].startswith("all,all,40,0,35,74,5,30,7,0.8108,7,0.2,")  # 2 exams got 2 studies
+        # re-filed by reason (no accession, unknown accession, patient ID, demographics, cancelled,
+        # after filing), misfiles found after filing, received, quarantined on arrival, still there, final rate
+        assert csv.splitlines()[1].endswith(",0,3,2,2,0,0,0,37,7,0,1.0")
         conn.close()
     finally:
         pacs.server.stop()

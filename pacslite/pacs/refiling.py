@@ -274,6 +274,55 @@ def is_clear(ranked: list[Candidate]) -> bool:
     return bool(ranked) and (len(ranked) == 1 or ranked[0].score - ranked[1].score >= CLEAR_LEAD)
 
 
+@dataclass(frozen=True)
+class Prior:
+    """A candidate patient's most recent images, for comparing faces before choosing."""
+
+    exam: sqlite3.Row  # the exam the images are filed to
+    study: sqlite3.Row
+    series: list[sqlite3.Row]  # at most COMPARED_SERIES
+
+
+#: Series shown of each study in the image comparison.
+COMPARED_SERIES = 3
+#: The studies of a patient looked through for one of the same body region and modality.
+_PRIOR_LOOKUP = 20
+
+
+def priors_for_comparison(conn: sqlite3.Connection, study: Mapping[str, Any],
+                          ranked: list[Candidate]) -> dict[int, Prior | None]:
+    """For each candidate (by exam id), its patient's most recent other study with images,
+    preferring one of the study's body region and modality; None when the patient has none.
+    Read from each patient's newest studies only (index lookups), so a close call shows faces
+    of the same body part side by side."""
+    series = conn.execute("SELECT DISTINCT modality, body_part FROM series WHERE study_ref = ?",
+                          (study["id"],)).fetchall()
+    modalities = {r[0] for r in series if r[0]}
+    regions = set().union(*(body_regions(r[1]) for r in series))
+    found: dict[int, Prior | None] = {}
+    for candidate in ranked:
+        rows = conn.execute(
+            "SELECT st.*, e.id AS prior_exam, e.body_part AS exam_body_part FROM studies st"
+            " JOIN exams e ON e.id = st.exam_ref"
+            " WHERE e.patient_ref = ? AND st.id <> ? AND st.rejected_at IS NULL AND st.instance_count > 0"
+            " ORDER BY st.first_received_at DESC LIMIT ?",
+            (candidate.exam["patient_ref"], study["id"], _PRIOR_LOOKUP)).fetchall()
+        if not rows:
+            found[candidate.exam["id"]] = None
+            continue
+        shown = {row["id"]: conn.execute("SELECT modality, body_part FROM series WHERE study_ref = ?",
+                                         (row["id"],)).fetchall() for row in rows}
+
+        def likeness(row: sqlite3.Row) -> int:
+            kinds = shown[row["id"]]
+            its_regions = body_regions(row["exam_body_part"]).union(*(body_regions(k[1]) for k in kinds))
+            return 2 * bool(regions & its_regions) + bool(modalities & {k[0] for k in kinds})
+        best = max(rows, key=likeness)  # max keeps the newest among equals
+        found[candidate.exam["id"]] = Prior(patients.find_exam(conn, exam_id=best["prior_exam"]), best,
+                                            index.series_of_study(conn, best["id"])[:COMPARED_SERIES])
+    return found
+
+
 def quarantine_with_candidates(conn: sqlite3.Connection, tz_name: str, limit: int = 500,
                                offset: int = 0) -> list[dict[str, Any]]:
     """The quarantine (:func:`index.quarantine`), each study with its ranked candidates (about

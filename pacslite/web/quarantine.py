@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
+from flask_login import current_user
 
 from ..ris import patients
 from ..pacs import archive, index, refiling
@@ -14,6 +15,7 @@ from ..core.validation import Conflict, NotFound, ValidationError
 from . import access
 from .htmx import is_htmx
 from .forms import found_or_404, message
+from .images import VIEWERS
 
 bp = Blueprint("quarantine", __name__)
 #: Who may change where images are filed.
@@ -37,7 +39,8 @@ def study_candidates(study_id: int) -> Any:
     if not is_htmx():
         return redirect(url_for("quarantine.study_view", study_id=study_id))
     ranked = refiling.candidates(conn, study, current_app.config["TIMEZONE"])
-    return render_template("quarantine/_candidates.html", candidates=ranked, clear=refiling.is_clear(ranked))
+    return render_template("quarantine/_candidates.html", candidates=ranked, clear=refiling.is_clear(ranked),
+                           study_id=study_id)
 
 
 @bp.route("/quarantine/rejected")
@@ -64,8 +67,11 @@ def _study_page(study_id: int, errors: dict[str, str] | None = None, status: int
     exam = patients.find_exam(conn, exam_id=study["exam_ref"]) if study["exam_ref"] else None
     series = index.series_of_study(conn, study_id)
     ranked = refiling.candidates(conn, study, current_app.config["TIMEZONE"])
+    clear = refiling.is_clear(ranked)
+    compare = not clear and exam is None and current_user.has_any(list(VIEWERS))
     return render_template("quarantine/study.html", study=study, exam=exam, series=series,
-                           candidates=ranked, clear=refiling.is_clear(ranked), history=refiling.refilings_of_study(conn, study_id),
+                           candidates=ranked, clear=clear, history=refiling.refilings_of_study(conn, study_id),
+                           priors=refiling.priors_for_comparison(conn, study, ranked) if compare else None,
                            originals=refiling.original_attributes(current_app.config["STORAGE_DIR"], study_id, conn),
                            where=archive.locations(conn, study_id),
                            errors=errors or {}, values=request.form), status

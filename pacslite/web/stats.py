@@ -40,6 +40,7 @@ def statistics_page() -> Any:
         flash(gettext("That is not a valid period; here are the last 30 days."), "error")
     result = statistics.report(get_db(), current_app.config, start, end)
     return render_template("statistics/page.html", result=result, dimensions=statistics.DIMENSIONS,
+                           refile_reasons=statistics.REFILE_REASONS,
                            show_workload=current_user.has_any(WORKLOAD_ROLES))
 
 
