@@ -384,3 +384,49 @@ def test_the_api_pages_the_quarantine_five_at_a_time(app, conn, tmp_path) -> Non
     seen = {i["accession_number"] for i in first["items"] + second["items"]}
     assert seen == {f"NOSUCH{n:02d}" for n in range(6)}  # every study once, across the pages
     assert client.get("/api/v1/quarantine?offset=-1", headers=auth).status_code == 400
+
+
+def test_body_parts_are_compared_by_region_in_either_language() -> None:
+    assert refiling.body_regions("胸部") == refiling.body_regions("CHEST") == refiling.body_regions("肺") == {"CHEST"}
+    assert refiling.body_regions("胸椎") == refiling.body_regions("LSPINE") == {"SPINE"}  # not the chest
+    assert refiling.body_regions("头颅") == refiling.body_regions("head") == {"HEAD"}
+    assert refiling.body_regions("胸腹部") == {"CHEST", "ABDOMEN"}
+    assert refiling.body_regions("") == refiling.body_regions("WHOLEBODY?") == set()
+
+
+def test_the_acquisition_time_is_the_headers_unless_it_is_missing_or_far_from_the_arrival() -> None:
+    study = {"first_received_at": "2026-11-02T02:30:00+00:00", "study_date": "20261102", "study_time": "094512.25"}
+    assert refiling.acquired_at(study, "Asia/Shanghai").isoformat() == "2026-11-02T09:45:12+08:00"
+    assert refiling.acquired_at({**study, "study_time": "0945"}, "Asia/Shanghai").isoformat() == \
+        "2026-11-02T09:45:00+08:00"
+    for date, time in (("", "094512"), ("20261102", ""), ("20040119", "094512"), ("20261340", "094512"),
+                       ("20261102", "ab")):
+        assert refiling.acquired_at({**study, "study_date": date, "study_time": time},
+                                    "Asia/Shanghai").isoformat() == "2026-11-02T02:30:00+00:00", (date, time)
+
+
+def test_the_image_comparison_shows_each_candidates_latest_images_of_the_same_body_part(app, conn, tmp_path) -> None:
+    """A close call: each candidate patient's most recent earlier study of the study's body
+    region (a chest CT, although a head CT came since), or the newest when none is; None for a
+    patient without images."""
+    def sent(exam: patients.Registration | None, body_part: str, **fields) -> str:
+        path = tmp_path / f"{generate_uid()}.dcm"
+        ds = make_ct(path, accession=exam.accession_number if exam else "", **fields)
+        ds.BodyPartExamined = body_part
+        ds.save_as(path, enforce_file_format=True)
+        filing.ingest_bytes(conn, app.config["STORAGE_DIR"], path.read_bytes(), SOURCE)
+        return ds.StudyInstanceUID
+
+    chest = register(app, conn, patient_id="P0001", body_part="胸部")
+    sent(chest, "CHEST", patient_id="P0001", name="ZHANG^SAN", sex="M", birth_date="19800203")
+    head = register(app, conn, patient_id="P0001", procedure="Head CT", body_part="头颅")
+    sent(head, "HEAD", patient_id="P0001", name="ZHANG^SAN", sex="M", birth_date="19800203")
+    today = register(app, conn, patient_id="P0001")
+    other = register(app, conn, patient_id="P0002", name="李四", sex="M", birth_date="1980-02-03")
+    study = study_of(conn, sent(None, "CHEST", sex="M", birth_date="19800203"))
+    ranked = refiling.candidates(conn, study, app.config["TIMEZONE"])
+    assert {c.exam["accession_number"] for c in ranked} == {today.accession_number, other.accession_number}
+    priors = refiling.priors_for_comparison(conn, study, ranked)
+    mine = priors[next(c.exam["id"] for c in ranked if c.exam["accession_number"] == today.accession_number)]
+    assert mine.exam["accession_number"] == chest.accession_number and len(mine.series) == 1
+    assert priors[next(c.exam["id"] for c in ranked if c.exam["accession_number"] == other.accession_number)] is None
