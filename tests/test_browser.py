@@ -711,6 +711,7 @@ def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path, mod
     assert typo in row.inner_text()
     first = row.locator("ol.candidates li").first.inner_text()
     assert first.startswith(right.accession_number) and "accession number one character off" in first
+    assert row.locator("ol.candidates li").first.locator("form.one-click button").is_visible()  # clear: one click
     row.locator("text=Open study").click()
     assert page.input_value("#f-accession_number") == right.accession_number  # the best candidate
     page.fill("#f-reason", "Accession number typed wrong at the console")
@@ -767,6 +768,7 @@ def test_a_technologist_compares_twins_images_before_filing_in_both_languages(br
         ranked = row.locator("ol.candidates > li").all()
         assert [li.inner_text().split()[0] for li in ranked] == [today["TW0001"], today["TW0002"]]
         assert words["against"] in ranked[1].inner_text() and words["sex"] in ranked[1].inner_text()
+        assert row.locator("form.one-click").count() == 0  # close: no one-click filing
         row.locator(f"a:has-text('{words['compare']}')").click()
         page.wait_for_selector("#compare-images")
         assert page.locator("#compare-images .compare-row").count() == 3  # the study, then each twin
@@ -774,9 +776,12 @@ def test_a_technologist_compares_twins_images_before_filing_in_both_languages(br
             twin = page.locator(f"#compare-{today[patient_id]}")
             assert words["earlier"] in twin.inner_text()
             assert twin.locator("img.thumb").count() == 1
-        page.wait_for_function("Array.from(document.querySelectorAll('#compare-images img.thumb'))"
-                               ".every(img => img.complete && img.naturalWidth > 0)")
-        assert page.locator("#compare-images img.thumb").count() == 3
+        thumbs = page.locator("#compare-images img.thumb")
+        assert thumbs.count() == 3
+        for thumb in thumbs.all():  # each thumbnail loaded and drawn (polled by Playwright, no eval under the CSP)
+            thumb.scroll_into_view_if_needed()
+            expect(thumb).to_have_js_property("complete", True)
+            assert thumb.evaluate("img => img.naturalWidth") > 0
         assert page.locator("#file-to-candidate input[type=radio]:checked").count() == 0  # nothing preselected
         assert page.evaluate(CARDS_OVERFLOWING) == [], language
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), language

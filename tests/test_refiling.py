@@ -68,8 +68,8 @@ def test_the_right_exam_is_ranked_first_for_a_typo(app, conn, tmp_path) -> None:
     assert all(c.score < ranked[0].score for c in ranked[1:])
 
 
-def test_another_patients_demographics_with_this_exams_accession_ranks_the_accessions_exam_first(app, conn,
-                                                                                                   tmp_path) -> None:
+def test_another_patients_demographics_with_this_exams_accession_ranks_the_accessions_exam_first(app, conn, tmp_path,
+                                                                                                   client_as) -> None:
     """Issue 28: a console kept the previous patient's demographics and the technologist scanned
     the next patient's receipt. The previous patient's exam (a matching patient block, 65 before)
     was ranked above the scanned accession's (50), and the near-accession bonus went to exams two
@@ -98,6 +98,19 @@ def test_another_patients_demographics_with_this_exams_accession_ranks_the_acces
     assert not any("accession_close" in c.reasons or "accession_typo" in c.reasons for c in ranked)
     assert refiling.is_clear(ranked)
 
+    # a clear first candidate is filed with one click from the quarantine: audited, undoable
+    tech = client_as("technologist")
+    listed = tech.get(f"/quarantine/studies/{study['id']}/candidates", headers={"HX-Request": "true"})
+    assert 'name="one_click"' in listed.get_data(as_text=True)
+    done = post(tech, f"/studies/{study['id']}/file", {"accession_number": right.accession_number, "one_click": "1"})
+    assert done.status_code == 302
+    assert study_of(conn, uid)["exam_ref"] == patients.get_exam(conn, right.accession_number)["id"]
+    row = conn.execute("SELECT detail FROM audit_log WHERE action = 'image.refile'").fetchone()
+    assert json.loads(row["detail"])["reason"].startswith("one click: the most likely exam (score ")
+    refiling.undo_refiling(conn, audit.SYSTEM, conn.execute("SELECT MAX(id) FROM refilings").fetchone()[0],
+                           {"reason": "checking the undo"})
+    assert study_of(conn, uid)["exam_ref"] is None
+
 
 def test_close_candidates_are_not_clear(app, conn, tmp_path, client_as) -> None:
     """Twins registered for the same CT, a study with neither accession nor patient ID: the
@@ -113,6 +126,11 @@ def test_close_candidates_are_not_clear(app, conn, tmp_path, client_as) -> None:
     assert "The first candidates are close" in page and "most likely" not in page
     choices = page[page.index('id="file-to-candidate"'):]
     assert 'name="accession_number"' in choices and "checked" not in choices[:choices.index("</fieldset>")]
+    assert 'name="one_click"' not in page
+    refused = post(client_as("technologist"), f"/studies/{study['id']}/file",
+                   {"accession_number": ranked[0].exam["accession_number"], "one_click": "1"})
+    assert refused.status_code == 409 and "compare the images" in refused.get_data(as_text=True)
+    assert study_of(conn, uid)["exam_ref"] is None and count(conn, "refilings") == 0
 
 
 def test_refile_rewrites_the_headers_keeps_the_originals_and_can_be_undone(app, conn, tmp_path, client_as) -> None:

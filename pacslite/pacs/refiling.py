@@ -495,16 +495,25 @@ def _selected_instances(conn: sqlite3.Connection, series: sqlite3.Row, numbers: 
 def file_to_candidate(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any], study_id: int,
                       data: Mapping[str, Any]) -> int:
     """A technologist files a quarantined study, whole, to one of its likely exams
-    (:func:`candidates`), with a reason: the same re-filing, audited the same way. A study that
-    is filed already, or an exam that is not a candidate, stays an administrator's decision."""
+    (:func:`candidates`), with a reason: the same re-filing, audited the same way. With
+    ``data["one_click"]`` and no reason, a clear first candidate (:func:`is_clear`) is filed
+    with its evidence as the reason; a close one is refused (compare the images, give a
+    reason). A study that is filed already, or an exam that is not a candidate, stays an
+    administrator's decision."""
     study = get_study(conn, study_id)
     if study["exam_ref"] is not None or study["quarantine_reason"] is None:
         raise Conflict(N_("This study is filed: only an administrator moves it to another exam."))
     accession = text(data, "accession_number", required=True)
-    if accession not in {c.exam["accession_number"] for c in candidates(conn, study, settings["TIMEZONE"])}:
+    ranked = candidates(conn, study, settings["TIMEZONE"])
+    if accession not in {c.exam["accession_number"] for c in ranked}:
         raise Conflict(N_("Exam %(accession)s is not one of this study's likely exams: an administrator files it"
                           " elsewhere."), accession=accession)
-    return refile(conn, actor, settings, study_id, {"accession_number": accession, "reason": data.get("reason", "")},
+    reason = str(data.get("reason", "") or "")
+    if data.get("one_click") and not reason.strip():
+        if not (is_clear(ranked) and ranked[0].exam["accession_number"] == accession):
+            raise Conflict(N_("The first candidates are close: compare the images, then choose with a reason."))
+        reason = f"one click: the most likely exam (score {ranked[0].score}: {', '.join(ranked[0].reasons)})"
+    return refile(conn, actor, settings, study_id, {"accession_number": accession, "reason": reason},
                   quarantined_only=True)
 
 

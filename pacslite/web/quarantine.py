@@ -40,7 +40,7 @@ def study_candidates(study_id: int) -> Any:
         return redirect(url_for("quarantine.study_view", study_id=study_id))
     ranked = refiling.candidates(conn, study, current_app.config["TIMEZONE"])
     return render_template("quarantine/_candidates.html", candidates=ranked, clear=refiling.is_clear(ranked),
-                           study_id=study_id)
+                           study_id=study_id, filed=study["exam_ref"] is not None, compare=True)
 
 
 @bp.route("/quarantine/rejected")
