@@ -74,7 +74,7 @@ def send(app, conn, station: department.Station, files: list[bytes]) -> None:
 
 @pytest.mark.parametrize("mix,seed", [("general", 28), ("general", 2026), ("general", 7), ("outpatient", 28),
                                       ("outpatient", 11)])
-def test_a_busy_department_ranks_the_right_exam_first(app, conn, monkeypatch, mix, seed) -> None:
+def test_a_busy_department_ranks_the_right_exam_first(app, conn, monkeypatch, capsys, mix, seed) -> None:
     exams = department.plan(seed=seed, mix=department.MIXES[mix])
     moment = {"now": exams[0].scheduled - timedelta(hours=2)}
     monkeypatch.setattr(clock, "now", lambda: moment["now"])
@@ -126,10 +126,11 @@ def test_a_busy_department_ranks_the_right_exam_first(app, conn, monkeypatch, mi
         total[exam.kind] += 1
         first[exam.kind] += bool(ranked) and ranked[0] == exam.accession
         within_three[exam.kind] += exam.accession in ranked[:3]
-    print(f"\n{mix} department, seed {seed}: {len(exams)} exams, {sum(total.values())} with an error")
-    for kind in department.ERRORS:
-        print(f"  {kind:<20} {total[kind]:>3} studies  ranked first {first[kind] / total[kind]:6.1%}"
-              f"  within three {within_three[kind] / total[kind]:6.1%}")
+    lines = [f"\n{mix} department, seed {seed}: {len(exams)} exams, {sum(total.values())} with an error"]
+    lines += [f"  {kind:<20} {total[kind]:>3} studies  ranked first {first[kind] / total[kind]:6.1%}"
+              f"  within three {within_three[kind] / total[kind]:6.1%}" for kind in department.ERRORS]
+    with capsys.disabled():  # the figures show in every run, not only with -s
+        print("\n".join(lines))
     for kind in department.ERRORS:
         assert total[kind] >= 10, kind
         assert first[kind] / total[kind] >= FIRST_TARGET, (kind, first[kind], total[kind])
