@@ -362,10 +362,11 @@ def test_the_worklist_log_tells_the_quarantine_which_exam_a_console_picked(pacs,
     CT booked on CT01, which the ranking would otherwise put first (scheduled earlier)."""
     added = flask_cli(pacs.instance, "ae", "add", "CT08", "--host", "127.0.0.1", "--modality", "CT")
     assert added.returncode == 0, added.stderr
-    booked = pacs.register(patient_id="WL0008", name="王五", station_ae="CT01", scheduled_date="2031-07-01",
-                           scheduled_time="09:00")
-    offered = pacs.register(patient_id="WL0008", name="王五", station_ae="", scheduled_date="2031-07-01",
-                            scheduled_time="10:00")
+    # A name and birth date no other test in this module uses: other 王五 exams would be candidates too.
+    booked = pacs.register(patient_id="WL0008", name="钱八", birth_date="19770417", station_ae="CT01",
+                           scheduled_date="2031-07-01", scheduled_time="09:00")
+    offered = pacs.register(patient_id="WL0008", name="钱八", birth_date="19770417", station_ae="",
+                            scheduled_date="2031-07-01", scheduled_time="10:00")
     result, answers = findscu(pacs.port, _worklist_keys(
         "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CT08",
         "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20310701"), tmp_path / "wl", aet="CT08")
@@ -377,7 +378,7 @@ def test_the_worklist_log_tells_the_quarantine_which_exam_a_console_picked(pacs,
 
     path = tmp_path / "typed.dcm"
     study_uid = generate_uid()
-    make_ct(path, study_uid=study_uid, patient_id="WL0008", name="WANG^WU", sex="M", birth_date="19800203")
+    make_ct(path, study_uid=study_uid, patient_id="WL0008", name="QIAN^BA", sex="M", birth_date="19770417")
     sent = storescu(pacs.port, [path], aet="CT08")
     assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"], sent.stderr
     conn = pacs.conn()
