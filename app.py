@@ -20,6 +20,7 @@ from pacslite.core.background import Periodic
 from pacslite.core.jobs import JobRunner
 from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
+from pacslite.hl7.server import Hl7Server
 from pacslite.pacs import arrivals, commitment, filing, integrity, offsite, routing
 from pacslite.ris import critical, exams, transmission
 from pacslite.sweep import Sweeper
@@ -103,6 +104,11 @@ def main() -> int:
         print(f"pacslite: DICOM {app.config['AE_TITLE']} on {app.config['DICOM_HOST']}:{dicom.port}", flush=True)
         if dicom.tls_port:
             print(f"pacslite: DICOM over TLS on {app.config['DICOM_HOST']}:{dicom.tls_port}", flush=True)
+        if app.config["HL7_PORT"] >= 0:
+            hl7 = Hl7Server(app.config)
+            hl7.start()
+            services.append(hl7)
+            print(f"pacslite: HL7 on {app.config['HL7_HOST']}:{hl7.port}", flush=True)
         periodic = (offsite.ensure_job, integrity.backup_if_due)
         anchor = Periodic(app.config, "audit-anchor", audit.write_anchor, app.config["AUDIT_ANCHOR_MINUTES"] * 60)
         outgoing = routing.Sender(app.config, sender.send_to)

@@ -26,6 +26,7 @@ class Server:
     url: str
     dicom_port: int = 0
     tls_port: int = 0
+    hl7_port: int = 0
     output: list[str] = field(default_factory=list)
     lines: "queue.Queue[str | None]" = field(default_factory=queue.Queue)
 
@@ -73,6 +74,7 @@ def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **
     environ = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), "PACSLITE_HTTP_HOST": "127.0.0.1",
                "PACSLITE_HTTP_PORT": str(port), "PACSLITE_DEFAULT_LANGUAGE": "en",
                "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PACSLITE_DICOM_TLS_PORT": "0",
+               "PACSLITE_HL7_PORT": "0",
                "PYTHONUNBUFFERED": "1",
                **{f"PACSLITE_{k}": str(v) for k, v in INDEPENDENT_OF_HOST_AND_HOUR.items()}, **env}
     process = subprocess.Popen([*wrapper, sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
@@ -95,6 +97,9 @@ def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **
         over_tls = re.search(r"pacslite: DICOM over TLS on [0-9.]+:(\d+)", line)
         if over_tls:
             server.tls_port = int(over_tls.group(1))
+        hl7 = re.search(r"pacslite: HL7 on [0-9.]+:(\d+)", line)
+        if hl7:
+            server.hl7_port = int(hl7.group(1))
         if re.search(r"pacslite: listening on http://", line):
             return server
     process.kill()
@@ -111,6 +116,7 @@ class Pacs:
         self.server = start(instance, **options)
         self.port = self.server.dicom_port
         self.tls_port = self.server.tls_port
+        self.hl7_port = self.server.hl7_port
 
     def conn(self):
         return db.connect(self.instance / "pacslite.db")

@@ -29,12 +29,12 @@ ADAPTERS = ("dicom", "hl7", "web")
 TOP_LEVEL = {"pacslite", "pacslite.cli", "pacslite.sweep", "pacslite.statistics", "pacslite.ohif"}
 #: Third-party packages a floor may not import.
 FORBIDDEN = {
-    "core": ("flask", "flask_babel", "flask_login", "flask_wtf", "pynetdicom"),
-    "ris": ("flask", "flask_babel", "flask_login", "flask_wtf", "pynetdicom"),
-    "pacs": ("flask", "flask_babel", "flask_login", "flask_wtf", "pynetdicom"),
-    "dicom": ("flask", "flask_babel", "flask_login", "flask_wtf"),
+    "core": ("flask", "flask_babel", "flask_login", "flask_wtf", "pynetdicom", "hl7", "hl7apy"),
+    "ris": ("flask", "flask_babel", "flask_login", "flask_wtf", "pynetdicom", "hl7", "hl7apy"),
+    "pacs": ("flask", "flask_babel", "flask_login", "flask_wtf", "pynetdicom", "hl7", "hl7apy"),
+    "dicom": ("flask", "flask_babel", "flask_login", "flask_wtf", "hl7", "hl7apy"),
     "hl7": ("flask", "flask_babel", "flask_login", "flask_wtf", "pynetdicom"),
-    "web": ("pynetdicom",),
+    "web": ("pynetdicom", "hl7", "hl7apy"),
 }
 WRITE = re.compile(r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE|DELETE\s+FROM)\s+([a-z_]+)", re.I)
 

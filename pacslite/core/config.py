@@ -81,6 +81,37 @@ DEFAULTS: dict[str, Any] = {
     "DICOM_MAX_FIND_BYTES": 128 * 1024,
     "DICOM_MAX_MPPS_BYTES": 4 * 1024 * 1024,
     "DICOM_MAX_ACTION_BYTES": 4 * 1024 * 1024,
+    # HL7 v2 over MLLP (docs/hl7.md): the listener's address and port (-1: none).
+    "HL7_HOST": "0.0.0.0",
+    "HL7_PORT": 2575,
+    # Who may send: sending application (MSH-3) → {"hosts": [addresses it connects from],
+    # "charset": its default character set when MSH-18 is empty}. A message from another
+    # application or host is rejected (AR). Empty: the listener accepts no message.
+    "HL7_SENDERS": {},
+    # The character set of a message without MSH-18 from a sender that names none.
+    "HL7_CHARSET": "UTF-8",
+    # pacslite's own application and facility (MSH-3, MSH-4 of what it sends, ACKs included).
+    "HL7_APPLICATION": "PACSLITE",
+    "HL7_FACILITY": "RADIOLOGY",
+    # The largest message (more is answered AR and the connection closed), connections at once
+    # (in all, and from one address), and how long a connection may be silent or take to send
+    # one message before it is closed.
+    "HL7_MAX_MESSAGE_BYTES": 1024 * 1024,
+    "HL7_MAX_CONNECTIONS": 16,
+    "HL7_MAX_CONNECTIONS_PER_ADDRESS": 4,
+    "HL7_NETWORK_TIMEOUT": 60,
+    # Orders (ORM^O01, OMI^O23): what each order control code (ORC-1), or a pair of it and the
+    # order status (ORC-1:ORC-5), does to the exam: new, change, cancel, discontinue, ignore.
+    "HL7_ORDER_CONTROL": {"NW": "new", "XO": "change", "CA": "cancel", "OC": "cancel", "DC": "discontinue",
+                          "OD": "discontinue", "SC": "ignore", "SC:CA": "cancel", "SC:DC": "discontinue"},
+    # The patient class (PV1-2) → the exam's source; a class not listed is outpatient.
+    "HL7_PATIENT_CLASS": {"O": "outpatient", "I": "inpatient", "E": "emergency", "PE": "physical_exam"},
+    # Where the accession number of an ordered exam comes from: "" (pacslite generates it, as at
+    # the desk) or the field of the HIS's that carries it ("OBR-18", "OBR-19", "OBR-20", "ORC-3").
+    "HL7_ACCESSION_FIELD": "",
+    # An ordered exam waits for the patient's check-in at the desk (签到) before the worklist
+    # offers it; False: it is scheduled at once.
+    "HL7_ORDERS_NEED_CHECK_IN": True,
     # The department.
     "HOSPITAL_NAME": "pacslite",
     # The hours radiologists report, a weekly timetable in TIMEZONE ("mon" … "sun": a list of

@@ -1,9 +1,13 @@
 """The exam's life cycle, in one place: the only code that changes an exam's state.
 
-    scheduled ─→ in_progress ─→ performed ─→ preliminary ─→ final
-        │            │    └──────────┴───────────┴──────────↗
-        ├→ cancelled  └→ discontinued ─→ (in_progress, performed, a report)
-        └→ performed (the technologist: "exam done")
+    ordered ─→ scheduled ─→ in_progress ─→ performed ─→ preliminary ─→ final
+       │           │            │    └──────────┴───────────┴──────────↗
+       └→ (cancelled, in_progress) ├→ cancelled  └→ discontinued ─→ (in_progress, performed, a report)
+                   └→ performed (the technologist: "exam done")
+
+- ``ordered``: placed by the HIS (an HL7 order), waiting for the patient to check in at the desk
+  (签到); the worklist does not offer it yet. Images filed to it move it on all the same;
+- ``scheduled``: registered at the desk, or ordered and checked in;
 
 - ``in_progress``: the modality's MPPS IN PROGRESS, or the first image filed;
 - ``performed``: MPPS COMPLETED, or a technologist's "Exam done" (检查完成);
@@ -27,10 +31,11 @@ from ..core.validation import N_, Conflict, ValidationError, text
 #: Where the patient comes from (门诊, 住院, 急诊, 体检) and how urgent the exam is.
 SOURCES = ("outpatient", "inpatient", "emergency", "physical_exam")
 PRIORITIES = ("stat", "urgent", "routine")
-SCHEDULED, IN_PROGRESS, PERFORMED = "scheduled", "in_progress", "performed"
+ORDERED, SCHEDULED, IN_PROGRESS, PERFORMED = "ordered", "scheduled", "in_progress", "performed"
 PRELIMINARY, FINAL, DISCONTINUED, CANCELLED = "preliminary", "final", "discontinued", "cancelled"
-STATES = (SCHEDULED, IN_PROGRESS, PERFORMED, PRELIMINARY, FINAL, DISCONTINUED, CANCELLED)
+STATES = (ORDERED, SCHEDULED, IN_PROGRESS, PERFORMED, PRELIMINARY, FINAL, DISCONTINUED, CANCELLED)
 TRANSITIONS: dict[str, frozenset[str]] = {
+    ORDERED: frozenset({SCHEDULED, IN_PROGRESS, CANCELLED}),
     SCHEDULED: frozenset({IN_PROGRESS, PERFORMED, DISCONTINUED, CANCELLED}),
     IN_PROGRESS: frozenset({PERFORMED, DISCONTINUED, PRELIMINARY, FINAL}),
     PERFORMED: frozenset({PRELIMINARY, FINAL}),
@@ -43,6 +48,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 WORKLIST_STATES = (SCHEDULED, IN_PROGRESS)
 #: Acquired (wholly or in part), not yet reported.
 ACQUIRED_STATES = (IN_PROGRESS, PERFORMED, DISCONTINUED)
+#: Not started: an order's details may still change, and it may be cancelled.
+NOT_STARTED = (ORDERED, SCHEDULED)
 #: From where a technologist may say "exam done" (not twice, not once reported or cancelled).
 DONE_FROM = (SCHEDULED, IN_PROGRESS, DISCONTINUED)
 #: Images came, the final report has not been signed (the sweep's overdue_report).
@@ -50,21 +57,59 @@ AWAITING_FINAL = (*ACQUIRED_STATES, PRELIMINARY)
 
 
 def insert_scheduled(conn: sqlite3.Connection, actor: audit.Actor, patient_ref: int, accession: str,
-                     study_uid: str, fields: Mapping[str, Any]) -> int:
-    """A new exam, scheduled, from registration's checked ``fields`` (inside the caller's
-    transaction, which audits it); its id."""
+                     study_uid: str, fields: Mapping[str, Any], status: str = SCHEDULED) -> int:
+    """A new exam from registration's checked ``fields`` (inside the caller's transaction, which
+    audits it); its id. ``status``: scheduled (registered at the desk: the patient is there,
+    checked in) or ordered (an HIS order, with ``placer_order_number`` and ``placer_application``
+    in ``fields``)."""
+    if status not in (ORDERED, SCHEDULED):
+        raise ValueError(f"a new exam is ordered or scheduled, not {status}")
     now = clock.to_db(clock.now())
     return int(conn.execute(
         "INSERT INTO exams (accession_number, patient_ref, modality, dicom_modality, source, procedure,"
         " procedure_code, body_part, requesting_department, requesting_physician, clinical_note,"
         " outpatient_number, inpatient_number, ward, bed, priority, scheduled_at, station_ae, study_instance_uid,"
-        " status, registered_at, registered_by, updated_at, target_hours)"
+        " status, registered_at, registered_by, updated_at, target_hours, placer_order_number, placer_application,"
+        " checked_in_at)"
         " VALUES (:accession, :patient_ref, :modality, :dicom_modality, :source, :procedure, :procedure_code,"
         " :body_part, :requesting_department, :requesting_physician, :clinical_note, :outpatient_number,"
         " :inpatient_number, :ward, :bed, :priority, :scheduled_at, :station_ae, :study_uid, :status, :now,"
-        " :actor, :now, :target_hours)",
-        {**fields, "accession": accession, "patient_ref": patient_ref, "study_uid": study_uid,
-         "status": SCHEDULED, "now": now, "actor": actor.name}).lastrowid)
+        " :actor, :now, :target_hours, :placer_order_number, :placer_application, :checked_in_at)",
+        {"placer_order_number": None, "placer_application": None, **fields, "accession": accession,
+         "patient_ref": patient_ref, "study_uid": study_uid, "status": status, "now": now, "actor": actor.name,
+         "checked_in_at": now if status == SCHEDULED else None}).lastrowid)
+
+
+def check_in(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any]) -> None:
+    """The patient of an ordered exam arrived at the desk (签到): the exam is scheduled, and the
+    worklist offers it (inside the caller's transaction)."""
+    move(conn, actor, exam, SCHEDULED, "checked in at the desk")
+    conn.execute("UPDATE exams SET checked_in_at = ? WHERE id = ?", (clock.to_db(clock.now()), exam["id"]))
+
+
+#: What an order change (HL7 XO) may change on an exam not yet started.
+ORDER_FIELDS = ("modality", "dicom_modality", "procedure", "procedure_code", "body_part", "station_ae",
+                "requesting_department", "requesting_physician", "clinical_note", "outpatient_number",
+                "inpatient_number", "ward", "bed", "priority", "scheduled_at", "target_hours", "source")
+
+
+def change_order(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], fields: Mapping[str, Any],
+                 cause: str) -> dict[str, tuple[Any, Any]]:
+    """Change the details of an exam not yet started (an order changed by the HIS), inside the
+    caller's transaction; audited before → after. Conflict once the exam has started. Returns
+    what changed."""
+    state = current_state(conn, exam["id"])
+    if state not in NOT_STARTED:
+        raise Conflict(N_("An exam in state %(status)s cannot be changed any more."), status=state)
+    changed = {k: (exam[k], fields[k]) for k in ORDER_FIELDS if k in fields and exam[k] != fields[k]}
+    if changed:
+        assignments = ", ".join(f"{k} = :{k}" for k in changed)
+        conn.execute(f"UPDATE exams SET {assignments}, updated_at = :now WHERE id = :id",
+                     {**{k: v[1] for k, v in changed.items()}, "now": clock.to_db(clock.now()), "id": exam["id"]})
+        audit.record(conn, actor, "exam.change", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
+                     detail={"before": {k: v[0] for k, v in changed.items()},
+                             "after": {k: v[1] for k, v in changed.items()}, "cause": cause})
+    return changed
 
 
 def current_state(conn: sqlite3.Connection, exam_id: int) -> str:
@@ -90,6 +135,21 @@ def advance(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any
         move(conn, actor, exam, new, cause)
         return True
     return False
+
+
+def relocate(conn: sqlite3.Connection, actor: audit.Actor, patient_ref: int, ward: str, bed: str, cause: str) -> int:
+    """The patient moved to another ward or bed (HL7 A02): the exams not yet finally reported
+    follow, audited, inside the caller's transaction; how many."""
+    rows = conn.execute("SELECT e.id, e.accession_number, e.ward, e.bed, p.patient_id FROM exams e"
+                        " JOIN patients p ON p.id = e.patient_ref WHERE e.patient_ref = ? AND e.status NOT IN (?, ?)"
+                        " AND (e.ward <> ? OR e.bed <> ?)", (patient_ref, FINAL, CANCELLED, ward, bed)).fetchall()
+    for row in rows:
+        conn.execute("UPDATE exams SET ward = ?, bed = ?, updated_at = ? WHERE id = ?",
+                     (ward, bed, clock.to_db(clock.now()), row["id"]))
+        audit.record(conn, actor, "exam.change", f"exam:{row['accession_number']}", patient_id=row["patient_id"],
+                     detail={"before": {"ward": row["ward"], "bed": row["bed"]}, "after": {"ward": ward, "bed": bed},
+                             "cause": cause})
+    return len(rows)
 
 
 # ---------------------------------------------------------------- images

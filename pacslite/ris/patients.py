@@ -129,6 +129,28 @@ def update_patient(conn: sqlite3.Connection, actor: audit.Actor, patient_id: str
     return get_patient(conn, patient_id)
 
 
+def receive_patient(conn: sqlite3.Connection, actor: audit.Actor, values: Mapping[str, str | None]) -> sqlite3.Row:
+    """Create or update a patient from a message (HL7 ADT, an order's PID), inside the caller's
+    transaction: ``values`` holds only the fields the message carried; an empty string clears
+    one (HL7's ``""``), a field the message did not carry keeps what is on file. Every change,
+    and a differing name, sex or birth date above all, is audited before → after. FormErrors
+    for a bad value, and nothing changes."""
+    patient_id = values.get("patient_id") or ""
+    existing = find_patient(conn, patient_id) if patient_id else None
+    if existing is None:
+        fields = clean_patient({key: value or "" for key, value in values.items()})
+        _insert_patient(conn, actor, fields)
+        return get_patient(conn, fields["patient_id"])
+    on_file = {"patient_id": existing["patient_id"], "name": existing["name"], "sex": existing["sex"] or "",
+               "birth_date": existing["birth_date"] or "", "phone": existing["phone"] or "",
+               "national_id": existing["national_id"] or ""}
+    fields = clean_patient({**on_file, **{key: value or "" for key, value in values.items()}})
+    if "birth_date" not in values or fields["birth_date"] == existing["birth_date"]:
+        fields["birth_date_estimated"] = existing["birth_date_estimated"]
+    _apply_changes(conn, actor, existing, fields)
+    return get_patient(conn, patient_id)
+
+
 def _settled(existing: sqlite3.Row, fields: Mapping[str, Any], resolutions: Mapping[str, str],
              update_all: bool) -> dict[str, Any]:
     """The patient as registered now: blanks filled from the record, each differing
@@ -329,13 +351,8 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
     """
     with transaction(conn):
         both = collect({"patient": lambda: clean_patient(patient_data),
-                        "exam": lambda: clean_exam(exam_data, settings),
-                        "procedure": lambda: procedures.exam_procedure(conn, settings, exam_data)})
-        patient_fields, (chosen, procedure) = both["patient"], both["procedure"]
-        exam_fields = {**both["exam"], **chosen, "body_part": both["exam"]["body_part"] or (
-            procedure["body_part"] if procedure is not None else "")}
-        exam_fields["target_hours"] = procedures.report_target(conn, settings, exam_fields["modality"],
-                                                               exam_fields["source"], exam_fields["priority"], procedure)
+                        "exam": lambda: checked_exam(conn, settings, exam_data)})
+        patient_fields, exam_fields = both["patient"], both["exam"]
         existing = find_patient(conn, patient_fields["patient_id"])
         if existing is None:
             patient_ref = _insert_patient(conn, actor, patient_fields)
@@ -343,12 +360,46 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
             patient_fields = _settled(existing, patient_fields, resolutions or {}, confirm_demographics)
             _apply_changes(conn, actor, existing, patient_fields)
             patient_ref = existing["id"]
+        registration = add_exam(conn, actor, settings, patient_ref, patient_fields["patient_id"], exam_fields)
+    return Registration(registration.accession_number, registration.study_instance_uid, registration.patient_id,
+                        registration.status, existing is None)
+
+
+def checked_exam(conn: sqlite3.Connection, settings: Mapping[str, Any], exam_data: Mapping[str, Any]) -> dict[str, Any]:
+    """An exam's fields as the desk form, the API or an order gives them, checked (FormErrors
+    naming every bad field): the procedure and station from the catalogue, the report target."""
+    both = collect({"exam": lambda: clean_exam(exam_data, settings),
+                    "procedure": lambda: procedures.exam_procedure(conn, settings, exam_data)})
+    chosen, procedure = both["procedure"]
+    fields = {**both["exam"], **chosen, "body_part": both["exam"]["body_part"] or (
+        procedure["body_part"] if procedure is not None else "")}
+    fields["target_hours"] = procedures.report_target(conn, settings, fields["modality"], fields["source"],
+                                                      fields["priority"], procedure)
+    return fields
+
+
+#: An accession number the HIS gives (HL7_ACCESSION_FIELD): a DICOM SH value pacslite can file by.
+HIS_ACCESSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,15}"
+
+
+def add_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any], patient_ref: int,
+             patient_id: str, exam_fields: Mapping[str, Any], *, status: str = exams.SCHEDULED,
+             accession: str = "") -> Registration:
+    """A new exam of a patient on file from :func:`checked_exam`'s fields, inside the caller's
+    transaction, audited: its accession number generated, or the HIS's (``accession``, which
+    must be new), and its StudyInstanceUID."""
+    if accession:
+        matches(accession, "accession_number", HIS_ACCESSION_PATTERN, N_("Up to 16 letters, digits, dots, dashes"
+                                                                        " and underscores."))
+        if find_exam(conn, accession=accession) is not None:
+            raise ValidationError("accession_number", N_("An exam with this accession number exists already."))
+    else:
         accession = _next_accession(conn, settings)
-        study_uid = new_study_uid(settings)
-        exams.insert_scheduled(conn, actor, patient_ref, accession, study_uid, exam_fields)
-        audit.record(conn, actor, "exam.register", f"exam:{accession}", patient_id=patient_fields["patient_id"],
-                     detail={**exam_fields, "study_instance_uid": study_uid})
-    return Registration(accession, study_uid, patient_fields["patient_id"], exams.SCHEDULED, existing is None)
+    study_uid = new_study_uid(settings)
+    exams.insert_scheduled(conn, actor, patient_ref, accession, study_uid, exam_fields, status)
+    audit.record(conn, actor, "exam.register", f"exam:{accession}", patient_id=patient_id,
+                 detail={**exam_fields, "study_instance_uid": study_uid, "status": status})
+    return Registration(accession, study_uid, patient_id, status, False)
 
 
 _EXAM_SELECT = ("SELECT e.*, p.patient_id, p.name AS patient_name, p.name_pinyin, p.sex, p.birth_date, p.phone,"
