@@ -10,8 +10,8 @@ from flask_babel import gettext
 from flask_login import current_user
 
 from ..core import clock, config, datetext, storage
-from ..ris import (aes, documents, exams, idcard, mpps, patients, procedures, receipts, reports, transmission,
-                  users)
+from ..ris import (aes, documents, exams, idcard, mpps, orders, patients, procedures, receipts, reports,
+                  transmission, users)
 from ..pacs import index, routing
 from .database import get_db
 from ..core.validation import Conflict, ValidationError
@@ -288,6 +288,34 @@ def exam_cancel(accession: str) -> Any:
         return exam_view(accession, errors={"reason": message(exc)}, status=409)
     flash(gettext("Exam %(accession)s cancelled.", accession=accession), "success")
     return redirect(url_for("registration.exam_view", accession=accession))
+
+
+@bp.route("/check-in")
+@access.allow(*REGISTRAR)
+def check_in_desk() -> Any:
+    """The desk's check-in (签到) of exams the HIS ordered: scan the patient's card or the order's
+    barcode (``q``: patient ID, ID card number, order or accession number), confirm with one key
+    (the only match's button has the focus), the receipt prints; below, today's orders waiting."""
+    query = request.args.get("q", "").strip()[:64]
+    found = orders.find_for_check_in(get_db(), query) if query else []
+    if is_htmx():
+        return render_template("exams/_check_in_found.html", query=query, found=found)
+    return render_template("exams/check_in.html", query=query, found=found,
+                           waiting=orders.ordered_today(get_db(), current_app.config),
+                           checked_in=_just_registered())
+
+
+@bp.route("/exams/<accession>/check-in", methods=["POST"])
+@access.allow(*REGISTRAR)
+def exam_check_in(accession: str) -> Any:
+    _exam_or_404(accession)
+    try:
+        orders.check_in(get_db(), access.actor(), accession)
+    except Conflict as exc:
+        flash(message(exc), "error")
+        return redirect(url_for("registration.check_in_desk"))
+    session["print_receipt"] = accession
+    return redirect(url_for("registration.check_in_desk", registered=accession))
 
 
 @bp.route("/exams/<accession>/done", methods=["POST"])
