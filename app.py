@@ -21,7 +21,7 @@ from pacslite.core.jobs import JobRunner
 from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
 from pacslite.hl7.server import Hl7Server
-from pacslite.pacs import arrivals, commitment, filing, integrity, offsite, routing
+from pacslite.pacs import arrivals, commitment, filing, integrity, merging, offsite, routing
 from pacslite.ris import critical, exams, transmission
 from pacslite.sweep import Sweeper
 from pacslite.web import limits
@@ -109,7 +109,7 @@ def main() -> int:
             hl7.start()
             services.append(hl7)
             print(f"pacslite: HL7 on {app.config['HL7_HOST']}:{hl7.port}", flush=True)
-        periodic = (offsite.ensure_job, integrity.backup_if_due)
+        periodic = (offsite.ensure_job, integrity.backup_if_due, merging.ensure_job)
         anchor = Periodic(app.config, "audit-anchor", audit.write_anchor, app.config["AUDIT_ANCHOR_MINUTES"] * 60)
         outgoing = routing.Sender(app.config, sender.send_to)
         reports = Periodic(app.config, "commitment-reports",

@@ -84,6 +84,14 @@ def _an_alert(app, conn) -> int:
     return conn.execute("SELECT id FROM alerts WHERE rule = 'missing_images'").fetchone()[0]
 
 
+def _a_merge(conn) -> int:
+    """Two records of one person, merged."""
+    from pacslite.pacs import merging
+    for patient_id in ("MATRIX1", "MATRIX2"):
+        patients.create_patient(conn, audit.SYSTEM, {"patient_id": patient_id, "name": "合并", "sex": "M"})
+    return merging.merge_patients(conn, audit.SYSTEM, "MATRIX1", "MATRIX2", {"reason": "matrix"})
+
+
 def _a_critical_finding(conn, accession: str) -> int:
     from pacslite.core.db import transaction
     with transaction(conn):
@@ -112,6 +120,7 @@ def world(app, conn, client_as, tmp_path):
               "int:import_id": str(_an_import(app, conn)),
               "int:rule_id": str(routing.add_rule(conn, audit.SYSTEM, {"destination_ae": "MATRIX_CT"})),
               "int:step_id": str(_an_unlinked_step(app, conn)), "frames": "1", "tag": "7FE00010",
+              "int:merge_id": str(_a_merge(conn)),
               "path:path": "viewer", "username": "target_user", "modality": "CT",
               "procedure_code": procedures.add_procedure(conn, audit.SYSTEM, app.config, {
                   "code": "MATRIX-CT", "modality": "DSA", "name_en": "Matrix"})["code"]}

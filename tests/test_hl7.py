@@ -9,8 +9,14 @@ import time
 import pytest
 
 from tests import hl7kit, server as pacs_server
-from tests.conftest import flask_cli
-from tests.dicomkit import findscu
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+
+from pacslite.core import audit, storage
+from pacslite.pacs import merging
+from pacslite.ris import orders
+from tests.conftest import flask_cli, wait_for
+from tests.dicomkit import findscu, qr_findscu
 from tests.hl7kit import ack_code, ack_of, adt, orm, pid, send
 
 SENDERS = {"HIS": {"hosts": ["127.0.0.1"]}, "HISGB": {"hosts": ["127.0.0.1"], "charset": "GB18030"},
@@ -22,6 +28,8 @@ def pacs(tmp_path_factory) -> pacs_server.Pacs:
     instance = tmp_path_factory.mktemp("hl7")
     added = flask_cli(instance, "ae", "add", "CTHL7", "--host", "127.0.0.1", "--modality", "CT", "--may", "worklist")
     assert added.returncode == 0, added.stderr
+    assert flask_cli(instance, "ae", "add", "STORESCU").returncode == 0
+    assert flask_cli(instance, "ae", "add", "WORKSTATION", "--may", "query,retrieve").returncode == 0
     running = pacs_server.Pacs(instance, PACSLITE_HL7_SENDERS=json.dumps(SENDERS), PACSLITE_HL7_NETWORK_TIMEOUT="3",
                                PACSLITE_HL7_MAX_MESSAGE_BYTES="65536", PACSLITE_HL7_MAX_CONNECTIONS_PER_ADDRESS="3")
     assert running.hl7_port > 0, running.server.output
@@ -188,6 +196,15 @@ def test_a_silent_or_slow_peer_is_dropped_and_connections_are_bounded(pacs) -> N
 
 # ---------------------------------------------------------------- orders
 
+def check_in(pacs, accession: str) -> None:
+    """The desk's check-in (its page is tested in test_check_in.py)."""
+    conn = pacs.conn()
+    try:
+        orders.check_in(conn, audit.Actor("desk"), accession)
+    finally:
+        conn.close()
+
+
 def worklist_accessions(pacs, tmp_path) -> list[str]:
     result, answers = findscu(pacs.port, ["AccessionNumber", "PatientID", "PatientName",
                                           "ScheduledProcedureStepSequence[0].Modality"], tmp_path / "wl", aet="CTHL7")
@@ -210,13 +227,7 @@ def test_an_order_becomes_an_exam_that_reaches_the_worklist_once_checked_in(pacs
                                                                        "VORD1001", "HIS")
     assert exam["scheduled_at"].startswith("2031-06-01T02:30")  # 10:30 in Shanghai
     assert exam["accession_number"] not in worklist_accessions(pacs, tmp_path)
-    conn = pacs.conn()
-    try:
-        from pacslite.core import audit
-        from pacslite.ris import orders
-        orders.check_in(conn, audit.Actor("desk"), exam["accession_number"])
-    finally:
-        conn.close()
+    check_in(pacs, exam["accession_number"])
     assert exam["accession_number"] in worklist_accessions(pacs, tmp_path)
 
 
@@ -261,3 +272,88 @@ def test_an_order_placed_twice_or_an_unknown_control_code_is_refused(pacs) -> No
     other_patient = ack_of(send(pacs.hl7_port, orm("XO", "ORD4001", pid("HO0005", "王二"))))
     assert other_patient.msa.msa_1.value == "AE" and "belongs to patient HO0004" in other_patient.msa.msa_3.value
     assert counts(pacs) == before
+
+
+# ---------------------------------------------------------------- patient identity
+
+def merge_message(survivor: str, prior: str, event: str = "A40", name: str = "孙悟空", control: str | None = None) -> str:
+    return "\r".join([hl7kit.msh(f"ADT^{event}^ADT_A39", control), f"EVN|{event}", pid(survivor, name),
+                      f"MRG|{prior}^^^HOSP^PI"])
+
+
+def study_ids(pacs, tmp_path, patient_id: str) -> list[str]:
+    result, answers = qr_findscu(pacs.port, "S", ["QueryRetrieveLevel=STUDY", f"PatientID={patient_id}",
+                                                  "StudyInstanceUID", "PatientName"], tmp_path / patient_id)
+    assert result.returncode == 0, result.stderr
+    return [a.StudyInstanceUID for a in answers]
+
+
+def test_a_merge_moves_filed_images_to_the_survivor_everywhere(pacs, tmp_path) -> None:
+    """ADT^A40: the images filed under the old ID answer C-FIND, DICOMweb and the worklist under
+    the new one at once; the files are rewritten in the background, the old values kept in the
+    Original Attributes Sequence; a later image with the old ID files to the survivor; a repeated
+    or circular merge is refused; the merge cannot be undone once images came to the survivor."""
+    assert ack_code(send(pacs.hl7_port, orm("NW", "ORD5001", pid("HM0001", "孙悟空")))) == "AA"
+    accession = exam_of_order(pacs, "ORD5001")["accession_number"]
+    check_in(pacs, accession)
+    files = pacs.send_series(tmp_path / "old", 3, accession=accession, patient_id="HM0001", name="SUN^WUKONG",
+                             sex="M", birth_date="19800203")
+    study_uid = dcmread(files[0]).StudyInstanceUID
+    assert ack_code(send(pacs.hl7_port, adt("A04", pid("HM0002", "孙悟空")))) == "AA"
+    assert study_ids(pacs, tmp_path, "HM0002") == []
+
+    assert ack_code(send(pacs.hl7_port, merge_message("HM0002", "HM0001"))) == "AA"
+    assert study_ids(pacs, tmp_path, "HM0002") == [study_uid]
+    assert study_ids(pacs, tmp_path, "HM0001") == []
+    token = pacs.token("hl7_reader", "radiologist")
+    web = DICOMwebClient(url=f"{pacs.server.url}/dicom-web", headers={"Authorization": f"Bearer {token}"})
+    assert [s["0020000D"]["Value"][0] for s in web.search_for_studies(search_filters={"PatientID": "HM0002"})] == [
+        study_uid]
+    assert {m["00100020"]["Value"][0] for m in web.retrieve_study_metadata(study_uid)} == {"HM0002"}
+    result, answers = findscu(pacs.port, ["AccessionNumber=" + accession, "PatientID"], tmp_path / "wl", aet="CTHL7")
+    assert result.returncode == 0 and [a.PatientID for a in answers] == ["HM0002"]
+
+    conn = pacs.conn()
+    try:
+        def rewritten() -> bool:
+            return conn.execute("SELECT files_done_at IS NOT NULL FROM patient_merges m JOIN patients p"
+                                " ON p.id = m.prior_ref WHERE p.patient_id = 'HM0001'").fetchone()[0] == 1
+        wait_for(rewritten, "the merged patient's files are rewritten", 30)
+        paths = [r[0] for r in conn.execute("SELECT storage_path FROM instances i JOIN series se ON se.id = i.series_ref"
+                                            " JOIN studies st ON st.id = se.study_ref WHERE st.study_instance_uid = ?",
+                                            (study_uid,))]
+        store = pacs.settings["STORAGE_DIR"]
+        for path in paths:
+            ds = dcmread(storage.resolve(store, path))
+            assert (ds.PatientID, ds.AccessionNumber) == ("HM0002", accession)
+            assert ds.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0].PatientID == "HM0001"
+        assert conn.execute("SELECT patient_id FROM studies WHERE study_instance_uid = ?",
+                            (study_uid,)).fetchone()[0] == "HM0002"
+        before = counts(pacs)
+        assert ack_code(send(pacs.hl7_port, merge_message("HM0002", "HM0001"))) == "AE"  # repeated
+        assert ack_code(send(pacs.hl7_port, merge_message("HM0001", "HM0002"))) == "AE"  # circular
+        assert ack_code(send(pacs.hl7_port, merge_message("HM0003", "HM0099"))) == "AE"  # unknown prior
+        assert counts(pacs) == before
+
+        later = pacs.send_series(tmp_path / "later", 1, accession=accession, patient_id="HM0001", name="SUN^WUKONG",
+                                 sex="M", birth_date="19800203")
+        filed = conn.execute("SELECT exam_ref IS NOT NULL, quarantine_reason FROM studies WHERE study_instance_uid = ?",
+                             (dcmread(later[0]).StudyInstanceUID,)).fetchone()
+        assert tuple(filed) == (1, None)
+        merge_id = conn.execute("SELECT id FROM patient_merges ORDER BY id DESC LIMIT 1").fetchone()[0]
+        with pytest.raises(Exception, match="Images were filed to the surviving patient"):
+            merging.undo(conn, audit.Actor("admin"), pacs.settings, merge_id, {"reason": "a test"})
+    finally:
+        conn.close()
+
+
+def test_a_change_of_patient_id_keeps_the_old_id_resolving(pacs) -> None:
+    """ADT^A47: the exams move to the new ID; a later message under the old ID updates the new record."""
+    assert ack_code(send(pacs.hl7_port, orm("NW", "ORD6001", pid("HC0001", "猪八戒")))) == "AA"
+    assert ack_code(send(pacs.hl7_port, merge_message("HC0002", "HC0001", "A47", name="猪八戒"))) == "AA"
+    assert pacs.query("SELECT p.patient_id FROM exams e JOIN patients p ON p.id = e.patient_ref"
+                      " WHERE e.placer_order_number = 'ORD6001'")[0][0] == "HC0002"
+    assert ack_code(send(pacs.hl7_port, adt("A08", pid("HC0001", "猪悟能")))) == "AA"
+    assert (patient(pacs, "HC0002")["name"], patient(pacs, "HC0001")["name"]) == ("猪悟能", "猪八戒")
+    taken = ack_of(send(pacs.hl7_port, merge_message("HC0002", "HM0002", "A47")))
+    assert taken.msa.msa_1.value == "AE"  # the new ID is taken: that is a merge (A40)

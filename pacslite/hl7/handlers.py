@@ -4,6 +4,7 @@ acknowledgement (AA, AE or AR with ERR), sent only after its change is committed
 
 - ADT^A01/A04/A05/A08/A28/A31 (and A03): the patient, created or updated (``patients.receive_patient``);
 - ADT^A02: the patient's ward and bed, which the exams not yet reported follow (``orders.transfer``);
+- ADT^A40 (merge, MRG-1 the prior ID) and A47 (change of patient ID): ``merging``;
 - ORM^O01, OMI^O23, OML^O21: each ORC/OBR pair an order (``orders.receive``), all or none.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sqlite3
 from typing import Any, Callable, Mapping
 
 from ..core import audit, config
+from ..pacs import merging
 from ..ris import messages, orders, patients
 from . import codec
 
@@ -58,7 +60,10 @@ def handle(conn: sqlite3.Connection, settings: Mapping[str, Any], raw: bytes, ad
         header = received.header if received else _unread_header(fields, raw)
         return messages.record_refused(conn, header, raw, address,
                                        messages.Outcome(exc.code, exc.message, exc.error_code, exc.field), answer)
-    return messages.apply_once(conn, received.header, raw, address, change, answer)
+    ack = messages.apply_once(conn, received.header, raw, address, change, answer)
+    if received.header.message_type.endswith(MERGE_EVENTS):
+        merging.ensure_job(conn)  # the merged patient's files are rewritten in the background
+    return ack
 
 
 def _sender(settings: Mapping[str, Any], application: str, address: str) -> dict[str, Any] | None:
@@ -97,6 +102,8 @@ def on_adt(settings: Mapping[str, Any], received: codec.Received, event: str, ac
         def change(conn: sqlite3.Connection) -> messages.Applied:
             return messages.Applied(patients.receive_patient(conn, actor, values)["patient_id"])
         return change
+    if event in MERGE_EVENTS:
+        return _merges(received, event, actor)
     if event == "A02":
         pv1 = _required_segment(received.message, "PV1")
         ward, bed = codec.field(pv1, 3, 1), codec.field(pv1, 3, 3)
@@ -106,6 +113,42 @@ def on_adt(settings: Mapping[str, Any], received: codec.Received, event: str, ac
         return transfer
     raise messages.Refused(messages.REJECTED, messages.UNSUPPORTED_EVENT, f"ADT event {event} is not supported",
                            "MSH-9")
+
+
+MERGE_EVENTS = ("A40", "A47")
+
+
+def _merges(received: codec.Received, event: str, actor: audit.Actor) -> Change:
+    """A40: each PID (the survivor, created if unknown) with its MRG (MRG-1: the prior ID)
+    merged; A47: the patient ID in MRG-1 changed to PID-3's. All in the message's transaction."""
+    pairs = []
+    pid = None
+    for seg in received.message:
+        name = str(seg[0])
+        if name == "PID":
+            pid = seg
+        elif name == "MRG" and pid is not None:
+            prior = codec.field(seg, 1)
+            if not prior:
+                raise messages.Refused(messages.ERROR, messages.REQUIRED_MISSING, "MRG-1 carries no prior patient ID",
+                                       "MRG-1")
+            pairs.append((patient_values(pid), prior))
+            pid = None
+    if not pairs:
+        raise messages.Refused(messages.ERROR, messages.REQUIRED_MISSING, "the message has no PID with an MRG", "MRG")
+    reason = f"HL7 ADT^{event} from {received.header.sender} ({received.header.control_id})"
+
+    def change(conn: sqlite3.Connection) -> messages.Applied:
+        for values, prior in pairs:
+            if event == "A47":
+                merging.change_id_in(conn, actor, prior, values["patient_id"], reason)
+            else:
+                if patients.find_patient(conn, values["patient_id"]) is None:
+                    patients.receive_patient(conn, actor, values)
+                merging.merge_in(conn, actor, prior, values["patient_id"], reason)
+            patients.receive_patient(conn, actor, values)
+        return messages.Applied(pairs[-1][0]["patient_id"])
+    return change
 
 
 def patient_values(pid: Any) -> dict[str, str]:

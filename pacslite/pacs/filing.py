@@ -238,7 +238,8 @@ def place_study(conn: sqlite3.Connection, header: Header) -> Placement:
             return Placement(reason="unknown_accession", detail={"accession_number": header.accession_number})
     if exam["status"] == exams.CANCELLED:
         return Placement(reason="exam_cancelled", detail={"accession_number": exam["accession_number"]})
-    if header.patient_id != exam["patient_id"] and (by_uid is None or header.patient_id):
+    if header.patient_id != exam["patient_id"] and (by_uid is None or header.patient_id) \
+            and not patients.is_merged_into(conn, header.patient_id, exam["patient_ref"]):  # an old, merged ID
         return Placement(reason="patient_id_mismatch", detail={
             "accession_number": exam["accession_number"], "header": header.patient_id,
             "registered": exam["patient_id"]})

@@ -273,6 +273,14 @@ def set_study_filing(conn: sqlite3.Connection, study_id: int, exam_ref: int | No
                   header["patient_name"], header["patient_sex"], header["patient_birth_date"], study_id))
 
 
+def set_study_patient(conn: sqlite3.Connection, study_id: int, header: Mapping[str, str]) -> None:
+    """The study's files now name another patient (a merge rewrote them): the four patient
+    columns of ``header`` (patient_id, patient_name, patient_sex, patient_birth_date)."""
+    conn.execute("UPDATE studies SET patient_id = ?, patient_name = ?, patient_sex = ?, patient_birth_date = ?"
+                 " WHERE id = ?", (header["patient_id"], header["patient_name"], header["patient_sex"],
+                                   header["patient_birth_date"], study_id))
+
+
 def set_rejected(conn: sqlite3.Connection, study_id: int, at: str | None, by: str | None,
                  reason: str | None) -> None:
     """Reject the study (hide it from the quarantine), or, with Nones, restore it."""

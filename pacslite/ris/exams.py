@@ -152,6 +152,20 @@ def relocate(conn: sqlite3.Connection, actor: audit.Actor, patient_ref: int, war
     return len(rows)
 
 
+def move_to_patient(conn: sqlite3.Connection, actor: audit.Actor, exam_ids: list[int], patient: Mapping[str, Any],
+                    cause: str) -> None:
+    """The exams now belong to ``patient`` (a merge, or its undoing), with their studies, reports
+    and critical findings, which hang on the exam; inside the caller's transaction, audited."""
+    for exam_id in exam_ids:
+        row = conn.execute("SELECT e.accession_number, p.patient_id FROM exams e JOIN patients p ON p.id = e.patient_ref"
+                           " WHERE e.id = ?", (exam_id,)).fetchone()
+        conn.execute("UPDATE exams SET patient_ref = ?, updated_at = ? WHERE id = ?",
+                     (patient["id"], clock.to_db(clock.now()), exam_id))
+        audit.record(conn, actor, "exam.patient", f"exam:{row['accession_number']}", patient_id=patient["patient_id"],
+                     detail={"before": {"patient_id": row["patient_id"]}, "after": {"patient_id": patient["patient_id"]},
+                             "cause": cause})
+
+
 # ---------------------------------------------------------------- images
 
 def images_arrived(conn: sqlite3.Connection, exam: Mapping[str, Any], new_series: bool, at: str) -> None:

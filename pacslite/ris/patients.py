@@ -99,6 +99,82 @@ def find_patient(conn: sqlite3.Connection, patient_id: str) -> sqlite3.Row | Non
     return conn.execute("SELECT * FROM patients WHERE patient_id = ?", (patient_id,)).fetchone()
 
 
+#: Merges followed at most (a chain longer than this is refused when it would be made).
+MERGE_DEPTH = 16
+
+
+def resolve_patient(conn: sqlite3.Connection, patient_id: str) -> sqlite3.Row | None:
+    """The patient record this ID stands for now: the record itself, or the one it was merged
+    into (followed through later merges); None for an unknown ID."""
+    row = find_patient(conn, patient_id)
+    for _ in range(MERGE_DEPTH):
+        if row is None or row["merged_into"] is None:
+            return row
+        row = conn.execute("SELECT * FROM patients WHERE id = ?", (row["merged_into"],)).fetchone()
+    return row
+
+
+def is_merged_into(conn: sqlite3.Connection, patient_id: str, patient_ref: int) -> bool:
+    """Whether ``patient_id`` is an old ID of the record ``patient_ref`` (merged into it)."""
+    row = resolve_patient(conn, patient_id)
+    return row is not None and row["id"] == patient_ref and row["patient_id"] != patient_id
+
+
+def mark_merged(conn: sqlite3.Connection, actor: audit.Actor, prior: Mapping[str, Any], survivor: Mapping[str, Any],
+                reason: str) -> None:
+    """The prior record is one person with the survivor (inside the caller's transaction,
+    audited): it points at the survivor from now on."""
+    conn.execute("UPDATE patients SET merged_into = ?, updated_at = ? WHERE id = ?",
+                 (survivor["id"], clock.to_db(clock.now()), prior["id"]))
+    audit.record(conn, actor, "patient.merge", f"patient:{prior['patient_id']}", patient_id=prior["patient_id"],
+                 detail={"into": survivor["patient_id"], "reason": reason,
+                         "prior": {k: prior[k] for k in ("name", "sex", "birth_date", "national_id")},
+                         "survivor": {k: survivor[k] for k in ("name", "sex", "birth_date", "national_id")}})
+
+
+def unmark_merged(conn: sqlite3.Connection, actor: audit.Actor, prior: Mapping[str, Any], reason: str) -> None:
+    """Undo :func:`mark_merged` (inside the caller's transaction, audited)."""
+    conn.execute("UPDATE patients SET merged_into = NULL, updated_at = ? WHERE id = ?",
+                 (clock.to_db(clock.now()), prior["id"]))
+    audit.record(conn, actor, "patient.unmerge", f"patient:{prior['patient_id']}", patient_id=prior["patient_id"],
+                 detail={"reason": reason})
+
+
+def copy_with_new_id(conn: sqlite3.Connection, actor: audit.Actor, prior: Mapping[str, Any], new_id: str) -> sqlite3.Row:
+    """A new record with the prior's demographics under ``new_id`` (a change of patient ID,
+    inside the caller's transaction); ValidationError when the ID is bad or taken."""
+    fields = clean_patient({"patient_id": new_id, "name": prior["name"], "sex": prior["sex"] or "",
+                            "birth_date": prior["birth_date"] or "", "phone": prior["phone"] or "",
+                            "national_id": prior["national_id"] or ""})
+    if find_patient(conn, fields["patient_id"]) is not None:
+        raise ValidationError("patient_id", N_("A patient with this ID exists already."))
+    fields["birth_date_estimated"] = prior["birth_date_estimated"]
+    _insert_patient(conn, actor, fields)
+    return get_patient(conn, fields["patient_id"])
+
+
+def likely_duplicates(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """Pairs of records (not merged) that are likely one person: the same resident ID card
+    number, or the same name and birth date; each pair once, newest first."""
+    pairs = conn.execute(
+        "SELECT a.id AS a, b.id AS b, 'national_id' AS why FROM patients a JOIN patients b"
+        " ON b.national_id = a.national_id AND b.id > a.id"
+        " WHERE a.national_id IS NOT NULL AND a.national_id <> '' AND a.merged_into IS NULL AND b.merged_into IS NULL"
+        " UNION SELECT a.id, b.id, 'name_birth_date' FROM patients a JOIN patients b"
+        " ON b.name = a.name AND b.birth_date = a.birth_date AND b.id > a.id"
+        " WHERE a.birth_date IS NOT NULL AND a.merged_into IS NULL AND b.merged_into IS NULL"
+        " ORDER BY b DESC LIMIT ?", (limit,)).fetchall()
+    ids = {pair[0] for pair in pairs} | {pair[1] for pair in pairs}
+    rows = {row["id"]: row for row in conn.execute(
+        f"SELECT p.*, (SELECT COUNT(*) FROM exams e WHERE e.patient_ref = p.id) AS exam_count FROM patients p"
+        f" WHERE p.id IN ({','.join('?' * len(ids))})", sorted(ids))} if ids else {}
+    seen: dict[tuple[int, int], dict[str, Any]] = {}
+    for a, b, why in pairs:
+        pair = seen.setdefault((a, b), {"a": rows[a], "b": rows[b], "why": []})
+        pair["why"].append(why)
+    return list(seen.values())
+
+
 def create_patient(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]) -> sqlite3.Row:
     fields = clean_patient(data)
     with transaction(conn):
@@ -136,7 +212,7 @@ def receive_patient(conn: sqlite3.Connection, actor: audit.Actor, values: Mappin
     and a differing name, sex or birth date above all, is audited before → after. FormErrors
     for a bad value, and nothing changes."""
     patient_id = values.get("patient_id") or ""
-    existing = find_patient(conn, patient_id) if patient_id else None
+    existing = resolve_patient(conn, patient_id) if patient_id else None  # an old ID: its survivor
     if existing is None:
         fields = clean_patient({key: value or "" for key, value in values.items()})
         _insert_patient(conn, actor, fields)
@@ -144,11 +220,12 @@ def receive_patient(conn: sqlite3.Connection, actor: audit.Actor, values: Mappin
     on_file = {"patient_id": existing["patient_id"], "name": existing["name"], "sex": existing["sex"] or "",
                "birth_date": existing["birth_date"] or "", "phone": existing["phone"] or "",
                "national_id": existing["national_id"] or ""}
-    fields = clean_patient({**on_file, **{key: value or "" for key, value in values.items()}})
+    fields = clean_patient({**on_file, **{key: value or "" for key, value in values.items()},
+                            "patient_id": existing["patient_id"]})
     if "birth_date" not in values or fields["birth_date"] == existing["birth_date"]:
         fields["birth_date_estimated"] = existing["birth_date_estimated"]
     _apply_changes(conn, actor, existing, fields)
-    return get_patient(conn, patient_id)
+    return get_patient(conn, existing["patient_id"])
 
 
 def _settled(existing: sqlite3.Row, fields: Mapping[str, Any], resolutions: Mapping[str, str],
@@ -353,11 +430,12 @@ def register_exam(conn: sqlite3.Connection, actor: audit.Actor, settings: Mappin
         both = collect({"patient": lambda: clean_patient(patient_data),
                         "exam": lambda: checked_exam(conn, settings, exam_data)})
         patient_fields, exam_fields = both["patient"], both["exam"]
-        existing = find_patient(conn, patient_fields["patient_id"])
+        existing = resolve_patient(conn, patient_fields["patient_id"])  # an old (merged) ID: its survivor
         if existing is None:
             patient_ref = _insert_patient(conn, actor, patient_fields)
         else:
-            patient_fields = _settled(existing, patient_fields, resolutions or {}, confirm_demographics)
+            patient_fields = _settled(existing, {**patient_fields, "patient_id": existing["patient_id"]},
+                                      resolutions or {}, confirm_demographics)
             _apply_changes(conn, actor, existing, patient_fields)
             patient_ref = existing["id"]
         registration = add_exam(conn, actor, settings, patient_ref, patient_fields["patient_id"], exam_fields)

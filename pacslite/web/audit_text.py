@@ -42,6 +42,8 @@ FIELDS = {
     "refiling": _l("Re-filing"), "rejected_reason": _l("Reason for rejection"), "finding_id": _l("Finding"),
     "any_host": _l("Any host"), "also_from": _l("Also from"), "tls": _l("Requires TLS"),
     "certificate": _l("Certificate (SHA-256)"), "created_by": _l("Created by"),
+    "into": _l("Merged into"), "prior": _l("Prior record"), "survivor": _l("Surviving record"), "merge": _l("Merge"),
+    "patient_id": _l("Patient ID"), "placer_order_number": _l("Order number"),
     "exams": _l("Exams"), "rule": _l("Rule"), "acknowledgement": _l("Acknowledgement"), "department_note": _l("Note"), "note": _l("Note"),
 }
 #: Keys whose values are codes with a word of their own (labels.LABELS' kinds).

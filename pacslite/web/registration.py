@@ -12,7 +12,7 @@ from flask_login import current_user
 from ..core import clock, config, datetext, storage
 from ..ris import (aes, documents, exams, idcard, mpps, orders, patients, procedures, receipts, reports,
                   transmission, users)
-from ..pacs import index, routing
+from ..pacs import index, merging, routing
 from .database import get_db
 from ..core.validation import Conflict, ValidationError
 from . import access, limits
@@ -73,7 +73,9 @@ def patient_new() -> Any:
 def patient_view(patient_id: str) -> Any:
     patient = _patient_or_404(patient_id)
     return render_template("patients/view.html", patient=patient,
-                           exams=patients.exams_of_patient(get_db(), patient_id))
+                           exams=patients.exams_of_patient(get_db(), patient_id),
+                           merged_into=patients.resolve_patient(get_db(), patient_id) if patient["merged_into"] else None,
+                           merges=merging.merges_of(get_db(), patient["id"]))
 
 
 @bp.route("/patients/<patient_id>/edit", methods=["GET", "POST"])
