@@ -20,9 +20,10 @@ from pacslite.core.background import Periodic
 from pacslite.core.jobs import JobRunner
 from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
+from pacslite.hl7 import outbound as hl7_outbound
 from pacslite.hl7.server import Hl7Server
 from pacslite.pacs import arrivals, commitment, filing, integrity, merging, offsite, routing
-from pacslite.ris import critical, exams, transmission
+from pacslite.ris import critical, exams, outbox, transmission
 from pacslite.sweep import Sweeper
 from pacslite.web import limits
 
@@ -118,8 +119,11 @@ def main() -> int:
         expected = Periodic(app.config, "expected-images", exams.check_transmissions_due, transmission.poll_seconds(app.config))
         escalation = Periodic(app.config, "critical-escalation", critical.escalate_due,
                               critical.poll_seconds(app.config))
+        to_his = Periodic(app.config, "hl7-outbound",
+                          lambda conn, config: outbox.run_due(conn, config, hl7_outbound.build, hl7_outbound.deliver),
+                          outbox.poll_seconds(app.config))
         for service in (Sweeper(app.config, also=periodic), JobRunner(app.config), anchor, outgoing, reports, expected,
-                        escalation, integrity.Scrubber(app.config)):
+                        escalation, to_his, integrity.Scrubber(app.config)):
             service.start()
             services.append(service)
         # what start-up made (modules, pydicom's dictionaries, translations) lives until the end:

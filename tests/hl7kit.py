@@ -80,3 +80,69 @@ def ack_of(data: bytes, encoding: str = "utf-8"):
 
 def ack_code(data: bytes, encoding: str = "utf-8") -> str:
     return ack_of(data, encoding).msa.msa_1.value
+
+
+class TestHis:
+    """The hospital information system's receiving side: python-hl7's asyncio MLLP server on a
+    port of its own, answering each message AA (or ``answer``) with python-hl7's create_ack, and
+    keeping what it received (decoded with ``encoding``). ``stop()`` takes it down, ``start()``
+    brings it back on the same port."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, port: int, encoding: str = "utf-8") -> None:
+        self.port, self.encoding = port, encoding
+        self.received: list[str] = []
+        self.answer = "AA"
+        self._loop = None
+        self._thread = None
+        self._server = None
+
+    def start(self) -> "TestHis":
+        import asyncio
+        import threading
+
+        import hl7
+        from hl7.mllp import start_hl7_server
+
+        ready = threading.Event()
+
+        async def on_client(reader, writer) -> None:
+            try:
+                while not writer.is_closing():
+                    text = (await reader.readblock()).decode(self.encoding)  # as sent, not re-serialised
+                    self.received.append(text)
+                    message = hl7.parse(text)
+                    writer.writemessage(message.create_ack(self.answer, application="HIS", facility="HOSP"))
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._server = loop.run_until_complete(start_hl7_server(on_client, "127.0.0.1", self.port,
+                                                                     encoding=self.encoding))
+            ready.set()
+            loop.run_forever()
+            self._server.close()
+            loop.run_until_complete(self._server.wait_closed())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert ready.wait(10), "the test HIS did not start"
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    def messages(self, kind: str) -> list:
+        """What arrived of this type (ORU^R01, ORM^O01), read by hl7apy, an independent parser."""
+        return [parse_message(text.replace("\n", "\r"), find_groups=False) for text in self.received
+                if text.split("|")[8].startswith(kind)]

@@ -10,6 +10,14 @@ from . import db
 
 log = logging.getLogger(__name__)
 
+#: The longest pause between two attempts to deliver something (a study, a report, a message).
+MAX_PAUSE_SECONDS = 3600.0
+
+
+def retry_pause(first_seconds: float, attempts: int) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones: doubling, at most an hour."""
+    return min(first_seconds * 2 ** (attempts - 1), MAX_PAUSE_SECONDS)
+
 
 class BackgroundThread:
     """Calls :meth:`tick` with its own database connection until stopped; ``tick`` returns how

@@ -112,6 +112,26 @@ DEFAULTS: dict[str, Any] = {
     # An ordered exam waits for the patient's check-in at the desk (签到) before the worklist
     # offers it; False: it is scheduled at once.
     "HL7_ORDERS_NEED_CHECK_IN": True,
+    # Where results and status go (docs/hl7.md): {"host": …, "port": …, "application": …,
+    # "facility": …, "charset": "UTF-8" or "GB18030", "version": "2.4"}; {}: nothing is sent
+    # (what is queued waits until it is set).
+    "HL7_DESTINATION": {},
+    # Status back to the HIS (状态回写) for its orders: as ORM^O01 (ORC-1 SC), OMG^O19 or ORU^R01;
+    # "": none. The order status (ORC-5) each exam state is sent as.
+    "HL7_STATUS_AS": "ORM",
+    "HL7_STATUS_CODES": {"scheduled": "SC", "in_progress": "IP", "performed": "CM", "preliminary": "A",
+                         "final": "CM", "discontinued": "DC", "cancelled": "CA"},
+    # Results (ORU^R01): also the preliminary report; also for exams registered at the desk
+    # (without an HIS order).
+    "HL7_SEND_PRELIMINARY": False,
+    "HL7_RESULTS_FOR_ALL": False,
+    # A message the HIS does not accept is sent again after HL7_RETRY_FIRST_SECONDS, doubling (at
+    # most an hour), until it does; the alert his_unreachable opens once the oldest waits
+    # HL7_ALERT_MINUTES. An answer is awaited HL7_ACK_SECONDS.
+    "HL7_RETRY_FIRST_SECONDS": 30.0,
+    "HL7_ALERT_MINUTES": 10.0,
+    "HL7_ACK_SECONDS": 30.0,
+    "HL7_POLL_SECONDS": 2.0,
     # The department.
     "HOSPITAL_NAME": "pacslite",
     # The hours radiologists report, a weekly timetable in TIMEZONE ("mon" … "sun": a list of

@@ -23,9 +23,8 @@ from typing import Any, Callable, Mapping
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from ..core import alerts, audit, clock, uids
+from ..core import alerts, audit, background, clock, uids
 from ..ris import aes
-from . import outbound
 from ..core.db import transaction
 
 log = logging.getLogger(__name__)
@@ -176,7 +175,7 @@ def not_delivered(conn: sqlite3.Connection, settings: Mapping[str, Any], commitm
                          outcome="failure", detail={"calling_ae": commitment["calling_ae"], "error": error[:500],
                                                     "attempts": attempts})
             return FAILED
-        pause = outbound.retry_pause(float(settings["COMMITMENT_RETRY_FIRST_SECONDS"]), attempts) if counts else 0
+        pause = background.retry_pause(float(settings["COMMITMENT_RETRY_FIRST_SECONDS"]), attempts) if counts else 0
         conn.execute("UPDATE commitments SET state = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
                      " updated_at = ? WHERE id = ?",
                      (PENDING, attempts, error[:500], clock.to_db(now + timedelta(seconds=pause)), clock.to_db(now),

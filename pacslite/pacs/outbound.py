@@ -31,13 +31,6 @@ log = logging.getLogger(__name__)
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: Presentation contexts a sending association may propose (PS3.8 allows 128).
 MAX_CONTEXTS = 126
-#: The longest pause between two attempts to reach another AE.
-MAX_PAUSE_SECONDS = 3600.0
-
-
-def retry_pause(first_seconds: float, attempts: int) -> float:
-    """Seconds before the next attempt after ``attempts`` failed ones: doubling, at most an hour."""
-    return min(first_seconds * 2 ** (attempts - 1), MAX_PAUSE_SECONDS)
 
 
 class Unsendable(Exception):

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from pydicom.dataset import Dataset
 
-from ..core import alerts, audit, clock
+from ..core import alerts, audit, background, clock
 from ..ris import aes
 from . import index, outbound, qr
 from ..core.background import BackgroundThread
@@ -179,7 +179,7 @@ def _finish(conn: sqlite3.Connection, settings: Mapping[str, Any], item: sqlite3
                                {"destination": item["destination_ae"], "error": error[:500], "attempts": attempts},
                                study_ref=item["study_ref"])
             return FAILED
-        pause = outbound.retry_pause(float(settings["FORWARD_RETRY_FIRST_SECONDS"]), attempts)
+        pause = background.retry_pause(float(settings["FORWARD_RETRY_FIRST_SECONDS"]), attempts)
         conn.execute("UPDATE outbound_queue SET state = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
                      " updated_at = ? WHERE id = ?", (QUEUED, attempts, error[:500],
                                                       clock.to_db(now + timedelta(seconds=pause)), clock.to_db(now),

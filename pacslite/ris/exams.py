@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from ..core import audit, clock, config
-from . import transmission
+from . import outbox, transmission
 from ..core.db import transaction
 from ..core.validation import N_, Conflict, ValidationError, text
 
@@ -124,6 +124,7 @@ def move(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any], 
     if new not in TRANSITIONS[old]:
         raise Conflict(N_("An exam in state %(status)s cannot become %(new)s."), status=old, new=new)
     conn.execute("UPDATE exams SET status = ?, updated_at = ? WHERE id = ?", (new, clock.to_db(clock.now()), exam["id"]))
+    outbox.status_changed(conn, exam["id"], new)  # an HIS order's status goes back to the HIS
     audit.record(conn, actor, "exam.state", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"],
                  detail={"from": old, "to": new, "cause": cause})
 

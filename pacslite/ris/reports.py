@@ -15,9 +15,9 @@ from datetime import date, datetime, timedelta
 from typing import Any, Mapping, Sequence
 
 from ..core import audit, clock, config, workhours
-from . import critical, exams, patients, users
+from . import critical, exams, outbox, patients, users
 from ..core.db import transaction
-from ..core.validation import N_, Conflict, FormErrors, ValidationError, choice, text
+from ..core.validation import N_, NotFound, Conflict, FormErrors, ValidationError, choice, text
 
 DRAFT, PRELIMINARY, FINAL = "draft", "preliminary", "final"
 SIGN_LEVELS = (PRELIMINARY, FINAL)
@@ -149,6 +149,13 @@ def for_the_ward(conn: sqlite3.Connection, exam_id: int) -> sqlite3.Row | None:
 def get_version(conn: sqlite3.Connection, exam_id: int, version: int) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM report_versions WHERE exam_ref = ? AND version = ?",
                         (exam_id, version)).fetchone()
+
+
+def version_by_id(conn: sqlite3.Connection, version_id: int) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM report_versions WHERE id = ?", (version_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"report version {version_id}")
+    return row
 
 
 def is_locked(exam: Mapping[str, Any]) -> bool:
@@ -338,6 +345,7 @@ def sign(conn: sqlite3.Connection, actor: audit.Actor, exam: sqlite3.Row, data: 
                      detail={"version": signed["version"], "level": level, "result_class": asked.result_class})
         if asked.result_class == CRITICAL:
             critical.record_from_report(conn, actor, exam, signed, now, settings["CRITICAL_ACK_MINUTES"])
+        outbox.report_signed(conn, settings, exam["id"], signed["id"], level == FINAL, signed["version"] > 1)
     return signed
 
 

@@ -72,6 +72,7 @@ LABELS = {
               "ae_any_host": _l("A DICOM AE is accepted from any address"),
               "file_missing": _l("Stored file missing"), "file_changed": _l("Stored file changed"),
               "forward_failed": _l("Sending to another AE failed"),
+              "his_unreachable": _l("The HIS does not accept results or status"),
               "incomplete_transmission": _l("Incomplete transmission"),
               "commitment_failed": _l("Storage commitment report not delivered"),
               "critical_finding": _l("Critical finding not yet acknowledged by the ward")},
