@@ -20,7 +20,7 @@ from pacslite.core.background import Periodic
 from pacslite.core.jobs import JobRunner
 from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
-from pacslite.hl7 import outbound as hl7_outbound
+from pacslite.hl7 import handlers as hl7_handlers, outbound as hl7_outbound
 from pacslite.hl7.server import Hl7Server
 from pacslite.pacs import arrivals, commitment, filing, integrity, merging, offsite, routing
 from pacslite.ris import critical, exams, outbox, transmission
@@ -80,6 +80,7 @@ def main() -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # it logs every association at INFO
     app = create_app()
     app.extensions["dicom_echo"] = sender.echo  # the modalities page's C-ECHO test (web/ never imports pynetdicom)
+    app.extensions["hl7_process_again"] = hl7_handlers.process_again  # the HL7 page's button (web/ never imports hl7)
     _room_for_connections(app.config["HTTP_CONNECTION_LIMIT"])
     server = create_server(app, host=app.config["HTTP_HOST"], port=app.config["HTTP_PORT"],
                            threads=app.config["HTTP_THREADS"], ident="pacslite",

@@ -92,6 +92,14 @@ def _a_merge(conn) -> int:
     return merging.merge_patients(conn, audit.SYSTEM, "MATRIX1", "MATRIX2", {"reason": "matrix"})
 
 
+def _a_failed_message(conn) -> int:
+    """An HL7 message refused, kept with its reason."""
+    from pacslite.ris import messages
+    messages.record_refused(conn, messages.Header("HIS^HOSP", "MATRIX-1", "ADT^A04"), b"MSH|^~\\&|HIS", "127.0.0.1",
+                            messages.Outcome(messages.ERROR, "matrix", messages.DATA_TYPE), lambda outcome: b"MSA|AE")
+    return conn.execute("SELECT id FROM hl7_messages").fetchone()[0]
+
+
 def _a_critical_finding(conn, accession: str) -> int:
     from pacslite.core.db import transaction
     with transaction(conn):
@@ -120,7 +128,7 @@ def world(app, conn, client_as, tmp_path):
               "int:import_id": str(_an_import(app, conn)),
               "int:rule_id": str(routing.add_rule(conn, audit.SYSTEM, {"destination_ae": "MATRIX_CT"})),
               "int:step_id": str(_an_unlinked_step(app, conn)), "frames": "1", "tag": "7FE00010",
-              "int:merge_id": str(_a_merge(conn)),
+              "int:merge_id": str(_a_merge(conn)), "int:message_id": str(_a_failed_message(conn)),
               "path:path": "viewer", "username": "target_user", "modality": "CT",
               "procedure_code": procedures.add_procedure(conn, audit.SYSTEM, app.config, {
                   "code": "MATRIX-CT", "modality": "DSA", "name_en": "Matrix"})["code"]}

@@ -217,3 +217,11 @@ def ack(settings: Mapping[str, Any], raw: bytes, received: Received | None, outc
         return "\r".join(lines).encode(codec) + b"\r"
     except UnicodeEncodeError:
         return "\r".join(lines).encode(codec, errors="replace") + b"\r"
+
+
+def ack_code(ack: bytes) -> str:
+    """MSA-1 of an acknowledgement pacslite made."""
+    for line in ack.split(b"\r"):
+        if line.startswith(b"MSA|"):
+            return line.split(b"|")[1].decode("ascii", "replace")
+    return ""

@@ -16,6 +16,8 @@ import sqlite3
 from typing import Any, Callable, Mapping
 
 from ..core import audit, config
+from ..core.db import transaction
+from ..core.validation import N_, Conflict
 from ..pacs import merging
 from ..ris import messages, orders, patients
 from . import codec
@@ -37,8 +39,10 @@ _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 Change = Callable[[sqlite3.Connection], messages.Applied]
 
 
-def handle(conn: sqlite3.Connection, settings: Mapping[str, Any], raw: bytes, address: str) -> bytes:
-    """The acknowledgement of one message from ``address``, its change committed first."""
+def handle(conn: sqlite3.Connection, settings: Mapping[str, Any], raw: bytes, address: str,
+           also: Callable[[sqlite3.Connection], None] | None = None) -> bytes:
+    """The acknowledgement of one message from ``address``, its change committed first (and
+    ``also``, in the same transaction: the audit of an admin's *process again*)."""
     received: codec.Received | None = None
 
     def answer(outcome: messages.Outcome) -> bytes:
@@ -60,10 +64,34 @@ def handle(conn: sqlite3.Connection, settings: Mapping[str, Any], raw: bytes, ad
         header = received.header if received else _unread_header(fields, raw)
         return messages.record_refused(conn, header, raw, address,
                                        messages.Outcome(exc.code, exc.message, exc.error_code, exc.field), answer)
+    if also is not None:
+        change = _with(also, change)
     ack = messages.apply_once(conn, received.header, raw, address, change, answer)
     if received.header.message_type.endswith(MERGE_EVENTS):
         merging.ensure_job(conn)  # the merged patient's files are rewritten in the background
     return ack
+
+
+def _with(also: Callable[[sqlite3.Connection], None], change: Change) -> Change:
+    def both(conn: sqlite3.Connection) -> messages.Applied:
+        also(conn)
+        return change(conn)
+    return both
+
+
+def process_again(conn: sqlite3.Connection, settings: Mapping[str, Any], actor: audit.Actor, message_id: int) -> str:
+    """An admin's *process again* of a failed message, as it arrived (after the cause was put
+    right: the procedure added to the catalogue, say); the new outcome (AA, AE, AR), audited."""
+    row = messages.get(conn, message_id)
+    if row["outcome"] == messages.ACCEPTED:
+        raise Conflict(N_("This message was accepted already."))
+    ack = handle(conn, settings, bytes(row["raw"]), row["address"],
+                 also=lambda c: messages.audit_reprocess(c, actor, row, messages.ACCEPTED))
+    code = codec.ack_code(ack)
+    if code != messages.ACCEPTED:
+        with transaction(conn):
+            messages.audit_reprocess(conn, actor, row, code)
+    return code
 
 
 def _sender(settings: Mapping[str, Any], application: str, address: str) -> dict[str, Any] | None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
-from ..core import clock
+from ..core import audit, clock
 from ..core.db import transaction
 from ..core.validation import Conflict, FormErrors, NotFound, ValidationError
 
@@ -172,3 +172,11 @@ def get(conn: sqlite3.Connection, message_id: int) -> sqlite3.Row:
     if row is None:
         raise NotFound(f"HL7 message {message_id}")
     return row
+
+
+def audit_reprocess(conn: sqlite3.Connection, actor: audit.Actor, message: Mapping[str, Any], outcome: str) -> None:
+    """An admin processed a failed message again (inside the transaction of its change, or of
+    its new refusal)."""
+    audit.record(conn, actor, "hl7.process_again", f"hl7:{message['id']}", patient_id=str(message["patient_id"] or ""),
+                 outcome="success" if outcome == ACCEPTED else "failure",
+                 detail={"sender": message["sender"], "control_id": message["control_id"], "outcome": outcome})
