@@ -113,6 +113,7 @@ class Pacs:
     def __init__(self, instance: Path, **options: Any) -> None:
         self.instance = instance
         self.settings = config.load({"INSTANCE_DIR": str(instance), **INDEPENDENT_OF_HOST_AND_HOUR})
+        self.options = options
         self.server = start(instance, **options)
         self.port = self.server.dicom_port
         self.tls_port = self.server.tls_port
@@ -172,8 +173,9 @@ class Pacs:
             conn.close()
 
     def restart(self, **options: Any) -> None:
-        self.server = start(self.instance, **options)
-        self.port, self.tls_port = self.server.dicom_port, self.server.tls_port
+        """Start it again on its instance folder, with the options it was started with (or these)."""
+        self.server = start(self.instance, **(options or self.options))
+        self.port, self.tls_port, self.hl7_port = self.server.dicom_port, self.server.tls_port, self.server.hl7_port
 
     def api(self, path: str, token: str) -> Any:
         request = urllib.request.Request(self.server.url + path, headers={"Authorization": f"Bearer {token}"})
