@@ -66,6 +66,7 @@ def test_a_registration_creates_the_patient_with_the_chinese_name_intact(pacs, s
     answer = send(pacs.hl7_port, message, encoding)
     assert ack_code(answer, encoding) == "AA"
     assert ack_of(answer, encoding).msh.msh_18.value == declared
+    assert ack_of(answer, encoding).msh.msh_7.value.endswith("+0800")  # the department's time (TIMEZONE)
     row = patient(pacs, patient_id)
     assert (row["name"], row["sex"], row["birth_date"], row["national_id"]) == (
         "欧阳娜娜", "F", "1990-03-07", "110101199003078515")

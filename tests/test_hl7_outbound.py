@@ -85,6 +85,7 @@ def test_the_status_and_the_report_reach_the_his_in_order_and_in_its_charset(pac
     assert oru.pid.pid_5.value == "欧阳娜娜"  # intact: GB 18030 both ways
     assert (oru.obr.obr_2.value, oru.obr.obr_3.value, oru.obr.obr_25.value) == ("ORD7001", accession, "F")
     assert oru.obr.obr_32.value == "^王主任"
+    assert oru.obr.obr_22.value.endswith("+0800")  # signed, in the department's time
     observations = {o.obx_3.obx_3_1.value: o for o in oru.obx}
     assert observations["IMPRESSION"].obx_5.value == "右肺结节，建议随访。"
     # FT: the line break as HL7's \.br\ (hl7apy, not knowing OBX-5's type here, would escape it again)

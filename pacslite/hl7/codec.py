@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import hl7
 
+from ..core import clock
 from ..ris import messages
 
 #: MSH-18 values (HL7 table 0211, and the spellings HIS vendors use) → Python codecs. GB 18030
@@ -159,8 +160,9 @@ def escape(value: Any) -> str:
     return text.replace("\n", "\\.br\\")
 
 
-def timestamp(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(timezone.utc)).astimezone().strftime("%Y%m%d%H%M%S%z")
+def timestamp(tz_name: str, moment: datetime | None = None) -> str:
+    """An HL7 TS in the department's zone (TIMEZONE), with its offset."""
+    return (moment or datetime.now(timezone.utc)).astimezone(clock.zone(tz_name)).strftime("%Y%m%d%H%M%S%z")
 
 
 def segment(*fields: Any) -> str:
@@ -178,7 +180,8 @@ def msh(settings: Mapping[str, Any], receiver: tuple[str, str], kind: list[str],
         declared: str, processing: str = "P") -> str:
     """pacslite's MSH: its application and facility, to ``receiver`` (application, facility)."""
     return "|".join(["MSH", "^~\\&", escape(settings["HL7_APPLICATION"]), escape(settings["HL7_FACILITY"]),
-                     escape(receiver[0]), escape(receiver[1]), timestamp(), "", "^".join(kind), control_id,
+                     escape(receiver[0]), escape(receiver[1]), timestamp(settings["TIMEZONE"]), "", "^".join(kind),
+                     control_id,
                      processing or "P", version or "2.4", "", "", "", "", "", escape(declared)]).rstrip("|")
 
 

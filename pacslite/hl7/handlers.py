@@ -56,7 +56,8 @@ def handle(conn: sqlite3.Connection, settings: Mapping[str, Any], raw: bytes, ad
     sender = _sender(settings, application, address)
     if sender is None:  # not kept: a stranger must not fill the database
         log.warning("HL7: refused a message from application %r at %s (not in HL7_SENDERS)", application[:40], address)
-        return answer(messages.Outcome(messages.REJECTED, "sending application or host not allowed", "207", "MSH-3"))
+        return answer(messages.Outcome(messages.REJECTED, "sending application or host not allowed",
+                                       messages.INTERNAL, "MSH-3"))
     try:
         received = codec.read(raw, sender.get("charset") or settings["HL7_CHARSET"])
         change = _change_for(settings, received, audit.Actor(f"hl7:{application}"[:64], address))

@@ -19,10 +19,10 @@ PATIENT_CLASS = {"outpatient": "O", "inpatient": "I", "emergency": "E", "physica
 PRIORITY = {"stat": "S", "urgent": "A", "routine": "R"}
 
 
-def _ts(value: str | None) -> str:
+def _ts(value: str | None, tz_name: str) -> str:
     """A stored UTC time as an HL7 TS in the department's local time with its offset."""
     moment = clock.from_db(value) if value else None
-    return codec.timestamp(moment) if moment else ""
+    return codec.timestamp(tz_name, moment) if moment else ""
 
 
 def build(conn: sqlite3.Connection, settings: Mapping[str, Any], row: sqlite3.Row) -> outbox.Built:
@@ -34,7 +34,7 @@ def build(conn: sqlite3.Connection, settings: Mapping[str, Any], row: sqlite3.Ro
     exam = patients.find_exam(conn, exam_id=row["exam_ref"])
     control_id = f"PL{row['id']:010d}"
     if row["kind"] == outbox.RESULT:
-        kind, body = RESULT_TYPE, _result(conn, exam, row)
+        kind, body = RESULT_TYPE, _result(conn, settings, exam, row)
     else:
         kind, body = STATUS_TYPES.get(settings["HL7_STATUS_AS"], STATUS_TYPES["ORM"]), _status(settings, exam, row)
     receiver = (str(destination.get("application", "")), str(destination.get("facility", "")))
@@ -51,14 +51,14 @@ def _patient(exam: Mapping[str, Any]) -> list[str]:
     return [pid, pv1]
 
 
-def _order_segments(exam: Mapping[str, Any], control: str, order_status: str, result_status: str = "",
-                     extra_obr: Mapping[int, Any] | None = None) -> list[str]:
+def _order_segments(settings: Mapping[str, Any], exam: Mapping[str, Any], control: str, order_status: str,
+                    result_status: str = "", extra_obr: Mapping[int, Any] | None = None) -> list[str]:
     """ORC and OBR of the exam: the placer's number (ORC-2, OBR-2) and the accession number as
     the filler's (ORC-3, OBR-3); the procedure (OBR-4), OBR-25 the result status."""
     placer, filler = exam["placer_order_number"] or "", exam["accession_number"]
     orc = codec.segment("ORC", control, placer, filler, "", order_status, "",
-                        ["", "", "", _ts(exam["scheduled_at"]), "", PRIORITY.get(exam["priority"], "R")],
-                        "", _ts(exam["updated_at"]))
+                        ["", "", "", _ts(exam["scheduled_at"], settings["TIMEZONE"]), "",
+                         PRIORITY.get(exam["priority"], "R")], "", _ts(exam["updated_at"], settings["TIMEZONE"]))
     fields: dict[int, Any] = {1: "1", 2: placer, 3: filler,
                               4: [exam["procedure_code"] or "", exam["procedure"], "L" if exam["procedure_code"] else ""],
                               16: ["", exam["requesting_physician"]], 24: exam["dicom_modality"], 25: result_status}
@@ -70,11 +70,12 @@ def _order_segments(exam: Mapping[str, Any], control: str, order_status: str, re
 def _status(settings: Mapping[str, Any], exam: Mapping[str, Any], row: sqlite3.Row) -> list[str]:
     code = settings["HL7_STATUS_CODES"].get(row["status"], "")
     if settings["HL7_STATUS_AS"] == "ORU":
-        return _order_segments(exam, "SC", code, {"A": "P", "CM": "F", "CA": "X", "DC": "X"}.get(code, "I"))
-    return _order_segments(exam, "SC", code)
+        return _order_segments(settings, exam, "SC", code, {"A": "P", "CM": "F", "CA": "X", "DC": "X"}.get(code, "I"))
+    return _order_segments(settings, exam, "SC", code)
 
 
-def _result(conn: sqlite3.Connection, exam: Mapping[str, Any], row: sqlite3.Row) -> list[str]:
+def _result(conn: sqlite3.Connection, settings: Mapping[str, Any], exam: Mapping[str, Any],
+            row: sqlite3.Row) -> list[str]:
     """ORC RE, OBR with the signer (OBR-32) and the writer under review (OBR-33), and OBX for the
     findings, the impression, the result class and the critical-finding flag, each with the
     result status (OBX-11: P, F, or C for an amendment)."""
@@ -82,10 +83,11 @@ def _result(conn: sqlite3.Connection, exam: Mapping[str, Any], row: sqlite3.Row)
     status = row["result_status"]
     signer = version["signed_by"] or version["preliminary_by"] or version["updated_by"]
     named = users.display_names(conn, [signer, version["created_by"]])
-    signed_at = _ts(version["signed_at"] or version["preliminary_at"])
+    tz = settings["TIMEZONE"]
+    signed_at = _ts(version["signed_at"] or version["preliminary_at"], tz)
     writer = named.get(version["created_by"], "") if version["created_by"] != signer else ""
-    segments = _order_segments(exam, "RE", "CM" if status != outbox.PRELIMINARY_RESULT else "A", status, {
-        7: _ts(exam["performed_at"] or exam["images_first_at"]), 22: signed_at,
+    segments = _order_segments(settings, exam, "RE", "CM" if status != outbox.PRELIMINARY_RESULT else "A", status, {
+        7: _ts(exam["performed_at"] or exam["images_first_at"], tz), 22: signed_at,
         32: ["", named.get(signer, signer)], 33: ["", writer] if writer else ""})
     result_class = version["result_class"] or ""
     observations = [("FT", ["FINDINGS", "Findings", "L"], version["findings"], ""),

@@ -155,7 +155,7 @@ class Hl7Server:
 
     def _too_long(self) -> bytes:
         outcome = messages.Outcome(messages.REJECTED, f"the message is longer than"
-                                   f" {self.settings['HL7_MAX_MESSAGE_BYTES']} bytes", "207")
+                                   f" {self.settings['HL7_MAX_MESSAGE_BYTES']} bytes", messages.INTERNAL)
         return codec.ack(self.settings, b"", None, outcome, {})
 
     def _handle(self, block: bytes, address: str) -> bytes:
@@ -170,5 +170,6 @@ class Hl7Server:
             return handlers.handle(conn, self.settings, block, address)
         except Exception:  # noqa: BLE001 - the connection still gets an answer
             log.exception("HL7: a message from %s could not be handled", address)
-            outcome = messages.Outcome(messages.REJECTED, "internal error: send the message again later", "207")
+            outcome = messages.Outcome(messages.REJECTED, "internal error: send the message again later",
+                                       messages.INTERNAL)
             return codec.ack(self.settings, block, None, outcome, {})

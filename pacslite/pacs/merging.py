@@ -219,7 +219,8 @@ def _header_in(store: str, path: str) -> dict[str, str]:
 
 
 def get(conn: sqlite3.Connection, merge_id: int) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM patient_merges WHERE id = ?", (merge_id,)).fetchone()
+    row = conn.execute("SELECT m.*, p.patient_id AS prior_id FROM patient_merges m JOIN patients p ON p.id = m.prior_ref"
+                       " WHERE m.id = ?", (merge_id,)).fetchone()
     if row is None:
         raise NotFound(f"merge {merge_id}")
     return row

@@ -72,7 +72,7 @@ def change_id(patient_id: str) -> Any:
 @access.allow(*ADMIN)
 def undo(merge_id: int) -> Any:
     merge = found_or_404(merging.get, get_db(), merge_id)
-    prior = get_db().execute("SELECT patient_id FROM patients WHERE id = ?", (merge["prior_ref"],)).fetchone()[0]
+    prior = merge["prior_id"]
     try:
         merging.undo(get_db(), access.actor(), current_app.config, merge_id, request.form)
     except ValidationError as exc:
