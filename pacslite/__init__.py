@@ -25,7 +25,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(instance), template_folder=str(config.ROOT / "templates"))
     app.config.update(settings)
     app.config.update(
-        DATABASE=str(instance / "pacslite.db"),
+        DATABASE=settings["DATABASE_URL"] or str(instance / "pacslite.db"),
         SECRET_KEY=_secret_key(instance / "secret_key"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -37,6 +37,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         WTF_CSRF_HEADERS=["X-CSRFToken"],
     )
 
+    # On PostgreSQL the audit chain's key and anchors are kept in the store every node mounts.
+    db.keep_files_in(app.config["DATABASE"], Path(settings["STORAGE_DIR"]) / "database")
     admin_password = _prepare_database(app.config["DATABASE"], app.config)
     if admin_password:
         print("pacslite: first start. Created the account 'admin' with the password:\n"
@@ -50,6 +52,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _prepare_database(path: str, settings: Mapping[str, Any]) -> str | None:
+    if db.is_postgresql(path):
+        (Path(settings["STORAGE_DIR"]) / "database").mkdir(exist_ok=True)
     conn = db.connect(path)
     try:
         db.migrate(conn)

@@ -1,5 +1,5 @@
 """Command line: ``flask --app app user add``, ``token create``, ``audit verify``, ``ae add|list|remove``,
-``procedure add|list|import``, ``sweep run``, ``backup db``, ``import``."""
+``procedure add|list|import``, ``sweep run``, ``backup db``, ``db copy``, ``import``."""
 from __future__ import annotations
 
 import csv
@@ -14,7 +14,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from .core import audit, db
+from .core import audit, db, dbcopy
 from .ris import aes, procedures, users
 from .pacs import importing, integrity, routing
 from . import sweep
@@ -300,11 +300,40 @@ backup_cli = AppGroup("backup", help="Backups of the database, made while pacsli
 @backup_cli.command("db")
 @click.option("--to", "target", default="", help="a folder (default: BACKUP_DIR, <instance>/backups)")
 def backup_db(target: str) -> None:
-    """Copy the database consistently (SQLite's online backup API) without stopping pacslite."""
-    path = integrity.backup_database(current_app.config, target or None)
+    """Copy the database consistently (SQLite's online backup API; pg_dump on PostgreSQL) without
+    stopping pacslite."""
+    try:
+        path = integrity.backup_database(current_app.config, target or None)
+    except integrity.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"database backed up to {path}")
 
 
+database_cli = AppGroup("db", help="The database: copy it to PostgreSQL.")
+
+
+@database_cli.command("copy")
+@click.option("--to", "target", required=True, metavar="postgresql://…",
+              help="an empty PostgreSQL database (create it first: docs/beyond-one-server.md)")
+def db_copy(target: str) -> None:
+    """Copy this SQLite installation into PostgreSQL: every row, then the counts and the audit
+    chain are checked. Stop pacslite first; afterwards set PACSLITE_DATABASE_URL."""
+    settings = current_app.config
+    if db.is_postgresql(settings["DATABASE"]):
+        raise click.ClickException("this installation already uses PostgreSQL; unset PACSLITE_DATABASE_URL to copy"
+                                   " its SQLite database")
+    source = Path(settings["DATABASE"])
+    try:
+        report = dbcopy.copy_to_postgresql(source, source.parent, target, Path(settings["STORAGE_DIR"]) / "database",
+                                           progress=lambda table, rows: click.echo(f"  {table}: {rows} rows"))
+    except (dbcopy.CopyError, db.Error) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"copied {report.total} rows in {len(report.rows)} tables; every table's count matches")
+    if report.audit_problem is not None:
+        raise click.ClickException(f"the audit chain does not verify in the copy: {report.audit_problem.describe()}")
+    click.echo("the audit chain verifies in the copy")
+
+
 def init_app(app: Flask) -> None:
-    for group in (user_cli, token_cli, audit_cli, ae_cli, procedure_cli, sweep_cli, forward_cli, backup_cli, import_command):
+    for group in (database_cli, user_cli, token_cli, audit_cli, ae_cli, procedure_cli, sweep_cli, forward_cli, backup_cli, import_command):
         app.cli.add_command(group)

@@ -347,7 +347,7 @@ def workload(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date,
             " COALESCE(reported_at <= report_due_at, exact <= target_hours), COUNT(*) FROM"
             " (SELECT reported_by, modality, target_hours, reported_at, report_due_at,"
             " (julianday(reported_at) - julianday(images_first_at)) * 24 AS exact"
-            " FROM exams WHERE reported_at >= ? AND reported_at < ?) GROUP BY 1, 2, 3, 4", (since, until)):
+            " FROM exams WHERE reported_at >= ? AND reported_at < ?) AS reported GROUP BY 1, 2, 3, 4", (since, until)):
         person = radiologists.setdefault(who or "—", Person(who or "—"))
         person.reports += signed
         person.modalities[modality] += signed

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from pacslite.core import audit, db
+from pacslite.core import audit, config, db
 from pacslite.ris import users
 from pacslite import create_app
+from tests import databases
+free_port = databases.free_port  # tests import it from here
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct-horse-1"
@@ -27,6 +28,35 @@ ROLES = users.ROLES
 #: at: report targets count every hour unless a test sets the reporting hours it is about.
 INDEPENDENT_OF_HOST_AND_HOUR = {"STORAGE_HIGH_WATER_PERCENT": 100, "STORAGE_WARN_PERCENT": 100, "STORAGE_WARN_DAYS": 0,
                                 "REPORTING_HOURS": {}}
+
+
+if databases.ON_POSTGRESQL:
+    _load = config.load
+
+    def _load_with_database(overrides: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """Every instance folder a test makes gets its own PostgreSQL database, unless the test
+        names its database (``DATABASE_URL`` empty: SQLite)."""
+        settings = _load(overrides, **kwargs)
+        if "DATABASE_URL" not in (overrides or {}) and not settings["DATABASE_URL"]:
+            settings["DATABASE_URL"] = databases.url_for(Path(settings["INSTANCE_DIR"]))
+        return settings
+    config.load = _load_with_database
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_module_databases() -> Iterator[None]:
+    yield
+    if databases.ON_POSTGRESQL:
+        databases.drop_made()
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    """A test's databases go when it ends; those of its module's servers when the module ends."""
+    since = databases.mark()
+    yield
+    if databases.ON_POSTGRESQL:
+        databases.drop_made(since)
 
 
 @pytest.fixture
@@ -97,7 +127,7 @@ def register(client: FlaskClient, **changes: Any) -> str:
 
 def flask_cli(instance: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     """``flask --app app ARGS`` on this instance folder, as an administrator would type it."""
-    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance),
+    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), **databases.env_for(instance),
            **{f"PACSLITE_{k}": str(v) for k, v in INDEPENDENT_OF_HOST_AND_HOUR.items()}}
     return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env, input=stdin,
                           capture_output=True, text=True, timeout=60)
@@ -110,12 +140,6 @@ def wait_for(condition: Any, what: str, seconds: float = 15) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def count(conn: Any, table: str) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pacslite.core import audit, config, db
 from pacslite.ris import patients, users
+from tests import databases
 from tests.conftest import EXAM_FORM, INDEPENDENT_OF_HOST_AND_HOUR, ROOT, free_port
 
 
@@ -74,7 +75,7 @@ def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **
     environ = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), "PACSLITE_HTTP_HOST": "127.0.0.1",
                "PACSLITE_HTTP_PORT": str(port), "PACSLITE_DEFAULT_LANGUAGE": "en",
                "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PACSLITE_DICOM_TLS_PORT": "0",
-               "PACSLITE_HL7_PORT": "0",
+               "PACSLITE_HL7_PORT": "0", **databases.env_for(instance),
                "PYTHONUNBUFFERED": "1",
                **{f"PACSLITE_{k}": str(v) for k, v in INDEPENDENT_OF_HOST_AND_HOUR.items()}, **env}
     process = subprocess.Popen([*wrapper, sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
@@ -113,6 +114,7 @@ class Pacs:
     def __init__(self, instance: Path, **options: Any) -> None:
         self.instance = instance
         self.settings = config.load({"INSTANCE_DIR": str(instance), **INDEPENDENT_OF_HOST_AND_HOUR})
+        db.keep_files_in(databases.of(instance), Path(self.settings["STORAGE_DIR"]) / "database")
         self.options = options
         self.server = start(instance, **options)
         self.port = self.server.dicom_port
@@ -120,7 +122,7 @@ class Pacs:
         self.hl7_port = self.server.hl7_port
 
     def conn(self):
-        return db.connect(self.instance / "pacslite.db")
+        return db.connect(databases.of(self.instance))
 
     def register(self, **changes) -> patients.Registration:
         data = {**EXAM_FORM, **changes}

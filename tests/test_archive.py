@@ -13,6 +13,7 @@ from pacslite.pacs import capacity, filing
 from pacslite import sweep
 from pacslite.pacs.index import Source
 from pacslite.core.validation import Conflict
+from tests import databases
 from tests.conftest import EXAM_FORM, flask_cli
 from tests.dicomkit import make_ct, store_results, storescu
 from tests.server import Pacs
@@ -260,7 +261,7 @@ def test_the_full_pass_reads_the_store_once_in_its_days_at_a_bounded_rate(app, c
     add_study(app, conn, tmp_path, register(app, conn), images=2)
     settings = {**app.config, "SCRUB_MB_PER_SECOND": 20, "SCRUB_FULL_DAYS": 30}
     assert integrity.full_rate(conn, settings) == 1024 * 1024  # a small store: the 1 MiB/s floor
-    conn.execute("UPDATE instances SET size = 2 * 1024 * 1024 * 1024 * 1024")  # as if 4 TiB were stored
+    conn.execute("UPDATE instances SET size = ?", (2 * 1024 ** 4,))  # as if 4 TiB were stored
     assert integrity.full_rate(conn, settings) == pytest.approx(4 * 1024 ** 4 / (30 * 86400))
     assert integrity.full_rate(conn, {**settings, "SCRUB_FULL_DAYS": 1}) == 20 * 1024 * 1024  # the cap
 
@@ -276,11 +277,15 @@ def test_an_online_backup_restores_into_a_fresh_instance(app, conn, tmp_path) ->
     backup = Path(re.search(r"database backed up to (\S+)", result.stdout).group(1))
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    shutil.copy(backup, fresh / "pacslite.db")  # the admin guide's restore: the backup becomes pacslite.db
-    restored_app = create_app({"INSTANCE_DIR": str(fresh), "DEFAULT_LANGUAGE": "en"})
+    if databases.ON_POSTGRESQL:  # the admin guide's restore: pg_restore into a new, empty database
+        restored_app = create_app({"INSTANCE_DIR": str(fresh), "DEFAULT_LANGUAGE": "en",
+                                   "DATABASE_URL": databases.restore(backup, fresh)})
+    else:  # the admin guide's restore: the backup becomes pacslite.db
+        shutil.copy(backup, fresh / "pacslite.db")
+        restored_app = create_app({"INSTANCE_DIR": str(fresh), "DEFAULT_LANGUAGE": "en"})
     restored = db.connect(restored_app.config["DATABASE"])
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
-                                         " AND name NOT LIKE 'sqlite_%'")]
+    tables = db.table_names(conn)
+    assert "audit_log" in tables and "instances" in tables
     for table in tables:
         assert restored.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() == \
             conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall(), table

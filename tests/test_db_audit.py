@@ -1,6 +1,5 @@
 """Database: pragmas, migrations that keep rows; the audit chain and its verification."""
 import re
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -9,13 +8,19 @@ import pytest
 
 from pacslite.core import audit, db
 from pacslite.ris import users
+from tests import databases
 from tests.conftest import make_user
 
 
 def test_connection_settings(conn) -> None:
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == db.BUSY_TIMEOUT_MS
+    if databases.ON_POSTGRESQL:
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "30s"
+        assert conn.execute("SHOW TimeZone").fetchone()[0] == "UTC"
+        assert not conn.in_transaction
+    else:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == db.BUSY_TIMEOUT_MS
     assert db.schema_version(conn) == len(db.migrations())
 
 
@@ -73,9 +78,9 @@ def test_audit_must_share_the_transaction_of_the_change(conn) -> None:
 
 def test_audit_rows_cannot_be_changed_or_deleted(conn) -> None:
     make_user(conn, "someone", "clinician")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(db.IntegrityError, match="append-only"):
         conn.execute("UPDATE audit_log SET actor = 'x'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(db.IntegrityError, match="append-only"):
         conn.execute("DELETE FROM audit_log")
 
 
@@ -86,7 +91,7 @@ def test_verify_names_the_first_tampered_row(conn) -> None:
     assert audit.verify(conn) is None
     # Someone with file access drops the guard and edits the second row of ours.
     target = rows[-2]["id"]
-    conn.execute("DROP TRIGGER audit_log_no_update")
+    databases.drop_trigger(conn, "audit_log_no_update", "audit_log")
     conn.execute("UPDATE audit_log SET detail = '{\"roles\": [\"admin\"]}' WHERE id = ?", (target,))
     assert audit.verify(conn) == audit.Problem(target, "rewritten")
 
@@ -97,7 +102,7 @@ def test_cli_audit_verify(app, conn) -> None:
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 0 and "intact" in result.output
     last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
-    conn.execute("DROP TRIGGER audit_log_no_update")
+    databases.drop_trigger(conn, "audit_log_no_update", "audit_log")
     conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = ?", (last,))
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1 and f"row {last} does not match the chain" in result.output
@@ -105,8 +110,8 @@ def test_cli_audit_verify(app, conn) -> None:
 
 def _tamper(conn) -> None:
     """What someone with write access to the database file can do: drop the guards."""
-    conn.execute("DROP TRIGGER audit_log_no_update")
-    conn.execute("DROP TRIGGER audit_log_no_delete")
+    databases.drop_trigger(conn, "audit_log_no_update", "audit_log")
+    databases.drop_trigger(conn, "audit_log_no_delete", "audit_log")
 
 
 def _rechain_with_sha256(conn, from_id: int) -> None:
@@ -134,7 +139,7 @@ def test_a_rewritten_row_is_found_even_with_the_later_hashes_recomputed(app, con
     conn.execute("UPDATE audit_log SET actor = 'nobody' WHERE id = ?", (target,))
     _rechain_with_sha256(conn, target)
     assert audit.verify(conn) == audit.Problem(target, "rewritten")
-    key_file = Path(app.config["INSTANCE_DIR"]) / "audit_key"
+    key_file = db.files_dir(conn) / "audit_key"
     assert key_file.stat().st_mode & 0o777 == 0o600
 
 
@@ -181,21 +186,26 @@ def test_a_backup_carries_the_anchors_and_its_own_head(app, conn) -> None:
     make_user(conn, "e1", "clinician")
     backup = integrity.backup_database(app.config)
     anchors = list(audit.read_anchors(backup.with_name(backup.name + ".anchors")))
-    copy = db.connect(backup)
-    head = audit.head(copy)
-    assert anchors and anchors[-1].row_id == head.row_id and anchors[-1].hash == head.hash
-    assert audit.verify(copy) == audit.Problem(1, "no_key")  # and no key made beside the backup
-    assert not (backup.parent / "audit_key").exists()
-    copy.close()
-    # restored into a new instance folder with the instance's key: it verifies against its anchors
+    key = (db.files_dir(conn) / "audit_key").read_bytes()
     restored = Path(app.config["INSTANCE_DIR"]).parent / "restored"
     restored.mkdir()
-    (restored / "pacslite.db").write_bytes(backup.read_bytes())
-    (restored / "audit_key").write_bytes((Path(app.config["INSTANCE_DIR"]) / "audit_key").read_bytes())
-    copy = db.connect(restored / "pacslite.db")
+    if databases.ON_POSTGRESQL:  # a custom-format dump, restored by pg_restore into a new database
+        assert backup.suffix == ".dump"
+        target = databases.restore(backup, restored)
+        db.keep_files_in(target, restored)
+    else:  # a database file, usable as it is
+        target = restored / "pacslite.db"
+        target.write_bytes(backup.read_bytes())
+    copy = db.connect(target)
+    head = audit.head(copy)
+    assert anchors and anchors[-1].row_id == head.row_id and anchors[-1].hash == head.hash
+    assert audit.verify(copy) == audit.Problem(1, "no_key")  # and no key made for the copy
+    assert not (restored / "audit_key").exists() and not (backup.parent / "audit_key").exists()
+    # with the instance's key: it verifies against the anchors kept beside the backup
+    (restored / "audit_key").write_bytes(key)
     assert audit.verify(copy, backup.with_name(backup.name + ".anchors")) is None
     copy.close()
-    main_anchors = list(audit.read_anchors(Path(app.config["INSTANCE_DIR"]) / "audit_anchors"))
+    main_anchors = list(audit.read_anchors(db.files_dir(conn) / "audit_anchors"))
     assert main_anchors and main_anchors[-1].row_id == head.row_id
 
 

@@ -10,6 +10,7 @@ from pacslite.core import audit, storage
 from pacslite.ris import patients
 from pacslite.pacs import filing
 from pacslite.pacs.index import Source
+from tests import databases
 from tests.conftest import EXAM_FORM, count
 from tests.dicomkit import CT_SMALL, dataset_bytes, make_ct
 
@@ -166,7 +167,7 @@ def test_control_characters_never_reach_the_index_raw(app, conn, tmp_path) -> No
 
 def test_a_failed_commit_leaves_no_file_and_no_row(app, conn, tmp_path) -> None:
     reg = register(app, conn)
-    conn.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON instances BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    databases.refuse_inserts(conn, "instances")
     with pytest.raises(filing.IngestError) as refused:
         ingest(app, conn, ct_bytes(tmp_path, accession=reg.accession_number, patient_id="P0001"))
     assert refused.value.status == filing.OUT_OF_RESOURCES

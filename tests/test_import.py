@@ -22,6 +22,7 @@ from pacslite.pacs import importing
 def fixes_of(line: importing.Line) -> list[str]:
     """A report line's fixes in English, as the command line prints them."""
     return [importing.english(fix) for fix in line.fixes]
+from tests import databases
 from tests.conftest import EXAM_FORM, flask_cli
 from tests.dicomkit import make_ct
 
@@ -278,7 +279,7 @@ def import_peak_mib(instance: Path, *args: str) -> tuple[float, str]:
     import sys
 
     from tests.conftest import INDEPENDENT_OF_HOST_AND_HOUR, ROOT
-    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance),
+    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), **databases.env_for(instance),
            **{f"PACSLITE_{k}": str(v) for k, v in INDEPENDENT_OF_HOST_AND_HOUR.items()}}
     done = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, "--app", "app", "import", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)

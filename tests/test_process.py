@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests import databases
 from tests import server as pacslite
 
 
@@ -35,7 +36,7 @@ def test_first_start_prints_the_admin_password_once_and_stops_cleanly(tmp_path, 
     finally:
         assert first.stop(sig) == 0
     assert any("stopped" in line for line in first.output)
-    assert (instance / "pacslite.db").is_file()
+    assert (instance / "pacslite.db").is_file() != databases.ON_POSTGRESQL  # no file on PostgreSQL
     key = instance / "secret_key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     key_text = key.read_text()
@@ -80,12 +81,12 @@ def test_the_audit_head_is_anchored_while_running_and_at_stop(tmp_path) -> None:
     instance = tmp_path / "instance"
 
     def head_is_anchored() -> bool:
-        conn = db.connect(instance / "pacslite.db")
+        conn = db.connect(databases.of(instance))
         try:
             head = audit.head(conn)
         finally:
             conn.close()
-        anchors = list(audit.read_anchors(instance / "audit_anchors"))
+        anchors = list(audit.read_anchors(databases.files_dir(instance) / "audit_anchors"))
         return bool(anchors) and (anchors[-1].row_id, anchors[-1].hash) == (head.row_id, head.hash)
 
     running = pacslite.start(instance, PACSLITE_AUDIT_ANCHOR_MINUTES="60")  # only the stop can anchor
@@ -105,4 +106,4 @@ def test_the_audit_head_is_anchored_while_running_and_at_stop(tmp_path) -> None:
         assert head_is_anchored(), "the head was not anchored while running"
     finally:
         assert running.stop() == 0
-    assert stat.S_IMODE((instance / "audit_key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((databases.files_dir(instance) / "audit_key").stat().st_mode) == 0o600

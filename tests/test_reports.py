@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from pydicom.uid import generate_uid
 
-from pacslite.core import audit, clock
+from pacslite.core import audit, clock, db
 from pacslite.ris import patients, reports
 from pacslite.pacs import filing
 from pacslite.pacs.index import Source
@@ -37,6 +37,15 @@ def send(client, path: str, data: dict, **kw):
 
 def audit_rows(conn, action: str, outcome: str = "success") -> int:
     return conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = ? AND outcome = ?", (action, outcome)).fetchone()[0]
+
+
+def images_came_hours_before_report(conn, accession: str, hours: float) -> None:
+    """The exam's images as if they had come ``hours`` before its report, and no due time kept."""
+    reported = clock.from_db(conn.execute("SELECT reported_at FROM exams WHERE accession_number = ?",
+                                          (accession,)).fetchone()[0])
+    first = (reported - timedelta(hours=hours)).isoformat(timespec="milliseconds")
+    conn.execute("UPDATE exams SET images_first_at = ?, report_due_at = NULL WHERE accession_number = ?",
+                 (first, accession))
 
 
 def version_rows(conn, accession: str) -> list[sqlite3.Row]:
@@ -128,9 +137,9 @@ def test_autosave_then_preliminary_then_final_which_never_changes(app, conn, rad
     assert (final["status"], final["signed_by"], final["impression"]) == ("final", "dr_wang", "Normal chest.")
     assert audit_rows(conn, "report.sign") == 2 and audit_rows(conn, "report.save") == 1
 
-    with pytest.raises(sqlite3.IntegrityError, match="final report version cannot change"):
+    with pytest.raises(db.IntegrityError, match="final report version cannot change"):
         conn.execute("UPDATE report_versions SET impression = 'changed' WHERE id = ?", (final["id"],))
-    with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
+    with pytest.raises(db.IntegrityError, match="never deleted"):
         conn.execute("DELETE FROM report_versions WHERE id = ?", (final["id"],))
     late = send(rad, f"/exams/{imaged}/report/save", {"revision": "3", "findings": "x", "impression": "y"},
                 headers=HTMX)
@@ -318,7 +327,7 @@ def test_the_sql_report_target_says_what_the_configuration_says(app, conn) -> No
             for source in ("emergency", "inpatient", "outpatient"):
                 for priority in ("stat", "urgent", "routine"):
                     in_sql = conn.execute(f"SELECT {expression} FROM (SELECT ? AS modality, ? AS source,"
-                                          f" ? AS priority)", (*params, modality, source, priority)).fetchone()[0]
+                                          f" ? AS priority) AS exam", (*params, modality, source, priority)).fetchone()[0]
                     assert in_sql == config.turnaround_hours(targets, modality, source, priority), (
                         modality, source, priority)
 
@@ -337,9 +346,7 @@ def test_report_turnaround_statistics_count_from_the_first_image_to_the_first_fi
             assert signed.status_code == 302, signed.get_data(as_text=True)
             with conn:  # the images as if they had come ``value`` hours before the report (so the due
                 # time kept at signing no longer holds: compared by clock hours, as before it was kept)
-                conn.execute("UPDATE exams SET images_first_at = strftime('%Y-%m-%dT%H:%M:%f+00:00',"
-                             " julianday(reported_at) - ? / 24.0), report_due_at = NULL WHERE accession_number = ?",
-                             (value, accession))
+                images_came_hours_before_report(conn, accession, value)
     today = clock.local_today(app.config["TIMEZONE"])
     result = statistics.report(conn, app.config, today, today)
     total = result.total
@@ -557,9 +564,7 @@ def test_workload_per_technologist_and_radiologist_per_day_and_target(app, conn,
                                                                "findings": "F", "impression": "I"})
         assert signed.status_code == 302, signed.get_data(as_text=True)
         with conn:  # the due time kept at signing no longer holds: compared by clock hours
-            conn.execute("UPDATE exams SET images_first_at = strftime('%Y-%m-%dT%H:%M:%f+00:00',"
-                         " julianday(reported_at) - ? / 24.0), report_due_at = NULL WHERE accession_number = ?",
-                         (value, accession))
+            images_came_hours_before_report(conn, accession, value)
     dr = register(app, conn, modality="DR", procedure="Chest PA")
     assert add_image(app, conn, tmp_path, dr).result == filing.FILED
     assert send(second, f"/exams/{dr}/report/sign", {"confirm": "1", "result_class": "normal", "level": "preliminary",

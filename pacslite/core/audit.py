@@ -65,16 +65,16 @@ def chain_key(conn: sqlite3.Connection, create: bool = True) -> ChainKey | None:
     deleted: then :func:`verify` reports the keyed rows, which no longer match) keeps those
     rows under plain SHA-256.
     """
-    database = db.database_file(conn)
+    database = db.identity(conn)
     with _keys_lock:
-        known = _keys.get(str(database))
+        known = _keys.get(database)
         if known is not None:
             return known
-        path = database.with_name(KEY_FILE)
+        path = db.files_dir(conn) / KEY_FILE
         if path.is_file() or not create:
             if not path.is_file():
                 return None
-            _keys[str(database)] = key = _read_key(path)
+            _keys[database] = key = _read_key(path)
             return key
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -87,7 +87,7 @@ def chain_key(conn: sqlite3.Connection, create: bool = True) -> ChainKey | None:
                 json.dump({"key": key.secret.hex(), "legacy_until": key.legacy_until}, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-        _keys[str(database)] = key
+        _keys[database] = key
         return key
 
 
@@ -145,7 +145,7 @@ def head(conn: sqlite3.Connection) -> Anchor | None:
 
 
 def anchor_path(conn: sqlite3.Connection) -> Path:
-    return db.database_file(conn).with_name(ANCHOR_FILE)
+    return db.files_dir(conn) / ANCHOR_FILE
 
 
 def _format(anchor: Anchor) -> str:

@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     # Where run-time data lives. STORAGE_DIR empty: <INSTANCE_DIR>/storage.
     "INSTANCE_DIR": str(ROOT / "instance"),
     "STORAGE_DIR": "",
+    # The database: empty, SQLite in <INSTANCE_DIR>/pacslite.db; or PostgreSQL,
+    # postgresql://user:password@host:port/name (docs/beyond-one-server.md).
+    "DATABASE_URL": "",
     # Network.
     "HTTP_HOST": "0.0.0.0",
     "HTTP_PORT": 8080,

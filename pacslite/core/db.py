@@ -1,9 +1,16 @@
-"""SQLite access: one connection per thread or request, numbered migrations.
+"""Database access: one connection per thread or request, numbered migrations; SQLite or PostgreSQL.
 
-Connections use WAL (readers never wait for the writer), foreign keys, a busy timeout and
-``synchronous=FULL`` (a committed transaction survives a power cut). Writes go through
-:func:`transaction`, which takes the write lock up front with ``BEGIN IMMEDIATE`` so two writers
-never deadlock on a lock upgrade.
+``DATABASE`` is a file path (SQLite, the default) or a ``postgresql://`` URL. Domain modules
+write SQL once, in SQLite's words; on PostgreSQL :mod:`postgres` translates it (:mod:`dialect`).
+
+SQLite connections use WAL (readers never wait for the writer), foreign keys, a busy timeout
+and ``synchronous=FULL`` (a committed transaction survives a power cut). Writes go through
+:func:`transaction`, which takes the write lock up front so two writers never deadlock on a lock
+upgrade: SQLite's ``BEGIN IMMEDIATE``; on PostgreSQL ``BEGIN`` and a transaction-level advisory
+lock (:data:`WRITE_LOCK`), so write transactions from every process and server are one after
+another, as on SQLite — which is what keeps the audit chain strictly ordered (each row hashes
+the one before it) and every read-then-write in the domain modules free of races. Readers take
+no lock on either.
 """
 from __future__ import annotations
 
@@ -11,16 +18,43 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
+
+from . import dialect
 
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+#: The advisory lock every PostgreSQL write transaction holds until it ends ("pacs").
+WRITE_LOCK = 0x70616373
+#: The PostgreSQL schema starts from this version (the schema SQLite reaches with migrations
+#: 1 … 43, in migrations/postgresql/); every later migration is shared.
+POSTGRESQL_BASELINE = 43
+
+try:
+    import psycopg
+    IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+    OperationalError: tuple[type[Exception], ...] = (sqlite3.OperationalError, psycopg.OperationalError)
+    Error: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+except ImportError:  # pragma: no cover - psycopg is in requirements.txt
+    IntegrityError, OperationalError, Error = (sqlite3.IntegrityError,), (sqlite3.OperationalError,), (sqlite3.Error,)
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
+def is_postgresql(target: str | Path) -> bool:
+    """Whether ``DATABASE`` names a PostgreSQL database (else it is a SQLite file)."""
+    return str(target).startswith(("postgresql://", "postgres://"))
+
+
+def dialect_of(conn: Any) -> str:
+    return getattr(conn, "dialect", dialect.SQLITE)
+
+
+def connect(path: str | Path) -> Any:
     """Open the database; usable from any thread (each thread opens its own)."""
+    if is_postgresql(path):
+        from . import postgres
+        return postgres.Connection(str(path))
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False)
     conn.row_factory = sqlite3.Row
@@ -31,10 +65,17 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def begin(conn: Any) -> None:
+    """Start a write transaction holding the write lock (see the module's docstring)."""
+    conn.execute("BEGIN IMMEDIATE")
+    if dialect_of(conn) == dialect.POSTGRESQL:
+        conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
+    """A write transaction holding the write lock … COMMIT, rolled back on any exception."""
+    begin(conn)
     try:
         yield conn
     except BaseException:
@@ -103,7 +144,7 @@ class _GroupCommit:
     @staticmethod
     def _commit(conn: sqlite3.Connection, batch: list[_Job]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            begin(conn)
             for job in batch:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -127,8 +168,44 @@ _groups_lock = threading.Lock()
 
 
 def database_file(conn: sqlite3.Connection) -> Path:
-    """The file the connection's main database is in."""
+    """The file the connection's main SQLite database is in."""
     return Path(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
+_files_dirs: dict[str, Path] = {}
+
+
+def keep_files_in(target: str | Path, folder: str | Path) -> None:
+    """Where the files that belong to a PostgreSQL database live (the audit chain's key and
+    anchors): a folder every node shares. A SQLite database keeps them beside its file."""
+    if is_postgresql(target):
+        _files_dirs[str(target)] = Path(folder)
+
+
+def files_dir(conn: Any) -> Path:
+    """The folder of the files that belong to the connection's database (see keep_files_in)."""
+    if dialect_of(conn) == dialect.POSTGRESQL:
+        try:
+            return _files_dirs[conn.url]
+        except KeyError:
+            raise RuntimeError("no folder for this PostgreSQL database's files: create_app sets it") from None
+    return database_file(conn).parent
+
+
+def table_names(conn: Any) -> list[str]:
+    """pacslite's tables, by name (the schema's bookkeeping excluded)."""
+    if dialect_of(conn) == dialect.POSTGRESQL:
+        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+                            " AND table_type = 'BASE TABLE' AND table_name <> 'pacslite_schema' ORDER BY 1")
+    else:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                            " ORDER BY 1")
+    return [row[0] for row in rows]
+
+
+def identity(conn: Any) -> str:
+    """What names the connection's database: its SQLite file, or its PostgreSQL URL."""
+    return conn.url if dialect_of(conn) == dialect.POSTGRESQL else str(database_file(conn))
 
 
 def group_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -136,7 +213,7 @@ def group_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connecti
     same database (see :class:`_GroupCommit`); returns once that transaction is committed,
     or raises what ``work`` raised (its changes rolled back) or what the commit raised.
     ``work`` may be given another thread's connection to the same database."""
-    path = str(database_file(conn))
+    path = identity(conn)
     with _groups_lock:
         group = _groups.setdefault(path, _GroupCommit())
     return group.run(conn, work)
@@ -153,15 +230,24 @@ def migrations() -> list[tuple[int, Path]]:
     return found
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
+POSTGRESQL_DIR = MIGRATIONS_DIR / "postgresql"
+
+
+def schema_version(conn: Any) -> int:
+    if dialect_of(conn) == dialect.POSTGRESQL:
+        if conn.execute("SELECT to_regclass('pacslite_schema')").fetchone()[0] is None:
+            return 0
+        return conn.execute("SELECT version FROM pacslite_schema").fetchone()[0]
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(conn: sqlite3.Connection, target: int | None = None) -> list[int]:
+def migrate(conn: Any, target: int | None = None) -> list[int]:
     """Apply the migrations above the database's version, each in its own transaction.
 
     Returns the versions applied. ``target`` stops early (used by the upgrade test).
     """
+    if dialect_of(conn) == dialect.POSTGRESQL:
+        return _migrate_postgresql(conn, target)
     applied = []
     for number, path in migrations():
         if number <= schema_version(conn) or (target is not None and number > target):
@@ -174,4 +260,36 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> list[int]:
                 conn.execute("ROLLBACK")
             raise
         applied.append(number)
+    return applied
+
+
+def postgresql_script(number: int, path: Path) -> str:
+    """Migration ``number`` in PostgreSQL's words: its twin in migrations/postgresql/ if it has
+    one (the baseline, or a migration whose SQLite statements have no translation), else its
+    DDL translated (:func:`dialect.ddl`)."""
+    twins = sorted(POSTGRESQL_DIR.glob(f"{number:04d}_*.sql"))
+    if twins:
+        return twins[0].read_text(encoding="utf-8")
+    return dialect.ddl(path.read_text(encoding="utf-8"))
+
+
+def _migrate_postgresql(conn: Any, target: int | None) -> list[int]:
+    """Several processes may start at once: the first takes the write lock and migrates, the
+    others wait for it and find nothing left to do. A new database starts from the baseline."""
+    applied = []
+    with transaction(conn):
+        conn.executescript(dialect.COMPATIBILITY)
+        conn.execute("CREATE TABLE IF NOT EXISTS pacslite_schema (version INTEGER NOT NULL)")
+        if conn.execute("SELECT COUNT(*) FROM pacslite_schema").fetchone()[0] == 0:
+            conn.execute("INSERT INTO pacslite_schema (version) VALUES (0)")
+    for number, path in migrations():
+        if number < POSTGRESQL_BASELINE or (target is not None and number > target):
+            continue
+        with transaction(conn):
+            if number <= schema_version(conn):
+                continue
+            conn.executescript(postgresql_script(number, path))
+            conn.execute("UPDATE pacslite_schema SET version = ?", (number,))
+        applied.append(number)
+    conn.forget_schema()
     return applied

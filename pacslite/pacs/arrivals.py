@@ -67,10 +67,10 @@ def add(conn: sqlite3.Connection, source: Source, study: sqlite3.Row, patient_id
         "INSERT INTO arrivals (batch, source, address, study_ref, patient_id, exam_ref, quarantine_reason,"
         " filed, quarantined, first_at, last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (batch, study_ref) WHERE closed_at IS NULL DO UPDATE SET last_at = excluded.last_at,"
-        " filed = filed + excluded.filed, quarantined = quarantined + excluded.quarantined,"
-        " exam_ref = COALESCE(excluded.exam_ref, exam_ref),"
-        " quarantine_reason = CASE WHEN excluded.quarantined THEN excluded.quarantine_reason"
-        " ELSE quarantine_reason END RETURNING id",
+        " filed = arrivals.filed + excluded.filed, quarantined = arrivals.quarantined + excluded.quarantined,"
+        " exam_ref = COALESCE(excluded.exam_ref, arrivals.exam_ref),"
+        " quarantine_reason = CASE WHEN excluded.quarantined > 0 THEN excluded.quarantine_reason"
+        " ELSE arrivals.quarantine_reason END RETURNING id",
         (batch, source.calling_ae, source.address, study["id"], patient_id, study["exam_ref"],
          "" if filed else study["quarantine_reason"], int(filed), int(not filed), at, at)).fetchone()[0]
     return int(arrival)

@@ -74,7 +74,7 @@ _PAST_DAYS_KEPT = 4096
 
 def _received_on(conn: sqlite3.Connection, timezone: str, day: date, is_today: bool) -> tuple[int, int]:
     """(images, bytes) received on one local day, by the index on received_at."""
-    key = (str(db.database_file(conn)), timezone, day)
+    key = (db.identity(conn), timezone, day)
     if not is_today and key in _past_days:
         return _past_days[key]
     start, end = clock.local_day_bounds(day, timezone)

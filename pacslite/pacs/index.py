@@ -240,7 +240,7 @@ def paths_received_since(conn: sqlite3.Connection, since: str) -> set[str]:
 
 def last_received_at(conn: sqlite3.Connection) -> str | None:
     row = conn.execute("SELECT MAX(at) FROM (SELECT MAX(received_at) AS at FROM instances UNION ALL"
-                       " SELECT MAX(received_at) FROM instance_conflicts)").fetchone()
+                       " SELECT MAX(received_at) FROM instance_conflicts) AS received").fetchone()
     return row[0]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..core import alerts, audit, clock, db, storage
+from ..core import alerts, audit, clock, db, dialect, storage
 from ..core.background import BackgroundThread
 from ..core.db import transaction
 
@@ -243,30 +244,85 @@ def backups_dir(settings: Mapping[str, Any]) -> Path:
     return Path(settings["BACKUP_DIR"] or Path(settings["INSTANCE_DIR"]) / "backups")
 
 
+#: A backup's file: SQLite's own database file, or PostgreSQL's custom-format dump (pg_restore).
+BACKUP_SUFFIXES = (".db", ".dump")
+
+
+def backups(directory: Path) -> list[Path]:
+    """The backups in a folder, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("pacslite-*") if p.suffix in BACKUP_SUFFIXES)
+
+
 def backup_database(settings: Mapping[str, Any], target_dir: str | Path | None = None) -> Path:
-    """A consistent copy of the database made while pacslite runs (SQLite's backup API),
-    fsynced and renamed into place; the oldest beyond ``BACKUP_KEEP`` are removed."""
+    """A consistent copy of the database made while pacslite runs, fsynced and renamed into
+    place, with the audit anchors beside it; the oldest beyond ``BACKUP_KEEP`` are removed.
+    SQLite: its backup API. PostgreSQL: ``pg_dump`` (custom format) of an exported snapshot, in
+    which the backup's own audit head is read, so the anchors match the dump exactly."""
     directory = Path(target_dir) if target_dir else backups_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"pacslite-{clock.now().strftime('%Y%m%d-%H%M%S-%f')}.db"
+    on_postgresql = db.is_postgresql(settings["DATABASE"])
+    target = directory / f"pacslite-{clock.now().strftime('%Y%m%d-%H%M%S-%f')}{'.dump' if on_postgresql else '.db'}"
     tmp = target.with_name(f".{target.name}.tmp")
-    source = db.connect(settings["DATABASE"])
+    anchors = target.with_name(target.name + ".anchors")
+    try:
+        (_dump_postgresql if on_postgresql else _copy_sqlite)(settings["DATABASE"], tmp, anchors)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(target)
+    if target_dir is None:
+        for old in backups(directory)[:-int(settings["BACKUP_KEEP"])]:
+            old.unlink()
+            old.with_name(old.name + ".anchors").unlink(missing_ok=True)
+    return target
+
+
+def _copy_sqlite(database: str, tmp: Path, anchors: Path) -> None:
+    source = db.connect(database)
     copy = sqlite3.connect(str(tmp))
     copy.row_factory = sqlite3.Row
     try:
         source.backup(copy)
-        audit.write_backup_anchors(source, copy, target.with_name(target.name + ".anchors"))
+        audit.write_backup_anchors(source, copy, anchors)
     finally:
         copy.close()
         source.close()
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    tmp.replace(target)
-    if target_dir is None:
-        for old in sorted(directory.glob("pacslite-*.db"))[:-int(settings["BACKUP_KEEP"])]:
-            old.unlink()
-            old.with_name(old.name + ".anchors").unlink(missing_ok=True)
-    return target
+
+
+class BackupError(RuntimeError):
+    """pg_dump is missing or failed (its message is kept)."""
+
+
+def _dump_postgresql(url: str, tmp: Path, anchors: Path) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        raise BackupError("pg_dump is not installed (Debian: apt-get install postgresql-client)")
+    source, snapshot = db.connect(url), db.connect(url)
+    try:
+        snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        name = snapshot.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        parts = {k: str(v) for k, v in conninfo_to_dict(url).items()}
+        env = {**os.environ, **{variable: parts[key] for key, variable in (
+            ("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("password", "PGPASSWORD"),
+            ("dbname", "PGDATABASE")) if key in parts}}  # not on the command line, where ps shows it
+        done = subprocess.run([pg_dump, "--format=custom", f"--snapshot={name}", "--file", str(tmp)],
+                              env=env, capture_output=True, text=True, timeout=BACKUP_TIMEOUT_SECONDS)
+        if done.returncode != 0:
+            raise BackupError(f"pg_dump failed: {done.stderr.strip()[-500:]}")
+        audit.write_backup_anchors(source, snapshot, anchors)
+    finally:
+        snapshot.rollback()
+        snapshot.close()
+        source.close()
+
+
+#: A dump that takes longer is stopped (a hung server must not hold the sweep for ever).
+BACKUP_TIMEOUT_SECONDS = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -292,18 +348,21 @@ def backup_space(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> Backu
     """Whether the backups' disk can hold the retention: ``BACKUP_KEEP`` copies of the database
     as it is now, plus the one being written before the oldest is removed. The space counted is
     the disk's free space plus what the present backups take (they are replaced in turn)."""
-    database = db.database_file(conn)
-    size = sum(p.stat().st_size for p in (database, database.with_name(database.name + "-wal")) if p.exists())
+    if db.dialect_of(conn) == dialect.POSTGRESQL:
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    else:
+        database = db.database_file(conn)
+        size = sum(p.stat().st_size for p in (database, database.with_name(database.name + "-wal")) if p.exists())
     directory = backups_dir(settings)
-    present = sum(p.stat().st_size for p in directory.glob("pacslite-*.db")) if directory.is_dir() else 0
-    existing = directory if directory.is_dir() else database.parent
+    present = sum(p.stat().st_size for p in backups(directory))
+    existing = directory if directory.is_dir() else Path(settings["INSTANCE_DIR"])
     keep = int(settings["BACKUP_KEEP"])
     return BackupSpace(size, keep, size * (keep + 1), present + shutil.disk_usage(existing).free)
 
 
 def backup_if_due(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> Path | None:
     """The scheduled backup: one every ``BACKUP_INTERVAL_HOURS`` (the sweep asks)."""
-    existing = sorted(backups_dir(settings).glob("pacslite-*.db"))
+    existing = backups(backups_dir(settings))
     if existing:
         age = time.time() - existing[-1].stat().st_mtime
         if age < float(settings["BACKUP_INTERVAL_HOURS"]) * 3600:

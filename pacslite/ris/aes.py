@@ -342,7 +342,7 @@ def _count(conn: sqlite3.Connection, table: str, key: dict[str, str], now: str) 
     columns = _REFUSAL_TABLES[table]
     conn.execute(f"INSERT INTO {table} ({', '.join(columns)}, first_at, last_at)"
                  f" VALUES ({', '.join(':' + c for c in columns)}, :now, :now)"
-                 f" ON CONFLICT ({', '.join(columns)}) DO UPDATE SET attempts = attempts + 1, last_at = excluded.last_at",
+                 f" ON CONFLICT ({', '.join(columns)}) DO UPDATE SET attempts = {table}.attempts + 1, last_at = excluded.last_at",
                  {**key, "now": now})
 
 

@@ -334,7 +334,7 @@ def _next_accession(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> st
     day = clock.local_today(settings["TIMEZONE"])
     sequence = conn.execute(
         "INSERT INTO accession_counters (day, last) VALUES (?, 1)"
-        " ON CONFLICT (day) DO UPDATE SET last = last + 1 RETURNING last", (day.isoformat(),)).fetchone()[0]
+        " ON CONFLICT (day) DO UPDATE SET last = accession_counters.last + 1 RETURNING last", (day.isoformat(),)).fetchone()[0]
     return accession_number(prefix, day, sequence)
 
 
@@ -532,7 +532,7 @@ def exam_filter(*, modality: str = "", source: str = "", status: str = "", prior
     clauses: list[str] = []
     params: list[Any] = []
     if department:
-        clauses.append("e.requesting_department = ? COLLATE NOCASE")
+        clauses.append("LOWER(e.requesting_department) = LOWER(?)")
         params.append(department)
     for column, value in (("e.modality", modality), ("e.source", source), ("e.status", status),
                           ("e.priority", priority)):

@@ -198,7 +198,7 @@ def reading_list(conn: sqlite3.Connection, settings: Mapping[str, Any], *, modal
     ``review_by``: only the reports submitted for review that this user did not write."""
     clauses, params = patients.exam_filter(modality=modality, source=source, priority=priority, query=query)
     if review_by:
-        clauses += ["e.status = ?", "IFNULL((SELECT r.preliminary_by FROM report_versions r WHERE r.exam_ref = e.id"
+        clauses += ["e.status = ?", "COALESCE((SELECT r.preliminary_by FROM report_versions r WHERE r.exam_ref = e.id"
                     " ORDER BY r.version DESC LIMIT 1), '') <> ?"]
         params += [exams.PRELIMINARY, review_by]
     # the exam's state says there is no final report yet (exams.py moves it to final when one is

@@ -236,8 +236,10 @@ def set_signature(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, da
     digest = hashlib.sha256(png).hexdigest()
     with transaction(conn):
         user = get(conn, user_id)
-        conn.execute("INSERT OR REPLACE INTO user_signatures (user_id, png, sha256, uploaded_at, uploaded_by)"
-                     " VALUES (?, ?, ?, ?, ?)", (user_id, png, digest, clock.to_db(clock.now()), actor.name))
+        conn.execute("INSERT INTO user_signatures (user_id, png, sha256, uploaded_at, uploaded_by)"
+                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET png = excluded.png,"
+                     " sha256 = excluded.sha256, uploaded_at = excluded.uploaded_at, uploaded_by = excluded.uploaded_by",
+                     (user_id, png, digest, clock.to_db(clock.now()), actor.name))
         audit.record(conn, actor, "user.signature", f"user:{user.username}",
                      detail={"sha256": digest, "width": picture.width, "height": picture.height})
 
