@@ -43,6 +43,13 @@ if databases.ON_POSTGRESQL:
     config.load = _load_with_database
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _postgresql_server() -> None:
+    """Started before any test, so that every process a test starts inherits its address."""
+    if databases.ON_POSTGRESQL:
+        databases.server()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _drop_module_databases() -> Iterator[None]:
     yield

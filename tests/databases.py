@@ -4,6 +4,10 @@
 PostgreSQL 15 (initdb in a temporary folder, listening on 127.0.0.1 only, stopped when the tests
 end; ``PACSLITE_TEST_POSTGRESQL_URL`` uses a running server instead), and every instance folder
 a test makes gets its own database, copied from a migrated template, dropped after the test.
+
+Processes the tests start inherit the cluster (its address is put in the environment). One in
+a private network namespace, where 127.0.0.1 is another machine's, reaches it through its Unix
+socket (``PACSLITE_TEST_POSTGRESQL_VIA_SOCKET=1``).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ BIN = Path("/usr/lib/postgresql/15/bin")
 
 _lock = threading.Lock()
 _server: str | None = None  # postgresql://…/ without a database name
+SOCKET = "PACSLITE_TEST_POSTGRESQL_SOCKET"  # "<folder> <port>" of the cluster's Unix socket
 _made: list[str] = []
 
 
@@ -39,6 +44,7 @@ def _as_postgres(command: list[str]) -> list[str]:
 
 def _start_cluster() -> str:
     folder = Path(tempfile.mkdtemp(prefix="pacslite-pg-"))
+    folder.chmod(0o755)  # its socket is reached from a user namespace too; the data folder stays 0700
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
     data, port = folder / "data", free_port()
@@ -54,12 +60,21 @@ def _start_cluster() -> str:
                        capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
     atexit.register(stop)
+    os.environ[SOCKET] = f"{folder} {port}"
     return f"postgresql://pacslite@127.0.0.1:{port}/"
+
+
+def _url(name: str) -> str:
+    if os.environ.get("PACSLITE_TEST_POSTGRESQL_VIA_SOCKET"):
+        folder, port = os.environ[SOCKET].split()
+        return f"postgresql://pacslite@/{name}?host={folder}&port={port}"
+    assert _server is not None
+    return _server + name
 
 
 def _admin(sql: str) -> None:
     import psycopg
-    with psycopg.connect(_server + "postgres", autocommit=True) as conn:
+    with psycopg.connect(_url("postgres"), autocommit=True) as conn:
         conn.execute(sql)
 
 
@@ -69,14 +84,18 @@ def server() -> str:
     with _lock:
         if _server is None:
             _server = os.environ.get("PACSLITE_TEST_POSTGRESQL_URL") or _start_cluster()
+            os.environ["PACSLITE_TEST_POSTGRESQL_URL"] = _server  # the processes the tests start use it too
+            if os.environ.get("PACSLITE_TEST_TEMPLATE_READY"):
+                return _server
             from pacslite.core import db
             _admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
             _admin(f"CREATE DATABASE {TEMPLATE}")
-            conn = db.connect(_server + TEMPLATE)
+            conn = db.connect(_url(TEMPLATE))
             try:
                 db.migrate(conn)
             finally:
                 conn.close()
+            os.environ["PACSLITE_TEST_TEMPLATE_READY"] = "1"
         return _server
 
 
@@ -89,13 +108,14 @@ def url_for(instance: Path) -> str:
     PostgreSQL a database of its own, made on first use."""
     if not ON_POSTGRESQL:
         return ""
-    base, name = server(), name_for(instance)
+    server()
+    name = name_for(instance)
     with _lock:
         if name not in _made:
             _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             _admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
             _made.append(name)
-    return base + name
+    return _url(name)
 
 
 def of(instance: Path) -> str | Path:
@@ -129,12 +149,13 @@ def drop_trigger(conn, name: str, table: str) -> None:
 
 def empty_database(instance: Path) -> str:
     """A new, empty PostgreSQL database for this instance folder (as the admin guide makes one)."""
-    base, name = server(), name_for(instance)
+    server()
+    name = name_for(instance)
     with _lock:
         _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         _admin(f"CREATE DATABASE {name} TEMPLATE template0")
         _made.append(name)
-    return base + name
+    return _url(name)
 
 
 def restore(dump: Path, instance: Path) -> str:

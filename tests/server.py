@@ -71,7 +71,7 @@ def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **
     """Run app.py with this instance folder; returns once it says it is listening.
 
     ``wrapper`` is a command that runs it (it must exec it, so that signals reach it)."""
-    port = free_port()
+    port = int(env["PACSLITE_HTTP_PORT"]) if "PACSLITE_HTTP_PORT" in env else free_port()
     environ = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), "PACSLITE_HTTP_HOST": "127.0.0.1",
                "PACSLITE_HTTP_PORT": str(port), "PACSLITE_DEFAULT_LANGUAGE": "en",
                "PACSLITE_DICOM_HOST": "127.0.0.1", "PACSLITE_DICOM_PORT": "0", "PACSLITE_DICOM_TLS_PORT": "0",

@@ -13,7 +13,8 @@ from tests.conftest import ROOT
 
 def in_namespace(tmp_path, *args: str) -> dict:
     """Run tests/retrieve_scenario.py in a private network namespace; what it printed."""
-    script = f'ip link set lo up && exec "{sys.executable}" -m tests.retrieve_scenario "{tmp_path}" {" ".join(args)}'
+    script = (f'ip link set lo up && PACSLITE_TEST_POSTGRESQL_VIA_SOCKET=1 exec "{sys.executable}"'
+              f' -m tests.retrieve_scenario "{tmp_path}" {" ".join(args)}')
     done = subprocess.run(["unshare", "--net", "--map-root-user", "sh", "-c", script], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

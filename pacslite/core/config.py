@@ -44,6 +44,10 @@ DEFAULTS: dict[str, Any] = {
     # one is kept; beyond the limit waitress stops accepting until one closes.
     "HTTP_CONNECTION_LIMIT": 1000,
     "HTTP_IDLE_SECONDS": 60,
+    # Several pacslite processes on one machine share the HTTP, DICOM and HL7 ports (SO_REUSEPORT:
+    # the kernel spreads new connections over them). Only with PostgreSQL; off, a second process
+    # on a port in use fails to start, as any server does.
+    "SHARE_PORTS": False,
     "DICOM_HOST": "0.0.0.0",
     "DICOM_PORT": 11112,
     "AE_TITLE": "PACSLITE",

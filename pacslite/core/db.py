@@ -14,6 +14,7 @@ no lock on either.
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -170,6 +171,35 @@ _groups_lock = threading.Lock()
 def database_file(conn: sqlite3.Connection) -> Path:
     """The file the connection's main SQLite database is in."""
     return Path(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
+def duty_key(name: str) -> int:
+    """The advisory lock of the duty ``name`` (a signed 64-bit number)."""
+    return int.from_bytes(hashlib.sha256(f"pacslite duty {name}".encode()).digest()[:8], "big", signed=True)
+
+
+def take_duty(conn: Any, name: str) -> bool:
+    """Whether this connection now holds the duty ``name`` (core/background.py): on PostgreSQL
+    a session advisory lock, kept until the connection ends; on SQLite (one process) always."""
+    if dialect_of(conn) != dialect.POSTGRESQL:
+        return True
+    return bool(conn.execute("SELECT pg_try_advisory_lock(?)", (duty_key(name),)).fetchone()[0])
+
+
+def other_processes(conn: Any) -> int:
+    """How many other pacslite processes are connected to this database now (PostgreSQL; on
+    SQLite, one process: 0). Each connection names its process: ``pacslite <pid>@<host>``."""
+    if dialect_of(conn) != dialect.POSTGRESQL:
+        return 0
+    from . import postgres
+    return conn.execute("SELECT COUNT(DISTINCT application_name) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND application_name LIKE 'pacslite %' AND application_name <> ?",
+                        (postgres.APPLICATION_NAME,)).fetchone()[0]
+
+
+def is_broken(conn: Any) -> bool:
+    """Whether the connection is gone (a PostgreSQL server that restarted) and must be opened again."""
+    return dialect_of(conn) == dialect.POSTGRESQL and (conn.raw.closed or conn.raw.broken)
 
 
 _files_dirs: dict[str, Path] = {}

@@ -11,6 +11,8 @@ truth value passed as a parameter is 0 or 1, a ``datetime`` parameter is ISO tex
 """
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from datetime import date, datetime
 from typing import Any, Iterator, Sequence
@@ -24,6 +26,16 @@ from . import dialect
 #: How long a statement waits for a lock (the write lock included) before it fails, as SQLite's
 #: busy timeout.
 LOCK_TIMEOUT_MS = 30_000
+
+
+#: Each connection names its process (pg_stat_activity): other processes are seen at start-up
+#: (db.other_processes), and an administrator sees who holds what.
+APPLICATION_NAME = f"pacslite {os.getpid()}@{socket.gethostname()}"[:63]
+#: Both ends notice a dead peer within about half a minute (10 s idle, then 4 probes 5 s apart):
+#: the server then ends the session and releases the duties it held (core/background.py).
+_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 4}
+_OPTIONS = (f"-c lock_timeout={LOCK_TIMEOUT_MS} -c TimeZone=UTC"
+            " -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=4")
 
 
 class Row:
@@ -129,7 +141,7 @@ class Connection:
     def __init__(self, url: str) -> None:
         self.url = url
         self.raw = psycopg.connect(url, autocommit=True, cursor_factory=Cursor, row_factory=_row_factory,
-                                   options=f"-c lock_timeout={LOCK_TIMEOUT_MS} -c TimeZone=UTC")
+                                   application_name=APPLICATION_NAME, options=_OPTIONS, **_KEEPALIVE)
         self.raw.adapters.register_loader("numeric", _NumberLoader)
         self.row_factory = None  # sqlite3's attribute; rows are always Row here
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,17 +56,27 @@ def tmp_dir(root: str | Path) -> Path:
     return path
 
 
-def clean_tmp(root: str | Path) -> int:
+def clean_tmp(root: str | Path, untouched_for: float = 0.0) -> int:
     """Remove what a stopped or killed process left in the temporary area; returns how many.
 
-    Only the process that serves DICOM calls this, at start, before it accepts anything.
+    A process calls this at start, before it accepts anything. When other processes share the
+    store (PostgreSQL, several nodes), only files not written to for ``untouched_for`` seconds
+    are removed: the others may be another process's images still arriving.
     """
     removed = 0
+    cutoff = time.time() - untouched_for
     for entry in tmp_dir(root).iterdir():
-        if entry.is_file() or entry.is_symlink():
+        if (entry.is_file() or entry.is_symlink()) and (not untouched_for or _mtime(entry) < cutoff):
             entry.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def fsync_file(path: str | Path) -> None:

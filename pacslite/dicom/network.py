@@ -230,7 +230,9 @@ class GuardedServer(ThreadedAssociationServer):
     def __init__(self, *args: Any, per_address: int, network_timeout: float,
                  on_association_end: Callable[[Any], object] | None = None,
                  tls_context: Callable[[], ssl.SSLContext] | None = None,
-                 on_refused: Callable[[str, str], object] | None = None, **kwargs: Any) -> None:
+                 on_refused: Callable[[str, str], object] | None = None, share_port: bool = False,
+                 **kwargs: Any) -> None:
+        self.share_port = share_port
         self.per_address = per_address
         self.network_timeout = network_timeout
         self.on_association_end = on_association_end
@@ -239,6 +241,12 @@ class GuardedServer(ThreadedAssociationServer):
         self._live_lock = threading.Lock()
         self._last_warning: dict[str, float] = {}
         super().__init__(*args, request_handler=GuardedRequestHandler, **kwargs)
+
+    def server_bind(self) -> None:
+        if self.share_port:  # other pacslite processes listen on the same port (SHARE_PORTS)
+            assert self.socket is not None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept; on the TLS port wrap the socket without its handshake (done by the handler)."""

@@ -230,7 +230,8 @@ class DicomServer:
                                 network_timeout=s["DICOM_NETWORK_TIMEOUT"],
                                 on_association_end=functools.partial(handlers.on_ended, self.connections,
                                                                      receive.ReceiveFile.abandon),
-                                tls_context=tls_context, on_refused=self._record_refused_connection)
+                                tls_context=tls_context, on_refused=self._record_refused_connection,
+                                share_port=bool(s["SHARE_PORTS"]))
         ae._servers.append(server)  # as AE.start_server does: server.shutdown() takes it out again
         threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
         return server

@@ -80,7 +80,8 @@ class Hl7Server:
             reader = MLLPStreamReader(limit=limit)
             return asyncio.StreamReaderProtocol(reader, self._serve)
 
-        return await loop.create_server(factory, self.settings["HL7_HOST"], self.settings["HL7_PORT"])
+        return await loop.create_server(factory, self.settings["HL7_HOST"], self.settings["HL7_PORT"],
+                                        reuse_port=bool(self.settings["SHARE_PORTS"]) or None)
 
     def stop(self) -> None:
         loop = self._loop

@@ -18,6 +18,7 @@ import sqlite3
 import uuid
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any, Iterator
 
 from ..core import audit, clock, db
@@ -95,9 +96,13 @@ def close(conn: sqlite3.Connection, batch: str, *, recovered: bool = False) -> i
     return len(rows)
 
 
-def close_left_open(conn: sqlite3.Connection) -> int:
-    """At start-up, before images are accepted: audit the deliveries a stopped process left open."""
-    batches = {r[0] for r in conn.execute("SELECT batch FROM arrivals WHERE closed_at IS NULL")}
+def close_left_open(conn: sqlite3.Connection, idle_for: float = 0.0) -> int:
+    """At start-up, before images are accepted: audit the deliveries a stopped process left open.
+    ``idle_for``: other processes may be receiving now (PostgreSQL), so only deliveries with no
+    image for that many seconds are taken for cut off."""
+    before = clock.to_db(clock.now() - timedelta(seconds=idle_for)) if idle_for else "9999"
+    batches = {r[0] for r in conn.execute("SELECT batch FROM arrivals WHERE closed_at IS NULL AND last_at < ?",
+                                          (before,))}
     return sum(close(conn, batch, recovered=True) for batch in sorted(batches))
 
 

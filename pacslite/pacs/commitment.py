@@ -184,7 +184,8 @@ def not_delivered(conn: sqlite3.Connection, settings: Mapping[str, Any], commitm
 
 
 def recover(conn: sqlite3.Connection) -> int:
-    """At start-up: reports that were being sent when pacslite stopped wait again."""
+    """When this process takes the reports over (at start-up, or from a process that died):
+    reports that were being sent wait again."""
     with transaction(conn):
         return conn.execute("UPDATE commitments SET state = ?, next_attempt_at = ? WHERE state = ?",
                             (PENDING, clock.to_db(clock.now()), SENDING)).rowcount

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 from itertools import zip_longest
 from datetime import timedelta
@@ -363,14 +364,24 @@ def _unplace(store: str | Path, relative: str, tmp_file: Path) -> None:
 
 # ---------------------------------------------------------------- start-up
 
-def recover(conn: sqlite3.Connection, store: str | Path) -> tuple[int, int]:
+#: With other processes sharing the store, a file is left over only when older than this: an
+#: image's transaction commits (or fails, removing its file) well within it, the write lock's
+#: timeout included.
+SHARED_STORE_GRACE_SECONDS = 600.0
+
+
+def recover(conn: sqlite3.Connection, store: str | Path, shared: bool = False) -> tuple[int, int]:
     """Undo what a killed process left: (temporary files removed, unindexed files removed).
 
     A file is placed before its transaction commits; if the process died in between, the
     file has no row and was never acknowledged. Such files can only be in the day folders
-    from the last committed image on, so only those are scanned.
+    from the last committed image on, so only those are scanned. ``shared``: other processes
+    may be storing into the same folders now (PostgreSQL), so only files older than
+    SHARED_STORE_GRACE_SECONDS are taken for leftovers.
     """
-    removed_tmp = storage.clean_tmp(store)
+    grace = SHARED_STORE_GRACE_SECONDS if shared else 0.0
+    cutoff = time.time() - grace
+    removed_tmp = storage.clean_tmp(store, grace)
     last = clock.from_db(index.last_received_at(conn))
     since = (last - timedelta(days=1)).replace(hour=0, minute=0, second=0) if last else None
     known = index.paths_received_since(conn, clock.to_db(since)) if since else set()
@@ -381,7 +392,7 @@ def recover(conn: sqlite3.Connection, store: str | Path) -> tuple[int, int]:
             continue  # days before the last commit: every file there was committed
         for entry in day_dir.iterdir():
             relative = entry.relative_to(root).as_posix()
-            if entry.is_file() and relative not in known:
+            if entry.is_file() and relative not in known and (not shared or entry.stat().st_mtime < cutoff):
                 log.warning("removing %s: placed but never committed (the process stopped in between)", relative)
                 entry.unlink()
                 removed += 1

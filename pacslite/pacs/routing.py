@@ -124,7 +124,8 @@ def send_exam(conn: sqlite3.Connection, actor: audit.Actor, accession: str, dest
 
 
 def recover(conn: sqlite3.Connection) -> int:
-    """At start-up: what was being sent when pacslite stopped is queued again."""
+    """When this process takes the sending over (at start-up, or from a process that died):
+    what was being sent is queued again."""
     with transaction(conn):
         return conn.execute("UPDATE outbound_queue SET state = ?, next_attempt_at = ? WHERE state = ?",
                             (QUEUED, clock.to_db(clock.now()), SENDING)).rowcount
@@ -231,6 +232,11 @@ class Sender(BackgroundThread):
     def __init__(self, settings: Mapping[str, Any], send: Send) -> None:
         super().__init__(settings)
         self.send = send
+
+    def on_duty(self, conn: sqlite3.Connection) -> None:
+        resent = recover(conn)
+        if resent:
+            log.warning("%d studies that were being sent are queued again", resent)
 
     def tick(self, conn: sqlite3.Connection) -> float:
         return 0 if run_due(conn, self.settings, self.send) else float(self.settings["FORWARD_POLL_SECONDS"])
