@@ -178,7 +178,11 @@ def _web_server(app):
                            # a response waiting for a slow client stays in memory up to 8 MiB (then the
                            # thread writing it waits), never spooled to a temporary file: DICOMweb
                            # retrieves are hundreds of MB
-                           outbuf_overflow=8 * 1024 * 1024, outbuf_high_watermark=8 * 1024 * 1024)
+                           outbuf_overflow=8 * 1024 * 1024, outbuf_high_watermark=8 * 1024 * 1024,
+                           # X-Forwarded-For reaches pacslite, which believes it only from
+                           # TRUSTED_PROXIES (web/proxies.py): waitress's default removed it always,
+                           # so behind HAProxy every login was audited with HAProxy's address
+                           clear_untrusted_proxy_headers=False)
     limits.bound_waitress(server, app)
     return server
 

@@ -3,17 +3,22 @@
 
 Generates N synthetic 512×512 16-bit CT images of one registered exam and sends them with
 DCMTK's storescu over 1 and over 4 parallel associations to each receiver, each time into an
-empty store. Prints images/s and the ratios pacslite/Orthanc and pacslite/storescp, and what
-the full-dataset check (every element parsed before 0x0000) costs an image.
+empty store: pacslite on SQLite (one process) and on PostgreSQL with 1, 2 and 4 receiving
+processes sharing the DICOM port (SHARE_PORTS), storescp and Orthanc; the median of --repeat
+runs. Prints images/s, the ratios to Orthanc and storescp, the CPU milliseconds each image cost
+(the receiver's processes; PostgreSQL's server separately), and what the full-dataset check
+(every element parsed before 0x0000) costs an image.
 
-    bin/bench              # installs dcmtk, orthanc and iproute2, then runs this with N=500
-    .venv/bin/python bench/ingest.py --count 1000
+    bin/bench              # installs dcmtk, orthanc, postgresql and iproute2, then runs this with N=500
+    .venv/bin/python bench/ingest.py --count 1000 --repeat 3
 
 The whole run happens in a private network namespace (``unshare --net --map-root-user``):
 Orthanc and storescp cannot be told to listen on loopback only, and there nobody else can
 reach them. pacslite runs as ``app.py`` with every durability rule in force (fsync, rename,
 directory fsync, index and audit committed before the answer) and files every image to the
 exam; storescp writes files without fsync; Orthanc runs with its defaults (SyncStorageArea on).
+PostgreSQL is a private cluster started before the namespace (reached through its Unix
+socket), with its defaults (fsync and synchronous_commit on).
 """
 from __future__ import annotations
 
@@ -38,28 +43,60 @@ from typing import Callable, Iterator
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import flask_cli, free_port  # noqa: E402  (after the path is set)
+from tests import databases  # noqa: E402  (after the path is set)
+from tests.conftest import INDEPENDENT_OF_HOST_AND_HOUR, free_port  # noqa: E402
 from tests.dicomkit import echoscu, make_ct  # noqa: E402
-from tests.server import Pacs  # noqa: E402
+from tests.server import Pacs, start  # noqa: E402
 
 NAMESPACE_FLAG = "PACSLITE_BENCH_IN_NAMESPACE"
 PATIENT = {"patient_id": "BENCH01", "name": "张三", "sex": "M", "birth_date": "1980-02-03"}  # as registered
 HEADER = {"patient_id": "BENCH01", "name": "ZHANG^SAN", "sex": "M", "birth_date": "19800203"}  # as a modality sends
 PARALLEL = (1, 4)
+PROCESSES = (1, 2, 4)  # pacslite processes receiving on PostgreSQL
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class Result:
     seconds: float
     images: int
+    cpu_seconds: float = 0.0  # the receiver's processes
+    database_cpu_seconds: float = 0.0  # PostgreSQL's server
 
     @property
     def rate(self) -> float:
         return self.images / self.seconds
 
 
-def enter_private_network() -> None:
-    """Re-run this script in its own network namespace with only the loopback interface up."""
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes (all their threads) used so far, and that of their
+    children that ended (PostgreSQL's server: its backends come and go)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / TICK
+
+
+def postgres_pids() -> list[int]:
+    """PostgreSQL's server processes (only the benchmark's private cluster runs here)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def enter_private_network(with_postgresql: bool) -> None:
+    """Run this script again in its own network namespace with only the loopback interface up
+    (PostgreSQL's private cluster started first, outside it, and stopped after it)."""
     # Debian's DCMTK leaves Nagle's algorithm on unless TCP_NODELAY=1 is set; with it on, every
     # image waits ~40 ms for a delayed ACK (storescp: 22 images/s instead of hundreds). Set
     # for storescu, storescp and Orthanc alike, as a department's installation should.
@@ -68,7 +105,11 @@ def enter_private_network() -> None:
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         return
     os.environ[NAMESPACE_FLAG] = "1"
-    os.execvp("unshare", ["unshare", "--net", "--map-root-user", sys.executable, *sys.argv])
+    if with_postgresql:
+        databases.server(durable=True)
+        os.environ["PACSLITE_TEST_POSTGRESQL_VIA_SOCKET"] = "1"
+    done = subprocess.run(["unshare", "--net", "--map-root-user", sys.executable, *sys.argv])
+    sys.exit(done.returncode)  # the cluster is stopped on the way out (atexit)
 
 
 def wait_for_echo(port: int, aec: str, process: subprocess.Popen, what: str) -> None:
@@ -102,25 +143,48 @@ def checked(receiver: str, stored: int, files: list[Path], seconds: float) -> Re
     return Result(seconds, stored)
 
 
-def fresh_pacslite(work: Path, name: str) -> Pacs:
+def flask(instance: Path, database: str, *args: str) -> None:
+    env = {**os.environ, "PACSLITE_INSTANCE_DIR": str(instance), "PACSLITE_DATABASE_URL": database,
+           **{f"PACSLITE_{k}": str(v) for k, v in INDEPENDENT_OF_HOST_AND_HOUR.items()}}
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise SystemExit(done.stderr)
+
+
+def fresh_pacslite(work: Path, name: str, processes: int = 0) -> tuple[Pacs, list]:
+    """pacslite in a new instance folder: on SQLite (``processes`` 0), else on a new PostgreSQL
+    database with that many processes sharing the DICOM and HTTP ports."""
     instance = work / name
-    added = flask_cli(instance, "ae", "add", "STORESCU", "--host", "127.0.0.1")
-    if added.returncode:
-        raise SystemExit(added.stderr)
-    return Pacs(instance)
+    database = databases.new_database(instance) if processes else ""
+    flask(instance, database, "ae", "add", "STORESCU", "--host", "127.0.0.1")
+    if not processes:
+        return Pacs(instance), []
+    shared = {"PACSLITE_SHARE_PORTS": "1", "PACSLITE_DICOM_PORT": str(free_port()),
+              "PACSLITE_HTTP_PORT": str(free_port()), "PACSLITE_HL7_PORT": "-1", "PACSLITE_DICOM_TLS_PORT": "-1"}
+    pacs = Pacs(instance, database=database, **shared)
+    others = [start(instance, PACSLITE_DATABASE_URL=database, **shared) for _ in range(processes - 1)]
+    return pacs, others
 
 
-def run_pacslite(work: Path, files: list[Path], parallel: int, accession: str) -> Result:
-    pacs = fresh_pacslite(work, f"pacslite-{parallel}")
+def run_pacslite(work: Path, files: list[Path], parallel: int, accession: str, processes: int = 0) -> Result:
+    pacs, others = fresh_pacslite(work, f"pacslite-{processes}-{parallel}-{time.monotonic_ns()}", processes)
+    servers = [pacs.server, *others]
     try:
         registered = pacs.register(**PATIENT)
         if registered.accession_number != accession:
             raise SystemExit("the accession number changed between runs (midnight?): run again")
+        pids = [server.process.pid for server in servers]
+        before, database_before = cpu_seconds(pids), cpu_seconds(postgres_pids())
         seconds = send(pacs.port, "PACSLITE", files, parallel)
+        cpu, database_cpu = cpu_seconds(pids) - before, cpu_seconds(postgres_pids()) - database_before
         filed = pacs.query("SELECT instance_count FROM exams WHERE accession_number = ?", accession)[0][0]
     finally:
-        pacs.server.stop()
-    return checked("pacslite", filed, files, seconds)
+        for server in reversed(servers):
+            server.stop()
+    result = checked("pacslite", filed, files, seconds)
+    result.cpu_seconds, result.database_cpu_seconds = cpu, database_cpu if processes else 0.0
+    return result
 
 
 def run_storescp(work: Path, files: list[Path], parallel: int) -> Result:
@@ -131,11 +195,15 @@ def run_storescp(work: Path, files: list[Path], parallel: int) -> Result:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_echo(port, "STORESCP", process, "storescp")
+        before = cpu_seconds([process.pid])
         seconds = send(port, "STORESCP", files, parallel)
+        cpu = cpu_seconds([process.pid]) - before
     finally:
         process.terminate()
         process.wait()
-    return checked("storescp", sum(1 for _ in out.iterdir()), files, seconds)
+    result = checked("storescp", sum(1 for _ in out.iterdir()), files, seconds)
+    result.cpu_seconds = cpu
+    return result
 
 
 def run_orthanc(work: Path, files: list[Path], parallel: int) -> Result:
@@ -151,14 +219,18 @@ def run_orthanc(work: Path, files: list[Path], parallel: int) -> Result:
     process = subprocess.Popen(["Orthanc", str(home / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_echo(dicom_port, "ORTHANC", process, "Orthanc")
+        before = cpu_seconds([process.pid])
         seconds = send(dicom_port, "ORTHANC", files, parallel)
+        cpu = cpu_seconds([process.pid]) - before
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/statistics", timeout=30) as answer:
             stored = json.load(answer)["CountInstances"]
     finally:
         process.terminate()
         process.wait()
         log.close()
-    return checked("Orthanc", stored, files, seconds)
+    result = checked("Orthanc", stored, files, seconds)
+    result.cpu_seconds = cpu
+    return result
 
 
 # ---------------------------------------------------------------- the full-dataset check's share
@@ -208,7 +280,7 @@ def make_study(directory: Path, count: int, accession: str) -> list[Path]:
 
 def first_accession(work: Path) -> str:
     """The accession number a fresh installation gives its first exam today."""
-    pacs = fresh_pacslite(work, "pacslite-probe")
+    pacs, _ = fresh_pacslite(work, "pacslite-probe")
     try:
         return pacs.register(**PATIENT).accession_number
     finally:
@@ -226,12 +298,19 @@ def machine() -> Iterator[str]:
     yield f"pacslite  {revision.stdout.strip() or 'unknown revision'}, Python {platform.python_version()}"
 
 
+def median_result(results: list[Result]) -> Result:
+    """The run with the median rate (its CPU figures with it)."""
+    return sorted(results, key=lambda r: r.rate)[len(results) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500, help="images per run (default 500)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, the median is shown (default 3)")
+    parser.add_argument("--no-postgresql", action="store_true", help="pacslite on SQLite only")
     parser.add_argument("--workdir", type=Path, help="where files and stores go (default: a new temporary folder)")
     args = parser.parse_args()
-    enter_private_network()
+    enter_private_network(not args.no_postgresql)
     work = Path(tempfile.mkdtemp(prefix="pacslite-bench-", dir=args.workdir))
     try:
         accession = first_accession(work)
@@ -239,34 +318,48 @@ def main() -> None:
         files = make_study(work / "study", args.count, accession)
         megabytes = sum(f.stat().st_size for f in files) / 1e6
         receivers: dict[str, Callable[[int], Result]] = {
-            "pacslite": lambda n: run_pacslite(work, files, n, accession),
-            "storescp": lambda n: run_storescp(work, files, n),
-            "Orthanc": lambda n: run_orthanc(work, files, n),
+            "pacslite SQLite": lambda n: run_pacslite(work, files, n, accession),
         }
-        rates: dict[str, dict[int, float]] = {}
+        if not args.no_postgresql:
+            for processes in PROCESSES:
+                receivers[f"pacslite PG ×{processes}"] = (
+                    lambda n, p=processes: run_pacslite(work, files, n, accession, processes=p))
+        receivers["storescp"] = lambda n: run_storescp(work, files, n)
+        receivers["Orthanc"] = lambda n: run_orthanc(work, files, n)
+        results: dict[str, dict[int, Result]] = {}
         for name, receive in receivers.items():
             for parallel in PARALLEL:
-                result = receive(parallel)
-                rates.setdefault(name, {})[parallel] = result.rate
-                print(f"  {name:<9} {parallel} association(s): {result.images} images in {result.seconds:6.2f} s",
-                      flush=True)
+                runs = []
+                for _ in range(args.repeat):
+                    runs.append(receive(parallel))
+                    print(f"  {name:<18} {parallel} association(s): {runs[-1].images} images in"
+                          f" {runs[-1].seconds:6.2f} s", flush=True)
+                results.setdefault(name, {})[parallel] = median_result(runs)
         print()
         for line in machine():
             print(line)
-        print(f"files     {args.count} images, {megabytes:.0f} MB, sent with storescu (DCMTK)")
+        print(f"files     {args.count} images, {megabytes:.0f} MB, sent with storescu (DCMTK); median of"
+              f" {args.repeat} runs")
         print()
-        print(f"{'images/s':<22}" + "".join(f"{n} assoc.".rjust(12) for n in PARALLEL))
+        columns = "".join(f"{n} assoc.".rjust(10) for n in PARALLEL)
+        print(f"{'':<22}{'images/s':>20}{'/Orthanc':>20}{'CPU ms/image':>20}{'+PostgreSQL':>20}")
+        print(f"{'':<22}{columns}{columns}{columns}{columns}")
+        orthanc = results["Orthanc"]
         for name in receivers:
-            print(f"{name:<22}" + "".join(f"{rates[name][n]:12.0f}" for n in PARALLEL))
-        for other in ("Orthanc", "storescp"):
-            print(f"{'pacslite/' + other:<22}" + "".join(f"{rates['pacslite'][n] / rates[other][n]:12.2f}"
-                                                       for n in PARALLEL))
+            row = results[name]
+            print(f"{name:<22}" + "".join(f"{row[n].rate:10.0f}" for n in PARALLEL)
+                  + "".join(f"{row[n].rate / orthanc[n].rate:10.2f}" for n in PARALLEL)
+                  + "".join(f"{1000 * row[n].cpu_seconds / row[n].images:10.2f}" for n in PARALLEL)
+                  + "".join(f"{1000 * row[n].database_cpu_seconds / row[n].images:10.2f}" for n in PARALLEL))
+        sqlite = results["pacslite SQLite"]
+        print(f"{'pacslite SQLite/storescp':<22}" + "".join(
+            f"{sqlite[n].rate / results['storescp'][n].rate:10.2f}" for n in PARALLEL))
         check, ingest = check_cost(work, files)
         print()
         print(f"full-dataset check (wellformed.check_file): {check:.3f} ms an image, {100 * check / ingest:.1f} %"
               f" of ingest's {ingest:.2f} ms (in-process, median); at the 1-association rate above an image"
-              f" takes {1000 / rates['pacslite'][1]:.2f} ms, so the check is"
-              f" {100 * check * rates['pacslite'][1] / 1000:.1f} % of it")
+              f" takes {1000 / sqlite[1].rate:.2f} ms, so the check is"
+              f" {100 * check * sqlite[1].rate / 1000:.1f} % of it")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

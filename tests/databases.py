@@ -42,7 +42,7 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-def _start_cluster() -> str:
+def _start_cluster(durable: bool = False) -> str:
     folder = Path(tempfile.mkdtemp(prefix="pacslite-pg-"))
     folder.chmod(0o755)  # its socket is reached from a user namespace too; the data folder stays 0700
     if os.geteuid() == 0:
@@ -50,8 +50,9 @@ def _start_cluster() -> str:
     data, port = folder / "data", free_port()
     subprocess.run(_as_postgres([str(BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "pacslite",
                                  "--locale=C.UTF-8", "-E", "UTF8"]), check=True, capture_output=True)
-    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c max_connections=400"
-               " -c fsync=off -c full_page_writes=off -c shared_buffers=64MB")  # a test cluster: a crash loses it all
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c max_connections=400 -c shared_buffers=64MB"
+    if not durable:  # a test cluster: a crash of the machine loses it all (pacslite's own kills do not)
+        options += " -c fsync=off -c full_page_writes=off"
     subprocess.run(_as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-o", options,
                                  "-w", "start"]), check=True, capture_output=True)
 
@@ -78,12 +79,13 @@ def _admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def server() -> str:
-    """The PostgreSQL server's URL (no database), started on first use, with the template."""
+def server(durable: bool = False) -> str:
+    """The PostgreSQL server's URL (no database), started on first use, with the template.
+    ``durable``: with PostgreSQL's defaults (fsync on), for benchmarks."""
     global _server
     with _lock:
         if _server is None:
-            _server = os.environ.get("PACSLITE_TEST_POSTGRESQL_URL") or _start_cluster()
+            _server = os.environ.get("PACSLITE_TEST_POSTGRESQL_URL") or _start_cluster(durable)
             os.environ["PACSLITE_TEST_POSTGRESQL_URL"] = _server  # the processes the tests start use it too
             if os.environ.get("PACSLITE_TEST_TEMPLATE_READY"):
                 return _server
@@ -106,8 +108,12 @@ def name_for(instance: Path) -> str:
 def url_for(instance: Path) -> str:
     """The database URL of this instance folder: empty on SQLite (pacslite's default file), on
     PostgreSQL a database of its own, made on first use."""
-    if not ON_POSTGRESQL:
-        return ""
+    return new_database(instance) if ON_POSTGRESQL else ""
+
+
+def new_database(instance: Path) -> str:
+    """A PostgreSQL database of pacslite's schema for this instance folder, made on first use
+    (whichever database the suite runs on)."""
     server()
     name = name_for(instance)
     with _lock:

@@ -111,18 +111,21 @@ def start(instance: Path, timeout: float = 30, wrapper: tuple[str, ...] = (), **
 class Pacs:
     """A running pacslite (app.py) and what a test needs around it: its database and settings."""
 
-    def __init__(self, instance: Path, **options: Any) -> None:
+    def __init__(self, instance: Path, database: str = "", **options: Any) -> None:
+        """``database``: a PostgreSQL URL to use instead of the suite's database for this instance."""
         self.instance = instance
-        self.settings = config.load({"INSTANCE_DIR": str(instance), **INDEPENDENT_OF_HOST_AND_HOUR})
-        db.keep_files_in(databases.of(instance), Path(self.settings["STORAGE_DIR"]) / "database")
-        self.options = options
-        self.server = start(instance, **options)
+        self.database = database or databases.of(instance)
+        named = {"DATABASE_URL": database} if database else {}
+        self.settings = config.load({"INSTANCE_DIR": str(instance), **INDEPENDENT_OF_HOST_AND_HOUR, **named})
+        db.keep_files_in(self.database, Path(self.settings["STORAGE_DIR"]) / "database")
+        self.options = {"PACSLITE_DATABASE_URL": database, **options} if database else options
+        self.server = start(instance, **self.options)
         self.port = self.server.dicom_port
         self.tls_port = self.server.tls_port
         self.hl7_port = self.server.hl7_port
 
     def conn(self):
-        return db.connect(databases.of(self.instance))
+        return db.connect(self.database)
 
     def register(self, **changes) -> patients.Registration:
         data = {**EXAM_FORM, **changes}

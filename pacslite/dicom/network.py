@@ -38,6 +38,8 @@ from pynetdicom.association import Association
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from ..core import proxies
+
 log = logging.getLogger(__name__)
 
 #: The largest A-ASSOCIATE-RQ accepted (and any PDU before association): 128 presentation
@@ -231,8 +233,9 @@ class GuardedServer(ThreadedAssociationServer):
                  on_association_end: Callable[[Any], object] | None = None,
                  tls_context: Callable[[], ssl.SSLContext] | None = None,
                  on_refused: Callable[[str, str], object] | None = None, share_port: bool = False,
-                 **kwargs: Any) -> None:
+                 trusted_proxies: list[proxies.Network] | None = None, **kwargs: Any) -> None:
         self.share_port = share_port
+        self.trusted_proxies = trusted_proxies or []
         self.per_address = per_address
         self.network_timeout = network_timeout
         self.on_association_end = on_association_end
@@ -249,9 +252,16 @@ class GuardedServer(ThreadedAssociationServer):
         super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        """Accept; on the TLS port wrap the socket without its handshake (done by the handler)."""
+        """Accept; from a trusted proxy read the caller's address from its PROXY line; on the TLS
+        port wrap the socket without its handshake (done by the handler)."""
         assert self.socket is not None
         client, address = self.socket.accept()
+        if self.trusted_proxies and proxies.is_trusted(str(address[0]), self.trusted_proxies):
+            try:  # the caller's own address, from the load balancer's PROXY line (before any TLS)
+                address = proxies.read_header(client) or address
+            except OSError as exc:
+                client.close()
+                raise OSError(f"refused a connection from the proxy {address[0]}: {exc}") from exc
         if self.tls_context is not None:
             try:
                 client = self.tls_context().wrap_socket(client, server_side=True, do_handshake_on_connect=False)

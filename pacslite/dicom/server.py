@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (ModalityPerformedProcedureStep,  # type: ignor
                                   StudyRootQueryRetrieveInformationModelFind, Verification)
 from pydicom import uid
 
-from ..core import db, storage, uids
+from ..core import db, proxies, storage, uids
 from ..ris import aes
 from ..pacs import arrivals
 from . import commitment, handlers, network, receive, retrieve, tls
@@ -231,7 +231,8 @@ class DicomServer:
                                 on_association_end=functools.partial(handlers.on_ended, self.connections,
                                                                      receive.ReceiveFile.abandon),
                                 tls_context=tls_context, on_refused=self._record_refused_connection,
-                                share_port=bool(s["SHARE_PORTS"]))
+                                share_port=bool(s["SHARE_PORTS"]),
+                                trusted_proxies=proxies.parse_networks(s["TRUSTED_PROXIES"]))
         ae._servers.append(server)  # as AE.start_server does: server.shutdown() takes it out again
         threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
         return server

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from hl7.mllp import InvalidBlockError
 from hl7.mllp.streams import END_BLOCK, START_BLOCK, MLLPStreamReader
 
-from ..core import db
+from ..core import db, proxies
 from ..ris import messages
 from . import codec, handlers
 
@@ -41,6 +41,7 @@ class Hl7Server:
         self._connections: list[Any] = []
         self._lock = threading.Lock()
         self._open: collections.Counter[str] = collections.Counter()
+        self._trusted = proxies.parse_networks(settings["TRUSTED_PROXIES"])
         self._writers: set[asyncio.StreamWriter] = set()
 
     # ------------------------------------------------------------ life
@@ -122,6 +123,15 @@ class Hl7Server:
     async def _serve(self, reader: MLLPStreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if peer else ""
+        if self._trusted and proxies.is_trusted(address, self._trusted):
+            try:  # the sender's own address, from the load balancer's PROXY line
+                line = await asyncio.wait_for(reader.readuntil(b"\r\n"), proxies.HEADER_SECONDS)
+                address = (proxies.parse_header(line) or (address, 0))[0]
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                    ConnectionError, OSError) as exc:
+                log.warning("HL7: refused a connection from the proxy %s: %s", address, exc)
+                writer.transport.abort()
+                return
         if not self._admit(address):
             log.warning("HL7: refused a connection from %s (too many open)", address)
             writer.transport.abort()

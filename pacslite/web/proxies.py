@@ -10,19 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Callable, Iterable
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(entries: Iterable[str]) -> list[Network]:
-    """``["10.0.0.5", "192.168.1.0/24"]`` → networks; SystemExit naming a malformed entry (at start-up)."""
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
-        except ValueError:
-            raise SystemExit(f"TRUSTED_PROXIES: {entry!r} is not an IP address or network") from None
-    return networks
-
+from ..core.proxies import Network, parse_networks
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:

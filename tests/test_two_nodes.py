@@ -1,0 +1,38 @@
+"""Two pacslite nodes behind HAProxy (Debian's haproxy, docs/haproxy-pacslite.cfg as it is), in a
+private network namespace with an address for HAProxy, each node, a modality and a stranger
+(tests/two_nodes_scenario.py). The database is PostgreSQL whichever suite runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests import databases
+from tests.conftest import ROOT
+
+
+def test_two_nodes_behind_haproxy_share_the_work_and_one_survives_the_others_death(tmp_path) -> None:
+    databases.server()  # the cluster is started here; the namespace reaches it through its socket
+    script = (f'PACSLITE_TEST_POSTGRESQL_VIA_SOCKET=1 exec "{sys.executable}" -m tests.two_nodes_scenario'
+              f' "{tmp_path}"')
+    done = subprocess.run(["unshare", "--net", "--map-root-user", "sh", "-c", script], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # DICOM in TCP mode: two associations at once are one on each node (leastconn)
+    assert seen["established"] == [True, True] and seen["owners"] == ["node1", "node2"]
+    assert seen["store_status"] == 0
+    # the PROXY line carries the modality's own address: the AE check and the audit see it, not HAProxy's
+    assert seen["arrival_address"] == "10.1.0.20"
+    assert seen["stranger_established"] is False and seen["rejection_address"] == "10.1.0.21"
+    # the pages in HTTP mode: one login, the session valid on both nodes, the browser's address audited
+    assert seen["login_status"] == 302 and seen["pages"] == [200, 200, 200, 200]
+    assert seen["login_address"] == "10.1.0.20"
+    # node 1 killed: HAProxy's checks take it out within seconds; everything goes on through node 2
+    assert seen["failover_seconds"] < 15
+    assert seen["after_kill"] == [True] * 6 and seen["pages_after_kill"] == [200, 200, 200, 200]
+
+
+def test_the_guide_shows_the_haproxy_configuration_that_is_tested() -> None:
+    configuration = (ROOT / "docs" / "haproxy-pacslite.cfg").read_text(encoding="utf-8").rstrip("\n")
+    assert configuration in (ROOT / "docs" / "beyond-one-server.md").read_text(encoding="utf-8")
