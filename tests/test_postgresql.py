@@ -20,7 +20,7 @@ from pacslite.pacs import filing
 from pacslite.pacs.index import Source
 from pacslite.ris import patients
 from tests import databases
-from tests.conftest import EXAM_FORM, INDEPENDENT_OF_HOST_AND_HOUR, ROOT, make_user
+from tests.conftest import EXAM_FORM, INDEPENDENT_OF_HOST_AND_HOUR, ROOT, make_user, wait_for
 from tests.dicomkit import make_ct
 
 
@@ -160,3 +160,18 @@ def test_writers_in_several_processes_keep_the_audit_chain_in_order(tmp_path) ->
     assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'test.write'").fetchone()[0] == 360
     assert audit.verify(conn) is None
     conn.close()
+
+
+def test_a_web_requests_connection_is_kept_for_the_next_but_never_one_holding_a_duty(tmp_path) -> None:
+    url = databases.empty_database(tmp_path / "pg")
+    first = db.connect(url, pooled=True)
+    server_process = first.execute("SELECT pg_backend_pid()").fetchone()[0]
+    first.close()
+    again = db.connect(url, pooled=True)
+    assert again.execute("SELECT pg_backend_pid()").fetchone()[0] == server_process  # no new server process
+    assert db.take_duty(again, "test-duty")
+    again.close()  # the duty's lock goes with its connection
+    other = db.connect(url, pooled=True)
+    assert other.execute("SELECT pg_backend_pid()").fetchone()[0] != server_process
+    wait_for(lambda: db.take_duty(other, "test-duty"), "the closed connection's server process ended")
+    other.close()

@@ -7,6 +7,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from pacslite.core import proxies
 from tests import databases
 from tests.conftest import ROOT
 
@@ -36,3 +39,26 @@ def test_two_nodes_behind_haproxy_share_the_work_and_one_survives_the_others_dea
 def test_the_guide_shows_the_haproxy_configuration_that_is_tested() -> None:
     configuration = (ROOT / "docs" / "haproxy-pacslite.cfg").read_text(encoding="utf-8").rstrip("\n")
     assert configuration in (ROOT / "docs" / "beyond-one-server.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("line, address", [
+    (b"PROXY TCP4 10.1.0.20 10.1.0.10 40000 11112\r\n", ("10.1.0.20", 40000)),
+    (b"PROXY TCP6 fd00::20 fd00::10 40000 11112\r\n", ("fd00::20", 40000)),
+    (b"PROXY UNKNOWN\r\n", None),  # HAProxy's own check: the connection's address stands
+])
+def test_a_proxy_line_gives_the_callers_address(line: bytes, address) -> None:
+    assert proxies.parse_header(line) == address
+
+
+@pytest.mark.parametrize("line", [
+    b"PROXY TCP4 10.1.0.20 10.1.0.10 40000 11112\n",  # no CR
+    b"PROXY TCP4 not-an-address 10.1.0.10 40000 11112\r\n",
+    b"PROXY TCP4 fd00::20 10.1.0.10 40000 11112\r\n",  # a v6 address announced as TCP4
+    b"PROXY TCP4 10.1.0.20 10.1.0.10 0 11112\r\n",
+    b"PROXY TCP4 10.1.0.20 10.1.0.10 40000\r\n",
+    b"\x01\x00\x00\x00\x00\xcd\x00\x01" + b"A" * 99 + b"\r\n",  # an association from a node that is no proxy
+    b"PROXY TCP4 " + b"1" * 120 + b"\r\n",
+])
+def test_anything_else_from_a_trusted_proxy_is_refused(line: bytes) -> None:
+    with pytest.raises(proxies.ProxyHeaderError):
+        proxies.parse_header(line)

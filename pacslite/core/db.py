@@ -51,11 +51,12 @@ def dialect_of(conn: Any) -> str:
     return getattr(conn, "dialect", dialect.SQLITE)
 
 
-def connect(path: str | Path) -> Any:
-    """Open the database; usable from any thread (each thread opens its own)."""
+def connect(path: str | Path, pooled: bool = False) -> Any:
+    """Open the database; usable from any thread (each thread opens its own). ``pooled``: on
+    PostgreSQL, reuse an idle connection and keep it when closed (a web request's)."""
     if is_postgresql(path):
         from . import postgres
-        return postgres.Connection(str(path))
+        return postgres.Connection(str(path), pooled)
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False)
     conn.row_factory = sqlite3.Row
@@ -183,6 +184,7 @@ def take_duty(conn: Any, name: str) -> bool:
     a session advisory lock, kept until the connection ends; on SQLite (one process) always."""
     if dialect_of(conn) != dialect.POSTGRESQL:
         return True
+    conn.pooled = False  # the lock lives as long as this connection: never handed to a request
     return bool(conn.execute("SELECT pg_try_advisory_lock(?)", (duty_key(name),)).fetchone()[0])
 
 

@@ -14,7 +14,7 @@ from ..core import db
 def get_db() -> sqlite3.Connection:
     """The request's connection, opened on first use and closed at the end of the request."""
     if "db" not in g:
-        g.db = db.connect(current_app.config["DATABASE"])
+        g.db = db.connect(current_app.config["DATABASE"], pooled=True)
     return g.db
 
 
