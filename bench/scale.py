@@ -18,6 +18,9 @@ prints one table:
     .venv/bin/python bench/scale.py [--scale 1.0] [--keep DIR] [--reuse DIR]
 
 ``--keep DIR`` builds into DIR and leaves it; ``--reuse DIR`` measures a folder built before.
+``--postgresql`` measures pacslite on PostgreSQL instead: the SQLite database built (or
+reused) is moved into a new database of a private cluster with ``flask db copy``'s code (timed),
+then everything is measured on that.
 """
 from __future__ import annotations
 
@@ -61,10 +64,35 @@ PAGE_P95, LIST_P95, STATS_MS, CFIND_MS, STARTUP_S = 200, 100, 1000, 50, 10
 
 # ---------------------------------------------------------------- building
 
+#: The database measured: empty, the instance's SQLite file; else a PostgreSQL URL (--postgresql).
+DATABASE_URL = ""
+
+
 def _quiet_app(instance: Path) -> Any:
     from pacslite import create_app
     with contextlib.redirect_stdout(io.StringIO()):
-        return create_app({"INSTANCE_DIR": str(instance), "DEFAULT_LANGUAGE": "en"})
+        return create_app({"INSTANCE_DIR": str(instance), "DEFAULT_LANGUAGE": "en", "DATABASE_URL": DATABASE_URL})
+
+
+def _database(instance: Path) -> Any:
+    return DATABASE_URL or instance / "pacslite.db"
+
+
+def to_postgresql(instance: Path) -> tuple[float, int]:
+    """The instance's SQLite database copied into a new PostgreSQL database (a private cluster
+    with PostgreSQL's defaults); seconds and rows."""
+    global DATABASE_URL
+    from pacslite.core import dbcopy
+    from tests import databases
+    databases.server(durable=True)
+    url = databases.empty_database(instance / "postgresql")
+    started = time.perf_counter()
+    report = dbcopy.copy_to_postgresql(instance / "pacslite.db", instance, url, instance / "storage" / "database")
+    seconds = time.perf_counter() - started
+    if report.audit_problem is not None:
+        raise SystemExit(f"the audit chain does not verify in the copy: {report.audit_problem.describe()}")
+    DATABASE_URL = url
+    return seconds, report.total
 
 
 def build(instance: Path, scale: float) -> dict[str, float]:
@@ -301,7 +329,8 @@ def api(url: str, runs: int, token: str, accession: str) -> list[tuple[str, floa
 def api_token(instance: Path) -> str:
     from pacslite.core import audit, db
     from pacslite.ris import users
-    conn = db.connect(instance / "pacslite.db")
+    conn = db.connect(_database(instance))
+    db.keep_files_in(_database(instance), instance / "storage" / "database")
     try:
         return users.create_token(conn, audit.SYSTEM, "bench_admin")
     finally:
@@ -387,7 +416,7 @@ def in_process(instance: Path) -> list[tuple[str, float, float, int]]:
     backups = Path(tempfile.mkdtemp(prefix="pacslite-backup-"))
     try:
         median, p95 = timed(lambda: integrity.backup_database(app.config, backups), 1)
-        size = sum(p.stat().st_size for p in backups.glob("*.db"))
+        size = sum(p.stat().st_size for p in integrity.backups(backups))
         results.append((f"backup ({size / 1e9:.1f} GB)", median, p95, 0))
     finally:
         shutil.rmtree(backups, ignore_errors=True)
@@ -412,8 +441,8 @@ def in_process(instance: Path) -> list[tuple[str, float, float, int]]:
 
 def samples(instance: Path) -> tuple[str, int]:
     """An exam in the middle of the two years (imaged and reported), and a quarantined study."""
-    import sqlite3
-    conn = sqlite3.connect(instance / "pacslite.db")
+    from pacslite.core import db
+    conn = db.connect(_database(instance))
     try:
         accession = conn.execute("SELECT accession_number FROM exams WHERE id = (SELECT MAX(id) / 2 + 1 FROM exams)")
         study = conn.execute("SELECT id FROM studies WHERE exam_ref IS NULL LIMIT 1")
@@ -429,7 +458,7 @@ def start_up(instance: Path) -> tuple[float, Any]:
     from tests import server
     started = time.perf_counter()
     running = server.start(instance, timeout=3600, PACSLITE_SCRUB_AT_START="0",
-                           PACSLITE_BACKUP_INTERVAL_HOURS="876000")
+                           PACSLITE_BACKUP_INTERVAL_HOURS="876000", PACSLITE_DATABASE_URL=DATABASE_URL)
     seconds = time.perf_counter() - started
     while not any("sweep:" in line for line in running.output):
         running._drain()  # the lines printed so far
@@ -445,6 +474,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build into this folder and leave it")
     parser.add_argument("--reuse", type=Path, help="measure a folder built before with --keep")
     parser.add_argument("--runs", type=int, default=20, help="requests per page (default 20)")
+    parser.add_argument("--postgresql", action="store_true", help="measure on PostgreSQL (the build copied into it)")
     args = parser.parse_args()
     instance = args.reuse or args.keep or Path(tempfile.mkdtemp(prefix="pacslite-scale-")) / "instance"
     built: dict[str, float] = {}
@@ -452,6 +482,9 @@ def main() -> None:
         if not args.reuse:
             print(f"building {args.scale:g} × the paper's scale in {instance} ...", flush=True)
             built = build(instance, args.scale)
+        if args.postgresql:
+            _quiet_app(instance)  # the SQLite database migrated to the current schema first
+            built["copy"], built["copied"] = to_postgresql(instance)
         token = api_token(instance)
         seconds, running = start_up(instance)
         try:
@@ -467,10 +500,12 @@ def main() -> None:
     print()
     for line in machine():
         print(line)
-    if built:
+    if "rows" in built:
         print(f"built     rows in {built['rows']:.0f} s, audit chain in {built['audit']:.0f} s")
         print(f"migrated  from schema {BUILD_AT_SCHEMA} ({built['migrated']}) in {built['migration']:.1f} s,"
               f" every table's row count unchanged")
+    if "copy" in built:
+        print(f"database  PostgreSQL: {built['copied']:,} rows copied from SQLite and checked in {built['copy']:.0f} s")
     print(f"scale     {args.scale:g} × (120,000 patients, 200,000 exams, 4.9 M instances,"
           f" {OTHER_AUDIT_ROWS / 1e6:.1f} M audit rows besides one per delivery)")
     print()

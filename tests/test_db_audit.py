@@ -313,3 +313,13 @@ def test_audit_search_by_action_prefix_merges_the_codes_newest_first(conn) -> No
     assert [r["action"] for r in older] == ["image.view", "image.refile"]
     assert audit.search(conn, action="nothing.like.this") == []
     assert len(audit.search(conn, action="image.refile%")) == 0  # no wildcards: the text is a prefix
+
+
+def test_two_nodes_making_the_chain_key_at_once_end_with_the_same_one(tmp_path) -> None:
+    """On the shared store two processes may start at once: the second keeps the first's key,
+    and nobody reads a half-written file (it is linked into place whole)."""
+    first = audit._make_key(tmp_path / "audit_key", audit.ChainKey(b"1" * 32, 0))
+    second = audit._make_key(tmp_path / "audit_key", audit.ChainKey(b"2" * 32, 0))
+    assert first == second == audit._read_key(tmp_path / "audit_key")
+    assert [p.name for p in tmp_path.iterdir()] == ["audit_key"]
+    assert (tmp_path / "audit_key").stat().st_mode & 0o777 == 0o600

@@ -175,3 +175,11 @@ def test_a_web_requests_connection_is_kept_for_the_next_but_never_one_holding_a_
     assert other.execute("SELECT pg_backend_pid()").fetchone()[0] != server_process
     wait_for(lambda: db.take_duty(other, "test-duty"), "the closed connection's server process ended")
     other.close()
+
+
+def test_a_nul_in_a_search_or_a_path_finds_nothing_on_either_database(client_as) -> None:
+    """PostgreSQL's text cannot hold NUL: a hostile query is an ordinary search, not a 500."""
+    desk = client_as("registrar")
+    assert desk.get("/exams?q=a%00b").status_code == 200
+    assert desk.get("/exams?department=%00x").status_code == 200
+    assert desk.get("/exams/A%00B").status_code == 404

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import clock, db
+from . import clock, db, storage
 
 GENESIS = "0" * 64
 KEY_FILE = "audit_key"
@@ -76,19 +76,31 @@ def chain_key(conn: sqlite3.Connection, create: bool = True) -> ChainKey | None:
                 return None
             _keys[database] = key = _read_key(path)
             return key
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            key = _read_key(path)
-        else:
-            last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0] or 0
-            key = ChainKey(os.urandom(32), int(last))
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                json.dump({"key": key.secret.hex(), "legacy_until": key.legacy_until}, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+        last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0] or 0
+        key = _make_key(path, ChainKey(os.urandom(32), int(last)))
         _keys[database] = key
         return key
+
+
+def _make_key(path: Path, key: ChainKey) -> ChainKey:
+    """Write ``key`` to ``path`` unless another process (another node on the shared store)
+    made one first; the key in the file either way. Written whole to a file of its own, then
+    linked into place, so nobody reads it half-written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            json.dump({"key": key.secret.hex(), "legacy_until": key.legacy_until}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _read_key(path)
+        storage.fsync_dir(path.parent)
+        return key
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _digest(key: ChainKey | None, row_id: int, prev_hash: str, row: Iterable[Any]) -> str:
@@ -234,6 +246,18 @@ class Problem:
         return f"row {self.row_id} does not match the chain (it was changed)"
 
 
+def _all_rows(conn: sqlite3.Connection, batch: int = 10_000) -> Iterator[Any]:
+    """Every audit row in id order, read a batch at a time (PostgreSQL's client would otherwise
+    hold millions of rows in memory at once)."""
+    after = -1
+    while True:
+        rows = conn.execute("SELECT * FROM audit_log WHERE id > ? ORDER BY id LIMIT ?", (after, batch)).fetchall()
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = rows[-1]["id"]
+
+
 def verify(conn: sqlite3.Connection, anchors: Path | None = None) -> Problem | None:
     """The first problem with the chain, or None: every row matches its keyed hash, and every
     anchored head (from ``anchors``, by default the instance's anchor file) is still there."""
@@ -244,7 +268,7 @@ def verify(conn: sqlite3.Connection, anchors: Path | None = None) -> Problem | N
     prev_hash, last_id = GENESIS, 0
     hashes: dict[int, str] = {}
     wanted = {a.row_id: a for a in read_anchors(anchors or anchor_path(conn))}
-    for r in conn.execute("SELECT * FROM audit_log ORDER BY id"):
+    for r in _all_rows(conn):
         row = _content(r["at"], r["actor"], r["address"], r["action"], r["target"],
                        r["patient_id"], r["outcome"], r["detail"])
         if r["prev_hash"] != prev_hash or r["hash"] != _digest(key, r["id"], prev_hash, row):

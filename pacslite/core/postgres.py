@@ -7,7 +7,8 @@ opens SQLite (``isolation_level=None``): a statement outside :func:`db.transacti
 its own, a transaction is an explicit ``BEGIN``.
 
 Values keep the types SQLite returns: a whole ``SUM`` is an ``int`` (not a ``Decimal``), a
-truth value passed as a parameter is 0 or 1, a ``datetime`` parameter is ISO text.
+truth value passed as a parameter is 0 or 1, a ``datetime`` parameter is ISO text, a NUL in a
+text parameter is U+FFFD (see ``_value``).
 """
 from __future__ import annotations
 
@@ -109,6 +110,12 @@ class _NumberLoader(Loader):
 
 
 def _value(value: Any) -> Any:
+    if isinstance(value, str):
+        # PostgreSQL's text cannot hold NUL. Entered text refuses control characters
+        # (validation.text) and DICOM values have theirs replaced when read, so a NUL here is a
+        # search term or a hostile peer's key: as U+FFFD it matches nothing, as on SQLite,
+        # where no stored value holds one.
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, datetime):

@@ -33,7 +33,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -112,7 +112,7 @@ def place(root: str | Path, tmp: str | Path, category: str, suffix: str = "") ->
     except OSError as exc:
         raise StorageError(str(exc)) from exc
     try:
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except OSError as exc:
         os.rename(final, tmp)
         raise StorageError(str(exc)) from exc
