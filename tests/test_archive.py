@@ -75,7 +75,10 @@ def test_the_archive_page_shows_days_until_full(app, conn, tmp_path, client_as) 
     add_study(app, conn, tmp_path, register(app, conn))
     page = client_as("admin").get("/archive/").get_data(as_text=True)
     days = capacity.forecast(conn, app.config).days_until_full
-    assert f'id="days-until-full"><strong>{round(days)}</strong>' in page
+    shown = re.search(r'id="days-until-full"><strong>(\d+)</strong>', page)
+    # the disk's free space moves between the page and this forecast (other writers: the
+    # database server's own files), so the same figure within a thousandth
+    assert shown and abs(int(shown.group(1)) - days) <= max(1.0, days / 1000), (shown, days)
     assert client_as("technologist").get("/archive/").status_code == 403
 
 
