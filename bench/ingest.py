@@ -188,7 +188,7 @@ def run_pacslite(work: Path, files: list[Path], parallel: int, accession: str, p
 
 
 def run_storescp(work: Path, files: list[Path], parallel: int) -> Result:
-    out = work / f"storescp-{parallel}"
+    out = work / f"storescp-{parallel}-{time.monotonic_ns()}"
     out.mkdir()
     port = free_port()
     process = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
@@ -207,7 +207,7 @@ def run_storescp(work: Path, files: list[Path], parallel: int) -> Result:
 
 
 def run_orthanc(work: Path, files: list[Path], parallel: int) -> Result:
-    home = work / f"orthanc-{parallel}"
+    home = work / f"orthanc-{parallel}-{time.monotonic_ns()}"
     home.mkdir()
     dicom_port, http_port = free_port(), free_port()
     config = {"Name": "bench", "StorageDirectory": str(home / "storage"), "IndexDirectory": str(home / "index"),

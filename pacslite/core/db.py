@@ -69,9 +69,10 @@ def connect(path: str | Path, pooled: bool = False) -> Any:
 
 def begin(conn: Any) -> None:
     """Start a write transaction holding the write lock (see the module's docstring)."""
-    conn.execute("BEGIN IMMEDIATE")
     if dialect_of(conn) == dialect.POSTGRESQL:
-        conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+        conn.executescript(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")  # one round trip
+    else:
+        conn.execute("BEGIN IMMEDIATE")
 
 
 @contextmanager

