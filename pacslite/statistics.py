@@ -157,13 +157,16 @@ _TURNAROUND = ("(CASE WHEN status <> 'cancelled' AND images_first_at IS NOT NULL
 #: the department's reporting hours, kept at the first final signature), or, for exams reported
 #: before it was kept, within the target in clock hours. Read from the covering index
 #: exams_statistics_groups in its own order, so two years of exams are counted without a sort.
+#: Counts are SUM(CASE … THEN 1 ELSE 0 END), not SUM(condition): the same on SQLite, and on
+#: PostgreSQL a plain sum instead of a SQL-language aggregate called per row (2.6 → 0.85 s).
 _EXAM_GROUPS = (
-    f"SELECT modality, source, station_ae, {_TURNAROUND}, target_hours, COUNT(*), SUM(status = 'cancelled'),"
-    " SUM(status <> 'cancelled' AND instance_count > 0),"
+    f"SELECT modality, source, station_ae, {_TURNAROUND}, target_hours, COUNT(*),"
+    " SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END),"
+    " SUM(CASE WHEN status <> 'cancelled' AND instance_count > 0 THEN 1 ELSE 0 END),"
     " SUM(CASE WHEN status <> 'cancelled' AND instance_count > 0 THEN instance_count ELSE 0 END),"
-    " SUM(status <> 'cancelled' AND instance_count = 0),"
-    f" SUM(CASE WHEN {_TURNAROUND} IS NOT NULL THEN COALESCE(reported_at <= report_due_at,"
-    " (julianday(reported_at) - julianday(images_first_at)) * 24 <= target_hours) END),"
+    " SUM(CASE WHEN status <> 'cancelled' AND instance_count = 0 THEN 1 ELSE 0 END),"
+    f" SUM(CASE WHEN {_TURNAROUND} IS NOT NULL THEN CASE WHEN COALESCE(reported_at <= report_due_at,"
+    " (julianday(reported_at) - julianday(images_first_at)) * 24 <= target_hours) THEN 1 ELSE 0 END END),"
     " COUNT(result_class), COUNT(CASE WHEN result_class IN ('abnormal', 'critical') THEN 1 END),"
     " COUNT(CASE WHEN result_class = 'critical' THEN 1 END)"
     " FROM exams INDEXED BY exams_statistics_groups WHERE registered_at >= ? AND registered_at < ?"
@@ -173,7 +176,7 @@ _FILED_STUDY_GROUPS = (
     " WHERE st.first_received_at >= ? AND st.first_received_at < ? AND st.rejected_at IS NULL"
     " GROUP BY e.modality, e.source, e.station_ae")
 _STUDY_TOTALS = (
-    "SELECT COUNT(*), COALESCE(SUM(instance_count), 0), COALESCE(SUM(exam_ref IS NULL), 0) FROM studies"
+    "SELECT COUNT(*), COALESCE(SUM(instance_count), 0), COALESCE(SUM(CASE WHEN exam_ref IS NULL THEN 1 ELSE 0 END), 0) FROM studies"
     " WHERE first_received_at >= ? AND first_received_at < ? AND rejected_at IS NULL")
 
 
