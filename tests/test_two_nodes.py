@@ -62,3 +62,41 @@ def test_a_proxy_line_gives_the_callers_address(line: bytes, address) -> None:
 def test_anything_else_from_a_trusted_proxy_is_refused(line: bytes) -> None:
     with pytest.raises(proxies.ProxyHeaderError):
         proxies.parse_header(line)
+
+
+def test_a_proxy_line_is_read_only_from_a_trusted_proxy_and_garbage_from_it_is_refused(tmp_path) -> None:
+    """The real server with TRUSTED_PROXIES = 127.0.0.1: garbage from the proxy is closed at once;
+    a PROXY line from 127.0.0.2 (not trusted) is read as DICOM (unknown PDUs), no address it names
+    is recorded, and the server goes on answering."""
+    import socket
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from tests.server import Pacs
+    pacs = Pacs(tmp_path / "instance", PACSLITE_TRUSTED_PROXIES='["127.0.0.1"]', PACSLITE_DICOM_ACCEPT_ANY_CALLER="1")
+    try:
+        def answer_to(source: str, data: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", pacs.port), timeout=10, source_address=(source, 0)) as sock:
+                sock.sendall(data)
+                received = b""
+                try:
+                    while chunk := sock.recv(4096):
+                        received += chunk
+                except ConnectionResetError:  # closed with our bytes unread
+                    pass
+                return received
+        assert answer_to("127.0.0.1", b"GET / HTTP/1.0\r\n\r\n") == b""  # closed, nothing said
+        with socket.create_connection(("127.0.0.1", pacs.port), timeout=10, source_address=("127.0.0.2", 0)) as sock:
+            sock.sendall(b"PROXY TCP4 10.9.9.9 127.0.0.1 1234 11112\r\n")  # read as DICOM: unknown PDUs
+        ae = AE(ae_title="ANYONE")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", pacs.port, ae_title="PACSLITE", bind_address=("127.0.0.2", 0))
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        claimed = pacs.query("SELECT COUNT(*) FROM audit_log WHERE address = '10.9.9.9'")[0][0]
+        claimed += pacs.query("SELECT COUNT(*) FROM association_rejections WHERE address = '10.9.9.9'")[0][0]
+        assert claimed == 0
+    finally:
+        pacs.server.stop()

@@ -66,13 +66,14 @@ def clean_tmp(root: str | Path, untouched_for: float = 0.0) -> int:
     removed = 0
     cutoff = time.time() - untouched_for
     for entry in tmp_dir(root).iterdir():
-        if (entry.is_file() or entry.is_symlink()) and (not untouched_for or _mtime(entry) < cutoff):
+        if (entry.is_file() or entry.is_symlink()) and (not untouched_for or modified_at(entry) < cutoff):
             entry.unlink(missing_ok=True)
             removed += 1
     return removed
 
 
-def _mtime(path: Path) -> float:
+def modified_at(path: Path) -> float:
+    """When the file was last written; infinitely late when it is gone (another process took it)."""
     try:
         return path.lstat().st_mtime
     except FileNotFoundError:

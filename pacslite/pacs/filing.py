@@ -392,7 +392,7 @@ def recover(conn: sqlite3.Connection, store: str | Path, shared: bool = False) -
             continue  # days before the last commit: every file there was committed
         for entry in day_dir.iterdir():
             relative = entry.relative_to(root).as_posix()
-            if entry.is_file() and relative not in known and (not shared or entry.stat().st_mtime < cutoff):
+            if entry.is_file() and relative not in known and (not shared or storage.modified_at(entry) < cutoff):
                 log.warning("removing %s: placed but never committed (the process stopped in between)", relative)
                 entry.unlink()
                 removed += 1
