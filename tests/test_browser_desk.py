@@ -22,12 +22,12 @@ def register_at_desk(page, url: str, fields: dict[str, str], *, choose: dict[str
                      submit_from: str = "") -> str:
     """Fill the registration form as the desk types it and register; the accession number."""
     page.goto(f"{url}/exams/new")
-    for selector, value in (choose or {}).items():  # the modality brings its fields first (htmx)
+    for selector, value in (choose or {}).items():
         page.select_option(selector, value)
-    page.wait_for_load_state("networkidle")
+        if selector == "#f-modality":  # the modality's procedure and station fields replace the old (htmx)
+            page.wait_for_selector(f"#exam-choices[data-modality='{value}']", state="attached")
     for selector, value in fields.items():
         page.fill(selector, value)
-    page.wait_for_load_state("networkidle")  # the ID card's and the dates' notes (htmx)
     if submit_from:
         page.click(submit_from)
         page.keyboard.press("Control+Enter")

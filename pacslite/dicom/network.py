@@ -124,16 +124,27 @@ class GuardedSocket(AssociationSocket):
 
 
 def abort_connection(sock: Any, why: str) -> None:
-    """A-ABORT (service provider, invalid PDU parameter) and close: the peer's reader ends."""
+    """A-ABORT (service provider, invalid PDU parameter) and close at once.
+
+    Closed, not only shut down: what the peer had already sent is never read or decoded, and
+    the kernel answers it with a reset, so a peer pushing data stops at once. (After a mere
+    shutdown the kernel stops announcing its window: a sender stalled on a full window waited
+    for its next window probe, a minute and more on a loaded machine.) pynetdicom's reader
+    then finds the socket closed and ends the association as for any closed connection.
+    """
     log.warning("aborted the connection from %s: %s", sock.assoc.requestor.address, why)
     abort = A_ABORT_RQ()
     abort.source, abort.reason_diagnostic = ABORT_SOURCE, ABORT_REASON
+    raw = sock.socket
+    if raw is None:
+        return
     try:
-        assert sock.socket is not None
-        sock.socket.sendall(abort.encode())
-        sock.socket.shutdown(socket.SHUT_RDWR)
+        raw.sendall(abort.encode())
+        raw.shutdown(socket.SHUT_WR)  # the A-ABORT goes out ahead of the reset
     except OSError:
         pass
+    finally:
+        raw.close()
 
 
 #: The data-set limit of each DIMSE request, by its message class name (set by :func:`bound_data_sets`).

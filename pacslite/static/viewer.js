@@ -136,8 +136,11 @@
       return { x: x, y: y, inside: x >= 0 && y >= 0 && x < dims.w && y < dims.h };
     }
 
+    var pointer = null;  // where the cursor last was: the value shows there once it has arrived
+
     function showValue(event) {  // the CT number (modality value) under the cursor
       var entry = stack[state.index];
+      pointer = { clientX: event.clientX, clientY: event.clientY };
       var point = imagePoint(event);
       if (!point || !point.inside) { overlayValue.textContent = ""; return; }
       var key = entry.id + ":" + entry.frame;
@@ -152,6 +155,8 @@
             var typed = response.headers.get("X-Type") === "int16" ? new Int16Array(buffer) : new Float32Array(buffer);
             values[key] = { columns: Number(response.headers.get("X-Columns")), data: typed,
                             unit: response.headers.get("X-Unit") || "" };
+            var now = stack[state.index];
+            if (now && now.id + ":" + now.frame === key && pointer) { showValue(pointer); }
           });
         }).catch(function () { values[key] = "none"; });
         return;
@@ -180,6 +185,7 @@
     image.addEventListener("load", layout);
     window.addEventListener("resize", layout);
     stage.addEventListener("pointerenter", function () { active = api; });
+    stage.addEventListener("pointerleave", function () { pointer = null; overlayValue.textContent = ""; });
 
     var drag = null;
     stage.addEventListener("pointerdown", function (event) {
