@@ -12,12 +12,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from pacslite.core import audit, db, storage
-from tests import databases
+from tests import databases, hostile
 from tests.conftest import free_port
 from tests.dicomkit import make_ct, store_results
 from tests.server import Server, start
@@ -164,3 +165,60 @@ def test_a_killed_process_loses_nothing_acknowledged_and_the_survivor_takes_over
             if server.process.poll() is None:
                 server.stop()
 
+
+
+def _ask(port: int) -> tuple[int, bytes]:
+    """An A-ASSOCIATE-RQ for verification: the answer's PDU type and body; the socket is kept
+    open (an accepted association stays until it is closed) in :data:`_OPEN`."""
+    sock = hostile.connect(port)
+    sock.sendall(hostile.associate_rq("PLACES", "PACSLITE", [(1, VERIFICATION, [hostile.IMPLICIT])]))
+    kind, body = hostile.read_pdu(sock)
+    _OPEN.append(sock)
+    return kind, body
+
+
+_OPEN: list = []
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def _accepted_once_free(port: int, deadline: float) -> None:
+    """Ask again until accepted: a place comes back when the server notices the association ended."""
+    while (answer := _ask(port))[0] != hostile.A_ASSOCIATE_AC:
+        assert answer[0] == hostile.A_ASSOCIATE_RJ and time.monotonic() < deadline, answer
+        _OPEN.pop().close()
+
+
+def test_an_address_holds_its_associations_across_processes_and_a_dead_process_gives_them_back(tmp_path) -> None:
+    """DICOM_MAX_CONNECTIONS_PER_ADDRESS counts every process on the database: two processes,
+    two places for 127.0.0.1; the third association, to either, is refused (transient, local
+    limit exceeded) and noted; a released one and a killed process give their places back."""
+    instance = tmp_path / "instance"
+    url = databases.empty_database(instance)
+    shared = {"PACSLITE_DATABASE_URL": url, "PACSLITE_DICOM_ACCEPT_ANY_CALLER": "1",
+              "PACSLITE_DICOM_MAX_CONNECTIONS_PER_ADDRESS": "2"}
+    first, second = start(instance, **shared), start(instance, **shared)
+    try:
+        assert _ask(first.dicom_port)[0] == _ask(second.dicom_port)[0] == hostile.A_ASSOCIATE_AC
+        kind, body = _ask(first.dicom_port)  # the first process holds one: alone it would accept
+        assert (kind, tuple(body[1:4])) == (hostile.A_ASSOCIATE_RJ, (2, 3, 2))
+        assert _ask(second.dicom_port)[0] == hostile.A_ASSOCIATE_RJ
+        conn = db.connect(url)
+        assert conn.execute("SELECT attempts FROM association_rejections WHERE calling_ae = 'PLACES'"
+                            " AND reason = 'too_many_from_address'").fetchone()[0] == 2
+        conn.close()
+        # one released (closed) on the second process: its place is free for the first
+        _OPEN[1].close()
+        _accepted_once_free(first.dicom_port, time.monotonic() + 60)
+        # the first process, holding both places now, dies: the second has both again
+        first.stop(signal.SIGKILL)
+        _accepted_once_free(second.dicom_port, time.monotonic() + 60)
+        _accepted_once_free(second.dicom_port, time.monotonic() + 60)
+        with pytest.raises(ConnectionError):  # its own two: closed as it connects, as on one process
+            _ask(second.dicom_port)
+    finally:
+        for sock in _OPEN:
+            sock.close()
+        _OPEN.clear()
+        for server in (first, second):
+            if server.process.poll() is None:
+                server.stop()

@@ -189,6 +189,25 @@ def take_duty(conn: Any, name: str) -> bool:
     return bool(conn.execute("SELECT pg_try_advisory_lock(?)", (duty_key(name),)).fetchone()[0])
 
 
+def place_key(name: str, place: int) -> int:
+    """The advisory lock of place ``place`` of the places named ``name`` (a signed 64-bit number)."""
+    return int.from_bytes(hashlib.sha256(f"pacslite place {name} {place}".encode()).digest()[:8], "big", signed=True)
+
+
+def take_place(conn: Any, name: str, places: int) -> bool:
+    """Whether this connection now holds one of the ``places`` places named ``name`` that every
+    process on the database shares (say, the associations one address may hold): on PostgreSQL
+    a session advisory lock, given back when the connection closes, also when its process dies;
+    on SQLite (one process, which counts its own) always. ``places`` 0: no limit."""
+    if dialect_of(conn) != dialect.POSTGRESQL or places <= 0:
+        return True
+    conn.pooled = False  # the place lives as long as this connection: never handed to a request
+    for place in range(places):
+        if conn.execute("SELECT pg_try_advisory_lock(?)", (place_key(name, place),)).fetchone()[0]:
+            return True
+    return False
+
+
 def other_processes(conn: Any) -> int:
     """How many other pacslite processes are connected to this database now (PostgreSQL; on
     SQLite, one process: 0). Each connection names its process: ``pacslite <pid>@<host>``."""

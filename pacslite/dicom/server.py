@@ -185,6 +185,11 @@ class DicomServer:
             reason, diagnostic = "wrong_called_ae", 0x07
         elif rights is None:
             reason, diagnostic = admission.refusal, 0x03  # calling AE title not recognised (from here, so)
+        elif not self._take_address_place(event.assoc):
+            handlers.record_refusal(event, self.database, "too_many_from_address")
+            event.assoc.acse.send_reject(0x02, 0x03, 0x02)  # rejected-transient, by the provider: local limit exceeded
+            event.assoc.kill()
+            return
         else:
             event.assoc.pacslite = self  # what the services pacslite serves itself (C-MOVE, C-GET) need
             event.assoc.pacslite_rights = rights
@@ -196,6 +201,13 @@ class DicomServer:
         handlers.record_refusal(event, self.database, reason)
         event.assoc.acse.send_reject(0x01, 0x01, diagnostic)  # rejected-permanent, by the service user
         event.assoc.kill()
+
+    def _take_address_place(self, assoc: Any) -> bool:
+        """One of the associations the caller's address may hold, counted across every process
+        and server on the database (each process also counts its own connections as they are
+        accepted); held by the association's database connection until it ends."""
+        return db.take_place(self.connections.of(assoc), f"dicom associations from {assoc.requestor.address}",
+                             int(self.settings["DICOM_MAX_CONNECTIONS_PER_ADDRESS"]))
 
     def start(self) -> None:
         s = self.settings

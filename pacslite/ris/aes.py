@@ -34,7 +34,7 @@ RIGHTS = ("store", "worklist", "query", "retrieve", "mpps", "commitment")
 #: any caller is accepted (DICOM_ACCEPT_ANY_CALLER).
 MODALITY_RIGHTS = ("store", "worklist", "mpps", "commitment")
 REJECTION_REASONS = ("unknown_calling_ae", "wrong_called_ae", "wrong_host", "tls_required", "wrong_certificate",
-                     "tls_handshake")
+                     "tls_handshake", "too_many_from_address")
 FIELDS = ("ae_title", "host", "port", "name", "location", "modality", "charset", "rights", "any_host", "also_from",
           "tls", "certificate")
 #: The most further addresses (or host names) one AE may be accepted from.
