@@ -148,6 +148,7 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     page.wait_for_selector("text=Your password has been changed.")
     # three mistakes at once (no sex, no modality, a malformed date): all three are shown together
     page.click("nav >> text=Register exam")
+    page.wait_for_load_state()  # htmx (deferred) ready before typing
     page.fill("#f-patient_id", "MZ20261124")
     page.fill("#f-name", "王<b>芳</b>")
     page.fill("#f-procedure", "胸部 CT 平扫")
@@ -159,6 +160,7 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     assert problems == ["Failed to load resource: the server responded with a status of 400 (BAD REQUEST)"]
     problems.clear()  # the refused form answers 400, as it should
     page.click("nav >> text=Register exam")
+    page.wait_for_load_state()  # htmx (deferred) ready before typing
     page.fill("#f-patient_id", "MZ20261124")
     page.fill("#f-name", "王<b>芳</b>")
     page.select_option("#f-sex", "F")
@@ -182,6 +184,7 @@ def test_newcomer_registers_an_exam_and_prints_a_scannable_receipt(browser, live
     # She comes back: the scanned ID (typed, then Enter) fills her details from the record,
     # Enter moves on instead of submitting, Ctrl + Enter registers; her phone is not erased.
     page.click("nav >> text=Register exam")
+    page.wait_for_load_state()  # htmx (deferred) ready before typing
     page.wait_for_function("document.activeElement && document.activeElement.id === 'f-patient_id'")
     page.keyboard.type("MZ20261124")
     page.keyboard.press("Enter")
@@ -678,6 +681,7 @@ def test_an_admin_tests_modalities_with_c_echo_and_sees_their_last_contact(brows
 
     # the audit log: the echo tests read as sentences, filtered in place; older rows a page back
     page.click("nav >> text=Audit log")
+    page.wait_for_load_state()  # htmx (deferred) ready before typing
     page.fill("input[name=action]", "ae.echo")
     expect(page.locator("#audit-rows tbody tr")).to_have_count(2)
     expect(page.locator("#audit-rows")).to_contain_text("Tested a DICOM AE (C-ECHO)")
@@ -721,6 +725,7 @@ def test_an_admin_refiles_a_typo_and_sees_the_filing_rate(browser, tmp_path, mod
     assert typo in originals and "CORRECT" in originals and "WANG^WU" in originals
 
     page.click("nav >> text=Audit log")
+    page.wait_for_load_state()  # htmx (deferred) ready before typing
     page.fill("input[name=action]", "image.refile")
     expect(page.locator("main")).to_contain_text("Accession number typed wrong")
     page.click("nav >> text=Statistics")
@@ -982,6 +987,7 @@ def test_an_admin_routes_ct_to_a_workstation_and_a_technologist_sees_it(browser,
     admin.click("form.form button[type=submit]")
     expect(admin.locator("#modalities")).to_contain_text("Query images, Retrieve images")
     admin.click("nav >> text=Forwarding")
+    admin.wait_for_load_state()  # htmx (deferred) ready before typing
     admin.fill("#f-modality", "CT")
     admin.select_option("#f-destination_ae", "WS3D")
     admin.click("#rule-form button[type=submit]")
