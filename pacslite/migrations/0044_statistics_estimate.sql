@@ -1,0 +1,6 @@
+-- Nothing changes on SQLite: its planner reads the statistics' grouping from the covering index
+-- exams_statistics_groups (migration 0040) in its own order.
+--
+-- On PostgreSQL (migrations/postgresql/0044_statistics_estimate.sql) the planner is told how
+-- few groups the statistics' grouping makes: it guessed one per exam (200,000 at the paper's
+-- scale), so it sorted two years of exams on disk instead of counting about a hundred groups.
