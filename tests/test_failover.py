@@ -167,6 +167,11 @@ def test_a_killed_process_loses_nothing_acknowledged_and_the_survivor_takes_over
 
 
 
+VERIFICATION = "1.2.840.10008.1.1"
+#: The connections _ask opened, closed at the end of the test.
+_OPEN: list = []
+
+
 def _ask(port: int) -> tuple[int, bytes]:
     """An A-ASSOCIATE-RQ for verification: the answer's PDU type and body; the socket is kept
     open (an accepted association stays until it is closed) in :data:`_OPEN`."""
@@ -176,9 +181,6 @@ def _ask(port: int) -> tuple[int, bytes]:
     _OPEN.append(sock)
     return kind, body
 
-
-_OPEN: list = []
-VERIFICATION = "1.2.840.10008.1.1"
 
 
 def _accepted_once_free(port: int, deadline: float) -> None:

@@ -175,9 +175,20 @@ def database_file(conn: sqlite3.Connection) -> Path:
     return Path(conn.execute("PRAGMA database_list").fetchone()[2])
 
 
+def _advisory_key(text: str) -> int:
+    """The advisory lock named ``text`` (a signed 64-bit number, as PostgreSQL takes it)."""
+    return int.from_bytes(hashlib.sha256(f"pacslite {text}".encode()).digest()[:8], "big", signed=True)
+
+
+def _try_advisory_lock(conn: Any, key: int) -> bool:
+    """A session advisory lock, kept until the connection ends: never handed to a request."""
+    conn.pooled = False
+    return bool(conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0])
+
+
 def duty_key(name: str) -> int:
-    """The advisory lock of the duty ``name`` (a signed 64-bit number)."""
-    return int.from_bytes(hashlib.sha256(f"pacslite duty {name}".encode()).digest()[:8], "big", signed=True)
+    """The advisory lock of the duty ``name``."""
+    return _advisory_key(f"duty {name}")
 
 
 def take_duty(conn: Any, name: str) -> bool:
@@ -185,13 +196,7 @@ def take_duty(conn: Any, name: str) -> bool:
     a session advisory lock, kept until the connection ends; on SQLite (one process) always."""
     if dialect_of(conn) != dialect.POSTGRESQL:
         return True
-    conn.pooled = False  # the lock lives as long as this connection: never handed to a request
-    return bool(conn.execute("SELECT pg_try_advisory_lock(?)", (duty_key(name),)).fetchone()[0])
-
-
-def place_key(name: str, place: int) -> int:
-    """The advisory lock of place ``place`` of the places named ``name`` (a signed 64-bit number)."""
-    return int.from_bytes(hashlib.sha256(f"pacslite place {name} {place}".encode()).digest()[:8], "big", signed=True)
+    return _try_advisory_lock(conn, duty_key(name))
 
 
 def take_place(conn: Any, name: str, places: int) -> bool:
@@ -201,11 +206,7 @@ def take_place(conn: Any, name: str, places: int) -> bool:
     on SQLite (one process, which counts its own) always. ``places`` 0: no limit."""
     if dialect_of(conn) != dialect.POSTGRESQL or places <= 0:
         return True
-    conn.pooled = False  # the place lives as long as this connection: never handed to a request
-    for place in range(places):
-        if conn.execute("SELECT pg_try_advisory_lock(?)", (place_key(name, place),)).fetchone()[0]:
-            return True
-    return False
+    return any(_try_advisory_lock(conn, _advisory_key(f"place {name} {place}")) for place in range(places))
 
 
 def other_processes(conn: Any) -> int:
