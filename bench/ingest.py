@@ -309,6 +309,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, the median is shown (default 3)")
     parser.add_argument("--no-postgresql", action="store_true", help="pacslite on SQLite only")
     parser.add_argument("--workdir", type=Path, help="where files and stores go (default: a new temporary folder)")
+    parser.add_argument("--only", metavar="TEXT", help="only the receivers whose name holds TEXT (and Orthanc,"
+                        " the measure of the ratios): 'PG', 'SQLite', 'storescp'")
     args = parser.parse_args()
     enter_private_network(not args.no_postgresql)
     work = Path(tempfile.mkdtemp(prefix="pacslite-bench-", dir=args.workdir))
@@ -326,6 +328,9 @@ def main() -> None:
                     lambda n, p=processes: run_pacslite(work, files, n, accession, processes=p))
         receivers["storescp"] = lambda n: run_storescp(work, files, n)
         receivers["Orthanc"] = lambda n: run_orthanc(work, files, n)
+        if args.only:
+            receivers = {name: receive for name, receive in receivers.items()
+                         if args.only in name or name == "Orthanc"}
         results: dict[str, dict[int, Result]] = {}
         for name, receive in receivers.items():
             for parallel in PARALLEL:
@@ -351,6 +356,8 @@ def main() -> None:
                   + "".join(f"{row[n].rate / orthanc[n].rate:10.2f}" for n in PARALLEL)
                   + "".join(f"{1000 * row[n].cpu_seconds / row[n].images:10.2f}" for n in PARALLEL)
                   + "".join(f"{1000 * row[n].database_cpu_seconds / row[n].images:10.2f}" for n in PARALLEL))
+        if "pacslite SQLite" not in results or "storescp" not in results:
+            return
         sqlite = results["pacslite SQLite"]
         print(f"{'pacslite SQLite/storescp':<22}" + "".join(
             f"{sqlite[n].rate / results['storescp'][n].rate:10.2f}" for n in PARALLEL))

@@ -326,7 +326,7 @@ def db_copy(target: str) -> None:
     try:
         report = dbcopy.copy_to_postgresql(source, source.parent, target, Path(settings["STORAGE_DIR"]) / "database",
                                            progress=lambda table, rows: click.echo(f"  {table}: {rows} rows"))
-    except (dbcopy.CopyError, db.Error) as exc:
+    except (dbcopy.CopyError, *db.Error) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"copied {report.total} rows in {len(report.rows)} tables; every table's count matches")
     if report.audit_problem is not None:

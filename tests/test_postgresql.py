@@ -94,6 +94,10 @@ def test_a_row_that_does_not_fit_stops_the_copy_and_leaves_the_target_empty(tmp_
     assert all(new.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] == 0 for t in db.table_names(new))
     new.close()
     old.close()
+    # a database that cannot be reached: the command says so, without a traceback
+    unreachable = _flask(Path(app.config["INSTANCE_DIR"]), "db", "copy", "--to", url.rsplit("/", 1)[0] + "/no_such_db")
+    assert unreachable.returncode == 1 and "no_such_db" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr, unreachable.stderr
 
 
 def test_the_schema_on_postgresql_is_sqlites_table_for_table_and_column_for_column(tmp_path) -> None:

@@ -20,10 +20,14 @@ must not fill its memory, freeze an association thread or lock the others out.
   before pydicom decodes anything (an N-ACTION of 19 MB took 16 s and 600 MB to refuse).
 - **The end of an association** calls a hook whatever ended it, so that what it leaves
   behind is cleared.
+- **Waiting, not polling.** pynetdicom 3.0's two threads per association wake every
+  millisecond to look for work; here they wait for it (:class:`WaitingDUL`).
 """
 from __future__ import annotations
 
 import logging
+import queue
+import select
 import socket
 import ssl
 import struct
@@ -33,8 +37,9 @@ from typing import Any, Callable
 
 from io import BytesIO
 
-from pynetdicom import dimse_messages
+from pynetdicom import dimse_messages, evt
 from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
@@ -182,8 +187,128 @@ def bound_data_sets(limits: dict[str, int]) -> None:
     message_class.decode_msg = bounded_decode  # type: ignore[method-assign]
 
 
+#: The longest an association's threads wait without being woken: what nobody wakes them for
+#: (the ARTIM and idle timers, a socket closed from another thread) is seen within this.
+LONGEST_WAIT = 0.05
+
+
+class WaitingDUL(DULServiceProvider):
+    """pynetdicom's reader of an association, waiting for work instead of looking for it.
+
+    pynetdicom 3.0 polls: an idle association's reader sleeps a millisecond and looks again,
+    and so does its association thread, 2,000 wake-ups a second per association (four
+    associations cost 0.13 of a core doing nothing; while four stored, two fifths of the
+    receiving process's samples were in those loops, fighting the working threads for the
+    GIL). This reader waits in ``select`` on its socket and on a wake-up pair, written when the
+    association queues a PDU or stops the reader, and tells the association thread through
+    :attr:`activity` each time it has handled an event. Otherwise the loop is pynetdicom's
+    ``run_reactor`` (3.0.4, pinned in requirements.txt).
+    """
+
+    activity: threading.Event
+    _wake_r: socket.socket
+    _wake_w: socket.socket
+
+    @classmethod
+    def adopt(cls, dul: DULServiceProvider) -> None:
+        """Make a not yet started reader wait (the same object, so that what holds it stays right)."""
+        dul.__class__ = cls
+        assert isinstance(dul, cls)
+        dul.activity = threading.Event()
+        dul._wake_r, dul._wake_w = socket.socketpair()
+        dul._wake_r.setblocking(False)
+        dul._wake_w.setblocking(False)
+
+    def run(self) -> None:
+        try:
+            self.run_reactor()
+        finally:
+            self.activity.set()  # the association thread sees the reader gone at once
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (it is awake anyway) or closed (it has ended)
+            pass
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        self._wake()
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self._wake()
+
+    def stop_dul(self) -> bool:
+        if self.state_machine.current_state == "Sta1":
+            self._kill_thread = True
+            self._wake()
+        return bool(super().stop_dul())
+
+    def _wait_for_work(self) -> None:
+        """Until the peer sends, the association queues a PDU, or :data:`LONGEST_WAIT`."""
+        waiting_on: list[Any] = [self._wake_r]
+        sock = self.socket
+        if sock is not None and sock.socket is not None and sock._is_connected:
+            waiting_on.append(sock.socket)
+        try:
+            select.select(waiting_on, [], [], LONGEST_WAIT)
+        except (OSError, ValueError):  # the socket closed meanwhile: the loop sees it
+            return
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def run_reactor(self) -> None:
+        self._idle_timer.start()
+        idle = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if idle:
+                self._wait_for_work()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:  # queued ahead of any other event of this turn
+                self.event_queue.put("Evt18")
+            try:  # send one queued primitive, or read one PDU
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception as exc:
+                self._abort_on_failure(exc)
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            self.activity.set()
+            idle = False
+
+    def _abort_on_failure(self, exc: Exception) -> None:
+        """As pynetdicom does: past its state machine, an A-ABORT, and both threads end."""
+        log.error("exception in the association's reader, aborting: %s", exc, exc_info=exc)
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        if self.socket is not None:
+            self.socket.send(abort_pdu.encode())
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
+
 class EndingAssociation(Association):
-    """An association that calls ``on_end(self)`` when its thread ends, however it ends.
+    """An accepted association that calls ``on_end(self)`` when its thread ends, however it
+    ends, and waits for its reader's news instead of looking every millisecond (:class:`WaitingDUL`).
 
     pynetdicom's connection-closed event is not raised on every path (an exception in its
     reader kills the association without it), and what an association leaves behind (a
@@ -198,6 +323,61 @@ class EndingAssociation(Association):
         finally:
             if self.on_end is not None:
                 self.on_end(self)
+
+    def _run_reactor(self) -> None:
+        """pynetdicom's acceptor loop (3.0.4): serve each DIMSE message, end on release, abort,
+        the reader's end or the idle timer. It waits only when the last turn found nothing,
+        and clears the reader's :attr:`~WaitingDUL.activity` before looking, so that news
+        arriving while it looks wakes the next wait at once. While it waits it counts as
+        paused: whoever pauses it (to send on this association) need not wait for a turn."""
+        activity = self.dul.activity
+        self._is_paused = False
+        idle = False
+        while not self._kill:
+            self._is_paused = True
+            if idle:
+                activity.wait(LONGEST_WAIT)
+            activity.clear()
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            context_id, msg = self.dimse.get_msg(block=False)
+            idle = msg is None
+            if msg:
+                self._serve_request(msg, int(context_id))
+            if self._ended_by_peer_or_timer():
+                return
+
+    def _ended_by_peer_or_timer(self) -> bool:
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            log.debug("association released")
+            self.is_released = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return True
+        if self.acse.is_aborted():
+            self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires for its subscribers
+            self.is_aborted = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return True
+        if not self.dul.is_alive():
+            self.kill()
+            return True
+        if self.dul.idle_timer_expired():
+            log.error("network timeout reached")
+            if self.network_timeout_response == "A-RELEASE":
+                self._is_paused = True
+                self._reactor_checkpoint.wait()
+                self.release()
+                self._is_paused = False
+            else:
+                self.abort()
+            self.kill()
+            return True
+        return False
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -230,6 +410,7 @@ class GuardedRequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         assoc.__class__ = EndingAssociation  # the same object: not started yet
+        WaitingDUL.adopt(assoc.dul)
         assoc.on_end = self.server.on_association_end
         sock = assoc.dul.socket
         sock.__class__ = GuardedSocket  # the same object, with the guarded recv
