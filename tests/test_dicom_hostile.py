@@ -3,9 +3,11 @@ or a broken modality did, with raw sockets (tests/hostile.py) or pynetdicom, on 
 checks that pacslite neither froze, filled up, nor acknowledged what it cannot read back."""
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -161,6 +163,29 @@ def test_silent_peers_are_dropped_and_one_address_cannot_take_every_slot(pacs) -
     assoc.send(hostile.pdv(1, 3, bytes(100))[:40])
     assert hostile.closed_or_aborted(assoc.sock) in ("closed", "abort")
     assoc.sock.close()
+    assert hostile.echo(pacs.port) == 0x0000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process (all its threads) has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_associations_held_open_and_idle_cost_the_server_next_to_nothing(pacs) -> None:
+    """pynetdicom's association threads looked for work every millisecond: four idle
+    associations took 0.13 of a core. Here they wait for it: the peer can hold its share open
+    without using the server's processor (measured over most of the network timeout)."""
+    held = [hostile.associate(pacs.port, [(hostile.VERIFICATION, [hostile.IMPLICIT])]) for _ in range(PER_ADDRESS)]
+    try:
+        pid = pacs.server.process.pid
+        before, started = cpu_seconds(pid), time.monotonic()
+        time.sleep(NETWORK_TIMEOUT * 0.75)  # the interval measured, not a wait for anything
+        used, elapsed = cpu_seconds(pid) - before, time.monotonic() - started
+        assert used < 0.02 * elapsed * PER_ADDRESS, f"{used:.3f} s of CPU in {elapsed:.2f} s idle"
+    finally:
+        for assoc in held:
+            assoc.sock.close()
     assert hostile.echo(pacs.port) == 0x0000
 
 
