@@ -10,6 +10,7 @@ Rules (thresholds in the configuration):
 - ``storage_low``: the store filled to ``STORAGE_WARN_PERCENT``, or full within ``STORAGE_WARN_DAYS``;
 - ``backup_space``: the backups' disk cannot hold ``BACKUP_KEEP`` copies of the database as it is
   now (the warning comes before a backup fails for want of space);
+- bookings whose day is over end (:func:`booking.mark_no_shows`): kept, or no-show;
 - ``ae_any_host``: a configured AE accepted from any address (marked so, or without a host):
   anyone who learns its title may use its rights.
 
@@ -28,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from .core import alerts, audit, clock, workhours
-from .ris import aes, exams
+from .ris import aes, booking, exams
 from .pacs import capacity, integrity
 from .core.background import BackgroundThread
 from .core.alerts import CLEARED, OPEN, RESOLVED  # noqa: F401 (RESOLVED: the alert pages use sweep.RESOLVED)
@@ -129,6 +130,7 @@ def run(conn: sqlite3.Connection, settings: Mapping[str, Any], now: datetime | N
     started = time.perf_counter()
     now = now or clock.now()
     at = clock.to_db(now)
+    booking.mark_no_shows(conn, settings, now)
     current = {(f.rule, f.subject): f for f in findings(conn, settings, now)}
     with transaction(conn):
         live = {(r["rule"], r["subject"]): r for r in

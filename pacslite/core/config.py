@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -176,6 +177,9 @@ DEFAULTS: dict[str, Any] = {
     # COMMITMENT_RETRY_HOURS, then given up with an alert.
     "COMMITMENT_RETRY_FIRST_SECONDS": 30.0,
     "COMMITMENT_RETRY_HOURS": 24.0,
+    # Booking: after this time of day (the department's, HH:MM) the sweep ends today's bookings
+    # whose exam was not started as no-shows (earlier days' at any time).
+    "BOOKING_NO_SHOW_AFTER": "20:00",
     # The sweep: how often, and after how long each finding becomes an alert.
     "SWEEP_INTERVAL_MINUTES": 15,
     "SWEEP_MISSING_IMAGES_HOURS": 24,
@@ -285,6 +289,8 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         workhours.check(settings)
     except ValueError as exc:
         raise SystemExit(f"pacslite: {exc}") from exc
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(settings["BOOKING_NO_SHOW_AFTER"])):
+        raise SystemExit(f"pacslite: BOOKING_NO_SHOW_AFTER is a time of day, HH:MM, not {settings['BOOKING_NO_SHOW_AFTER']!r}")
     if not settings["STORAGE_DIR"]:
         settings["STORAGE_DIR"] = str(Path(settings["INSTANCE_DIR"]) / "storage")
     for key, name in (("DICOM_TLS_CERTIFICATE", "pacslite.crt"), ("DICOM_TLS_KEY", "pacslite.key")):
