@@ -129,7 +129,7 @@ def world(app, conn, client_as, tmp_path):
               "int:rule_id": str(routing.add_rule(conn, audit.SYSTEM, {"destination_ae": "MATRIX_CT"})),
               "int:step_id": str(_an_unlinked_step(app, conn)), "frames": "1", "tag": "7FE00010",
               "int:merge_id": str(_a_merge(conn)), "int:message_id": str(_a_failed_message(conn)),
-              "path:path": "viewer", "username": "target_user", "modality": "CT",
+              "path:path": "viewer", "username": "target_user", "modality": "CT", "station": "MATRIX_CT",
               "procedure_code": procedures.add_procedure(conn, audit.SYSTEM, app.config, {
                   "code": "MATRIX-CT", "modality": "DSA", "name_en": "Matrix"})["code"]}
     filed = conn.execute("SELECT s.study_instance_uid, se.series_instance_uid, i.sop_instance_uid FROM instances i"

@@ -9,7 +9,7 @@ from pacslite.core import audit, clock
 from pacslite.core.validation import Conflict, FormErrors, ValidationError
 from pacslite.ris import aes, booking, patients
 from pacslite import sweep
-from tests.conftest import EXAM_FORM
+from tests.conftest import EXAM_FORM, post, register
 
 MONDAY = date(2026, 12, 7)
 ROWS = [{"weekday": "0", "starts": "08:00", "ends": "09:00", "slot_minutes": "20", "capacity": "2"},
@@ -117,3 +117,52 @@ def test_the_sweep_marks_who_did_not_come_and_a_no_show_can_be_booked_again(app,
     assert audited(conn, "booking.no_show") == 1  # once
     again = booking.book(conn, audit.Actor("desk"), app.config, stayed_away, "CT01", at(MONDAY + timedelta(days=7), "08:00"))
     assert again["status"] == booking.BOOKED
+
+
+def test_the_admin_sets_a_timetable_and_the_desk_books_rebooks_and_cancels_on_the_pages(app, conn, client_as) -> None:
+    aes.add_ae(conn, audit.SYSTEM, {"ae_title": "CT01", "modality": "CT", "name": "CT room 1"})
+    admin = client_as("admin")
+    page = admin.get("/admin/booking/CT01").get_data(as_text=True)
+    assert 'id="timetable-form"' in page
+    bad = post(admin, "/admin/booking/CT01", {"weekday": ["0", "0"], "starts": ["08:00", "08:30"],
+                                              "ends": ["09:00", "10:00"], "slot_minutes": ["15", "15"],
+                                              "capacity": ["1", "1"]})
+    assert bad.status_code == 400 and "must not overlap" in bad.get_data(as_text=True)
+    assert booking.week(conn, "CT01") == []
+    every_day = {"weekday": [str(d) for d in range(7)], "starts": ["00:00"] * 7, "ends": ["23:45"] * 7,
+                 "slot_minutes": ["15"] * 7, "capacity": ["1"] * 7}
+    assert post(admin, "/admin/booking/CT01", every_day).status_code == 302
+    assert len(booking.week(conn, "CT01")) == 7
+    assert "CT01" in admin.get("/admin/booking").get_data(as_text=True)
+
+    desk = client_as("registrar")
+    accession = register(desk, station_ae="CT01")
+    assert 'id="book-exam"' in desk.get(f"/exams/{accession}").get_data(as_text=True)
+    page = desk.get(f"/exams/{accession}/booking").get_data(as_text=True)
+    assert 'id="book-first-free"' in page and 'id="day-view"' in page
+    first = booking.first_free(conn, app.config, "CT01")
+    booked = post(desk, f"/exams/{accession}/booking", {"station": "CT01", "slot": clock.to_db(first.starts)})
+    assert booked.status_code == 302
+    exam_row = patients.get_exam(conn, accession)
+    assert clock.from_db(exam_row["scheduled_at"]) == first.starts
+    assert "Booked for" in desk.get(f"/exams/{accession}").get_data(as_text=True)
+
+    # the same slot for a routine exam: refused with the reason, nothing booked
+    other = register(desk, patient_id="P0002", station_ae="CT01")
+    full = post(desk, f"/exams/{other}/booking", {"station": "CT01", "slot": clock.to_db(first.starts)})
+    assert full.status_code == 409 and "That slot is full" in full.get_data(as_text=True)
+    assert booking.current(conn, patients.get_exam(conn, other)["id"]) is None
+    # a slot that is no time at all, or another station's: a clear error, nothing booked
+    assert post(desk, f"/exams/{other}/booking", {"station": "CT01", "slot": "tomorrow"}).status_code == 400
+    # the day view as htmx asks for it: only the partial
+    partial = desk.get(f"/exams/{other}/booking?station=CT01&day={first.starts.date().isoformat()}",
+                       headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert partial.lstrip().startswith('<div id="day-view"') and "<html" not in partial
+
+    # cancel without a reason is refused; with one the slot is free again and the history shows both
+    assert post(desk, f"/exams/{accession}/booking/cancel", {"reason": " "}).status_code == 400
+    assert post(desk, f"/exams/{accession}/booking/cancel", {"reason": "patient asked"}).status_code == 302
+    history = desk.get(f"/exams/{accession}/booking").get_data(as_text=True)
+    assert "patient asked" in history and 'id="booking-history"' in history
+    assert booking.first_free(conn, app.config, "CT01").starts == first.starts
+

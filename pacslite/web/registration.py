@@ -10,7 +10,7 @@ from flask_babel import gettext
 from flask_login import current_user
 
 from ..core import clock, config, datetext, storage
-from ..ris import (aes, documents, exams, idcard, mpps, orders, patients, procedures, receipts, reports,
+from ..ris import (aes, booking, documents, exams, idcard, mpps, orders, patients, procedures, receipts, reports,
                   transmission, users)
 from ..pacs import index, merging, routing
 from .database import get_db
@@ -269,6 +269,7 @@ def exam_view(accession: str, errors: dict[str, str] | None = None, status: int 
                                get_db(), [report["signed_by"], report["preliminary_by"]] if report else []),
                            series=index.series_of_exam(get_db(), exam["id"]),
                            can_cancel=exams.can_cancel(exam), errors=errors or {},
+                           booked=booking.current(get_db(), exam["id"]),
                            can_mark_done=exams.can_mark_done(exam) and sending,
                            expected=transmission.expected_of(get_db(), exam),
                            steps=mpps.of_exam(get_db(), exam["id"]),
