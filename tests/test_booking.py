@@ -11,7 +11,7 @@ from pacslite.ris import aes, booking, patients
 from pacslite import sweep
 from tests.conftest import EXAM_FORM, post, register
 
-MONDAY = date(2026, 12, 7)
+MONDAY = date(2030, 1, 7)  # a Monday, never the day the tests run
 ROWS = [{"weekday": "0", "starts": "08:00", "ends": "09:00", "slot_minutes": "20", "capacity": "2"},
         {"weekday": "0", "starts": "14:00", "ends": "14:30", "slot_minutes": "15", "capacity": "1"}]
 
@@ -147,6 +147,16 @@ def test_the_admin_sets_a_timetable_and_the_desk_books_rebooks_and_cancels_on_th
     assert clock.from_db(exam_row["scheduled_at"]) == first.starts
     assert "Booked for" in desk.get(f"/exams/{accession}").get_data(as_text=True)
 
+    # from the registration form's banner: booked, back on the empty form, the receipt printing with the slot
+    at_desk = register(desk, patient_id="P0003", station_ae="CT01")
+    banner = desk.get(f"/exams/new?registered={at_desk}").get_data(as_text=True)
+    assert f'/exams/{at_desk}/booking?from=desk' in banner and 'accesskey="b"' in banner
+    slot = booking.first_free(conn, app.config, "CT01")
+    back = post(desk, f"/exams/{at_desk}/booking", {"station": "CT01", "slot": clock.to_db(slot.starts), "from": "desk"})
+    assert back.status_code == 302 and back.location == f"/exams/new?registered={at_desk}"
+    form = desk.get(back.location).get_data(as_text=True)
+    assert f"/exams/{at_desk}/receipt?print=1" in form.split('id="receipt-frame"')[1].split(">")[0]
+
     # the same slot for a routine exam: refused with the reason, nothing booked
     other = register(desk, patient_id="P0002", station_ae="CT01")
     full = post(desk, f"/exams/{other}/booking", {"station": "CT01", "slot": clock.to_db(first.starts)})
@@ -166,3 +176,20 @@ def test_the_admin_sets_a_timetable_and_the_desk_books_rebooks_and_cancels_on_th
     assert "patient asked" in history and 'id="booking-history"' in history
     assert booking.first_free(conn, app.config, "CT01").starts == first.starts
 
+
+
+def test_the_worklist_offers_a_booked_exam_on_its_day(app, conn, timetable) -> None:
+    from pydicom.dataset import Dataset
+    from pacslite.ris import worklist
+    booked = exam(app, conn, patient_id="P0200")  # registered for now, today
+    today = clock.local_today(app.config["TIMEZONE"])
+    booking.book(conn, audit.Actor("desk"), app.config, booked, "CT01", at(MONDAY, "14:15"))
+
+    def offered_on(day: date) -> list[str]:
+        identifier, sps = Dataset(), Dataset()
+        sps.ScheduledProcedureStepStartDate = day.strftime("%Y%m%d")
+        sps.ScheduledStationAETitle = "CT01"
+        identifier.ScheduledProcedureStepSequence = [sps]
+        return [row["accession_number"] for row in worklist.find(conn, app.config, identifier)]
+    assert booked["accession_number"] in offered_on(MONDAY)
+    assert booked["accession_number"] not in offered_on(today)  # moved to its booked day

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 
 from ..core import clock
@@ -54,7 +54,8 @@ def day_view(accession: str, errors: dict[str, str] | None = None, status: int =
     slots = booking.day_view(get_db(), current_app.config, station, day) if station else []
     context = {"exam": exam, "stations": stations, "station": station, "day": day, "slots": slots,
                "now": clock.now(), "may_overbook": booking.may_overbook(exam),
-               "previous_day": day - timedelta(days=1), "next_day": day + timedelta(days=1)}
+               "previous_day": day - timedelta(days=1), "next_day": day + timedelta(days=1),
+               "came_from": "desk" if request.values.get("from") == "desk" else ""}
     if is_htmx():
         return render_template("booking/_day.html", **context)
     return render_template("booking/day.html", **context, errors=errors or {},
@@ -85,6 +86,9 @@ def book(accession: str) -> Any:
         flash(gettext("Exam %(accession)s booked beyond the slot's capacity (emergency).", accession=accession), "warning")
     else:
         flash(gettext("Exam %(accession)s booked.", accession=accession), "success")
+    if request.form.get("from") == "desk":  # booked right after registering: the receipt prints again, with the slot
+        session["print_receipt"] = accession
+        return redirect(url_for("registration.exam_new", registered=accession))
     return redirect(url_for("registration.exam_view", accession=accession))
 
 
