@@ -180,6 +180,10 @@ DEFAULTS: dict[str, Any] = {
     # Booking: after this time of day (the department's, HH:MM) the sweep ends today's bookings
     # whose exam was not started as no-shows (earlier days' at any time).
     "BOOKING_NO_SHOW_AFTER": "20:00",
+    # Queue calling: patients this old go before the others (as the disabled, ticked at
+    # check-in); a skipped patient goes back behind this many others.
+    "QUEUE_ELDERLY_AGE": 70,
+    "QUEUE_SKIP_BACK": 3,
     # The sweep: how often, and after how long each finding becomes an alert.
     "SWEEP_INTERVAL_MINUTES": 15,
     "SWEEP_MISSING_IMAGES_HOURS": 24,

@@ -196,6 +196,11 @@ def check_in(conn: sqlite3.Connection, actor: audit.Actor, accession: str) -> sq
         exam = patients.get_exam(conn, accession)
         if exam["status"] != exams.ORDERED:
             raise Conflict(N_("Exam %(accession)s is not waiting for check-in."), accession=accession)
-        exams.check_in(conn, actor, exam)
-        audit.record(conn, actor, "exam.check_in", f"exam:{accession}", patient_id=exam["patient_id"])
+        arrived(conn, actor, exam)
     return patients.get_exam(conn, accession)
+
+
+def arrived(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any]) -> None:
+    """The ordered exam's patient is here (inside the caller's transaction): scheduled, audited."""
+    exams.check_in(conn, actor, exam)
+    audit.record(conn, actor, "exam.check_in", f"exam:{exam['accession_number']}", patient_id=exam["patient_id"])
