@@ -130,6 +130,7 @@ def world(app, conn, client_as, tmp_path):
               "int:step_id": str(_an_unlinked_step(app, conn)), "frames": "1", "tag": "7FE00010",
               "int:merge_id": str(_a_merge(conn)), "int:message_id": str(_a_failed_message(conn)),
               "path:path": "viewer", "username": "target_user", "modality": "CT", "station": "MATRIX_CT",
+              "room": "MATRIX_CT", "key": "not-a-key", "int:entry_id": "999999", "int:device_id": "999999",
               "procedure_code": procedures.add_procedure(conn, audit.SYSTEM, app.config, {
                   "code": "MATRIX-CT", "modality": "DSA", "name_en": "Matrix"})["code"]}
     filed = conn.execute("SELECT s.study_instance_uid, se.series_instance_uid, i.sop_instance_uid FROM instances i"

@@ -95,3 +95,48 @@ def test_a_screen_key_opens_only_its_screen_and_a_revoked_one_nothing(app, conn)
     assert key not in str([tuple(r) for r in conn.execute("SELECT * FROM queue_screens")])  # only its hash is kept
     queue.revoke(conn, audit.Actor("admin"), screen["id"])
     assert queue.device(conn, queue.SCREEN, key) is None
+
+
+def test_desk_technologist_screen_and_kiosk_on_the_pages(app, conn, client_as, room) -> None:
+    from tests.conftest import post, register
+    admin, desk, tech = client_as("admin"), client_as("registrar"), client_as("technologist")
+    made = post(admin, "/admin/screens", {"kind": "screen", "name": "CT hall", "rooms": "CT01"}).get_data(as_text=True)
+    screen_url = made.split('id="device-url">')[1].split("<")[0]
+    screen_path = "/" + screen_url.split("/", 3)[3]
+    kiosk_page = post(admin, "/admin/screens", {"kind": "kiosk", "name": "Hall kiosk"}).get_data(as_text=True)
+    kiosk_path = "/" + kiosk_page.split('id="device-url">')[1].split("<")[0].split("/", 3)[3]
+    assert post(admin, "/admin/screens", {"kind": "screen", "name": "No rooms", "rooms": " "}).status_code == 400
+
+    first = register(desk, patient_id="P0001", name="王小英", station_ae="CT01")
+    slip = post(desk, f"/exams/{first}/queue", {}, follow_redirects=True).get_data(as_text=True)
+    assert 'id="slip-ticket">CT01-001<' in slip and "CT room 1" in slip
+    hostile = register(desk, patient_id="P0002", name="<script>x</script>", station_ae="CT01")
+    # the kiosk: an unknown receipt is refused, a known one checked in with the next number
+    anonymous = app.test_client()
+    from tests.conftest import csrf_token
+    token = csrf_token(anonymous, kiosk_path)
+    assert anonymous.post(kiosk_path, data={"accession": "NOPE", "csrf_token": token}).status_code == 404
+    checked = anonymous.post(kiosk_path, data={"accession": hostile, "csrf_token": token}).get_data(as_text=True)
+    assert "CT01-002" in checked
+    assert conn.execute("SELECT actor FROM audit_log WHERE action = 'queue.check_in' ORDER BY id DESC"
+                        " LIMIT 1").fetchone()[0] == "kiosk:Hall kiosk"
+
+    # the screen, anonymously: nobody called yet; the technologist calls; the screen shows the
+    # masked name and the room, and nothing else of the patient
+    board = anonymous.get(screen_path).get_data(as_text=True)
+    assert "Please wait to be called" in board and "王*英" in board and "王小英" not in board
+    assert post(tech, "/queue/CT01/call-next", {}).status_code == 302
+    board = anonymous.get(screen_path + "/board").get_data(as_text=True)
+    assert 'class="board-ticket">CT01-001<' in board and "王*英" in board and "CT room 1" in board
+    assert "王小英" not in board and "P0001" not in board and first not in board
+    assert "<script>x" not in board and "&lt;*" in board  # a hostile name, masked and escaped
+    entry = queue.entry_of(conn, patients.get_exam(conn, first)["id"], queue.today(app.config))
+    assert post(tech, f"/queue/entries/{entry['id']}/start", {}).status_code == 302
+    assert patients.get_exam(conn, first)["status"] == "in_progress"
+    room_page = tech.get("/queue/CT01").get_data(as_text=True)
+    assert "CT01-002" in room_page and 'id="call-next"' in room_page
+
+    # a revoked screen opens nothing
+    screen_id = conn.execute("SELECT id FROM queue_screens WHERE name = 'CT hall'").fetchone()[0]
+    assert post(admin, f"/admin/screens/{screen_id}/revoke", {}).status_code == 302
+    assert anonymous.get(screen_path).status_code == 404

@@ -10,7 +10,7 @@ from flask_babel import gettext
 from flask_login import current_user
 
 from ..core import clock, config, datetext, storage
-from ..ris import (aes, booking, documents, exams, idcard, mpps, orders, patients, procedures, receipts, reports,
+from ..ris import (aes, booking, documents, exams, idcard, mpps, orders, patients, procedures, queue, receipts, reports,
                   transmission, users)
 from ..pacs import index, merging, routing
 from .database import get_db
@@ -269,7 +269,7 @@ def exam_view(accession: str, errors: dict[str, str] | None = None, status: int 
                                get_db(), [report["signed_by"], report["preliminary_by"]] if report else []),
                            series=index.series_of_exam(get_db(), exam["id"]),
                            can_cancel=exams.can_cancel(exam), errors=errors or {},
-                           booked=booking.current(get_db(), exam["id"]),
+                           booked=booking.current(get_db(), exam["id"]), queued=_queued(exam),
                            can_mark_done=exams.can_mark_done(exam) and sending,
                            expected=transmission.expected_of(get_db(), exam),
                            steps=mpps.of_exam(get_db(), exam["id"]),
@@ -277,6 +277,11 @@ def exam_view(accession: str, errors: dict[str, str] | None = None, status: int 
                            outbound=routing.queue_of_exam(get_db(), exam["id"]) if sending else [],
                            destination_options=[(d, d) for d in routing.destinations(get_db())] if sending else []), \
         status
+
+
+def _queued(exam: Any) -> str:
+    entry = queue.entry_of(get_db(), exam["id"], queue.today(current_app.config))
+    return queue.ticket(entry) if entry is not None else ""
 
 
 @bp.route("/exams/<accession>/cancel", methods=["POST"])
