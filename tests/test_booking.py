@@ -150,7 +150,7 @@ def test_the_admin_sets_a_timetable_and_the_desk_books_rebooks_and_cancels_on_th
     # from the registration form's banner: booked, back on the empty form, the receipt printing with the slot
     at_desk = register(desk, patient_id="P0003", station_ae="CT01")
     banner = desk.get(f"/exams/new?registered={at_desk}").get_data(as_text=True)
-    assert f'/exams/{at_desk}/booking?from=desk' in banner and 'accesskey="b"' in banner
+    assert f'/exams/{at_desk}/booking?from=desk' in banner and 'data-shortcut="b"' in banner
     slot = booking.first_free(conn, app.config, "CT01")
     back = post(desk, f"/exams/{at_desk}/booking", {"station": "CT01", "slot": clock.to_db(slot.starts), "from": "desk"})
     assert back.status_code == 302 and back.location == f"/exams/new?registered={at_desk}"

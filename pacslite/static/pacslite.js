@@ -25,6 +25,13 @@ document.addEventListener("keydown", function (event) {
   var next = fields[fields.indexOf(event.target) + 1];
   if (next) { next.focus(); }
 });
+// Alt + a letter follows the link or presses the button marked data-shortcut with that letter
+// (Alt + B: book the exam just registered), the same in every browser (accesskey differs).
+document.addEventListener("keydown", function (event) {
+  if (!event.altKey || event.ctrlKey || event.metaKey || event.key.length !== 1) { return; }
+  var target = document.querySelector("[data-shortcut='" + event.key.toLowerCase() + "']");
+  if (target) { event.preventDefault(); target.click(); }
+});
 // A report refused for an unfilled phrase blank ("__"): the first blank of the first text named
 // is selected, so the radiologist types straight into it.
 function selectBlank() {

@@ -18,8 +18,8 @@ from .htmx import is_htmx
 
 bp = Blueprint("booking", __name__)
 REGISTRAR = ("registrar",)
-#: Rows of the timetable form beyond the periods a station has.
-BLANK_ROWS = 4
+#: Empty rows of the timetable form beyond the periods a station has (at least two a day at first).
+BLANK_ROWS, FIRST_ROWS = 4, 14
 PERIOD_FIELDS = ("weekday", "starts", "ends", "slot_minutes", "capacity")
 
 
@@ -129,7 +129,7 @@ def timetable(station: str) -> Any:
         abort(404)
     if request.method == "GET":
         rows = [{f: getattr(p, f) for f in PERIOD_FIELDS} for p in booking.week(get_db(), station)]
-        return _timetable_page(station, rows + [{}] * BLANK_ROWS, {})
+        return _timetable_page(station, rows + [{}] * max(BLANK_ROWS, FIRST_ROWS - len(rows)), {})
     rows = [dict(zip(PERIOD_FIELDS, values)) for values in zip(*(request.form.getlist(f) for f in PERIOD_FIELDS))]
     try:
         periods = booking.clean_periods(rows)
