@@ -12,6 +12,8 @@ opens it (GET /exams/<accession>/booking?day=…, logged in, rendered), median o
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import random
 import shutil
 import statistics
@@ -67,7 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pacslite-booking-"))
     try:
-        app = create_app({"INSTANCE_DIR": str(work), "DEFAULT_LANGUAGE": "en", "WTF_CSRF_ENABLED": False})
+        with contextlib.redirect_stdout(io.StringIO()):  # its first start prints an admin password
+            app = create_app({"INSTANCE_DIR": str(work), "DEFAULT_LANGUAGE": "en", "WTF_CSRF_ENABLED": False})
         conn = db.connect(app.config["DATABASE"])
         started = time.perf_counter()
         fill(conn, args.exams, random.Random(1))
