@@ -26,7 +26,7 @@ from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
 from pacslite.hl7 import handlers as hl7_handlers, outbound as hl7_outbound
 from pacslite.hl7.server import Hl7Server
-from pacslite.pacs import arrivals, commitment, filing, integrity, merging, offsite, routing
+from pacslite.pacs import arrivals, commitment, filing, integrity, merging, offsite, printing, routing
 from pacslite.ris import critical, exams, outbox, transmission
 from pacslite.sweep import Sweeper
 from pacslite.web import limits
@@ -199,6 +199,8 @@ def _background_work(config) -> list:
         Periodic(config, "commitment-reports",
                  lambda conn, settings: commitment.run_due(conn, settings, sender.send_commitment_report),
                  config["FORWARD_POLL_SECONDS"], on_duty=commitment.recover),
+        Periodic(config, "printing", lambda conn, settings: printing.run_due(conn, settings, sender.print_films),
+                 config["FORWARD_POLL_SECONDS"], on_duty=printing.recover),
         Periodic(config, "expected-images", exams.check_transmissions_due, transmission.poll_seconds(config)),
         Periodic(config, "critical-escalation", critical.escalate_due, critical.poll_seconds(config)),
         Periodic(config, "hl7-outbound",

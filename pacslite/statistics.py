@@ -73,6 +73,7 @@ class Group:
     classed: int = 0  # final reports classed normal, abnormal or critical
     positive: int = 0  # of them abnormal or critical
     critical: int = 0
+    films: int = 0  # films printed in the period (of this group's exams, whenever registered)
     #: report turnaround in hours, to the nearest 0.1 h (the precision shown): {hours: exams}
     turnaround_hours: Counter[float] = field(default_factory=Counter)
 
@@ -175,6 +176,10 @@ _FILED_STUDY_GROUPS = (
     "SELECT e.modality, e.source, e.station_ae, COUNT(*) FROM studies st JOIN exams e ON e.id = st.exam_ref"
     " WHERE st.first_received_at >= ? AND st.first_received_at < ? AND st.rejected_at IS NULL"
     " GROUP BY e.modality, e.source, e.station_ae")
+#: Films printed in the period, per (modality, source, station) of their exams.
+_FILM_GROUPS = (
+    "SELECT e.modality, e.source, e.station_ae, SUM(pj.films) FROM print_jobs pj JOIN exams e ON e.id = pj.exam_ref"
+    " WHERE pj.state = 'printed' AND pj.printed_at >= ? AND pj.printed_at < ? GROUP BY e.modality, e.source, e.station_ae")
 _STUDY_TOTALS = (
     "SELECT COUNT(*), COALESCE(SUM(instance_count), 0), COALESCE(SUM(CASE WHEN exam_ref IS NULL THEN 1 ELSE 0 END), 0) FROM studies"
     " WHERE first_received_at >= ? AND first_received_at < ? AND rejected_at IS NULL")
@@ -250,6 +255,9 @@ def report(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date, e
                 group.reported += registered
                 group.turnaround_hours[hours] += registered
                 group.within_target += within
+    for modality, source, station, films in conn.execute(_FILM_GROUPS, (since, until)):
+        for group in groups_of(modality, source, station):
+            group.films += films
     refilings = _refilings(conn)
     for modality, source, station in _rows_of(
             conn, "SELECT modality, source, station_ae FROM exams WHERE id IN ({ids}) AND registered_at >= ?"
@@ -314,7 +322,8 @@ class Person:
 class Workload:
     technologists: list[Person]
     radiologists: list[Person]
-    #: (local day, modality) → [exams performed, their images, final reports signed], for the
+    #: (local day, modality) → [exams performed, their images, final reports signed, films
+    #: printed], for the
     #: period's last DAYS days
     days: dict[tuple[str, str], list[int]]
 
@@ -379,11 +388,15 @@ def _days(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date,
     for day, modality, exams_done, images in conn.execute(
             "SELECT date(performed_at, ?), modality, COUNT(*), SUM(instance_count) FROM exams"
             " WHERE performed_at >= ? AND performed_at < ? GROUP BY 1, 2", (local, since, until)):
-        days[(day, modality)] = [exams_done, images, 0]
+        days[(day, modality)] = [exams_done, images, 0, 0]
     for day, modality, signed in conn.execute(
             "SELECT date(reported_at, ?), modality, COUNT(*) FROM exams WHERE reported_at >= ? AND reported_at < ?"
             " GROUP BY 1, 2", (local, since, until)):
-        days.setdefault((day, modality), [0, 0, 0])[2] = signed
+        days.setdefault((day, modality), [0, 0, 0, 0])[2] = signed
+    for day, modality, films in conn.execute(
+            "SELECT date(pj.printed_at, ?), e.modality, SUM(pj.films) FROM print_jobs pj JOIN exams e ON e.id = pj.exam_ref"
+            " WHERE pj.state = 'printed' AND pj.printed_at >= ? AND pj.printed_at < ? GROUP BY 1, 2", (local, since, until)):
+        days.setdefault((day, modality), [0, 0, 0, 0])[3] = films
     return dict(sorted(days.items()))
 
 
@@ -396,7 +409,7 @@ def default_period(settings: Mapping[str, Any]) -> tuple[date, date]:
 CSV_COLUMNS = ("dimension", "group", "registered", "cancelled", "with_images", "images", "missing_images",
                "studies_filed_automatically", "studies_refiled", "auto_rate", "exams_refiled", "exam_refile_rate",
                "reported", "turnaround_median_h", "turnaround_p90_h", "within_target_rate", "classed", "positive_rate",
-               "critical", *(f"refiled_{reason}" for reason in REFILE_REASONS), "misfiles_found_after_filing",
+               "critical", "films_printed", *(f"refiled_{reason}" for reason in REFILE_REASONS), "misfiles_found_after_filing",
                "studies_received", "quarantined_on_arrival", "still_in_quarantine", "final_filing_rate")
 
 
@@ -408,7 +421,7 @@ def csv_rows(result: Report) -> Iterable[list[Any]]:
         values = [dimension, g.name, g.registered, g.cancelled, g.with_images, g.images, g.missing_images,
                   g.studies_auto, g.studies_refiled, g.auto_rate, g.exams_refiled, g.refile_rate, g.reported,
                   g.turnaround_median, g.turnaround_p90, g.within_target_rate, g.classed, g.positive_rate, g.critical,
-                  *(g.refiled_by_reason[reason] for reason in REFILE_REASONS), g.misfiles_found,
+                  g.films, *(g.refiled_by_reason[reason] for reason in REFILE_REASONS), g.misfiles_found,
                   *(period or [None] * 4)]
         return ["" if v is None else round(v, 4) if isinstance(v, float) else v for v in values]
     yield list(CSV_COLUMNS)

@@ -14,7 +14,7 @@ world = test_access_matrix.world  # the fixture: one of everything, and a client
 
 #: Codes, units and names that stay as they are in a Chinese page.
 CODES = {
-    "CT", "MR", "MRI", "DR", "CR", "DX", "DSA", "XA", "MG", "US", "RF", "PET", "DICOM", "DICOMweb", "AE", "PACS", "HIS", "HL7",
+    "CT", "HC", "MR", "MRI", "DR", "CR", "DX", "DSA", "XA", "MG", "US", "RF", "PET", "DICOM", "DICOMweb", "AE", "PACS", "HIS", "HL7",
     "pacslite", "OHIF", "ID", "UID", "UIDs", "MPPS", "ECHO", "CSV", "JSON", "API", "PDF", "ZIP", "DICOMDIR", "ISO",
     "IR", "UTF", "GB", "JPEG", "PNG", "BMP", "TIFF", "PDI", "WADO", "QIDO", "STOW", "RS", "SCP", "SCU", "STAT",
     "HL", "IHE", "SOP", "CD", "DVD", "ISO", "mm", "px", "ms", "min", "KB", "MB", "GiB", "MiB", "KiB", "TB", "TiB",

@@ -69,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
     "FORWARD_RETRY_FIRST_SECONDS": 60.0,
     "FORWARD_RETRY_HOURS": 24.0,
     "FORWARD_POLL_SECONDS": 2.0,
+    # Film printing: a job the printer refused or could not take is tried again after
+    # PRINT_RETRY_FIRST_SECONDS, doubling, for PRINT_RETRY_HOURS, then fails with an alert.
+    "PRINT_RETRY_FIRST_SECONDS": 30.0,
+    "PRINT_RETRY_HOURS": 2.0,
     "DICOM_ACSE_TIMEOUT": 30,
     "DICOM_DIMSE_TIMEOUT": 60,
     # A peer silent this long (mid-PDU, before associating, or idle) is dropped.

@@ -2,17 +2,21 @@
 (C-MOVE, forward rules, "send to…") or over the requesting one (C-GET); and storage
 commitment reports that could not go on the requesting association. What goes and in which
 form is :mod:`pacslite.pacs.outbound`'s (and :mod:`pacslite.pacs.commitment`'s) decision; this only
-knows pynetdicom."""
+knows pynetdicom. Film printing too: the films :mod:`pacslite.pacs.printing` rendered, to a
+printer (the print SCU)."""
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Mapping
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (BasicFilmBox, BasicFilmSession,  # type: ignore[attr-defined]
+                                  BasicGrayscalePrintManagementMeta, Printer, PrinterInstance,
+                                  StorageCommitmentPushModel, Verification)
 
-from ..pacs import outbound
+from ..pacs import outbound, printing
 from . import network, tls
 from .handlers import COMMITMENT_INSTANCE
 
@@ -147,3 +151,88 @@ def send_commitment_report(settings: Mapping[str, Any], destination: Mapping[str
     if not status or "Status" not in status:
         return f"{destination['ae_title']} did not answer the report"
     return "" if status.Status == 0x0000 else f"{destination['ae_title']} answered the report with 0x{status.Status:04X}"
+
+
+# ---------------------------------------------------------------- film printing
+
+META = BasicGrayscalePrintManagementMeta
+
+
+def _check(status: Any, what: str) -> None:
+    code = None if status is None or "Status" not in status else int(status.Status)
+    if code is None or code not in (0x0000, 0xB600, 0xB602, 0xB603, 0xB604, 0xB605, 0xB609, 0xB60A):
+        raise PrintRefused(f"{what}: " + ("no answer" if code is None else f"status 0x{code:04X}"))
+
+
+class PrintRefused(Exception):
+    """The printer did not take a step of the job."""
+
+
+def print_films(settings: Mapping[str, Any], printer: Mapping[str, Any], job: Mapping[str, Any],
+                films: list[printing.Film]) -> str | None:
+    """Print ``films`` on ``printer`` through Basic Grayscale Print Management: a film session,
+    then per film a film box in the job's layout, size and orientation, an image box per
+    picture (8-bit MONOCHROME2) and the film box printed; the session deleted. None when every
+    film was printed, else why not (warnings, 0xB6xx, count as printed: the printer took it)."""
+    ae = _requestor(settings)
+    ae.add_requested_context(BasicGrayscalePrintManagementMeta, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+    assoc = ae.associate(printer["host"], printer["port"], ae_title=printer["ae_title"],
+                         max_pdu=settings["DICOM_MAX_PDU"], tls_args=tls.tls_args(settings, printer))
+    if not assoc.is_established:
+        return f"cannot associate with {printer['ae_title']} ({printer['host']}:{printer['port']})"
+    try:
+        _printer_ready(assoc, printer["ae_title"])
+        session_uid = generate_uid()
+        session = Dataset()
+        session.NumberOfCopies = int(job["copies"])
+        session.MediumType, session.FilmDestination = "BLUE FILM", "PROCESSOR"
+        _check(assoc.send_n_create(session, BasicFilmSession, session_uid, meta_uid=META)[0], "film session")
+        for number, film in enumerate(films, start=1):
+            _print_film(assoc, job, film, session_uid, f"film {number} of {len(films)}")
+        assoc.send_n_delete(BasicFilmSession, session_uid, meta_uid=META)
+        return None
+    except PrintRefused as exc:
+        return str(exc)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _printer_ready(assoc: Any, title: str) -> None:
+    """Ask the printer for its status (N-GET of the Printer): one that says FAILURE is not sent
+    films (the job waits and the alert says why); one that does not answer the question is
+    tried (not every print SCP implements it)."""
+    status, printer = assoc.send_n_get([0x21100010, 0x21100020], Printer, PrinterInstance, meta_uid=META)
+    if status is None or "Status" not in status:
+        raise PrintRefused(f"{title} did not answer")
+    if status.Status in (0x0000, 0x0001, 0x0107, 0x0116) and printer is not None:
+        if str(printer.get("PrinterStatus", "")).upper() == "FAILURE":
+            raise PrintRefused(f"{title} reports FAILURE: {printer.get('PrinterStatusInfo', '')}")
+
+
+def _print_film(assoc: Any, job: Mapping[str, Any], film: printing.Film, session_uid: str, what: str) -> None:
+    box = Dataset()
+    box.ImageDisplayFormat = film.display_format
+    box.FilmOrientation, box.FilmSizeID = job["orientation"], job["film_size"]
+    session = Dataset()
+    session.ReferencedSOPClassUID, session.ReferencedSOPInstanceUID = BasicFilmSession, session_uid
+    box.ReferencedFilmSessionSequence = [session]
+    box_uid = generate_uid()
+    status, made = assoc.send_n_create(box, BasicFilmBox, box_uid, meta_uid=META)
+    _check(status, f"{what}: film box")
+    boxes = list(made.get("ReferencedImageBoxSequence", [])) if made is not None else []
+    if len(boxes) < len(film.pictures):
+        raise PrintRefused(f"{what}: the printer made {len(boxes)} image boxes for {len(film.pictures)} images")
+    for position, (item, picture) in enumerate(zip(boxes, film.pictures), start=1):
+        image = Dataset()
+        image.SamplesPerPixel, image.PhotometricInterpretation = 1, "MONOCHROME2"
+        image.Rows, image.Columns, image.PixelAspectRatio = picture.rows, picture.columns, [1, 1]
+        image.BitsAllocated = image.BitsStored = 8
+        image.HighBit, image.PixelRepresentation = 7, 0
+        image.PixelData = picture.pixels
+        image_box = Dataset()
+        image_box.ImageBoxPosition = position
+        image_box.BasicGrayscaleImageSequence = [image]
+        _check(assoc.send_n_set(image_box, item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID,
+                                meta_uid=META)[0], f"{what}: image {position}")
+    _check(assoc.send_n_action(None, 1, BasicFilmBox, box_uid, meta_uid=META)[0], f"{what}: print")

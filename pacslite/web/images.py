@@ -90,8 +90,10 @@ def instance_render(instance_id: int) -> Any:
     series = imaging.get_series(get_db(), instance["series_id"])
     _audit(series, "image")
     frame = request.args.get("frame", "0")
+    size = request.args.get("size", "")
     view = imaging.View(frame=int(frame) if frame.isdigit() else 0, center=_number("wc"), width=_number("ww"),
-                        invert=request.args.get("invert") == "1")
+                        invert=request.args.get("invert") == "1",
+                        max_size=min(int(size), imaging.MAX_RENDERED) if size.isdigit() else 0)
     path = storage.resolve(current_app.config["STORAGE_DIR"], instance["storage_path"])
     return _png(cache().get_or_render(instance["sha256"], path, view))
 
