@@ -24,7 +24,7 @@ from pydicom.uid import generate_uid
 from pacslite import create_app, statistics
 from pacslite.core import audit, clock, db
 from pacslite.dicom import sender
-from pacslite.pacs import filing, printing
+from pacslite.pacs import filing, pickup, printing
 from pacslite.pacs.index import Source
 from pacslite.ris import aes, patients
 from tests.conftest import EXAM_FORM, INDEPENDENT_OF_HOST_AND_HOUR
@@ -123,6 +123,12 @@ def main(work: Path) -> None:
     films = {"by_modality": {g.name: g.films for g in report.groups["modality"]}, "total": report.total.films,
              "by_day": {f"{day} {modality}": figures[3] for (day, modality), figures in
                         statistics.workload(conn, app.config, today, today).days.items()}}
+    ready = {"waiting": pickup.of_exam(conn, exam["id"]).films_waiting,
+             "listed": [row["accession_number"] for row in pickup.waiting(conn, app.config)]}
+    pickup.hand_out(conn, audit.Actor("desk"), exam, pickup.FILMS, pickup.DESK)
+    handed = pickup.of_exam(conn, exam["id"])
+    ready.update(after=handed.films_waiting, films=handed.films_handed["films"],
+                 listed_after=[row["accession_number"] for row in pickup.waiting(conn, app.config)])
     printer.terminate()
     printer.wait(timeout=30)
     gone_id = printing.request(conn, audit.Actor("tech"), exam, form, picks[:1])
@@ -131,7 +137,8 @@ def main(work: Path) -> None:
     alert = conn.execute("SELECT state FROM alerts WHERE rule = 'print_failed' AND subject = ?",
                          (f"print:{gone_id}",)).fetchone()
     print(json.dumps({
-        "tried": tried, "job": job, "received": received, "films": films,
+        "tried": tried, "job": job, "received": received, "films": films, "pickup": ready,
+        "accession": accession,
         "first_in_its_header_window": first.pixels.hex(),
         "expected": [[{"rows": p.rows, "columns": p.columns, "pixels": p.pixels.hex()} for p in film.pictures]
                      for film in expected],

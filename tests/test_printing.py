@@ -47,6 +47,9 @@ def test_films_reach_dcmprscp_in_their_layout_with_each_images_window_and_a_gone
     # counted: films per modality, and per day and modality
     assert result["films"]["by_modality"] == {"CT": 2} and result["films"]["total"] == 2
     assert list(result["films"]["by_day"].values()) == [2] and list(result["films"]["by_day"])[0].endswith(" CT")
+    # the films wait at the desk until handed out
+    assert result["pickup"] == {"waiting": True, "listed": [result["accession"]], "after": False, "films": 2,
+                                "listed_after": []}
     # the printer gone: the job waits for the next try, with why, and an open alert
     assert result["gone"]["state"] == "queued" and result["gone"]["attempts"] == 1
     assert "cannot associate with DRYLASER" in result["gone"]["last_error"]

@@ -188,6 +188,10 @@ DEFAULTS: dict[str, Any] = {
     # check-in); a skipped patient goes back behind this many others.
     "QUEUE_ELDERLY_AGE": 70,
     "QUEUE_SKIP_BACK": 3,
+    # Pick-up: the desk lists reports and films ready and not collected for this many days;
+    # a kiosk prints the final report on this paper (a4 or a5).
+    "PICKUP_DAYS": 30,
+    "KIOSK_REPORT_PAPER": "a4",
     # The sweep: how often, and after how long each finding becomes an alert.
     "SWEEP_INTERVAL_MINUTES": 15,
     "SWEEP_MISSING_IMAGES_HOURS": 24,
@@ -299,6 +303,8 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         raise SystemExit(f"pacslite: {exc}") from exc
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(settings["BOOKING_NO_SHOW_AFTER"])):
         raise SystemExit(f"pacslite: BOOKING_NO_SHOW_AFTER is a time of day, HH:MM, not {settings['BOOKING_NO_SHOW_AFTER']!r}")
+    if settings["KIOSK_REPORT_PAPER"] not in ("a4", "a5"):
+        raise SystemExit(f"pacslite: KIOSK_REPORT_PAPER is a4 or a5, not {settings['KIOSK_REPORT_PAPER']!r}")
     if not settings["STORAGE_DIR"]:
         settings["STORAGE_DIR"] = str(Path(settings["INSTANCE_DIR"]) / "storage")
     for key, name in (("DICOM_TLS_CERTIFICATE", "pacslite.crt"), ("DICOM_TLS_KEY", "pacslite.key")):

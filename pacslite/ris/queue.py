@@ -87,6 +87,11 @@ def get_entry(conn: sqlite3.Connection, entry_id: int) -> sqlite3.Row:
     return row
 
 
+def can_check_in(exam: Mapping[str, Any]) -> bool:
+    """Whether the exam is still to be done (ordered or scheduled): something to queue for."""
+    return exam["status"] in exams.NOT_STARTED
+
+
 def check_in(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[str, Any], exam: Mapping[str, Any], *,
              disabled: bool = False) -> sqlite3.Row:
     """The patient is here for ``exam``: its number in its room's queue today (the same one if

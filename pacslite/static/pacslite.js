@@ -40,3 +40,14 @@ function selectBlank() {
   if (match) { area.focus(); area.setSelectionRange(match.index, match.index + match[0].length); }
 }
 if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", selectBlank); } else { selectBlank(); }
+// A page opened to be printed by itself (a kiosk's report: body data-autoprint, no receipt slip,
+// which receipt.js prints): the print dialog once its images (the signatures) have loaded; after
+// printing, back to data-after-print (the kiosk's first page, for the next patient).
+window.addEventListener("load", function () {
+  var body = document.body;
+  if (body.dataset.autoprint !== "1" || document.querySelector("article.slip")) { return; }
+  if (body.dataset.afterPrint) {
+    window.addEventListener("afterprint", function () { window.location.assign(body.dataset.afterPrint); });
+  }
+  window.print();
+});

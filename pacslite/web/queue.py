@@ -147,7 +147,8 @@ def _board(device: Any) -> dict[str, Any]:
 @bp.route("/kiosk/<key>", methods=["GET", "POST"])
 @access.public
 def kiosk(key: str) -> Any:
-    """The patient scans the receipt's barcode (the accession number): checked in, the slip."""
+    """The patient scans the receipt's barcode (the accession number): before the exam, checked
+    in (the slip); after it, on to printing the report (:func:`pickup.kiosk_report`)."""
     device = _device_or_404(queue.KIOSK, key)
     if request.method == "GET":
         return render_template("queue/kiosk.html", device=device, key=key, error="")
@@ -156,6 +157,8 @@ def kiosk(key: str) -> Any:
     if exam is None:
         return render_template("queue/kiosk.html", device=device, key=key,
                                error=gettext("This receipt is not known here; please ask at the desk.")), 404
+    if not queue.can_check_in(exam):  # after the exam: the receipt collects the report
+        return redirect(url_for("pickup.kiosk_report", key=key, accession=exam["accession_number"]))
     try:
         queue.check_in(get_db(), audit.Actor(f"kiosk:{device['name']}", request.remote_addr or ""),
                        current_app.config, exam)

@@ -12,7 +12,7 @@ from flask_login import current_user
 from ..core import clock, config, datetext, storage
 from ..ris import (aes, booking, documents, exams, idcard, mpps, orders, patients, procedures, queue, receipts, reports,
                   transmission, users)
-from ..pacs import index, merging, printing, routing
+from ..pacs import index, merging, pickup, printing, routing
 from .database import get_db
 from ..core.validation import Conflict, ValidationError
 from . import access, limits
@@ -276,6 +276,7 @@ def exam_view(accession: str, errors: dict[str, str] | None = None, status: int 
                            age=receipts.age_of(exam, current_app.config),
                            outbound=routing.queue_of_exam(get_db(), exam["id"]) if sending else [],
                            jobs=printing.of_exam(get_db(), exam["id"]) if sending else [],
+                           pickup=pickup.of_exam(get_db(), exam["id"]),
                            destination_options=[(d, d) for d in routing.destinations(get_db())] if sending else []), \
         status
 
