@@ -106,7 +106,7 @@ def test_the_technologist_chooses_images_sees_the_films_and_sends_them(app, conn
               f"preset-{series_id}": "lung"}
     preview = tech.get(f"/exams/{accession}/films", query_string=chosen, headers={"HX-Request": "true"})
     html = preview.get_data(as_text=True)
-    assert html.count('class="film-image"') == 3 and html.count('class="film"') == 1
+    assert html.count('class="film-image"') == 3 and html.count('class="film columns-2"') == 1
     assert [f"/instances/{i}/render.png" in html for i in ids] == [False, True, False, True, False, True]
     assert "wc=-600.0" in html and "ww=1500.0" in html
     # sent, the fourth image in the bone window of its own

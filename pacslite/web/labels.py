@@ -22,7 +22,7 @@ LABELS = {
                 "no_show": _l("Did not come")},
     "queue": {"waiting": _l("Waiting"), "called": _l("Called"), "missed": _l("Missed"), "started": _l("Started")},
     "queue_reason": {"emergency": _l("Emergency"), "elderly": _l("Elderly"), "disabled": _l("Disabled")},
-    "device": {"screen": _l("Waiting-room screen"), "kiosk": _l("Check-in kiosk")},
+    "device": {"screen": _l("Waiting-room screen"), "kiosk": _l("Kiosk: check-in and reports")},
     "weekday": {"0": _l("Monday"), "1": _l("Tuesday"), "2": _l("Wednesday"), "3": _l("Thursday"),
                 "4": _l("Friday"), "5": _l("Saturday"), "6": _l("Sunday")},
     "role": {"registrar": _l("Registrar"), "technologist": _l("Technologist"), "radiologist": _l("Radiologist"),
