@@ -127,3 +127,47 @@ def test_the_technologist_chooses_images_sees_the_films_and_sends_them(app, conn
         refused = tech.post(f"/exams/{accession}/films", data={**form, **wrong})
         assert refused.status_code == 400 and b'role="alert"' in refused.data
     assert conn.execute("SELECT COUNT(*) FROM print_jobs").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("behaviour", ["no_print_service", "aborts", "fewer_boxes"])
+def test_a_printer_that_fails_or_aborts_leaves_the_job_queued_with_why(app, conn, exam, tmp_path, behaviour):
+    """A print SCP (pynetdicom) that implements nothing, aborts the association at the film
+    session, or makes fewer image boxes than the film needs: nothing hangs, the job waits for its
+    next try with the reason, an alert is open."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import BasicGrayscalePrintManagementMeta
+    from pacslite.dicom import sender
+    from tests.conftest import free_port
+
+    def on_create(event):
+        if behaviour == "aborts":
+            event.assoc.abort()
+            return 0x0000, None
+        made = Dataset()
+        if event.request.AffectedSOPClassUID == "1.2.840.10008.5.1.1.2":  # the film box: one image box
+            item = Dataset()
+            item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.1.4", generate_uid()
+            made.ReferencedImageBoxSequence = [item]
+        return 0x0000, made
+
+    scp = AE("DRYLASER")
+    scp.add_supported_context(BasicGrayscalePrintManagementMeta)
+    port = free_port()
+    handlers = [] if behaviour == "no_print_service" else [(evt.EVT_N_CREATE, on_create)]
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    try:
+        aes.update_ae(conn, audit.SYSTEM, "DRYLASER",
+                      {"ae_title": "DRYLASER", "modality": "HC", "host": "127.0.0.1", "port": port})
+        _with_images(app, conn, exam, tmp_path, 2)
+        picks = [{"instance": r[0]} for r in conn.execute("SELECT id FROM instances")]
+        job_id = printing.request(conn, audit.Actor("tech"), exam, {**FORM, "layout": "2x2"}, picks)
+        assert printing.run_due(conn, app.config, sender.print_films) == 1
+    finally:
+        server.shutdown()
+    job = printing.get_job(conn, job_id)
+    assert (job["state"], job["attempts"]) == ("queued", 1) and job["last_error"], dict(job)
+    if behaviour == "fewer_boxes":
+        assert "made 1 image boxes for 2 images" in job["last_error"]
+    assert conn.execute("SELECT state FROM alerts WHERE rule = 'print_failed'").fetchone()[0] == "open"
+    assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'film.print'").fetchone()[0] == 0

@@ -193,6 +193,8 @@ def print_films(settings: Mapping[str, Any], printer: Mapping[str, Any], job: Ma
         return None
     except PrintRefused as exc:
         return str(exc)
+    except (RuntimeError, ValueError, AttributeError) as exc:  # the printer aborted, or answered nonsense
+        return f"{printer['ae_title']}: {exc}"[:500]
     finally:
         if assoc.is_established:
             assoc.release()
