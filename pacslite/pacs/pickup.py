@@ -97,7 +97,8 @@ def waiting(conn: sqlite3.Connection, settings: Mapping[str, Any], *, source: st
             offset: int = 0) -> list[sqlite3.Row]:
     """Exams whose final report (signed in the last PICKUP_DAYS days) or films (printed then)
     are ready and not collected, the most recently ready first; a page of PAGE. Each row: the
-    exam's accession number, patient, source, modality and procedure, ``ready_at``."""
+    exam's accession number, patient, source, modality and procedure, ``ready_at``. Each part
+    reads its index range of the period (not every final exam, nor every print job)."""
     since = clock.to_db(clock.now() - timedelta(days=float(settings["PICKUP_DAYS"])))
     source_clause = " AND e.source = ?" if source else ""
     params: list[Any] = [since, *([source] if source else []), since, *([source] if source else []), PAGE, offset]
@@ -105,14 +106,15 @@ def waiting(conn: sqlite3.Connection, settings: Mapping[str, Any], *, source: st
         "SELECT e.id, e.accession_number, e.modality, e.procedure, e.source, p.patient_id, p.name AS patient_name,"
         " MAX(ready.at) AS ready_at FROM ("
         # reports signed final (the newest final version) not handed out in that version
-        " SELECT e.id AS exam_ref, e.reported_at AS at FROM exams e WHERE e.reported_at >= ?"
+        " SELECT e.id AS exam_ref, e.reported_at AS at FROM exams e INDEXED BY exams_reported WHERE e.reported_at >= ?"
         f" AND e.status = 'final'{source_clause}"
         " AND NOT EXISTS (SELECT 1 FROM handouts h WHERE h.exam_ref = e.id AND h.item = 'report'"
         "  AND h.report_version = (SELECT MAX(v.version) FROM report_versions v WHERE v.exam_ref = e.id"
         "  AND v.status = 'final'))"
         " UNION ALL"
         # films printed since they were last handed out
-        " SELECT pj.exam_ref, MAX(pj.printed_at) FROM print_jobs pj JOIN exams e ON e.id = pj.exam_ref"
+        " SELECT pj.exam_ref, MAX(pj.printed_at) FROM print_jobs pj INDEXED BY print_jobs_printed"
+        " JOIN exams e ON e.id = pj.exam_ref"
         f" WHERE pj.state = 'printed' AND pj.printed_at >= ?{source_clause} GROUP BY pj.exam_ref"
         " HAVING MAX(pj.printed_at) > COALESCE((SELECT MAX(h.handed_at) FROM handouts h WHERE h.exam_ref = pj.exam_ref"
         "  AND h.item = 'films'), '')"
