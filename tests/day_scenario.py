@@ -119,7 +119,7 @@ def _day(browser, pacs, work: Path) -> dict:
     assert tv.locator(".board-now").get_attribute("data-say") == "请 001 号 王*英 到 CT1室 检查。"
     now_size = tv.eval_on_selector(".board-now", "e => parseFloat(getComputedStyle(e).fontSize)")
     assert now_size >= 96, now_size
-    tv.wait_for_function("document.body.dataset.lastCall !== undefined")
+    tv.locator("body[data-last-call]").wait_for(state="attached")
 
     # the patient walks in: started, the exam in progress
     entry = pacs.query("SELECT id FROM queue_entries")[0][0]
@@ -143,8 +143,8 @@ def _day(browser, pacs, work: Path) -> dict:
     assert tech.locator("figure.film").count() == 2  # four images and one, as they will print
     second = pacs.query("SELECT id FROM instances ORDER BY CAST(instance_number AS INTEGER)")[1][0]
     tech.select_option(f"select[name='preset-i{second}']", "bone")
-    tech.wait_for_function(f"document.querySelector(\"select[name='preset-i{second}']\").value === 'bone'"
-                           " && document.querySelector('.film-image img[src*=\"ww=1800\"]') !== null")
+    tech.locator(".film-image img[src*='ww=1800']").wait_for()  # the preview again, that image in the bone window
+    assert tech.locator(f"select[name='preset-i{second}']").input_value() == "bone"
     ARTIFACTS.mkdir(exist_ok=True)
     tech.screenshot(path=str(ARTIFACTS / "films.png"), full_page=True)
     tech.click("#print-films")
@@ -203,7 +203,7 @@ def _day(browser, pacs, work: Path) -> dict:
     stand.fill("#kiosk-answer", "0000")  # the last four of the phone the desk typed, 13800000000
     stand.keyboard.press("Enter")
     stand.wait_for_selector("#printed-report")
-    stand.wait_for_function("document.body.dataset.printed === '1'")
+    stand.locator("body[data-printed='1']").wait_for(state="attached")
     assert "胸部CT未见异常。" in stand.locator("#printed-impression").inner_text()
     stand.screenshot(path=str(ARTIFACTS / "kiosk-report.png"))
     handout = pacs.query("SELECT item, place, handed_by FROM handouts")

@@ -28,6 +28,10 @@ def register_at_desk(page, url: str, fields: dict[str, str], *, choose: dict[str
             page.wait_for_selector(f"#exam-choices[data-modality='{value}']", state="attached")
     for selector, value in fields.items():
         page.fill(selector, value)
+    # The last field's change (an ID card number's offer, a patient looked up) is answered before
+    # the click: its answer appearing above the button must not move it away from the click.
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.wait_for_load_state("networkidle")
     if submit_from:
         page.click(submit_from)
         page.keyboard.press("Control+Enter")
