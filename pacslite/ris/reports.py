@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Mapping, Sequence
 
 from ..core import audit, clock, config, workhours
-from . import critical, exams, outbox, patients, users
+from . import critical, exams, outbox, patients, report_templates, users
 from ..core.db import transaction
 from ..core.validation import N_, NotFound, Conflict, FormErrors, ValidationError, choice, text
 
@@ -59,14 +59,19 @@ def first_blank(value: str) -> tuple[int, str] | None:
 
 
 def _refuse_unfilled_blanks(data: Mapping[str, Any]) -> None:
-    """A report is not signed with a phrase's blank in it: each text that has one is named, with
-    the line, so that the page can point at it."""
+    """A report is not signed with a template's blank or choice slot in it: each text that has
+    one is named, with the line, so that the page can point at it."""
     problems = {}
     for field in ("findings", "impression"):
-        found = first_blank(text(data, field, max_length=TEXT_MAX, multiline=True))
+        value = text(data, field, max_length=TEXT_MAX, multiline=True)
+        found = first_blank(value)
+        slot = report_templates.first_slot(value)
         if found is not None:
             problems[field] = (N_("Fill in the blank (__) before signing, line %(line)d: %(text)s"),
                                {"line": found[0], "text": found[1][:120]})
+        elif slot is not None:
+            problems[field] = (N_("Choose one of the choices {…/…} before signing, line %(line)d: %(text)s"),
+                               {"line": slot[0], "text": slot[1][:120]})
     if problems:
         raise FormErrors(problems)
 

@@ -154,6 +154,8 @@ LABELS = {
         "patient.create": _l("Created a patient"), "patient.update": _l("Changed a patient's details"),
         "phrase.add": _l("Added a report phrase"), "phrase.update": _l("Changed a report phrase"),
         "phrase.remove": _l("Removed a report phrase"),
+        "template.add": _l("Added a report template"), "template.update": _l("Changed a report template"),
+        "template.remove": _l("Removed a report template"), "template.import": _l("Imported report templates"),
         "report.save": _l("Saved a report draft"), "report.sign": _l("Signed a report"),
         "report.amend": _l("Started a report amendment"), "report.print": _l("Printed a report"),
         "report.take": _l("Took an exam to report"), "report.release": _l("Released an exam"),
