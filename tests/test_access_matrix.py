@@ -6,7 +6,7 @@ import re
 import pytest
 
 from pacslite.core import audit, clock
-from pacslite.ris import aes, critical, documents, patients, procedures, reports, users
+from pacslite.ris import aes, critical, documents, patients, procedures, report_templates, users
 from pacslite.pacs import archive, filing, refiling, routing
 from pacslite import sweep
 from pacslite.pacs.index import Source
@@ -113,11 +113,11 @@ def world(app, conn, client_as, tmp_path):
     form_id = documents.attach(conn, audit.SYSTEM, app.config, accession, image_bytes(), "form.png")
     target_user = make_user(conn, "target_user", "clinician")
     ae = aes.add_ae(conn, audit.SYSTEM, {"ae_title": "MATRIX_CT", "host": "127.0.0.1", "port": 104})
-    phrase_id = reports.save_phrase(conn, audit.SYSTEM, app.config, {"modality": "CT", "title": "Normal chest",
-                                                                      "findings": "No abnormality."})
+    template_id = report_templates.save(conn, audit.SYSTEM, app.config, {
+        "level": "department", "modality": "CT", "name": "Normal chest", "findings": "No abnormality."})
     study_id, refiling_id = _refiled_study(app, conn, accession, tmp_path)
     values = {"patient_id": "P0001", "accession": accession, "int:form_id": str(form_id),
-              "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:phrase_id": str(phrase_id),
+              "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:template_id": str(template_id),
               "int:study_id": str(study_id), "int:refiling_id": str(refiling_id),
               "int:alert_id": str(_an_alert(app, conn)),
               "int:finding_id": str(_a_critical_finding(conn, accession)),

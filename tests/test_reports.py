@@ -2,6 +2,7 @@
 the "images missing" flag, phrases, printing and the API."""
 from __future__ import annotations
 
+import io
 import re
 import sqlite3
 from datetime import timedelta
@@ -274,27 +275,45 @@ def test_the_reading_list_puts_urgent_then_overdue_first(app, conn, tmp_path, ra
     assert re.findall(r'class="mono">(\w+)</a>', partial) == [overdue]
 
 
-# ---------------------------------------------------------------- phrases
+# ---------------------------------------------------------------- templates
 
-def test_admin_phrases_are_inserted_into_the_texts(app, conn, client_as, rad, imaged) -> None:
+def test_templates_on_the_report_page_and_kept_by_the_admin(app, conn, client_as, rad, imaged) -> None:
     admin = client_as("admin")
-    bad = send(admin, "/admin/phrases/new", {"modality": "CT", "title": "Empty"})
-    assert bad.status_code == 400 and count(conn, "report_phrases") == 0
-    assert send(admin, "/admin/phrases/new", {"modality": "CT", "body_part": "CHEST", "title": "Normal chest",
-                                             "findings": "Both lungs are clear.",
-                                             "impression": "No abnormality."}).status_code == 302
-    assert audit_rows(conn, "phrase.add") == 1
-    phrase_id = conn.execute("SELECT id FROM report_phrases").fetchone()[0]
+    bad = send(admin, "/admin/templates/new", {"level": "department", "modality": "CT", "name": "Empty"})
+    assert bad.status_code == 400 and count(conn, "report_templates") == 0
+    assert send(admin, "/admin/templates/new", {"level": "department", "modality": "CT", "body_part": "CHEST",
+                                               "folder": "胸部", "name": "胸部CT平扫正常",
+                                               "findings": "{左/右}肺纹理清晰。<b>",
+                                               "impression": "胸部CT未见异常。"}).status_code == 302
+    assert audit_rows(conn, "template.add") == 1
+    assert "胸部CT平扫正常" in admin.get("/admin/templates").get_data(as_text=True)
     page = rad.get(f"/exams/{imaged}/report").get_data(as_text=True)
-    assert "Normal chest" in page
-    inserted = send(rad, f"/exams/{imaged}/report/phrase", {"phrase": str(phrase_id), "findings": "Heart normal.",
-                                                          "impression": ""}, headers=HTMX)
-    text = inserted.get_data(as_text=True)
-    assert inserted.headers["HX-Trigger-After-Swap"] == "report-changed"
-    assert ">Heart normal.\nBoth lungs are clear.</textarea>" in text and ">No abnormality.</textarea>" in text
-    assert version_rows(conn, imaged) == []  # inserting saves nothing; the autosave does
-    assert send(rad, f"/exams/{imaged}/report/phrase", {"phrase": "999"}, headers=HTMX).status_code == 404
-    assert send(rad, "/admin/phrases/new", {"modality": "CT", "title": "x", "findings": "y"}).status_code == 403
+    assert 'id="templates-panel"' in page and "胸部CT平扫正常" in page
+    assert 'data-findings="{左/右}肺纹理清晰。&lt;b&gt;"' in page  # inserted by the browser, escaped here
+    # searched by pinyin initials, through htmx
+    found = rad.get(f"/exams/{imaged}/report/templates?q=xbc", headers=HTMX).get_data(as_text=True)
+    assert found.count("data-template ") == 1 and "胸部CT平扫正常" in found
+    assert "胸部CT平扫正常" not in rad.get(f"/exams/{imaged}/report/templates?q=tl", headers=HTMX).get_data(as_text=True)
+    # saved as the radiologist's own, seen by them only
+    mine = send(rad, f"/exams/{imaged}/report/templates", {"name": "我的肺炎", "folder": "",
+                                                         "findings": "右肺下叶斑片影。", "impression": "肺炎。"},
+                headers=HTMX)
+    assert mine.status_code == 200 and "我的肺炎" in mine.get_data(as_text=True)
+    assert tuple(conn.execute("SELECT owner, modality, body_part FROM report_templates WHERE name = '我的肺炎'"
+                              ).fetchone()) == ("dr_wang", "CT", "CHEST")
+    other = client_as("radiologist", username="dr_other")
+    assert "我的肺炎" not in other.get(f"/exams/{imaged}/report").get_data(as_text=True)
+    assert send(rad, f"/exams/{imaged}/report/templates", {"name": "", "findings": "x"}, headers=HTMX).status_code == 400
+    assert version_rows(conn, imaged) == []  # nothing of it saved the report
+    assert send(rad, "/admin/templates/new", {"level": "department", "name": "x", "findings": "y"}).status_code == 403
+    # exported and imported again by the administrator
+    exported = admin.get("/admin/templates/export.csv")
+    assert exported.status_code == 200 and "胸部CT平扫正常" in exported.get_data(as_text=True)
+    assert "我的肺炎" not in exported.get_data(as_text=True)
+    upload = admin.post("/admin/templates/import", data={"csrf_token": csrf_token(admin, "/admin/templates"),
+                                                         "file": (io.BytesIO(exported.data), "t.csv")},
+                        content_type="multipart/form-data")
+    assert upload.status_code == 303 and audit_rows(conn, "template.import") == 1
 
 
 def test_turnaround_targets_by_modality_and_source(app) -> None:

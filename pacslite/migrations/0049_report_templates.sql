@@ -27,3 +27,4 @@ CREATE INDEX report_templates_normal ON report_templates (procedure_code) WHERE 
 INSERT INTO report_templates (level, modality, body_part, name, findings, impression, updated_at, updated_by)
     SELECT 'department', modality, body_part, title, findings, impression, updated_at, updated_by
     FROM report_phrases;
+DROP TABLE report_phrases;

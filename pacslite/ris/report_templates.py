@@ -39,8 +39,8 @@ SLOT = re.compile(r"\{([^{}/\n]+(?:/[^{}/\n]+)+)\}")
 TEXT_MAX = 20000
 #: At most this many templates are read for one tree or search (a department keeps hundreds).
 LIMIT = 2000
-#: At most this many templates in one import.
-IMPORT_MAX = 5000
+#: At most this many templates, and bytes, in one import.
+IMPORT_MAX, IMPORT_BYTES = 5000, 5 * 1024 * 1024
 FIELDS = ("level", "section", "modality", "body_part", "folder", "name", "findings", "impression", "procedure_code")
 CSV_HEADER = list(FIELDS)
 
@@ -156,7 +156,13 @@ def _fields(conn: sqlite3.Connection, settings: Mapping[str, Any], data: Mapping
     return fields
 
 
+#: Actors that are not people (pacslite itself, the command line) keep the department's templates.
+NOT_PEOPLE = ("system", "cli")
+
+
 def _may_keep(conn: sqlite3.Connection, actor: audit.Actor, level: str, owner: str) -> None:
+    if level != PERSONAL and actor.name in NOT_PEOPLE:
+        return
     user = users.by_username(conn, actor.name)
     if user is None:
         raise Conflict(N_("Only a radiologist keeps their own templates; administrators keep the others."))
@@ -218,6 +224,14 @@ def remove(conn: sqlite3.Connection, actor: audit.Actor, template_id: int) -> No
 
 # ---------------------------------------------------------------- export and import
 
+def department_list(conn: sqlite3.Connection, *, modality: str = "", limit: int = 200,
+                    offset: int = 0) -> list[sqlite3.Row]:
+    """The department's and the sections' templates, for the administrator's list (a page)."""
+    clause, params = ("AND modality = ?", [modality]) if modality else ("", [])
+    return conn.execute(f"SELECT * FROM report_templates WHERE level <> ? {clause} ORDER BY modality, body_part,"
+                        " level, section, folder, name LIMIT ? OFFSET ?", (PERSONAL, *params, limit, offset)).fetchall()
+
+
 def department_rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """The department's and the sections' templates (not anyone's own), for export."""
     rows = conn.execute("SELECT * FROM report_templates WHERE level <> ? ORDER BY level, section, modality,"
@@ -242,6 +256,8 @@ _NEUTRALISED = re.compile(r"^'(?=[=+\-@\t\r])")
 def parse(payload: bytes, filename: str) -> list[dict[str, str]]:
     """The templates in an uploaded export: JSON (``.json``) or CSV (UTF-8, a first row naming
     the columns). ValidationError ("file") when it is neither."""
+    if len(payload) > IMPORT_BYTES:
+        raise ValidationError("file", N_("At most %(count)d templates in one file."), count=IMPORT_MAX)
     try:
         content = payload.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -92,6 +92,7 @@ LABELS = {
     "window_preset": {"image": _l("As in the image"), "lung": _l("Lung"), "mediastinum": _l("Mediastinum"),
                       "abdomen": _l("Abdomen"), "liver": _l("Liver"), "bone": _l("Bone"), "brain": _l("Brain"),
                       "stroke": _l("Stroke (narrow brain)")},
+    "template_level": {"department": _l("The department"), "section": _l("A section"), "personal": _l("My own")},
     "pickup_place": {"desk": _l("at the desk"), "kiosk": _l("at a kiosk")},
     "orientation": {"PORTRAIT": _l("Portrait"), "LANDSCAPE": _l("Landscape")},
     "film_size": {"8INX10IN": _l("8 × 10 in"), "10INX12IN": _l("10 × 12 in"), "11INX14IN": _l("11 × 14 in"),

@@ -1,5 +1,5 @@
 """Reporting: the radiologist's work list, the report editor and its lock, printing, the
-technologists' "images missing" list, and the admin's phrase templates."""
+technologists' "images missing" list."""
 from __future__ import annotations
 
 from datetime import date
@@ -14,14 +14,13 @@ from ..ris import critical, exams, patients, reports, users
 from ..pacs import index
 from .database import get_db
 from ..core.validation import Conflict, ValidationError
-from . import access, images
+from . import access, images, report_templates
 from .htmx import is_htmx
 from .forms import errors_of, found_or_404, message
 
 bp = Blueprint("reports", __name__)
 RADIOLOGIST = ("radiologist",)
 TECHNOLOGIST = ("technologist",)
-ADMIN = ("admin",)
 PRINT_FORMATS = ("a4", "a5")
 
 
@@ -110,7 +109,7 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         criticals=criticals, now=clock.to_db(clock.now()), awaiting=exam["status"] in exams.AWAITING_FINAL,
         names=users.display_names(conn, people), holder=holder,
         warnings=index.quarantine_warnings(conn, exam, current_app.config),
-        phrases=reports.phrases_for(conn, exam["modality"], exam["body_part"]) if editing else [],
+        **(report_templates.panel_context(exam) if editing else {}),
         final=reports.latest_final(conn, exam["id"]), priors=reports.priors(conn, exam),
         series=index.series_of_exam(conn, exam["id"]) if _sees_images() else []), status
 
@@ -226,20 +225,6 @@ def report_notify(accession: str) -> Any:
                           "notify", gettext("The technologists have been told that the images are missing."))
 
 
-@bp.route("/exams/<accession>/report/phrase", methods=["POST"])
-@access.allow(*RADIOLOGIST)
-def report_phrase(accession: str) -> Any:
-    """Append a phrase to the texts being edited (htmx); saves nothing, the autosave does."""
-    exam = _exam_or_404(accession)
-    raw = request.form.get("phrase", "")
-    phrase = reports.get_phrase(get_db(), int(raw)) if raw.isdigit() else None
-    if phrase is None or phrase["modality"] != exam["modality"]:
-        abort(404)
-    # the form's autosave listens for this and saves the new text
-    return render_template("reports/_texts.html", values=reports.with_phrase(request.form, phrase), errors={}), \
-        200, {"HX-Trigger-After-Swap": "report-changed"}
-
-
 @bp.route("/exams/<accession>/report/print")
 @access.allow(*access.STAFF)
 def report_print(accession: str) -> Any:
@@ -293,45 +278,3 @@ def _missing_images_count() -> dict[str, Any]:
         return 0
     return {"missing_images_count": count}
 
-
-# ---------------------------------------------------------------- phrases (admin)
-
-@bp.route("/admin/phrases")
-@access.allow(*ADMIN)
-def phrase_list() -> Any:
-    return render_template("admin/phrases.html", phrases=reports.list_phrases(get_db()))
-
-
-@bp.route("/admin/phrases/new", methods=["GET", "POST"])
-@bp.route("/admin/phrases/<int:phrase_id>", methods=["GET", "POST"])
-@access.allow(*ADMIN)
-def phrase_edit(phrase_id: int | None = None) -> Any:
-    phrase = None
-    if phrase_id is not None:
-        phrase = reports.get_phrase(get_db(), phrase_id)
-        if phrase is None:
-            abort(404)
-    values: Any = dict(phrase) if phrase is not None else {}
-    errors: dict[str, str] = {}
-    if request.method == "POST":
-        values = request.form
-        try:
-            reports.save_phrase(get_db(), access.actor(), current_app.config, request.form, phrase_id)
-        except ValidationError as exc:
-            errors = errors_of(exc)
-        else:
-            flash(gettext("Phrase saved."), "success")
-            return redirect(url_for("reports.phrase_list"))
-    return render_template("admin/phrase_form.html", phrase=phrase, values=values, errors=errors), \
-        (400 if errors else 200)
-
-
-@bp.route("/admin/phrases/<int:phrase_id>/remove", methods=["POST"])
-@access.allow(*ADMIN)
-def phrase_remove(phrase_id: int) -> Any:
-    phrase = reports.get_phrase(get_db(), phrase_id)
-    if phrase is None:
-        abort(404)
-    reports.remove_phrase(get_db(), access.actor(), phrase)
-    flash(gettext("Phrase removed."), "success")
-    return redirect(url_for("reports.phrase_list"))
