@@ -26,11 +26,14 @@ document.addEventListener("keydown", function (event) {
   if (next) { next.focus(); }
 });
 // Alt + a letter follows the link or presses the button marked data-shortcut with that letter
-// (Alt + B: book the exam just registered), the same in every browser (accesskey differs).
+// (Alt + B: book the exam just registered), or goes to the field so marked (Alt + T: the report
+// templates' search), the same in every browser (accesskey differs).
 document.addEventListener("keydown", function (event) {
   if (!event.altKey || event.ctrlKey || event.metaKey || event.key.length !== 1) { return; }
   var target = document.querySelector("[data-shortcut='" + event.key.toLowerCase() + "']");
-  if (target) { event.preventDefault(); target.click(); }
+  if (!target) { return; }
+  event.preventDefault();
+  if (target.matches("input, textarea, select")) { target.focus(); } else { target.click(); }
 });
 // A report refused for an unfilled phrase blank ("__"): the first blank of the first text named
 // is selected, so the radiologist types straight into it.

@@ -1,0 +1,105 @@
+"""Report templates in Chromium (issue 32): a radiologist at 1366×768, the images beside the
+report, finds a template by its pinyin initials, inserts it at the cursor with the keyboard,
+chooses its slots with Tab and digits, takes a choice back with Ctrl+Z, inserts the normal
+report with Alt+N, keeps the texts as a template of their own, and signs (refused while a
+slot is left)."""
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from pacslite.core import audit
+from pacslite.ris import procedures, report_templates
+from tests.conftest import wait_for
+from tests.test_browser import browser, log_in, modality_pacs, watch_console  # noqa: F401 (fixtures)
+
+
+def test_a_report_written_from_templates_with_the_keyboard(browser, modality_pacs, tmp_path) -> None:
+    pacs = modality_pacs()
+    pacs.add_user("dr_t", "radiologist", display_name="唐医生")
+    conn = pacs.conn()
+    try:
+        procedures.add_procedure(conn, audit.SYSTEM, pacs.settings,
+                                 {"code": "CT-CHEST", "modality": "CT", "name_zh": "胸部CT平扫", "body_part": "CHEST"})
+        report_templates.save(conn, audit.SYSTEM, pacs.settings, {
+            "level": "department", "modality": "CT", "body_part": "CHEST", "folder": "胸部", "name": "胸部CT平扫所见",
+            "findings": "{左/右}肺纹理清晰，{未见/可见}结节。", "impression": "胸部CT{未见/可见}异常。"})
+        report_templates.save(conn, audit.SYSTEM, pacs.settings, {
+            "level": "department", "modality": "CT", "name": "胸部CT正常", "procedure_code": "CT-CHEST",
+            "findings": "双肺纹理清晰。", "impression": "胸部CT平扫未见异常。"})
+    finally:
+        conn.close()
+    reg = pacs.register(patient_id="TPL001", name="张三", procedure_code="CT-CHEST")
+    pacs.send_series(tmp_path / "images", 2, accession=reg.accession_number, patient_id="TPL001", name="ZHANG^SAN",
+                     sex="M", birth_date="19800203")
+    problems: list[str] = []
+    page = browser.new_context(locale="en-US", viewport={"width": 1366, "height": 768}).new_page()
+    watch_console(page, problems)
+    log_in(page, pacs.server.url, "dr_t", "Secret-pass-1")
+    page.goto(f"{pacs.server.url}/exams/{reg.accession_number}/report")
+    page.wait_for_selector("#report-form")
+    assert page.locator("#images-pane").is_visible()  # the images beside the report
+    findings, impression = page.locator("#f-findings"), page.locator("#f-impression")
+
+    # what the radiologist wrote stays; the template goes in after it, its first choice selected
+    findings.fill("心影不大。")
+    page.keyboard.press("Alt+t")
+    page.keyboard.type("xbcps")  # 胸部CT平扫…, not 胸部CT正常
+    expect(page.locator("#template-results button.template")).to_have_count(1)
+    assert page.locator("#template-results button.template").inner_text() == "胸部CT平扫所见"
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    assert findings.input_value() == "心影不大。\n{左/右}肺纹理清晰，{未见/可见}结节。"
+    assert impression.input_value() == "胸部CT{未见/可见}异常。"
+    assert page.evaluate("document.activeElement.id") == "f-findings"
+    assert page.evaluate("(a => a.value.slice(a.selectionStart, a.selectionEnd))(document.activeElement)") == "{左/右}"
+    page.keyboard.press("2")  # 右, and on to the next choice
+    page.keyboard.press("1")  # 未见
+    assert findings.input_value() == "心影不大。\n右肺纹理清晰，未见结节。"
+    page.keyboard.press("Control+z")  # the last choice taken back
+    assert findings.input_value() == "心影不大。\n右肺纹理清晰，{未见/可见}结节。"
+    page.keyboard.press("Tab")
+    page.keyboard.press("2")
+    assert findings.input_value() == "心影不大。\n右肺纹理清晰，可见结节。"
+    # a choice left in the impression: signing is refused, naming the line
+    page.locator("#result-class input[value=abnormal]").check()
+    page.click("button:has-text('Sign final')")
+    page.wait_for_selector("#e-impression")
+    assert "Choose one of the choices" in page.locator("#e-impression").inner_text()
+    assert problems.pop() == "Failed to load resource: the server responded with a status of 400 (BAD REQUEST)"
+    impression = page.locator("#f-impression")
+    impression.click()
+    page.keyboard.press("Tab")
+    page.keyboard.press("1")
+    assert impression.input_value() == "胸部CT未见异常。"
+    page.locator("#save-status.saved").wait_for()
+    wait_for(lambda: pacs.query("SELECT impression FROM report_versions")[0][0] == "胸部CT未见异常。",
+             "the draft saved itself")
+
+    # kept as the radiologist's own template; the normal report replaces nothing without Ctrl+Z
+    page.click("#save-template summary")
+    page.fill("#f-template-name", "我的结节")
+    page.click("#save-template button[type=submit]")
+    page.locator("#template-note").wait_for()
+    assert [tuple(r) for r in pacs.query("SELECT owner, findings FROM report_templates WHERE name = '我的结节'")] == \
+        [("dr_t", "心影不大。\n右肺纹理清晰，可见结节。")]
+    findings = page.locator("#f-findings")
+    findings.click()
+    page.keyboard.press("Alt+n")
+    assert findings.input_value() == "心影不大。\n右肺纹理清晰，可见结节。\n双肺纹理清晰。"
+    assert page.locator("#f-impression").input_value() == "胸部CT未见异常。\n胸部CT平扫未见异常。"
+    page.keyboard.press("Control+z")  # each text takes its own part back
+    assert findings.input_value() == "心影不大。\n右肺纹理清晰，可见结节。"
+    page.locator("#f-impression").focus()
+    page.keyboard.press("Control+z")
+    assert page.locator("#f-impression").input_value() == "胸部CT未见异常。"
+
+    # signed final: the confirmation's button on screen at 1366×768
+    page.click("button:has-text('Sign final')")
+    confirm = page.locator("#confirm-sign button:has-text('Confirm and sign final')")
+    box = confirm.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 768, box
+    confirm.click()
+    page.wait_for_selector("text=Report signed as final.")
+    assert [tuple(r) for r in pacs.query("SELECT status, findings, impression FROM report_versions")] == \
+        [("final", "心影不大。\n右肺纹理清晰，可见结节。", "胸部CT未见异常。")]
+    assert problems == [], problems
