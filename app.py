@@ -26,7 +26,8 @@ from pacslite.dicom import sender
 from pacslite.dicom.server import DicomServer
 from pacslite.hl7 import handlers as hl7_handlers, outbound as hl7_outbound
 from pacslite.hl7.server import Hl7Server
-from pacslite.pacs import arrivals, commitment, filing, integrity, merging, offsite, printing, routing
+from pacslite.pacs import (arrivals, commitment, filing, integrity, key_images, merging, offsite, printing,
+                           routing)
 from pacslite.ris import critical, exams, outbox, transmission
 from pacslite.sweep import Sweeper
 from pacslite.web import limits
@@ -199,6 +200,7 @@ def _background_work(config) -> list:
         Periodic(config, "commitment-reports",
                  lambda conn, settings: commitment.run_due(conn, settings, sender.send_commitment_report),
                  config["FORWARD_POLL_SECONDS"], on_duty=commitment.recover),
+        Periodic(config, "key-objects", key_images.store_due, config["FORWARD_POLL_SECONDS"]),
         Periodic(config, "printing", lambda conn, settings: printing.run_due(conn, settings, sender.print_films),
                  config["FORWARD_POLL_SECONDS"], on_duty=printing.recover),
         Periodic(config, "expected-images", exams.check_transmissions_due, transmission.poll_seconds(config)),

@@ -155,6 +155,7 @@ LABELS = {
         "patient.create": _l("Created a patient"), "patient.update": _l("Changed a patient's details"),
         "phrase.add": _l("Added a report phrase"), "phrase.update": _l("Changed a report phrase"),
         "phrase.remove": _l("Removed a report phrase"),
+        "report.key_image": _l("Marked a key image"), "report.key_image_remove": _l("Removed a key image"),
         "template.add": _l("Added a report template"), "template.update": _l("Changed a report template"),
         "template.remove": _l("Removed a report template"), "template.import": _l("Imported report templates"),
         "report.save": _l("Saved a report draft"), "report.sign": _l("Signed a report"),
