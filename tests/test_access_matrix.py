@@ -7,7 +7,7 @@ import pytest
 
 from pacslite.core import audit, clock
 from pacslite.ris import aes, critical, documents, patients, procedures, report_templates, users
-from pacslite.pacs import archive, filing, refiling, routing
+from pacslite.pacs import archive, filing, key_images, refiling, routing
 from pacslite import sweep
 from pacslite.pacs.index import Source
 from tests.conftest import ROLES, ROOT, csrf_token, image_bytes, make_user, register
@@ -123,6 +123,8 @@ def world(app, conn, client_as, tmp_path):
               "int:finding_id": str(_a_critical_finding(conn, accession)),
               "int:series_id": str(conn.execute("SELECT id FROM series").fetchone()[0]),
               "int:instance_id": str(conn.execute("SELECT id FROM instances").fetchone()[0]),
+              "int:key_id": str(key_images.mark(conn, audit.SYSTEM, conn.execute("SELECT id FROM instances").fetchone()[0],
+                                                {"note": "matrix"})),
               "int:volume_id": str(archive.plan_volume(conn, audit.SYSTEM, {**app.config, "ARCHIVE_AGE_DAYS": 0})),
               "int:job_id": str(conn.execute("SELECT id FROM jobs").fetchone()[0]),
               "int:import_id": str(_an_import(app, conn)),

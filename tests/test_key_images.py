@@ -117,3 +117,26 @@ def test_at_most_six_key_images_and_only_filed_ones(app, conn, exam) -> None:
     key_images.mark(conn, RAD, ids[6], {"note": "x" * 500})
     assert len(key_images.of_exam(conn, exam["id"])[-1]["note"]) == key_images.NOTE_MAX
     assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action LIKE 'report.key_image%'").fetchone()[0] == 8
+
+
+def test_marked_from_the_page_listed_beside_the_report_and_printed(app, conn, exam, client_as) -> None:
+    from tests.conftest import csrf_token
+    rad = client_as("radiologist", username="dr_key")
+    ids = instances(conn)
+    token = csrf_token(rad, f"/exams/{exam['accession_number']}/report")
+    marked = rad.post(f"/instances/{ids[3]}/key", data={"frame": "0", "center": "40", "width": "400", "note": "<b>结节</b>"},
+                      headers={"X-CSRFToken": token})
+    assert marked.status_code == 200 and marked.get_data(as_text=True) == "Marked as a key image."
+    listed = rad.get(f"/exams/{exam['accession_number']}/key-images").get_data(as_text=True)
+    assert f"/instances/{ids[3]}/render.png?frame=0&amp;wc=40.0&amp;ww=400.0" in listed
+    assert "&lt;b&gt;结节&lt;/b&gt;" in listed and "<b>结节" not in listed
+    assert client_as("registrar").get(f"/exams/{exam['accession_number']}/key-images").status_code == 403
+    assert client_as("technologist").post(f"/instances/{ids[4]}/key", data={},
+                                          headers={"X-CSRFToken": token}).status_code == 403
+    sign(app, conn, exam)
+    printed = rad.get(f"/exams/{exam['accession_number']}/report/print").get_data(as_text=True)
+    assert 'id="printed-keys"' in printed and f"/instances/{ids[3]}/render.png" in printed
+    key = key_images.of_exam(conn, exam["id"])[0]
+    removed = rad.post(f"/exams/{exam['accession_number']}/key-images/{key['id']}/remove",
+                       headers={"X-CSRFToken": token, "HX-Request": "true"})
+    assert removed.status_code == 200 and key_images.of_exam(conn, exam["id"]) == []

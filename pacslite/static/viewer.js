@@ -270,6 +270,23 @@
         layout();
       }
       if (action === "clear") { measures = {}; measureLabel.textContent = ""; draw(); }
+      if (action === "key") {  // the image shown, in the window shown, as a key image of the report
+        var shown = stack[state.index], note = root.querySelector("#key-note"), status = root.querySelector("#key-status");
+        var body = new URLSearchParams({ frame: String(shown.frame), note: note ? note.value : "",
+                                         center: state.wc === null ? "" : String(Math.round(state.wc)),
+                                         width: state.ww === null ? "" : String(Math.max(1, Math.round(state.ww))) });
+        var headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+        fetch(button.dataset.keyUrl.replace("/0/", "/" + shown.id + "/"), { method: "POST", body: body,
+              headers: headers, credentials: "same-origin" }).then(function (response) {
+          return response.text().then(function (text) {
+            status.textContent = text;
+            if (response.ok) {
+              if (note) { note.value = ""; }
+              document.body.dispatchEvent(new CustomEvent("key-images-changed", { bubbles: true }));
+            }
+          });
+        });
+      }
       if (action === "header" && window.htmx) {
         var entry = stack[state.index];
         window.htmx.ajax("GET", root.dataset.header.replace("/0/", "/" + entry.id + "/"),

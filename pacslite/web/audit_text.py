@@ -44,11 +44,16 @@ FIELDS = {
     "certificate": _l("Certificate (SHA-256)"), "created_by": _l("Created by"),
     "into": _l("Merged into"), "prior": _l("Prior record"), "survivor": _l("Surviving record"), "merge": _l("Merge"),
     "patient_id": _l("Patient ID"), "placer_order_number": _l("Order number"),
+    "job": _l("Job"), "printer": _l("Printer"), "layout": _l("Layout"), "film_size": _l("Film size"),
+    "orientation": _l("Orientation"), "films": _l("Films"), "item": _l("Item"), "place": _l("Where"),
+    "owner": _l("Owner"), "section": _l("Section"), "folder": _l("Folder"), "added": _l("Added"),
+    "replaced": _l("Replaced"), "rows": _l("Rows"), "instance": _l("Image"), "frame": _l("Frame"),
     "exams": _l("Exams"), "rule": _l("Rule"), "acknowledgement": _l("Acknowledgement"), "department_note": _l("Note"), "note": _l("Note"),
 }
 #: Keys whose values are codes with a word of their own (labels.LABELS' kinds).
 CODED = {"sex": "sex", "source": "source", "priority": "priority", "status": "status", "from": "status",
-         "to": "status", "roles": "role", "outcome": "outcome", "result_class": "result", "level": "report"}
+         "to": "status", "roles": "role", "outcome": "outcome", "result_class": "result", "level": "report",
+         "place": "pickup_place", "orientation": "orientation", "film_size": "film_size"}
 #: Why an exam's state moved, as exams.py records it (English data), in the user's language.
 CAUSES = {"first image filed": _l("first image filed"), "images re-filed to it": _l("images re-filed to it"),
           "technologist: exam done": _l("technologist: exam done"),

@@ -12,7 +12,7 @@ from ..core import audit
 from ..core.validation import Conflict
 from ..pacs import pickup
 from ..ris import patients, queue, users
-from . import access
+from . import access, keys
 from .database import get_db
 from .forms import found_or_404, message
 from .htmx import is_htmx
@@ -84,7 +84,8 @@ def kiosk_report(key: str) -> Any:
     return render_template("reports/print.html", exam=exam, version=version, fmt=current_app.config["KIOSK_REPORT_PAPER"],
                            superseded=None, names=users.display_names(get_db(), people),
                            signed_images=users.with_signature(get_db(), people),
-                           signature_srcs=_inline_signatures(people), kiosk_key=key)
+                           signature_srcs=_inline_signatures(people), kiosk_key=key,
+                           key_pictures=keys.printed(exam, inline=True))
 
 
 def _inline_signatures(usernames: list[str]) -> dict[str, str]:

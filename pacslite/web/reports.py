@@ -11,10 +11,10 @@ from flask_login import current_user
 
 from ..core import clock, config
 from ..ris import critical, exams, patients, reports, users
-from ..pacs import index
+from ..pacs import index, key_images
 from .database import get_db
 from ..core.validation import Conflict, ValidationError
-from . import access, images, report_templates
+from . import access, images, keys, report_templates
 from .htmx import is_htmx
 from .forms import errors_of, found_or_404, message
 
@@ -110,6 +110,7 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         names=users.display_names(conn, people), holder=holder,
         warnings=index.quarantine_warnings(conn, exam, current_app.config),
         **(report_templates.panel_context(exam) if editing else {}),
+        key_list=key_images.of_exam(conn, exam["id"]),
         final=reports.latest_final(conn, exam["id"]), priors=reports.priors(conn, exam),
         series=index.series_of_exam(conn, exam["id"]) if _sees_images() else []), status
 
@@ -242,7 +243,7 @@ def report_print(accession: str) -> Any:
     fmt = fmt if fmt in PRINT_FORMATS else "a4"
     reports.record_print(conn, access.actor(), exam, version, fmt)
     people = [version["signed_by"], version["preliminary_by"]]
-    return render_template("reports/print.html", exam=exam, version=version, fmt=fmt,
+    return render_template("reports/print.html", exam=exam, version=version, fmt=fmt, key_pictures=keys.printed(exam),
                            superseded=reports.superseded_by(reports.versions(conn, exam["id"]), version),
                            names=users.display_names(conn, people), signed_images=users.with_signature(conn, people))
 
