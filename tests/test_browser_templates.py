@@ -1,20 +1,26 @@
 """Report templates in Chromium (issue 32): a radiologist at 1366×768, the images beside the
 report, finds a template by its pinyin initials, inserts it at the cursor with the keyboard,
 chooses its slots with Tab and digits, takes a choice back with Ctrl+Z, inserts the normal
-report with Alt+N, keeps the texts as a template of their own, and signs (refused while a
-slot is left)."""
+report with Alt+N, keeps the texts as a template of their own, marks two key images in the
+viewer and signs (refused while a slot is left); the key images are found in the study by
+C-FIND (a Key Object Selection document) and printed under the findings on one A4 page."""
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import expect
+from pydicom import dcmread
 
 from pacslite.core import audit
 from pacslite.ris import procedures, report_templates
-from tests.conftest import wait_for
-from tests.test_browser import browser, log_in, modality_pacs, watch_console  # noqa: F401 (fixtures)
+from tests.conftest import flask_cli, wait_for
+from tests.dicomkit import run
+from tests.test_browser import ARTIFACTS, browser, log_in, modality_pacs, watch_console  # noqa: F401 (fixtures)
 
 
 def test_a_report_written_from_templates_with_the_keyboard(browser, modality_pacs, tmp_path) -> None:
     pacs = modality_pacs()
+    assert flask_cli(pacs.instance, "ae", "add", "READER", "--host", "127.0.0.1", "--may", "query,retrieve").returncode == 0
     pacs.add_user("dr_t", "radiologist", display_name="唐医生")
     conn = pacs.conn()
     try:
@@ -93,6 +99,18 @@ def test_a_report_written_from_templates_with_the_keyboard(browser, modality_pac
     page.keyboard.press("Control+z")
     assert page.locator("#f-impression").input_value() == "胸部CT未见异常。"
 
+    # two key images from the viewer beside the report, each with a note, in the window shown
+    page.locator("#viewer-stage").wait_for()
+    page.fill("#key-note", "右肺结节")
+    page.click("#mark-key")
+    page.locator("#key-images li").first.wait_for()
+    page.locator("#viewer-stage").focus()
+    page.keyboard.press("ArrowUp")  # the other image (the viewer opens at the middle one)
+    page.fill("#key-note", "对照")
+    page.click("#mark-key")
+    expect(page.locator("#key-images li")).to_have_count(2)
+    assert page.locator("#key-images").inner_text().count("右肺结节") == 1
+
     # signed final: the confirmation's button on screen at 1366×768
     page.click("button:has-text('Sign final')")
     confirm = page.locator("#confirm-sign button:has-text('Confirm and sign final')")
@@ -102,4 +120,31 @@ def test_a_report_written_from_templates_with_the_keyboard(browser, modality_pac
     page.wait_for_selector("text=Report signed as final.")
     assert [tuple(r) for r in pacs.query("SELECT status, findings, impression FROM report_versions")] == \
         [("final", "心影不大。\n右肺纹理清晰，可见结节。", "胸部CT未见异常。")]
+
+    # the key images are stored in the study as a Key Object Selection document, found by C-FIND
+    wait_for(lambda: pacs.query("SELECT COUNT(*) FROM key_object_documents WHERE sop_instance_uid <> ''")[0][0] == 1,
+             "the key object document stored", 20)
+    (study_uid,) = [r[0] for r in pacs.query("SELECT study_instance_uid FROM studies")]  # the images', and the KOS's
+    found_dir = tmp_path / "found"
+    found_dir.mkdir()
+    found = run(["findscu", "-v", "-S", "-X", "--output-directory", str(found_dir), "-aet", "READER", "-aec", "PACSLITE",
+                 "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study_uid}",
+                 "-k", "Modality", "-k", "SeriesInstanceUID", "127.0.0.1", str(pacs.port)])
+    modalities = sorted(str(dcmread(p).Modality) for p in found_dir.glob("rsp*.dcm"))
+    assert found.returncode == 0 and modalities == ["CT", "KO"], found.stderr[-1500:]
+
+    # the printed 图文报告: the two key images under the findings, one A4 page
+    with page.context.expect_page() as opened:
+        page.click("#versions >> text=Print (A4)")
+    printed = opened.value
+    printed.wait_for_load_state()
+    expect(printed.locator("#printed-keys figure")).to_have_count(2)
+    assert "右肺结节" in printed.locator("#printed-keys").inner_text()
+    assert printed.evaluate("Array.from(document.querySelectorAll('#printed-keys img')).every(i => i.naturalWidth > 0)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    printed.emulate_media(media="print")
+    printed.screenshot(path=str(ARTIFACTS / "report-key-images-a4.png"), full_page=True)
+    pdf = printed.pdf(prefer_css_page_size=True)
+    (ARTIFACTS / "report-key-images-a4.pdf").write_bytes(pdf)
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1
     assert problems == [], problems

@@ -42,8 +42,9 @@ BATCH = 5
 
 def of_exam(conn: sqlite3.Connection, exam_id: int) -> list[sqlite3.Row]:
     return conn.execute("SELECT k.*, i.sop_instance_uid, i.sop_class_uid, se.series_instance_uid, se.id AS series_id,"
-                        " i.instance_number FROM key_images k JOIN instances i ON i.id = k.instance_ref"
-                        " JOIN series se ON se.id = i.series_ref WHERE k.exam_ref = ? ORDER BY k.id LIMIT ?",
+                        " i.instance_number, st.study_instance_uid FROM key_images k JOIN instances i"
+                        " ON i.id = k.instance_ref JOIN series se ON se.id = i.series_ref"
+                        " JOIN studies st ON st.id = se.study_ref WHERE k.exam_ref = ? ORDER BY k.id LIMIT ?",
                         (exam_id, MAX_KEYS)).fetchall()
 
 
@@ -112,13 +113,15 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
 def kos_dataset(exam: Mapping[str, Any], version: Mapping[str, Any], keys: list[Mapping[str, Any]],
                 at: datetime, timezone: str) -> Dataset:
     """The KOS of a signed version: "Of Interest" (DCM 113000), each key image referenced, with
-    its note as a text item; in the exam's study, a series of its own (modality KO)."""
+    its note as a text item; in the study of the (first) key image, a series of its own
+    (modality KO), the evidence listed per study and series."""
     local = at.astimezone(clock.zone(timezone))
+    study_uid = keys[0]["study_instance_uid"]
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID, ds.SOPInstanceUID = KOS_SOP_CLASS, generate_uid()
-    ds.StudyInstanceUID = exam["study_instance_uid"]
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[exam["study_instance_uid"], "pacslite key objects"])
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[study_uid, "pacslite key objects"])
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "KO", SERIES_NUMBER, str(version["version"])
     ds.SeriesDescription = "Key images"
     ds.AccessionNumber, ds.PatientID = exam["accession_number"], exam["patient_id"]
@@ -134,10 +137,10 @@ def kos_dataset(exam: Mapping[str, Any], version: Mapping[str, Any], keys: list[
     template = Dataset()
     template.MappingResource, template.TemplateIdentifier = "DCMR", "2010"
     ds.ContentTemplateSequence = [template]
-    by_series: dict[str, list[Mapping[str, Any]]] = {}
+    by_study: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     content = []
     for key in keys:
-        by_series.setdefault(key["series_instance_uid"], []).append(key)
+        by_study.setdefault(key["study_instance_uid"], {}).setdefault(key["series_instance_uid"], []).append(key)
         item = Dataset()
         item.RelationshipType, item.ValueType = "CONTAINS", "IMAGE"
         reference = Dataset()
@@ -154,21 +157,25 @@ def kos_dataset(exam: Mapping[str, Any], version: Mapping[str, Any], keys: list[
         text_item.TextValue = "\n".join(f"{n + 1}: {key['note']}" for n, key in enumerate(keys) if key["note"])[:1024]
         content.insert(0, text_item)
     ds.ContentSequence = content
-    evidence = Dataset()
-    evidence.StudyInstanceUID = exam["study_instance_uid"]
-    series_items = []
-    for series_uid, series_keys in by_series.items():
-        series = Dataset()
-        series.SeriesInstanceUID = series_uid
-        references = []
-        for key in series_keys:
-            reference = Dataset()
-            reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = key["sop_class_uid"], key["sop_instance_uid"]
-            references.append(reference)
-        series.ReferencedSOPSequence = references
-        series_items.append(series)
-    evidence.ReferencedSeriesSequence = series_items
-    ds.CurrentRequestedProcedureEvidenceSequence = [evidence]
+    evidence_items = []
+    for study, by_series in by_study.items():
+        evidence = Dataset()
+        evidence.StudyInstanceUID = study
+        series_items = []
+        for series_uid, series_keys in by_series.items():
+            series = Dataset()
+            series.SeriesInstanceUID = series_uid
+            references = []
+            for key in series_keys:
+                reference = Dataset()
+                reference.ReferencedSOPClassUID = key["sop_class_uid"]
+                reference.ReferencedSOPInstanceUID = key["sop_instance_uid"]
+                references.append(reference)
+            series.ReferencedSOPSequence = references
+            series_items.append(series)
+        evidence.ReferencedSeriesSequence = series_items
+        evidence_items.append(evidence)
+    ds.CurrentRequestedProcedureEvidenceSequence = evidence_items
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
