@@ -14,7 +14,7 @@ from ..ris import critical, exams, patients, reports, users
 from ..pacs import index, key_images
 from .database import get_db
 from ..core.validation import Conflict, ValidationError
-from . import access, images, keys, report_templates
+from . import access, images, keys, quality_pages, report_templates
 from .htmx import is_htmx
 from .forms import errors_of, found_or_404, message
 
@@ -110,7 +110,7 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         names=users.display_names(conn, people), holder=holder,
         warnings=index.quarantine_warnings(conn, exam, current_app.config),
         **(report_templates.panel_context(exam) if editing else {}),
-        key_list=key_images.of_exam(conn, exam["id"]),
+        key_list=key_images.of_exam(conn, exam["id"]), **quality_pages.grade_context(exam),
         final=reports.latest_final(conn, exam["id"]), priors=reports.priors(conn, exam),
         series=index.series_of_exam(conn, exam["id"]) if _sees_images() else []), status
 
