@@ -332,7 +332,7 @@ class Workload:
 DAYS = 31
 
 
-def _day_modifier(settings: Mapping[str, Any], start: date) -> str:
+def day_modifier(settings: Mapping[str, Any], start: date) -> str:
     """The SQLite date() modifier turning a stored UTC time into the department's local day
     (the zone's offset at the period's start)."""
     tz = clock.zone(settings["TIMEZONE"])
@@ -383,7 +383,7 @@ def _days(conn: sqlite3.Connection, settings: Mapping[str, Any], start: date,
           end: date) -> dict[tuple[str, str], list[int]]:
     since, _ = clock.local_day_bounds(start, settings["TIMEZONE"])
     _, until = clock.local_day_bounds(end, settings["TIMEZONE"])
-    local = _day_modifier(settings, start)
+    local = day_modifier(settings, start)
     days: dict[tuple[str, str], list[int]] = {}
     for day, modality, exams_done, images in conn.execute(
             "SELECT date(performed_at, ?), modality, COUNT(*), SUM(instance_count) FROM exams"

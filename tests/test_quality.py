@@ -55,3 +55,14 @@ def test_graded_on_the_report_page_in_two_keys_worth_of_form(app, conn, client_a
     assert refused.status_code == 400 and quality.of_exam(conn, patients.get_exam(conn, accession)["id"])["grade"] == "1"
     assert client_as("technologist").post(f"/exams/{accession}/image-grade", data={"grade": "3"},
                                           headers={"X-CSRFToken": token}).status_code == 403
+
+
+def test_the_statistics_show_the_grades_per_technologist_station_and_month(app, conn, client_as) -> None:
+    ct = patients.get_exam(conn, register(app, conn))
+    conn.execute("UPDATE exams SET performed_by = 'tech_a', station_ae = 'CT01' WHERE id = ?", (ct["id"],))
+    conn.commit()
+    quality.grade(conn, RAD, patients.get_exam(conn, ct["accession_number"]), "0", ["artefacts"])
+    page = client_as("admin").get("/statistics/workload", headers={"HX-Request": "true"}).get_data(as_text=True)
+    table = page.split('id="grades-station"')[1].split("</table>")[0]
+    assert "CT01" in table and "0 (not diagnostic): 1" in table and "3 (excellent): 0" in table
+    assert "tech_a" in page.split('id="grades-technologist"')[1].split("</table>")[0]

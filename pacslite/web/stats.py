@@ -8,7 +8,8 @@ from flask import Blueprint, Response, current_app, flash, render_template, requ
 from flask_babel import gettext
 from flask_login import current_user
 
-from ..ris import users
+from ..core import clock
+from ..ris import quality, users
 from .. import statistics
 from .database import get_db
 from . import access, csvout
@@ -53,9 +54,14 @@ def workload() -> Any:
     if not valid:
         return Response(gettext("That is not a valid period."), status=400, mimetype="text/plain")
     work = statistics.workload(get_db(), current_app.config, start, end)
-    names = users.display_names(get_db(), [p.name for p in (*work.technologists, *work.radiologists)])
+    since, _ = clock.local_day_bounds(start, current_app.config["TIMEZONE"])
+    _, until = clock.local_day_bounds(end, current_app.config["TIMEZONE"])
+    grades = quality.distribution(get_db(), since, until, statistics.day_modifier(current_app.config, start))
+    names = users.display_names(get_db(), [p.name for p in (*work.technologists, *work.radiologists)]
+                                + [name for name, _scale in grades["technologist"]])
     template = "statistics/_workload.html" if is_htmx() else "statistics/workload.html"
-    return render_template(template, work=work, names=names, day_count=statistics.DAYS, start=start, end=end)
+    return render_template(template, work=work, names=names, day_count=statistics.DAYS, start=start, end=end,
+                           grades=grades, scales={"xray": quality.XRAY_GRADES, "score": quality.SCORE_GRADES})
 
 
 @bp.route("/statistics.csv")
