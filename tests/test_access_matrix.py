@@ -117,7 +117,7 @@ def world(app, conn, client_as, tmp_path):
         "level": "department", "modality": "CT", "name": "Normal chest", "findings": "No abnormality."})
     study_id, refiling_id = _refiled_study(app, conn, accession, tmp_path)
     values = {"patient_id": "P0001", "accession": accession, "int:form_id": str(form_id),
-              "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:template_id": str(template_id),
+              "int:user_id": str(target_user.id), "int:ae_id": str(ae["id"]), "int:template_id": str(template_id), "int:qc_id": "1",
               "int:study_id": str(study_id), "int:refiling_id": str(refiling_id),
               "int:alert_id": str(_an_alert(app, conn)),
               "int:finding_id": str(_a_critical_finding(conn, accession)),

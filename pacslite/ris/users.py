@@ -42,6 +42,7 @@ class User:
     session_token: str
     locked_until: datetime | None = None
     can_review: bool = False  # may review another radiologist's report and issue it final (审核)
+    can_qc: bool = False  # may sample and score final reports (报告质控)
     department: str = ""  # a clinician's ward or clinic: the critical findings it receives
     must_change_password: bool = False  # an administrator set the password: changed at the next login
     is_authenticated: bool = field(default=True, init=False)
@@ -86,6 +87,7 @@ def _user_from_row(conn: sqlite3.Connection, row: sqlite3.Row | None) -> User | 
     return User(id=row["id"], username=row["username"], display_name=row["display_name"], roles=roles,
                 active=bool(row["active"]), language=row["language"], session_token=row["session_token"],
                 locked_until=clock.from_db(row["locked_until"]), can_review=bool(row["can_review"]),
+                can_qc=bool(row["can_qc"]),
                 department=row["department"], must_change_password=bool(row["must_change_password"]))
 
 
@@ -158,14 +160,14 @@ def _check_password(password: Any, username: str = "", field: str = "password") 
 
 def create(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]) -> User:
     """Create an account from ``username``, ``display_name``, ``password``, ``roles`` (and
-    optionally ``can_review``, ``department`` and ``must_change_password``: an administrator
+    optionally ``can_review``, ``can_qc``, ``department`` and ``must_change_password``: an administrator
     chose the password, so its user changes it at the first login)."""
     username = matches(text(data, "username", required=True, max_length=32), "username", USERNAME_PATTERN,
                        N_("2 to 32 letters, digits, dots, dashes or underscores."))
     display_name = text(data, "display_name", max_length=64)
     password = _check_password(data.get("password"), username)
     roles = _clean_roles(data.get("roles") or [])
-    can_review = bool(data.get("can_review"))
+    can_review, can_qc = bool(data.get("can_review")), bool(data.get("can_qc"))
     department = text(data, "department", max_length=64)
     must_change = bool(data.get("must_change_password"))
     now = clock.to_db(clock.now())
@@ -174,13 +176,14 @@ def create(conn: sqlite3.Connection, actor: audit.Actor, data: Mapping[str, Any]
             raise ValidationError("username", N_("This user name is taken."))
         cur = conn.execute(
             "INSERT INTO users (username, display_name, password_hash, session_token, created_at, updated_at,"
-            " can_review, department, must_change_password) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " can_review, can_qc, department, must_change_password) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (username, display_name, generate_password_hash(password), secrets.token_urlsafe(24), now, now,
-             int(can_review), department, int(must_change)))
+             int(can_review), int(can_qc), department, int(must_change)))
         user_id = int(cur.lastrowid)
         conn.executemany("INSERT INTO user_roles (user_id, role) VALUES (?, ?)", [(user_id, r) for r in roles])
         audit.record(conn, actor, "user.create", f"user:{username}", detail={
-            "roles": roles, "can_review": can_review, "department": department, "must_change_password": must_change})
+            "roles": roles, "can_review": can_review, "can_qc": can_qc, "department": department,
+            "must_change_password": must_change})
     return get(conn, user_id)
 
 
@@ -190,22 +193,23 @@ def update(conn: sqlite3.Connection, actor: audit.Actor, user_id: int, data: Map
     department = text(data, "department", max_length=64)
     roles = _clean_roles(data.get("roles") or [])
     active = bool(data.get("active"))
-    can_review = bool(data.get("can_review"))
+    can_review, can_qc = bool(data.get("can_review")), bool(data.get("can_qc"))
     with transaction(conn):
         before = get(conn, user_id)
         if before.username == actor.name and (not active or "admin" not in roles) and "admin" in before.roles:
             raise Conflict(N_("You cannot remove your own administrator access."))
         token = before.session_token if active else secrets.token_urlsafe(24)
         conn.execute("UPDATE users SET display_name = ?, active = ?, session_token = ?, updated_at = ?, can_review = ?,"
-                     " department = ? WHERE id = ?",
-                     (display_name, int(active), token, clock.to_db(clock.now()), int(can_review), department, user_id))
+                     " can_qc = ?, department = ? WHERE id = ?",
+                     (display_name, int(active), token, clock.to_db(clock.now()), int(can_review), int(can_qc),
+                      department, user_id))
         conn.execute("DELETE FROM user_roles WHERE user_id = ?", (user_id,))
         conn.executemany("INSERT INTO user_roles (user_id, role) VALUES (?, ?)", [(user_id, r) for r in roles])
         audit.record(conn, actor, "user.update", f"user:{before.username}", detail={
             "before": {"display_name": before.display_name, "roles": sorted(before.roles), "active": before.active,
-                       "can_review": before.can_review, "department": before.department},
+                       "can_review": before.can_review, "can_qc": before.can_qc, "department": before.department},
             "after": {"display_name": display_name, "roles": roles, "active": active, "can_review": can_review,
-                      "department": department}})
+                      "can_qc": can_qc, "department": department}})
     return get(conn, user_id)
 
 

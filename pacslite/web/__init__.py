@@ -11,8 +11,8 @@ from werkzeug.exceptions import HTTPException
 from ..core.names import readable_person_name
 from ..ris import procedures, receipts, users
 from . import (access, admin, alerts, api, archive, audit_text, auth, booking, critical, dicomweb, films, i18n, identity,
-               images, imports, interfaces, keys, limits, ohif, pickup, proxies, quality_pages, queue, quarantine,
-               registration, report_templates, reports, routing, stats, workflow)
+               images, imports, interfaces, keys, limits, ohif, pickup, proxies, qc_pages, quality_pages, queue,
+               quarantine, registration, report_templates, reports, routing, stats, workflow)
 from .database import close_db, get_db
 from .extensions import csrf, login_manager
 from .htmx import is_htmx
@@ -40,7 +40,7 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     for blueprint in (auth.bp, registration.bp, reports.bp, critical.bp, images.bp, imports.bp, quarantine.bp,
                       alerts.bp, stats.bp, archive.bp, admin.bp, identity.bp, interfaces.bp, routing.bp, workflow.bp,
-                      booking.bp, queue.bp, films.bp, pickup.bp, report_templates.bp, keys.bp, quality_pages.bp, api.bp, dicomweb.bp, ohif.bp):
+                      booking.bp, queue.bp, films.bp, pickup.bp, report_templates.bp, keys.bp, quality_pages.bp, qc_pages.bp, api.bp, dicomweb.bp, ohif.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # bearer tokens only, no cookies: nothing for a forged request to ride on
     csrf.exempt(dicomweb.bp)  # STOW checks the CSRF header itself when it rides on the session

@@ -31,7 +31,7 @@ def _user_or_404(user_id: int) -> users.User:
 def _edit_page(user: users.User, values: dict[str, Any] | None = None, errors: dict[str, str] | None = None) -> Any:
     """The user's edit page, with the stored values unless a submitted form is shown again."""
     values = values or {"display_name": user.display_name, "roles": sorted(user.roles), "active": user.active,
-                        "can_review": user.can_review, "department": user.department}
+                        "can_review": user.can_review, "can_qc": user.can_qc, "department": user.department}
     return render_template("admin/user_edit.html", user=user, values=values, errors=errors or {}, roles=users.ROLES,
                            now=clock.now(), signature=users.signature_of(get_db(), user.username)), \
         (400 if errors else 200)
@@ -42,7 +42,7 @@ def _form_data() -> dict[str, Any]:
     return {"username": form.get("username", ""), "display_name": form.get("display_name", ""),
             "department": form.get("department", ""),
             "password": form.get("password", ""), "roles": form.getlist("roles"), "active": form.get("active") == "on",
-            "can_review": form.get("can_review") == "on"}
+            "can_review": form.get("can_review") == "on", "can_qc": form.get("can_qc") == "on"}
 
 
 @bp.route("/users")

@@ -10,7 +10,7 @@ from flask_babel import gettext
 from flask_login import current_user
 
 from ..core import clock, config
-from ..ris import critical, exams, patients, reports, users
+from ..ris import critical, exams, patients, qc, reports, users
 from ..pacs import index, key_images
 from .database import get_db
 from ..core.validation import Conflict, ValidationError
@@ -111,6 +111,7 @@ def _report_page(exam: Any, *, values: dict[str, Any] | None = None, errors: dic
         warnings=index.quarantine_warnings(conn, exam, current_app.config),
         **(report_templates.panel_context(exam) if editing else {}),
         key_list=key_images.of_exam(conn, exam["id"]), **quality_pages.grade_context(exam),
+        qc_reviews=qc.of_exam(conn, exam["id"]) if _is_radiologist() else [],
         final=reports.latest_final(conn, exam["id"]), priors=reports.priors(conn, exam),
         series=index.series_of_exam(conn, exam["id"]) if _sees_images() else []), status
 

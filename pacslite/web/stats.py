@@ -9,7 +9,7 @@ from flask_babel import gettext
 from flask_login import current_user
 
 from ..core import clock
-from ..ris import quality, users
+from ..ris import qc, quality, users
 from .. import statistics
 from .database import get_db
 from . import access, csvout
@@ -61,7 +61,8 @@ def workload() -> Any:
                                 + [name for name, _scale in grades["technologist"]])
     template = "statistics/_workload.html" if is_htmx() else "statistics/workload.html"
     return render_template(template, work=work, names=names, day_count=statistics.DAYS, start=start, end=end,
-                           grades=grades, scales={"xray": quality.XRAY_GRADES, "score": quality.SCORE_GRADES})
+                           grades=grades, scales={"xray": quality.XRAY_GRADES, "score": quality.SCORE_GRADES},
+                           qc_scores=qc.scores_by_radiologist(get_db(), start.isoformat()[:7], end.isoformat()[:7]))
 
 
 @bp.route("/statistics.csv")
