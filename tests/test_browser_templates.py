@@ -2,8 +2,10 @@
 report, finds a template by its pinyin initials, inserts it at the cursor with the keyboard,
 chooses its slots with Tab and digits, takes a choice back with Ctrl+Z, inserts the normal
 report with Alt+N, keeps the texts as a template of their own, marks two key images in the
-viewer and signs (refused while a slot is left); the key images are found in the study by
-C-FIND (a Key Object Selection document) and printed under the findings on one A4 page."""
+viewer, grades the images in two keys and signs (refused while a slot is left); the key images
+are found in the study by C-FIND (a Key Object Selection document), retrieved by C-GET, shown
+by OHIF and printed under the findings on one A4 page; a QC reviewer scores the report, the
+statistics show the grade and the score, and the author reads the comment."""
 from __future__ import annotations
 
 import re
@@ -12,7 +14,7 @@ from playwright.sync_api import expect
 from pydicom import dcmread
 
 from pacslite.core import audit
-from pacslite.ris import procedures, report_templates
+from pacslite.ris import procedures, report_templates, users
 from tests.conftest import flask_cli, wait_for
 from tests.dicomkit import run
 from tests.test_browser import ARTIFACTS, browser, log_in, modality_pacs, watch_console  # noqa: F401 (fixtures)
@@ -22,8 +24,12 @@ def test_a_report_written_from_templates_with_the_keyboard(browser, modality_pac
     pacs = modality_pacs()
     assert flask_cli(pacs.instance, "ae", "add", "READER", "--host", "127.0.0.1", "--may", "query,retrieve").returncode == 0
     pacs.add_user("dr_t", "radiologist", display_name="唐医生")
+    pacs.add_user("qc_t", "radiologist", display_name="质控医生")
+    pacs.add_user("admin_t", "admin")
     conn = pacs.conn()
     try:
+        users.update(conn, audit.SYSTEM, users.by_username(conn, "qc_t").id,
+                     {"display_name": "质控医生", "roles": ["radiologist"], "active": True, "can_qc": True})
         procedures.add_procedure(conn, audit.SYSTEM, pacs.settings,
                                  {"code": "CT-CHEST", "modality": "CT", "name_zh": "胸部CT平扫", "body_part": "CHEST"})
         report_templates.save(conn, audit.SYSTEM, pacs.settings, {
@@ -111,6 +117,12 @@ def test_a_report_written_from_templates_with_the_keyboard(browser, modality_pac
     expect(page.locator("#key-images li")).to_have_count(2)
     assert page.locator("#key-images").inner_text().count("右肺结节") == 1
 
+    # the images graded in two keys: Alt+Q, then the grade's digit
+    page.keyboard.press("Alt+q")
+    page.keyboard.press("2")
+    page.locator("#grade-saved").wait_for()
+    assert [tuple(r) for r in pacs.query("SELECT grade, graded_by FROM image_grades")] == [("2", "dr_t")]
+
     # signed final: the confirmation's button on screen at 1366×768
     page.click("button:has-text('Sign final')")
     confirm = page.locator("#confirm-sign button:has-text('Confirm and sign final')")
@@ -133,6 +145,23 @@ def test_a_report_written_from_templates_with_the_keyboard(browser, modality_pac
     modalities = sorted(str(dcmread(p).Modality) for p in found_dir.glob("rsp*.dcm"))
     assert found.returncode == 0 and modalities == ["CT", "KO"], found.stderr[-1500:]
 
+    # retrieved by a workstation (C-GET of the KO series) and seen by OHIF (its series in the study)
+    ko_series = [str(dcmread(p).SeriesInstanceUID) for p in found_dir.glob("rsp*.dcm") if dcmread(p).Modality == "KO"][0]
+    got_dir = tmp_path / "got"
+    got_dir.mkdir()
+    got = run(["getscu", "-v", "-S", "-aet", "READER", "-aec", "PACSLITE", "-od", str(got_dir),
+               "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study_uid}",
+               "-k", f"SeriesInstanceUID={ko_series}", "127.0.0.1", str(pacs.port)])
+    kos = [dcmread(p) for p in got_dir.iterdir()]
+    assert got.returncode == 0 and [k.SOPClassUID for k in kos] == ["1.2.840.10008.5.1.4.1.1.88.59"], got.stderr[-1500:]
+    ohif = page.context.new_page()
+    ohif.goto(f"{pacs.server.url}/exams/{reg.accession_number}/ohif")
+    ohif.wait_for_selector("canvas.cornerstone-canvas", timeout=60_000)
+    ohif.get_by_text("Key images", exact=False).first.wait_for(timeout=30_000)  # its KO series in the study browser
+    ARTIFACTS.mkdir(exist_ok=True)
+    ohif.screenshot(path=str(ARTIFACTS / "ohif-key-images.png"))
+    ohif.close()
+
     # the printed 图文报告: the two key images under the findings, one A4 page
     with page.context.expect_page() as opened:
         page.click("#versions >> text=Print (A4)")
@@ -147,4 +176,27 @@ def test_a_report_written_from_templates_with_the_keyboard(browser, modality_pac
     pdf = printed.pdf(prefer_css_page_size=True)
     (ARTIFACTS / "report-key-images-a4.pdf").write_bytes(pdf)
     assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1
+
+    # a QC reviewer samples the month and scores the report; the statistics show both
+    qc_page = browser.new_context(locale="en-US", viewport={"width": 1366, "height": 768}).new_page()
+    watch_console(qc_page, problems)
+    log_in(qc_page, pacs.server.url, "qc_t", "Secret-pass-1")
+    qc_page.click("#nav-qc")
+    qc_page.fill("#f-per_radiologist", "1")
+    qc_page.click("#qc-sample button[type=submit]")
+    qc_page.click(f"#qc-list >> text={reg.accession_number}")
+    qc_page.check("input[name=description][value='2']")
+    qc_page.check("input[name=conclusion][value='1']")
+    qc_page.fill("#f-comment", "结论可更具体。")
+    qc_page.click("#qc-form button[type=submit]")
+    qc_page.wait_for_selector("text=Scored.")
+    admin = browser.new_context(locale="en-US", viewport={"width": 1366, "height": 768}).new_page()
+    watch_console(admin, problems)
+    log_in(admin, pacs.server.url, "admin_t", "Secret-pass-1")
+    admin.goto(f"{pacs.server.url}/statistics")
+    admin.locator("#grades-technologist").wait_for()
+    assert "2 (good): 1" in admin.locator("#grades-month").inner_text()
+    assert "75" in admin.locator("#work-radiologists").inner_text()
+    page.goto(f"{pacs.server.url}/exams/{reg.accession_number}/report")
+    assert "结论可更具体。" in page.locator("#qc-reviews").inner_text()  # the author sees the comment
     assert problems == [], problems
