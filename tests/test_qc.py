@@ -83,3 +83,5 @@ def test_the_qc_pages_and_the_author_sees_the_comment(app, conn, client_as, tmp_
     work = client_as("admin").get("/statistics/workload", headers={"HX-Request": "true"}).get_data(as_text=True)
     row = work.split('id="work-radiologists"')[1].split("</table>")[0]
     assert "75" in row and "(1)" in row
+    exported = client_as("admin").get("/statistics/quality.csv").get_data(as_text=True)
+    assert "radiologists,dr_a,1," in exported and exported.strip().endswith(",1,0.75")

@@ -65,6 +65,33 @@ def workload() -> Any:
                            qc_scores=qc.scores_by_radiologist(get_db(), start.isoformat()[:7], end.isoformat()[:7]))
 
 
+@bp.route("/statistics/quality.csv")
+@access.allow(*WORKLOAD_ROLES)
+def quality_csv() -> Any:
+    """The period's quality figures as CSV: image grades per technologist, station and month;
+    each radiologist's final reports, the share within the target and the QC score."""
+    start, end, valid = _period()
+    if not valid:
+        return Response(gettext("That is not a valid period."), status=400, mimetype="text/plain")
+    since, _ = clock.local_day_bounds(start, current_app.config["TIMEZONE"])
+    _, until = clock.local_day_bounds(end, current_app.config["TIMEZONE"])
+    grades = quality.distribution(get_db(), since, until, statistics.day_modifier(current_app.config, start))
+    rows: list[list[Any]] = [["section", "name", "scale", "grade", "count"]]
+    for kind, groups in grades.items():
+        for (name, scale), counts in groups.items():
+            rows.extend([f"grades_by_{kind}", name, scale, grade, counts.get(grade, 0)]
+                        for grade in (quality.XRAY_GRADES if scale == "xray" else quality.SCORE_GRADES))
+    work = statistics.workload(get_db(), current_app.config, start, end)
+    scores = qc.scores_by_radiologist(get_db(), start.isoformat()[:7], end.isoformat()[:7])
+    rows.append(["section", "radiologist", "final_reports", "within_target_rate", "qc_scored", "qc_score_rate"])
+    for person in work.radiologists:
+        score = scores.get(person.name, {})
+        rate = person.within_target_rate
+        rows.append(["radiologists", person.name, person.reports, "" if rate is None else round(rate, 4),
+                     score.get("scored", 0), "" if score.get("share") is None else round(score["share"], 4)])
+    return csvout.response(rows, f"pacslite-quality-{start}-{end}.csv")
+
+
 @bp.route("/statistics.csv")
 @access.allow(*access.STAFF)
 def statistics_csv() -> Any:
