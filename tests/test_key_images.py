@@ -1,6 +1,6 @@
 """Key images (关键图像, issue 32): marked with a note and a window, at most six; on the final
 signature a Key Object Selection document is stored in the study (filed like any image; DCMTK's
-dsrdump reads it as the structured report it is); an amendment that keeps them stores none, one
+dsrdump reads it as the structured report it is, dicom3tools' dciodvfy finds nothing wrong); an amendment that keeps them stores none, one
 that changes them stores a new one and keeps the old."""
 from __future__ import annotations
 
@@ -86,6 +86,9 @@ def test_key_images_become_a_key_object_selection_document_in_the_study(app, con
     assert dumped.returncode == 0, dumped.stderr
     assert "Key Object Selection Document" in dumped.stdout and "Of Interest" in dumped.stdout
     assert dumped.stdout.count("IMAGE") == 2 and "warning" not in dumped.stderr.lower(), dumped.stderr
+    # and dicom3tools' validator of the IOD finds nothing to say but its name
+    checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    assert (checked.stdout + checked.stderr).split() == ["KeyObjectSelectionDocument"], checked.stdout + checked.stderr
 
 
 def test_an_amendment_stores_a_new_document_only_when_the_key_images_changed(app, conn, exam) -> None:

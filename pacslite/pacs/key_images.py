@@ -130,7 +130,8 @@ def kos_dataset(exam: Mapping[str, Any], version: Mapping[str, Any], keys: list[
     ds.PatientSex = exam["sex"] or ""
     ds.StudyDate = ds.ContentDate = local.strftime("%Y%m%d")
     ds.StudyTime = ds.ContentTime = local.strftime("%H%M%S")
-    ds.StudyID, ds.ReferringPhysicianName, ds.Manufacturer = "", "", "pacslite"
+    ds.StudyID = exam["accession_number"][:16]  # a DICOMDIR needs one; the study's own is not known here
+    ds.ReferringPhysicianName, ds.Manufacturer = "", "pacslite"
     ds.ReferencedPerformedProcedureStepSequence = []
     ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
     ds.ConceptNameCodeSequence = [_code("113000", "DCM", "Of Interest")]
