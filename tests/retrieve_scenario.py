@@ -343,7 +343,52 @@ def commitment(work: Path) -> dict:
     return result
 
 
+def key_objects(work: Path) -> dict:
+    """A report signed with two key images: its Key Object Selection document, stored by the
+    background duty, is moved by movescu to a workstation (storescp) like any image."""
+    from pacslite.core import audit
+    from pacslite.pacs import key_images
+    from pacslite.ris import patients, reports
+    instance = work / "instance"
+    dest_port = free_port()
+    for args in (["WORKSTATION", "--may", "query,retrieve"], ["STORESCU"],
+                 ["DEST_ALL", "--host", "127.0.0.1", "--port", str(dest_port), "--may", ""]):
+        assert flask_cli(instance, "ae", "add", *args).returncode == 0
+    pacs = pacs_server.Pacs(instance)
+    pacs.add_user("dr_kos", "radiologist", display_name="KOS")
+    destination = start_storescp("DEST_ALL", dest_port, work / "ws", "+xa")
+    try:
+        reg = pacs.register(patient_id="KOS001", name="张三", sex="M", birth_date="1980-02-03", station_ae="")
+        files = pacs.send_series(work / "sent", 2, accession=reg.accession_number, patient_id="KOS001",
+                                 name="ZHANG^SAN", sex="M", birth_date="19800203")
+        study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+        conn = pacs.conn()
+        try:
+            doctor = audit.Actor("dr_kos")
+            for (instance_id,) in conn.execute("SELECT id FROM instances").fetchall():
+                key_images.mark(conn, doctor, instance_id, {"note": "关键"})
+            reports.sign(conn, doctor, patients.get_exam(conn, reg.accession_number),
+                         {"findings": "f", "impression": "i", "result_class": "abnormal", "level": "final",
+                          "revision": "0"}, pacs.settings)
+        finally:
+            conn.close()
+        stored = wait_until(lambda: pacs.query("SELECT COUNT(*) FROM key_object_documents")[0][0] == 1, 30)
+        ko = pacs.query("SELECT se.series_instance_uid, i.sop_instance_uid FROM instances i JOIN series se"
+                        " ON se.id = i.series_ref WHERE i.sop_class_uid = ?", key_images.KOS_SOP_CLASS)
+        moved = movescu(pacs.port, "DEST_ALL", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={study_uid}",
+                        f"SeriesInstanceUID={ko[0][0]}")
+        received = [[str(ds.SOPClassUID), str(ds.SOPInstanceUID)] for ds in
+                    (dcmread(p, stop_before_pixels=True) for p in (work / "ws").iterdir())]
+        return {"stored": stored, "kos": ko[0][1], "moved": moved.returncode, "log": moved.stderr[-1500:],
+                "received": received}
+    finally:
+        destination.terminate()
+        destination.wait()
+        assert pacs.server.stop() == 0
+
+
 if __name__ == "__main__":
-    scenario = {"routing": routing, "orthanc": orthanc, "orthanc_tls": orthanc_tls, "commitment": commitment}.get(
+    scenario = {"routing": routing, "orthanc": orthanc, "orthanc_tls": orthanc_tls, "commitment": commitment,
+                "key_objects": key_objects}.get(
         sys.argv[2] if len(sys.argv) > 2 else "", main)
     print(json.dumps(scenario(Path(sys.argv[1]))))

@@ -1,6 +1,6 @@
 """Key images (关键图像, issue 32): marked with a note and a window, at most six; on the final
 signature a Key Object Selection document is stored in the study (filed like any image; DCMTK's
-dsrdump reads it as the structured report it is, dicom3tools' dciodvfy finds nothing wrong); an amendment that keeps them stores none, one
+dsrdump reads it as the structured report it is, movescu moves it to a workstation, dicom3tools' dciodvfy finds nothing wrong); an amendment that keeps them stores none, one
 that changes them stores a new one and keeps the old."""
 from __future__ import annotations
 
@@ -143,3 +143,10 @@ def test_marked_from_the_page_listed_beside_the_report_and_printed(app, conn, ex
     removed = rad.post(f"/exams/{exam['accession_number']}/key-images/{key['id']}/remove",
                        headers={"X-CSRFToken": token, "HX-Request": "true"})
     assert removed.status_code == 200 and key_images.of_exam(conn, exam["id"]) == []
+
+
+def test_a_workstation_moves_the_key_object_document_with_movescu(tmp_path) -> None:
+    from tests.test_retrieve import in_namespace
+    result = in_namespace(tmp_path, "key_objects")
+    assert result["stored"] and result["moved"] == 0, result["log"]
+    assert result["received"] == [[key_images.KOS_SOP_CLASS, result["kos"]]]
