@@ -131,3 +131,14 @@ def test_export_and_import_all_or_none_with_formulas_neutralised(app, conn, peop
         templates.parse(b'{"no": 1}', "x.json")
     with pytest.raises(ValidationError):
         templates.parse(b"\xff\xfe", "x.csv")
+
+
+def test_an_import_over_its_size_is_refused_before_it_is_read(app, client_as) -> None:
+    import io
+    from tests.conftest import csrf_token
+    app.config["TEMPLATE_IMPORT_MAX_BYTES"] = 1000
+    admin = client_as("admin")
+    big = admin.post("/admin/templates/import", data={"csrf_token": csrf_token(admin, "/admin/templates"),
+                                                      "file": (io.BytesIO(b"level,name\n" + b"x" * 200_000), "t.csv")},
+                     content_type="multipart/form-data")
+    assert big.status_code == 413

@@ -188,6 +188,8 @@ DEFAULTS: dict[str, Any] = {
     # check-in); a skipped patient goes back behind this many others.
     "QUEUE_ELDERLY_AGE": 70,
     "QUEUE_SKIP_BACK": 3,
+    # Report templates: an import file (JSON or CSV) is at most this large.
+    "TEMPLATE_IMPORT_MAX_BYTES": 5 * 1024 * 1024,
     # Pick-up: the desk lists reports and films ready and not collected for this many days;
     # a kiosk prints the final report on this paper (a4 or a5).
     "PICKUP_DAYS": 30,

@@ -39,8 +39,8 @@ SLOT = re.compile(r"\{([^{}/\n]+(?:/[^{}/\n]+)+)\}")
 TEXT_MAX = 20000
 #: At most this many templates are read for one tree or search (a department keeps hundreds).
 LIMIT = 2000
-#: At most this many templates, and bytes, in one import.
-IMPORT_MAX, IMPORT_BYTES = 5000, 5 * 1024 * 1024
+#: At most this many templates in one import (its size: the TEMPLATE_IMPORT_MAX_BYTES setting).
+IMPORT_MAX = 5000
 FIELDS = ("level", "section", "modality", "body_part", "folder", "name", "findings", "impression", "procedure_code")
 CSV_HEADER = list(FIELDS)
 
@@ -253,11 +253,11 @@ def export_csv_rows(conn: sqlite3.Connection) -> list[list[Any]]:
 _NEUTRALISED = re.compile(r"^'(?=[=+\-@\t\r])")
 
 
-def parse(payload: bytes, filename: str) -> list[dict[str, str]]:
+def parse(payload: bytes, filename: str, max_bytes: int = 5 * 1024 * 1024) -> list[dict[str, str]]:
     """The templates in an uploaded export: JSON (``.json``) or CSV (UTF-8, a first row naming
     the columns). ValidationError ("file") when it is neither."""
-    if len(payload) > IMPORT_BYTES:
-        raise ValidationError("file", N_("At most %(count)d templates in one file."), count=IMPORT_MAX)
+    if len(payload) > max_bytes:
+        raise ValidationError("file", N_("The file is larger than %(mb)d MB."), mb=max(1, max_bytes // (1024 * 1024)))
     try:
         content = payload.decode("utf-8-sig")
     except UnicodeDecodeError:

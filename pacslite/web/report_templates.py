@@ -13,7 +13,7 @@ from flask_login import current_user
 from ..core.validation import N_, Conflict, NotFound, ValidationError
 from ..ris import patients
 from ..ris import report_templates as templates
-from . import access, csvout
+from . import access, csvout, limits
 from .database import get_db
 from .forms import errors_of, found_or_404, message
 from .labels import options
@@ -134,12 +134,14 @@ def export_csv() -> Any:
 
 @bp.route("/admin/templates/import", methods=["POST"])
 @access.allow(*ADMIN)
+@limits.body("TEMPLATE_IMPORT_MAX_BYTES")
 def import_file() -> Any:
     upload = request.files.get("file")
     try:
         if upload is None or not upload.filename:
             raise ValidationError("file", N_("Choose a file."))
-        rows = templates.parse(upload.read(templates.IMPORT_BYTES + 1), upload.filename)
+        most = current_app.config["TEMPLATE_IMPORT_MAX_BYTES"]
+        rows = templates.parse(upload.read(most + 1), upload.filename, most)
         counts = templates.import_rows(get_db(), access.actor(), current_app.config, rows)
     except ValidationError as exc:
         flash(" ".join(errors_of(exc).values()), "error")
