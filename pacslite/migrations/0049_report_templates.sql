@@ -2,7 +2,8 @@
 -- blanks (__), kept at three levels: the department's and a section's (kept by administrators)
 -- and a radiologist's own. A section is a modality or a body part group; a template may be the
 -- normal report of a procedure (inserted with one key). The department's phrases become its
--- templates. Written by ris.report_templates.
+-- templates (report_phrases stays as it was, written by nothing: migrations never destroy).
+-- Written by ris.report_templates.
 CREATE TABLE report_templates (
     id              INTEGER PRIMARY KEY,
     level           TEXT NOT NULL CHECK (level IN ('department', 'section', 'personal')),
@@ -27,4 +28,3 @@ CREATE INDEX report_templates_normal ON report_templates (procedure_code) WHERE 
 INSERT INTO report_templates (level, modality, body_part, name, findings, impression, updated_at, updated_by)
     SELECT 'department', modality, body_part, title, findings, impression, updated_at, updated_by
     FROM report_phrases;
-DROP TABLE report_phrases;
