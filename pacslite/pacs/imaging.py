@@ -27,6 +27,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, p
 
 from ..core import audit, clock, storage
 from ..core.db import transaction
+from ..core.validation import N_, ValidationError
 
 log = logging.getLogger(__name__)
 THUMBNAIL = 128
@@ -55,6 +56,18 @@ class View:
 
     def key(self) -> str:
         return f"{self.frame}:{self.center}:{self.width}:{int(self.invert)}:{self.max_size}"
+
+
+def window_value(value: Any, field: str) -> float | None:
+    """A window's centre or width as typed or sent (film printing, key images): None when
+    blank; ValidationError (``field``) when it is not a number."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValidationError(field, N_("A window is a number.")) from None
 
 
 def frame_count(ds: Dataset) -> int:

@@ -24,7 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, gene
 
 from ..core import audit, clock, names
 from ..core.db import transaction
-from ..core.validation import N_, Conflict, ValidationError
+from ..core.validation import N_, Conflict
 from ..ris import patients
 from . import filing, imaging
 from .index import Source
@@ -48,16 +48,6 @@ def of_exam(conn: sqlite3.Connection, exam_id: int) -> list[sqlite3.Row]:
                         (exam_id, MAX_KEYS)).fetchall()
 
 
-def _number(value: Any) -> float | None:
-    text = str(value if value is not None else "").strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ValidationError("window", N_("A window is a number.")) from None
-
-
 def mark(conn: sqlite3.Connection, actor: audit.Actor, instance_id: int, data: Mapping[str, Any]) -> int:
     """Mark an image (its ``frame``) of an exam as a key image, with ``note`` and the window
     (``center``, ``width``) it was seen in; marked again, its note and window change. Refused
@@ -68,7 +58,8 @@ def mark(conn: sqlite3.Connection, actor: audit.Actor, instance_id: int, data: M
     frame_text = str(data.get("frame") or "0")
     frame = int(frame_text) if frame_text.isdigit() else 0
     note = str(data.get("note") or "").strip()[:NOTE_MAX]
-    center, width = _number(data.get("center")), _number(data.get("width"))
+    center = imaging.window_value(data.get("center"), "window")
+    width = imaging.window_value(data.get("width"), "window")
     exam = patients.find_exam(conn, exam_id=instance["exam_ref"])
     now = clock.to_db(clock.now())
     with transaction(conn):

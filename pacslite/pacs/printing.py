@@ -68,16 +68,6 @@ class Film:
     pictures: list[Picture]
 
 
-def _number(value: Any, field: str) -> float | None:
-    text = str(value if value is not None else "").strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ValidationError(field, N_("A window is a number.")) from None
-
-
 def _position(data: Mapping[str, Any], field: str, default: int) -> int:
     value = str(data.get(field) or "").strip()
     if not value:
@@ -137,8 +127,8 @@ def request(conn: sqlite3.Connection, actor: audit.Actor, exam: Mapping[str, Any
             raise ValidationError("images", N_("Only this exam's images can be printed."))
         if instance["released_at"]:
             raise ValidationError("images", N_("An image is archived and not online: bring the study back first."))
-        images.append({"instance": instance["id"], "center": _number(pick.get("center"), "center"),
-                       "width": _number(pick.get("width"), "width")})
+        images.append({"instance": instance["id"], "center": imaging.window_value(pick.get("center"), "center"),
+                       "width": imaging.window_value(pick.get("width"), "width")})
     columns, rows = LAYOUTS[layout]
     films = math.ceil(len(images) / (columns * rows))
     now = clock.to_db(clock.now())
