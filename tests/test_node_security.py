@@ -171,7 +171,9 @@ def test_an_oversized_n_action_is_aborted_as_it_arrives(pacs) -> None:
     assert sent < 12 << 20, f"{sent} bytes were taken"
     assert rss_mib(pacs) - before < 48, (before, rss_mib(pacs))
     assert pacs.query("SELECT COUNT(*) FROM commitments WHERE transaction_uid = '1.2.3.4.27'")[0][0] == 0
-    assert "the data set of a N-ACTION-RQ passed 4194304 bytes" in "\n".join(lines(pacs))
+    # the abort reaches the peer before the server's log line reaches its output: wait for the line
+    wait_for(lambda: "the data set of a N-ACTION-RQ passed 4194304 bytes" in "\n".join(lines(pacs)),
+             "the server logs why it aborted", 10)
     # a request within the limit is answered as always
     small = hostile.associate(pacs.port, [(COMMITMENT, [hostile.IMPLICIT])], calling="COMMIT")
     for pdu in hostile.fragments(cid, command, small.max_pdu, is_command=True) + \

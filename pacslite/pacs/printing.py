@@ -177,7 +177,12 @@ Send = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], list[F
 
 
 def _claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """The due jobs, marked printing. Nothing due (nearly always): a read only, without taking
+    the write lock that images arriving need."""
     now = clock.to_db(clock.now())
+    if conn.execute("SELECT 1 FROM print_jobs WHERE state = ? AND next_attempt_at <= ? LIMIT 1",
+                    (QUEUED, now)).fetchone() is None:
+        return []
     with transaction(conn):
         due = conn.execute("SELECT * FROM print_jobs WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at"
                            " LIMIT ?", (QUEUED, now, BATCH)).fetchall()
