@@ -361,6 +361,8 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path,
     sent = storescu(pacs.port, images)
     assert list(store_results(sent.stdout + sent.stderr).values()) == ["Success"] * 2
     doctor.wait_for_selector("#report-form", timeout=20_000)
+    # The lock reloaded the page: the form can be in the document before htmx has bound its autosave.
+    doctor.wait_for_load_state("load")
 
     # Drafts save themselves; then the report is signed and printed.
     doctor.fill("#f-findings", "Both lungs are clear. 双肺清晰。")
@@ -401,6 +403,7 @@ def test_a_radiologist_meets_the_lock_then_reports_and_prints(browser, tmp_path,
     doctor.fill("#f-reason", "Nodule missed in the left lung")
     doctor.click("button:has-text('Start amendment')")
     doctor.wait_for_selector("#report-form")
+    doctor.wait_for_load_state("load")  # a new page: its autosave is bound once it has loaded
     doctor.fill("#f-impression", "Nodule of 6 mm in the left lower lobe. 左肺下叶 6 毫米结节。")
     doctor.wait_for_selector("#save-status.saved")
     doctor.check("#result-class input[value=abnormal]")
