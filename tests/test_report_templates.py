@@ -142,3 +142,17 @@ def test_an_import_over_its_size_is_refused_before_it_is_read(app, client_as) ->
                                                       "file": (io.BytesIO(b"level,name\n" + b"x" * 200_000), "t.csv")},
                      content_type="multipart/form-data")
     assert big.status_code == 413
+
+
+def test_a_refused_import_says_which_row_and_why_in_the_users_language(app, client_as) -> None:
+    import io
+    from tests.conftest import csrf_token
+    admin = client_as("admin")
+    rows = "level,section,name,findings\ndepartment,,胸部正常,未见异常。\nsection,,结节,肺结节\n"
+    headers = {"Accept-Language": "zh-CN,zh;q=0.9"}
+    answer = admin.post("/admin/templates/import", headers=headers, follow_redirects=True,
+                        data={"csrf_token": csrf_token(admin, "/admin/templates"),
+                              "file": (io.BytesIO(rows.encode()), "t.csv")}, content_type="multipart/form-data")
+    page = answer.get_data(as_text=True)
+    assert "第 3 行，section：专业组模板须填写所属专业组" in page, page  # the row's problem in Chinese too
+    assert "names its section" not in page

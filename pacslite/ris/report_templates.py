@@ -293,7 +293,7 @@ def import_rows(conn: sqlite3.Connection, actor: audit.Actor, settings: Mapping[
             checked.append(_fields(conn, settings, row))
         except ValidationError as exc:
             raise ValidationError("file", N_("Row %(row)d, %(column)s: %(problem)s"), row=number, column=exc.field,
-                                  problem=exc.message % exc.params if exc.params else exc.message) from None
+                                  problem=exc) from None
     _may_keep(conn, actor, DEPARTMENT, "")
     now = clock.to_db(clock.now())
     counts = {"added": 0, "replaced": 0}
