@@ -323,3 +323,38 @@ def test_two_nodes_making_the_chain_key_at_once_end_with_the_same_one(tmp_path) 
     assert first == second == audit._read_key(tmp_path / "audit_key")
     assert [p.name for p in tmp_path.iterdir()] == ["audit_key"]
     assert (tmp_path / "audit_key").stat().st_mode & 0o777 == 0o600
+
+
+def _without_waiting_for_locks(conn) -> None:
+    """A lock this connection cannot have at once is an error, not a wait."""
+    if db.dialect_of(conn) == "postgresql":
+        conn.execute("SET lock_timeout = '100ms'")
+    else:
+        conn.execute("PRAGMA busy_timeout = 0")
+
+
+def test_idle_duties_look_without_taking_the_write_lock(app, conn) -> None:
+    """Routing, storage commitment reports and film printing poll every few seconds and nearly
+    always find nothing: that must not queue behind (nor hold) the write lock images need."""
+    from pacslite.pacs import commitment, printing, routing
+    duty = db.connect(app.config["DATABASE"])
+    _without_waiting_for_locks(duty)
+    nothing_is_due = lambda *args: pytest.fail("nothing is due")  # noqa: E731
+    try:
+        db.begin(conn)  # images being filed meanwhile
+        assert routing.run_due(duty, app.config, nothing_is_due) == 0
+        assert commitment.run_due(duty, app.config, nothing_is_due) == 0
+        assert printing.run_due(duty, app.config, nothing_is_due) == 0
+        conn.execute("ROLLBACK")
+        # a report that is due is claimed under the lock: while another holds it, the duty waits
+        # (here, with no waiting allowed, it is refused)
+        past = "2000-01-01T00:00:00"
+        conn.execute("INSERT INTO commitments (transaction_uid, calling_ae, requested, committed, result, state,"
+                     " next_attempt_at, created_at, updated_at) VALUES ('1.2.3', 'MOD', 1, 1, '[]', 'pending', ?, ?, ?)",
+                     (past, past, past))
+        db.begin(conn)
+        with pytest.raises(Exception, match="lock"):
+            commitment.run_due(duty, app.config, nothing_is_due)
+        conn.execute("ROLLBACK")
+    finally:
+        duty.close()

@@ -87,6 +87,19 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+def claim_due(conn: sqlite3.Connection, due_sql: str, params: tuple[Any, ...],
+              mark: Callable[[list[sqlite3.Row]], None]) -> list[sqlite3.Row]:
+    """The rows ``due_sql`` finds, passed to ``mark`` (which takes them: state = sending…) in one
+    write transaction. A duty polls every few seconds and nearly always finds nothing: that is
+    found by a plain read, without taking the write lock that images arriving need."""
+    if conn.execute(due_sql, params).fetchone() is None:
+        return []
+    with transaction(conn):
+        due = conn.execute(due_sql, params).fetchall()
+        mark(due)
+    return due
+
+
 class _Job:
     """One caller's work in a shared transaction: its result or error, and a wake-up."""
 

@@ -25,7 +25,7 @@ from pydicom.sequence import Sequence
 
 from ..core import alerts, audit, background, clock, uids
 from ..ris import aes
-from ..core.db import transaction
+from ..core.db import claim_due, transaction
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +193,10 @@ def recover(conn: sqlite3.Connection) -> int:
 
 def _claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     now = clock.to_db(clock.now())
-    with transaction(conn):
-        due = conn.execute("SELECT * FROM commitments WHERE state = ? AND next_attempt_at <= ?"
-                           " ORDER BY next_attempt_at LIMIT ?", (PENDING, now, BATCH)).fetchall()
-        conn.executemany("UPDATE commitments SET state = ?, updated_at = ? WHERE id = ?",
-                         [(SENDING, now, c["id"]) for c in due])
-    return due
+    return claim_due(conn, "SELECT * FROM commitments WHERE state = ? AND next_attempt_at <= ?"
+                     " ORDER BY next_attempt_at LIMIT ?", (PENDING, now, BATCH),
+                     lambda due: conn.executemany("UPDATE commitments SET state = ?, updated_at = ? WHERE id = ?",
+                                                  [(SENDING, now, c["id"]) for c in due]))
 
 
 #: Sends one report on a new association: (settings, destination AE, event type, event

@@ -24,7 +24,7 @@ import numpy as np
 from pydicom import dcmread
 
 from ..core import alerts, audit, background, clock, storage
-from ..core.db import transaction
+from ..core.db import claim_due, transaction
 from ..core.validation import N_, Conflict, ValidationError, choice
 from ..ris import aes
 from . import imaging, index
@@ -177,18 +177,11 @@ Send = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], list[F
 
 
 def _claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """The due jobs, marked printing. Nothing due (nearly always): a read only, without taking
-    the write lock that images arriving need."""
-    now = clock.to_db(clock.now())
-    if conn.execute("SELECT 1 FROM print_jobs WHERE state = ? AND next_attempt_at <= ? LIMIT 1",
-                    (QUEUED, now)).fetchone() is None:
-        return []
-    with transaction(conn):
-        due = conn.execute("SELECT * FROM print_jobs WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at"
-                           " LIMIT ?", (QUEUED, now, BATCH)).fetchall()
-        for job in due:
-            conn.execute("UPDATE print_jobs SET state = ? WHERE id = ?", (PRINTING, job["id"]))
-    return due
+    """The due jobs, marked printing."""
+    return claim_due(conn, "SELECT * FROM print_jobs WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at"
+                     " LIMIT ?", (QUEUED, clock.to_db(clock.now()), BATCH),
+                     lambda due: conn.executemany("UPDATE print_jobs SET state = ? WHERE id = ?",
+                                                  [(PRINTING, job["id"]) for job in due]))
 
 
 def run_due(conn: sqlite3.Connection, settings: Mapping[str, Any], send: Send) -> int:

@@ -25,7 +25,7 @@ from ..core import alerts, audit, background, clock
 from ..ris import aes
 from . import index, outbound, qr
 from ..core.background import BackgroundThread
-from ..core.db import transaction
+from ..core.db import claim_due, transaction
 from ..core.validation import AE_TITLE_PATTERN, N_, Conflict, NotFound, ValidationError, matches, text
 
 log = logging.getLogger(__name__)
@@ -136,15 +136,13 @@ def _claim(conn: sqlite3.Connection, settings: Mapping[str, Any]) -> list[sqlite
     moment = clock.now()
     now = clock.to_db(moment)
     quiet = clock.to_db(moment - timedelta(seconds=float(settings["FORWARD_DELAY_SECONDS"])))
-    with transaction(conn):
-        due = conn.execute("SELECT q.*, s.last_received_at AS study_received_at, s.instance_count AS study_instances"
-                           " FROM outbound_queue q"
-                           " JOIN studies s ON s.id = q.study_ref"
-                           " WHERE q.state = ? AND q.next_attempt_at <= ? AND s.last_received_at <= ?"
-                           " ORDER BY q.next_attempt_at LIMIT ?", (QUEUED, now, quiet, BATCH)).fetchall()
-        for item in due:
-            conn.execute("UPDATE outbound_queue SET state = ?, updated_at = ? WHERE id = ?", (SENDING, now, item["id"]))
-    return due
+    return claim_due(conn, "SELECT q.*, s.last_received_at AS study_received_at, s.instance_count AS study_instances"
+                     " FROM outbound_queue q"
+                     " JOIN studies s ON s.id = q.study_ref"
+                     " WHERE q.state = ? AND q.next_attempt_at <= ? AND s.last_received_at <= ?"
+                     " ORDER BY q.next_attempt_at LIMIT ?", (QUEUED, now, quiet, BATCH),
+                     lambda due: conn.executemany("UPDATE outbound_queue SET state = ?, updated_at = ? WHERE id = ?",
+                                                  [(SENDING, now, item["id"]) for item in due]))
 
 
 def _images(conn: sqlite3.Connection, study_ref: int) -> list[sqlite3.Row]:
