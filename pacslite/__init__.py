@@ -33,6 +33,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings["SESSION_HOURS"]),
+        # The session cookie is sent only by a request that changes it: a page's polls, running
+        # while its form is posted, would otherwise put back the session without the post's
+        # message. A login therefore lasts SESSION_HOURS from logging in, not from the last page.
+        SESSION_REFRESH_EACH_REQUEST=False,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         WTF_CSRF_HEADERS=["X-CSRFToken"],
     )

@@ -146,3 +146,17 @@ def test_an_unknown_language_is_refused_and_changes_nothing(conn, client_as) -> 
     assert users.by_username(conn, "lang_desk").language is None
     assert post(desk, "/language", {"language": "en"}).status_code == 302
     assert users.by_username(conn, "lang_desk").language == "en"
+
+
+def test_a_poll_does_not_send_the_session_back_so_it_cannot_undo_another_requests_change(client_as) -> None:
+    """The cookie session is written only when a request changes it. A page's polls and image
+    loads run while its form is posted: had each answered with the session it was sent with, one
+    finishing after the post would put back the session without the post's message (a critical
+    finding sent, and no "sent" shown) or the receipt it asked to print."""
+    admin = client_as("admin")
+    sent = [header for header in admin.get("/alerts/count", headers={"HX-Request": "true"}).headers.getlist("Set-Cookie")
+            if header.startswith("pacslite_session=")]
+    assert sent == []
+    before = admin.get_cookie("pacslite_session").value
+    changed = post(admin, "/language", {"language": "zh_CN", "next": "/exams"})
+    assert changed.status_code == 302 and admin.get_cookie("pacslite_session").value != before  # a change is sent
